@@ -1,0 +1,9 @@
+"""The pipeline stages as mldesigner components, importable in notebooks and AML/KFP pipelines.
+
+from mnist_mlops.components import ingest, preprocess
+"""
+
+from mnist_mlops.components.ingest import ingest
+from mnist_mlops.components.preprocess import preprocess
+
+__all__ = ["ingest", "preprocess"]

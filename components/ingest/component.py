@@ -1,0 +1,103 @@
+"""The ingest component: typed ports over `executor.run_ingest`.
+
+Not deterministic on purpose: the same source URI can hold new content tomorrow, so AML must never
+reuse an earlier run's output for it (the local runner keys its cache on content instead).
+"""
+
+from mldesigner import Input, Output, command_component
+
+VERSION = "0.1.0"
+
+
+@command_component(
+    name="mnist_mlops_ingest",
+    version=VERSION,
+    display_name="Ingest MNIST data",
+    description=(
+        "Fetch MNIST (mnist_png folders or IDX files; local folder, .tar.gz, sha256-pinned http(s) tarball or "
+        "Azure Blob) into a versioned, content-hashed dataset with a data validation report."
+    ),
+    is_deterministic=False,
+    tags={"stage": "ingest", "project": "mnist-mlops", "framework": "none"},
+    environment="./environment/environment.yaml",
+)
+def ingest(
+    dataset: Output(
+        type="uri_folder", description="Decoded arrays per split and manifest.json (dataset_manifest)."
+    ),
+    data_report: Output(type="uri_file", description="data_report.json: validation checks and statistics."),
+    source_data: Input(
+        type="uri_folder",
+        optional=True,
+        description="Mounted dataset folder (or a folder holding one .tar.gz).",
+    ) = None,
+    source_uri: Input(
+        type="string",
+        optional=True,
+        description="Local path, http(s) tarball URL, Azure Blob SAS URL or azureblob://.",
+    ) = None,
+    source_sha256: Input(
+        type="string", optional=True, description="sha256 pin, required for http(s) tarballs."
+    ) = None,
+    reference_report: Input(
+        type="uri_file",
+        optional=True,
+        description="The previous version's data_report.json, to detect shift.",
+    ) = None,
+    max_age_days: Input(
+        type="integer",
+        default=365,
+        min=1,
+        max=36500,
+        description="Oldest acceptable newest-file age in days.",
+    ) = 365,
+    on_stale: Input(
+        type="string", default="warn", enum=["fail", "warn"], description="Policy for stale data."
+    ) = "warn",
+    on_invalid: Input(
+        type="string", default="fail", enum=["fail", "skip"], description="Policy for undecodable images."
+    ) = "fail",
+    max_invalid_fraction: Input(
+        type="number",
+        default=0.001,
+        min=0.0,
+        max=1.0,
+        description="With on_invalid=skip: most images to skip.",
+    ) = 0.001,
+    max_prior_shift: Input(
+        type="number",
+        default=0.05,
+        min=0.0,
+        max=1.0,
+        description="Class-prior total variation that flags shift.",
+    ) = 0.05,
+    max_stat_shift: Input(
+        type="number",
+        default=0.1,
+        min=0.0,
+        max=10.0,
+        description="Relative change of pixel mean or ink that flags shift.",
+    ) = 0.1,
+):
+    from mnist_mlops.components.ingest.executor import run_ingest
+
+    from mnist_mlops.errors import UserInputError, exit_on_user_error
+    from mnist_mlops.ports import check_parameters
+
+    with exit_on_user_error():
+        check_parameters(__file__, locals())
+        if (source_data is None) == (source_uri is None):
+            raise UserInputError("give exactly one of source_data (a folder port) or source_uri (a URI)")
+        run_ingest(
+            str(source_data or source_uri),
+            dataset,
+            data_report,
+            source_sha256=source_sha256,
+            reference_report=reference_report,
+            max_age_days=max_age_days,
+            on_stale=on_stale,
+            on_invalid=on_invalid,
+            max_invalid_fraction=max_invalid_fraction,
+            max_prior_shift=max_prior_shift,
+            max_stat_shift=max_stat_shift,
+        )

@@ -1,0 +1,155 @@
+"""ingest: bring a dataset from its source to a versioned, validated, content-hashed dataset folder.
+
+Framework-free: plain paths and scalars in, files out. The AML/KFP component wrappers, the CLI and the
+tests all call `run_ingest`.
+
+Output folder (`dataset`):
+    manifest.json                  dataset_manifest schema; `dataset_version` is the content hash
+    training/{images,labels,digests}.npy
+    testing/{images,labels,digests}.npy
+and `data_report.json` (data_report schema) beside it or wherever the caller asks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_mlops import __version__, contracts
+from mnist_mlops.atomic import staged_dir
+from mnist_mlops.dataset import save_array
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.hashing import image_digests, labelled_set_digest
+from mnist_mlops.sources import open_source, read_files
+
+from .layouts import SPLITS, LoadedDataset, load_layout
+from .validation import (
+    MAX_LISTED_INVALID,
+    Policy,
+    data_checks,
+    leakage_count,
+    overall_outcome,
+    reference_checks,
+    split_statistics,
+    utc_iso,
+)
+
+COMPONENT_NAME = "mnist_mlops_ingest"
+
+
+class DataValidationError(UserInputError):
+    """The data failed a check whose policy is `fail`; nothing was written."""
+
+
+def run_ingest(
+    source: str,
+    dataset_dir: str | Path,
+    report_path: str | Path,
+    *,
+    source_sha256: str | None = None,
+    reference_report: str | Path | None = None,
+    max_age_days: int = 365,
+    on_stale: str = "warn",
+    on_invalid: str = "fail",
+    max_invalid_fraction: float = 0.001,
+    max_prior_shift: float = 0.05,
+    max_stat_shift: float = 0.1,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Ingest `source` into `dataset_dir` and write the validation report; returns the manifest.
+
+    Raises DataValidationError (exit 2 at the CLI) when a check fails, after writing nothing.
+    """
+    policy = Policy(max_age_days, on_stale, on_invalid, max_invalid_fraction, max_prior_shift, max_stat_shift)
+    reference = contracts.read_json(reference_report, "data_report") if reference_report else None
+    now = now or datetime.now(UTC)
+    with open_source(source, sha256=source_sha256) as local:
+        layout = load_layout(read_files(local.path), local.uri)
+
+    digests = {name: image_digests(split.images) for name, split in layout.splits.items()}
+    stats = {
+        name: split_statistics(split.images, split.labels, digests[name], split.converted)
+        for name, split in layout.splits.items()
+    }
+    newest = datetime.fromtimestamp(layout.newest_mtime, UTC)
+    checks = data_checks(
+        stats,
+        invalid=layout.invalid,
+        candidates=layout.candidates,
+        leakage=leakage_count(digests["training"], digests["testing"]),
+        newest_source_time=newest,
+        now=now,
+        policy=policy,
+    )
+    if reference:
+        checks += reference_checks(stats, reference, policy)
+    version = _dataset_version(layout, digests)
+    report = {
+        "schema_version": 1,
+        "dataset_version": version,
+        "generated_at": utc_iso(now),
+        "source_uri": local.uri,
+        "source_format": layout.format,
+        "splits": stats,
+        "invalid_files": layout.invalid[:MAX_LISTED_INVALID],
+        "invalid_count": len(layout.invalid),
+        "ignored_files": layout.ignored_files,
+        "newest_source_time": utc_iso(newest),
+        "reference_dataset_version": reference["dataset_version"] if reference else None,
+        "policy": vars(policy),
+        "checks": checks,
+        "outcome": overall_outcome(checks),
+    }
+    failed = [item for item in checks if item["outcome"] == "fail"]
+    if failed:
+        reasons = "; ".join(f"{item['name']}: {item['reason']}" for item in failed)
+        examples = "; ".join(f"{item['path']}: {item['reason']}" for item in layout.invalid[:5])
+        raise DataValidationError(
+            f"data validation failed for {local.uri}: {reasons}" + (f" (e.g. {examples})" if examples else "")
+        )
+    for item in checks:
+        if item["outcome"] == "warn":
+            print(f"warning: {item['name']}: {item['reason']}", file=sys.stderr)
+
+    manifest = {
+        "schema_version": 1,
+        "dataset_version": version,
+        "source_uri": local.uri,
+        "source_kind": local.kind,
+        "source_format": layout.format,
+        "fetched_at": utc_iso(now),
+        "newest_source_time": utc_iso(newest),
+        "image_shape": [28, 28],
+        "splits": {},
+        "producer": {"component": COMPONENT_NAME, "version": __version__},
+    }
+    report_path = Path(report_path)
+    contracts.validate(report, "data_report", source=str(report_path))
+    with staged_dir(Path(dataset_dir)) as stage:
+        for name, split in layout.splits.items():
+            manifest["splits"][name] = {
+                "count": len(split.images),
+                "class_counts": stats[name]["class_counts"],
+                "files": {
+                    "images": save_array(stage, f"{name}/images.npy", split.images),
+                    "labels": save_array(stage, f"{name}/labels.npy", split.labels),
+                    "digests": save_array(stage, f"{name}/digests.npy", digests[name]),
+                },
+            }
+        contracts.write_json(stage / "manifest.json", manifest, "dataset_manifest")
+    contracts.write_json(report_path, report, "data_report")
+    return manifest
+
+
+def _dataset_version(layout: LoadedDataset, digests: dict[str, np.ndarray]) -> str:
+    """Content hash of every (image, label) pair per split: the same content always has one version."""
+    whole = hashlib.sha256()
+    for name in SPLITS:
+        whole.update(name.encode())
+        whole.update(labelled_set_digest(digests[name], layout.splits[name].labels).digest())
+    return whole.hexdigest()

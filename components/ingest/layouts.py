@@ -1,0 +1,155 @@
+"""Recognise and decode the two MNIST layouts ingest accepts.
+
+- `mnist_png`: `<root>/training/<label>/*.png` and `<root>/testing/<label>/*.png`.
+- IDX: `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`,
+  `t10k-labels-idx1-ubyte[.gz]` (the original distribution).
+
+Files that cannot be used (not a PNG, truncated, wrong size, bad label folder) are collected as invalid
+with a reason instead of stopping the read; the caller's `on_invalid` policy decides what they mean.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mnist_mlops.archives import FileEntry, gunzip
+from mnist_mlops.dataset import IMAGE_SHAPE
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.imaging import decode_pngs
+
+SPLITS = ("training", "testing")
+_PNG_PATH = re.compile(r"^(?:(?P<root>.*)/)?(?P<split>training|testing)/(?P<label>[^/]+)/[^/]+$")
+_IDX_FILES = {
+    "training": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "testing": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_UBYTE = 0x08
+
+
+@dataclass
+class LoadedSplit:
+    images: np.ndarray
+    labels: np.ndarray
+    converted: int = 0
+
+
+@dataclass
+class LoadedDataset:
+    format: str
+    splits: dict[str, LoadedSplit]
+    invalid: list[dict[str, str]] = field(default_factory=list)
+    candidates: int = 0
+    ignored_files: int = 0
+    newest_mtime: float = 0.0
+
+
+def load_layout(entries: list[FileEntry], source: str) -> LoadedDataset:
+    """Decode the dataset among `entries`, whichever layout it is in."""
+    png_entries = [(entry, match) for entry in entries if (match := _PNG_PATH.match(entry.path))]
+    idx_entries = {_idx_stem(entry.path): entry for entry in entries if _idx_stem(entry.path)}
+    if png_entries and idx_entries:
+        raise UserInputError(f"source {source}: holds both mnist_png folders and IDX files; pick one")
+    if png_entries:
+        return _load_png(png_entries, len(entries), source)
+    if idx_entries:
+        return _load_idx(idx_entries, len(entries), source)
+    raise UserInputError(
+        f"source {source}: no MNIST data found (expected <root>/training/<label>/*.png and "
+        "<root>/testing/<label>/*.png, or the four *-idx?-ubyte[.gz] files)"
+    )
+
+
+def _load_png(matches: list, total_files: int, source: str) -> LoadedDataset:
+    roots = {match["root"] or "" for _, match in matches}
+    if len(roots) > 1:
+        raise UserInputError(
+            f"source {source}: several dataset roots ({', '.join(sorted(roots))}); expected one"
+        )
+    dataset = LoadedDataset(
+        "mnist_png", {}, candidates=len(matches), ignored_files=total_files - len(matches)
+    )
+    dataset.newest_mtime = max(entry.mtime for entry, _ in matches)
+    for split in SPLITS:
+        members = sorted(
+            ((entry.path, entry, match["label"]) for entry, match in matches if match["split"] == split),
+            key=lambda member: member[0],
+        )
+        usable, labels = [], []
+        for path, entry, label in members:
+            if len(label) == 1 and label.isdigit():
+                usable.append(entry)
+                labels.append(int(label))
+            else:
+                dataset.invalid.append(
+                    {"path": path, "split": split, "reason": f"label folder {label!r} is not 0-9"}
+                )
+        batch = decode_pngs([entry.data for entry in usable], IMAGE_SHAPE)
+        keep = np.ones(len(usable), dtype=bool)
+        for index, reason in sorted(batch.errors.items()):
+            keep[index] = False
+            dataset.invalid.append({"path": usable[index].path, "split": split, "reason": reason})
+        dataset.splits[split] = LoadedSplit(
+            images=batch.images[keep],
+            labels=np.asarray(labels, dtype=np.uint8)[keep],
+            converted=int(batch.converted[keep].sum()),
+        )
+    return dataset
+
+
+_IDX_STEMS = frozenset(stem for pair in _IDX_FILES.values() for stem in pair)
+
+
+def _idx_stem(path: str) -> str | None:
+    name = path.rsplit("/", 1)[-1]
+    stem = name[: -len(".gz")] if name.endswith(".gz") else name
+    return stem if stem in _IDX_STEMS else None
+
+
+def _load_idx(files: dict[str, FileEntry], total_files: int, source: str) -> LoadedDataset:
+    missing = [stem for pair in _IDX_FILES.values() for stem in pair if stem not in files]
+    if missing:
+        raise UserInputError(f"source {source}: IDX dataset is missing {', '.join(missing)}")
+    dataset = LoadedDataset("idx", {}, ignored_files=total_files - len(files))
+    dataset.newest_mtime = max(entry.mtime for entry in files.values())
+    for split, (images_stem, labels_stem) in _IDX_FILES.items():
+        images = _read_idx(files[images_stem], dims=3)
+        labels = _read_idx(files[labels_stem], dims=1)
+        if images.shape[1:] != IMAGE_SHAPE:
+            raise UserInputError(
+                f"{files[images_stem].path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28"
+            )
+        if len(images) != len(labels):
+            raise UserInputError(
+                f"{files[labels_stem].path}: {len(labels)} labels for {len(images)} images in {images_stem}"
+            )
+        keep = labels <= 9
+        for index in np.flatnonzero(~keep):
+            dataset.invalid.append(
+                {
+                    "path": f"{files[labels_stem].path}[{index}]",
+                    "split": split,
+                    "reason": f"label {labels[index]} is not 0-9",
+                }
+            )
+        dataset.candidates += len(images)
+        dataset.splits[split] = LoadedSplit(images=images[keep].copy(), labels=labels[keep].copy())
+    return dataset
+
+
+def _read_idx(entry: FileEntry, dims: int) -> np.ndarray:
+    data = gunzip(entry.data, source=entry.path) if entry.path.endswith(".gz") else entry.data
+    header_size = 4 + 4 * dims
+    if len(data) < header_size or data[0:2] != b"\0\0" or data[2] != _IDX_UBYTE or data[3] != dims:
+        raise UserInputError(f"{entry.path}: not an unsigned-byte IDX file with {dims} dimension(s)")
+    shape = struct.unpack(f">{dims}I", data[4:header_size])
+    expected = int(np.prod(shape, dtype=np.int64))
+    if len(data) - header_size != expected:
+        raise UserInputError(
+            f"{entry.path}: header declares {expected} bytes of data for shape {shape}, "
+            f"file has {len(data) - header_size} (truncated or corrupt)"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)

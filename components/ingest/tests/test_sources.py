@@ -1,0 +1,177 @@
+"""ingest from every source kind: local folder, .tar.gz, pinned http(s), Azure Blob (Azurite), IDX."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlops import contracts
+from mnist_mlops.components.ingest.executor import run_ingest
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.sources import SourceError
+from tests.datasets import make_tarball, small_splits, write_idx, write_png_tree
+
+
+def ingest_to(tmp_path: Path, source: str, **options) -> tuple[dict, dict, Path]:
+    out = tmp_path / "out"
+    manifest = run_ingest(source, out / "dataset", out / "data_report.json", **options)
+    report = contracts.read_json(out / "data_report.json", "data_report")
+    return manifest, report, out / "dataset"
+
+
+def test_local_folder_gives_validated_versioned_dataset(tmp_path, png_dataset):
+    manifest, report, dataset = ingest_to(tmp_path, str(png_dataset))
+    assert manifest["source_kind"] == "local_folder" and manifest["source_format"] == "mnist_png"
+    assert manifest["splits"]["training"]["count"] == 60 and manifest["splits"]["testing"]["count"] == 30
+    assert manifest["splits"]["training"]["class_counts"] == [6] * 10
+    contracts.read_json(dataset / "manifest.json", "dataset_manifest")
+    images = np.load(dataset / "training" / "images.npy")
+    expected, _ = small_splits()["training"]
+    assert images.dtype == np.uint8 and images.shape == (60, 28, 28)
+    assert {image.tobytes() for image in images} == {image.tobytes() for image in expected}
+    assert report["dataset_version"] == manifest["dataset_version"]
+    assert {check["name"] for check in report["checks"]} >= {"data_age", "train_test_leakage", "invalid_files"}
+
+
+def test_version_depends_on_content_not_on_form(tmp_path, png_dataset):
+    from_folder, _, _ = ingest_to(tmp_path / "a", str(png_dataset))
+    tarball = make_tarball(png_dataset, tmp_path / "mnist.tar.gz")
+    from_tarball, _, _ = ingest_to(tmp_path / "b", str(tarball))
+    from_idx, _, _ = ingest_to(tmp_path / "c", str(write_idx(tmp_path / "idx", small_splits())))
+    assert from_tarball["source_kind"] == "tarball" and from_idx["source_format"] == "idx"
+    assert from_folder["dataset_version"] == from_tarball["dataset_version"] == from_idx["dataset_version"]
+    changed = small_splits()
+    changed["testing"][0][0, 0, 0] ^= 1
+    from_changed, _, _ = ingest_to(tmp_path / "d", str(write_png_tree(tmp_path / "changed", changed)))
+    assert from_changed["dataset_version"] != from_folder["dataset_version"]
+
+
+def test_folder_holding_one_tarball_reads_the_tarball(tmp_path, png_dataset):
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    make_tarball(png_dataset, mounted / "mnist_png.tar.gz")
+    manifest, _, _ = ingest_to(tmp_path, str(mounted))
+    assert manifest["splits"]["testing"]["count"] == 30
+
+
+def test_idx_made_from_the_shared_pngs_matches_them(tmp_path, shared_tarball):
+    """IDX files built from real MNIST PNGs ingest to the same pixels and the same version."""
+    subset = tmp_path / "subset"
+    with tarfile.open(shared_tarball) as archive:
+        wanted = {}
+        for member in archive:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 4 and len(wanted.setdefault((parts[1], parts[2]), [])) < 3:
+                wanted[(parts[1], parts[2])].append(member.name)
+                (subset / member.name).parent.mkdir(parents=True, exist_ok=True)
+                (subset / member.name).write_bytes(archive.extractfile(member).read())
+    png_manifest, _, png_dataset = ingest_to(tmp_path / "png", str(subset))
+    splits = {
+        split: (np.load(png_dataset / split / "images.npy"), np.load(png_dataset / split / "labels.npy"))
+        for split in ("training", "testing")
+    }
+    idx_manifest, _, _ = ingest_to(tmp_path / "idx", str(write_idx(tmp_path / "idx-files", splits)))
+    assert png_manifest["splits"]["training"]["count"] == 30
+    assert idx_manifest["dataset_version"] == png_manifest["dataset_version"]
+
+
+def test_http_tarball_is_pinned_verified_and_cached(tmp_path, png_dataset, http_server, monkeypatch):
+    monkeypatch.setenv("MNIST_MLOPS_CACHE", str(tmp_path / "cache"))
+    base, root = http_server
+    tarball = make_tarball(png_dataset, root / "mnist.tar.gz")
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    url = f"{base}/mnist.tar.gz?token=secret"
+    manifest, _, _ = ingest_to(tmp_path / "first", url, source_sha256=digest)
+    assert manifest["source_kind"] == "http"
+    assert "secret" not in manifest["source_uri"] and manifest["source_uri"].startswith("http://127.0.0.1")
+    tarball.unlink()
+    cached, _, _ = ingest_to(tmp_path / "second", url, source_sha256=digest)
+    assert cached["dataset_version"] == manifest["dataset_version"]
+
+
+def test_http_tarball_needs_a_matching_pin(tmp_path, png_dataset, http_server, monkeypatch):
+    monkeypatch.setenv("MNIST_MLOPS_CACHE", str(tmp_path / "cache"))
+    base, root = http_server
+    make_tarball(png_dataset, root / "mnist.tar.gz")
+    with pytest.raises(SourceError, match="needs its sha256 pin"):
+        ingest_to(tmp_path / "a", f"{base}/mnist.tar.gz")
+    with pytest.raises(SourceError, match="but the pin is"):
+        ingest_to(tmp_path / "b", f"{base}/mnist.tar.gz", source_sha256="0" * 64)
+    with pytest.raises(SourceError, match="download failed"):
+        ingest_to(tmp_path / "c", f"{base}/missing.tar.gz", source_sha256="0" * 64)
+    assert not (tmp_path / "b" / "out").exists()
+    assert not list((tmp_path / "cache").rglob("*.tar.gz"))
+
+
+@pytest.fixture
+def blob_container(azurite):
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(azurite["connection_string"])
+    name = f"mnist-{np.random.default_rng().integers(1 << 30)}"
+    container = service.create_container(name)
+    yield container
+    container.delete_container()
+
+
+def _sas_url(azurite, container_name: str, prefix: str) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    token = generate_container_sas(
+        azurite["account"], container_name, account_key=azurite["key"],
+        permission=ContainerSasPermissions(read=True, list=True), expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    return f"{azurite['endpoint']}/{container_name}/{prefix}?{token}"
+
+
+@pytest.mark.azurite
+def test_azure_blob_tarball_by_sas_url(tmp_path, png_dataset, azurite, blob_container):
+    tarball = make_tarball(png_dataset, tmp_path / "mnist.tar.gz")
+    blob_container.upload_blob("drops/2026/mnist.tar.gz", tarball.read_bytes())
+    url = _sas_url(azurite, blob_container.container_name, "drops/2026/mnist.tar.gz")
+    manifest, report, _ = ingest_to(tmp_path, url)
+    assert manifest["source_kind"] == "azure_blob" and "sig=" not in manifest["source_uri"]
+    assert manifest["splits"]["training"]["count"] == 60
+    age = next(check for check in report["checks"] if check["name"] == "data_age")
+    assert age["outcome"] == "pass" and age["value"] < 1  # blob last-modified times, i.e. just uploaded
+
+
+@pytest.mark.azurite
+def test_azure_blob_png_tree_by_connection_string(tmp_path, png_dataset, azurite, blob_container, monkeypatch):
+    for path in sorted(png_dataset.rglob("*.png")):
+        blob_container.upload_blob(f"v1/{path.relative_to(png_dataset).as_posix()}", path.read_bytes())
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite["connection_string"])
+    manifest, _, _ = ingest_to(tmp_path, f"azureblob://{blob_container.container_name}/v1")
+    assert manifest["splits"]["testing"]["count"] == 30
+
+
+@pytest.mark.azurite
+def test_azure_blob_errors_are_clear(tmp_path, azurite, blob_container, monkeypatch):
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    with pytest.raises(SourceError, match="AZURE_STORAGE_CONNECTION_STRING"):
+        ingest_to(tmp_path, f"azureblob://{blob_container.container_name}/v1")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite["connection_string"])
+    with pytest.raises(SourceError, match="no blobs found"):
+        ingest_to(tmp_path, f"azureblob://{blob_container.container_name}/nothing-here")
+
+
+def test_missing_and_unsupported_sources(tmp_path):
+    with pytest.raises(SourceError, match="no such file or folder"):
+        ingest_to(tmp_path, str(tmp_path / "nope"))
+    with pytest.raises(SourceError, match="unsupported scheme"):
+        ingest_to(tmp_path, "ftp://example.org/mnist.tar.gz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="no MNIST data found"):
+        ingest_to(tmp_path, str(tmp_path / "empty"))
+    not_a_tarball = tmp_path / "data.zip"
+    not_a_tarball.write_bytes(b"PK")
+    with pytest.raises(SourceError, match=r"\.tar\.gz"):
+        ingest_to(tmp_path, str(not_a_tarball))
+    assert not (tmp_path / "out").exists()
+

@@ -1,0 +1,227 @@
+"""Data validation for ingest (the job of TFX's ExampleValidator), written to `data_report.json`.
+
+Checks the decoded dataset on its own (size and mode, label range, class balance, duplicates, leakage
+between training and testing, invalid files, data age) and, given the previous version's report,
+against it (schema changes and distribution shift of class priors, mean intensity and ink fraction).
+Every check records its value, threshold, outcome (pass, warn, fail) and a reason a person can read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from mnist_mlops import features
+from mnist_mlops.dataset import IMAGE_SHAPE
+
+MAX_CLASS_IMBALANCE = 2.0
+"""Largest allowed ratio between the most and the least frequent class (MNIST itself is 1.24)."""
+
+MAX_LISTED_INVALID = 1000
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The thresholds and policies that turn measurements into outcomes (component parameters)."""
+
+    max_age_days: int
+    on_stale: str
+    on_invalid: str
+    max_invalid_fraction: float
+    max_prior_shift: float
+    max_stat_shift: float
+
+
+def check(name: str, outcome: str, value: Any, threshold: Any, reason: str) -> dict[str, Any]:
+    return {"name": name, "outcome": outcome, "value": value, "threshold": threshold, "reason": reason}
+
+
+def split_statistics(images: np.ndarray, labels: np.ndarray, digests: np.ndarray, converted: int) -> dict:
+    """The statistics of one split that the report keeps and later versions compare against."""
+    counts = features.class_counts(labels)
+    unique = len(np.unique(digests.view(np.dtype((np.void, 32))).ravel())) if len(digests) else 0
+    pixel_mean, pixel_std = features.histogram_moments(features.pixel_histogram(images))
+    return {
+        "count": len(images),
+        "image_shape": list(IMAGE_SHAPE),
+        "mode": "L",
+        "class_counts": counts,
+        "class_priors": features.class_priors(labels),
+        "pixel_mean": pixel_mean,
+        "pixel_std": pixel_std,
+        "ink_fraction": float(features.ink_fraction(images).mean()) if len(images) else 0.0,
+        "duplicates": len(images) - unique,
+        "converted_to_grayscale": converted,
+    }
+
+
+def leakage_count(train_digests: np.ndarray, test_digests: np.ndarray) -> int:
+    """Testing images whose exact pixels also appear in training."""
+    as_keys = np.dtype((np.void, 32))
+    train = train_digests.view(as_keys).ravel()
+    test = test_digests.view(as_keys).ravel()
+    return int(np.isin(test, train).sum())
+
+
+def data_checks(
+    splits: dict[str, dict],
+    *,
+    invalid: list[dict[str, str]],
+    candidates: int,
+    leakage: int,
+    newest_source_time: datetime,
+    now: datetime,
+    policy: Policy,
+) -> list[dict[str, Any]]:
+    """The checks that need only this dataset."""
+    checks = []
+    for name, stats in splits.items():
+        if stats["count"] == 0:
+            checks.append(check(f"{name}_not_empty", "fail", 0, 1, f"the {name} split has no usable images"))
+    invalid_fraction = len(invalid) / candidates if candidates else 0.0
+    if not invalid:
+        checks.append(check("invalid_files", "pass", 0, policy.max_invalid_fraction, "every image decoded"))
+    elif policy.on_invalid == "fail":
+        checks.append(
+            check(
+                "invalid_files", "fail", len(invalid), 0, f"{len(invalid)} invalid files and on_invalid=fail"
+            )
+        )
+    elif invalid_fraction > policy.max_invalid_fraction:
+        checks.append(
+            check(
+                "invalid_files",
+                "fail",
+                invalid_fraction,
+                policy.max_invalid_fraction,
+                f"{invalid_fraction:.4%} of the images are invalid, more than the "
+                f"{policy.max_invalid_fraction:.4%} on_invalid=skip allows",
+            )
+        )
+    else:
+        checks.append(
+            check(
+                "invalid_files",
+                "warn",
+                invalid_fraction,
+                policy.max_invalid_fraction,
+                f"skipped {len(invalid)} invalid files (on_invalid=skip)",
+            )
+        )
+    for name, stats in splits.items():
+        present = [count for count in stats["class_counts"] if count]
+        if len(present) < features.NUM_CLASSES:
+            missing = [label for label, count in enumerate(stats["class_counts"]) if not count]
+            checks.append(
+                check(f"{name}_labels", "fail", missing, "0-9", f"{name} has no images of class {missing}")
+            )
+            continue
+        ratio = max(present) / min(present)
+        outcome = "pass" if ratio <= MAX_CLASS_IMBALANCE else "warn"
+        checks.append(
+            check(
+                f"{name}_class_balance",
+                outcome,
+                round(ratio, 4),
+                MAX_CLASS_IMBALANCE,
+                f"largest/smallest class = {ratio:.2f}",
+            )
+        )
+        outcome = "pass" if stats["duplicates"] == 0 else "warn"
+        checks.append(
+            check(
+                f"{name}_duplicates",
+                outcome,
+                stats["duplicates"],
+                0,
+                f"{stats['duplicates']} images in {name} repeat another image of {name}",
+            )
+        )
+    checks.append(
+        check(
+            "train_test_leakage",
+            "pass" if leakage == 0 else "warn",
+            leakage,
+            0,
+            f"{leakage} testing images also appear in training",
+        )
+    )
+    age_days = (now - newest_source_time).total_seconds() / 86400
+    stale = age_days > policy.max_age_days
+    checks.append(
+        check(
+            "data_age",
+            ("fail" if policy.on_stale == "fail" else "warn") if stale else "pass",
+            round(age_days, 2),
+            policy.max_age_days,
+            f"newest source file is from {newest_source_time.date()}, {age_days:.0f} days old"
+            + (f" (older than {policy.max_age_days} days, on_stale={policy.on_stale})" if stale else ""),
+        )
+    )
+    return checks
+
+
+def reference_checks(splits: dict[str, dict], reference: dict, policy: Policy) -> list[dict[str, Any]]:
+    """Schema changes and distribution shift against the previous version's report."""
+    checks = []
+    for name, stats in splits.items():
+        previous = reference["splits"].get(name)
+        if previous is None:
+            checks.append(check(f"{name}_schema", "warn", name, None, f"the reference has no {name} split"))
+            continue
+        changes = [
+            f"{key} {previous[key]} -> {stats[key]}"
+            for key in ("image_shape", "mode")
+            if previous[key] != stats[key]
+        ]
+        labels_now = {i for i, count in enumerate(stats["class_counts"]) if count}
+        labels_then = {i for i, count in enumerate(previous["class_counts"]) if count}
+        if labels_now != labels_then:
+            changes.append(f"label set {sorted(labels_then)} -> {sorted(labels_now)}")
+        checks.append(
+            check(
+                f"{name}_schema",
+                "warn" if changes else "pass",
+                changes,
+                [],
+                "; ".join(changes) if changes else "same image shape, mode and labels as the reference",
+            )
+        )
+        distance = features.total_variation(stats["class_priors"], previous["class_priors"])
+        checks.append(
+            check(
+                f"{name}_class_prior_shift",
+                "warn" if distance > policy.max_prior_shift else "pass",
+                round(distance, 6),
+                policy.max_prior_shift,
+                f"total variation distance of class priors from the reference = {distance:.4f}",
+            )
+        )
+        for key in ("pixel_mean", "ink_fraction"):
+            shift = _relative_change(stats[key], previous[key])
+            checks.append(
+                check(
+                    f"{name}_{key}_shift",
+                    "warn" if shift > policy.max_stat_shift else "pass",
+                    round(shift, 6),
+                    policy.max_stat_shift,
+                    f"{key} {previous[key]:.4f} -> {stats[key]:.4f} ({shift:.2%} relative change)",
+                )
+            )
+    return checks
+
+
+def _relative_change(now: float, then: float) -> float:
+    return abs(now - then) / max(abs(then), 1e-12)
+
+
+def overall_outcome(checks: list[dict[str, Any]]) -> str:
+    outcomes = {item["outcome"] for item in checks}
+    return "fail" if "fail" in outcomes else "warn" if "warn" in outcomes else "pass"
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,133 @@
+"""preprocess: turn an ingested dataset into training-ready splits plus the statistics later stages need.
+
+Framework-free: plain paths and scalars. Output folder:
+    manifest.json              preprocessed_manifest schema (normalization constants, split files)
+    baseline_statistics.json   baseline_statistics schema (what monitoring and validation compare to)
+    {train,validation,test}/{images,labels}.npy   uint8, memory-mappable, streamed by tf.data
+
+The validation split is stratified and seeded, drawn from every class in proportion (never the last
+rows: MNIST folders are sorted by label). `testing` is kept whole as the hold-out test split. Train rows
+are shuffled with the same seed, so a reader streaming them in order still sees mixed classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_mlops import __version__, contracts, features
+from mnist_mlops.atomic import staged_dir
+from mnist_mlops.dataset import check_split, load_array, save_array
+from mnist_mlops.hashing import sha256_file
+
+COMPONENT_NAME = "mnist_mlops_preprocess"
+FEATURE_BINS = 20
+"""Fixed-width bins for the per-image feature histograms that drift checks (PSI) compare."""
+
+
+def run_preprocess(
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Split, describe and write the dataset at `dataset_dir`; returns the preprocessed manifest."""
+    dataset_dir = Path(dataset_dir)
+    source = contracts.read_json(dataset_dir / "manifest.json", "dataset_manifest")
+    splits = {}
+    for name in ("training", "testing"):
+        files = source["splits"][name]["files"]
+        images, labels = load_array(dataset_dir, files["images"]), load_array(dataset_dir, files["labels"])
+        check_split(images, labels, str(dataset_dir / name))
+        splits[name] = (images, labels)
+
+    rng = np.random.default_rng(seed)
+    train_rows, validation_rows = stratified_split(splits["training"][1], validation_fraction, rng)
+    train_rows = rng.permutation(train_rows)
+    images, labels = splits["training"]
+    outputs = {
+        "train": (images[train_rows], labels[train_rows]),
+        "validation": (images[validation_rows], labels[validation_rows]),
+        "test": splits["testing"],
+    }
+    baseline = baseline_statistics(*outputs["train"], dataset_version=source["dataset_version"])
+    pixel_mean, pixel_std = features.histogram_moments(features.pixel_histogram(outputs["train"][0]))
+
+    manifest: dict[str, Any] = {
+        "schema_version": 1,
+        "dataset_version": source["dataset_version"],
+        "source_manifest_sha256": sha256_file(dataset_dir / "manifest.json"),
+        "seed": seed,
+        "validation_fraction": validation_fraction,
+        "image_shape": [28, 28],
+        "normalization": {"scale": 1 / 255.0, "mean": pixel_mean / 255.0, "std": pixel_std / 255.0},
+        "splits": {},
+        "producer": {"component": COMPONENT_NAME, "version": __version__},
+    }
+    with staged_dir(Path(output_dir)) as stage:
+        for name, (split_images, split_labels) in outputs.items():
+            manifest["splits"][name] = {
+                "count": len(split_images),
+                "class_counts": features.class_counts(split_labels),
+                "files": {
+                    "images": save_array(stage, f"{name}/images.npy", split_images),
+                    "labels": save_array(stage, f"{name}/labels.npy", split_labels),
+                },
+            }
+        contracts.write_json(stage / "baseline_statistics.json", baseline, "baseline_statistics")
+        manifest["baseline_statistics"] = {
+            "path": "baseline_statistics.json",
+            "sha256": sha256_file(stage / "baseline_statistics.json"),
+        }
+        contracts.write_json(stage / "manifest.json", manifest, "preprocessed_manifest")
+    return manifest
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, validation): `fraction` of every class, chosen at random, goes to validation."""
+    train, validation = [], []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        cut = round(len(rows) * fraction)
+        validation.append(rows[:cut])
+        train.append(rows[cut:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
+
+
+def baseline_statistics(images: np.ndarray, labels: np.ndarray, *, dataset_version: str) -> dict[str, Any]:
+    """Class priors, per-class pixel statistics and feature histograms of the training split."""
+    per_class = []
+    for label in range(features.NUM_CLASSES):
+        selected = images[labels == label]
+        mean, std = features.histogram_moments(features.pixel_histogram(selected))
+        per_class.append(
+            {"class": label, "count": len(selected), "pixel_mean": mean / 255.0, "pixel_std": std / 255.0}
+        )
+    histogram = features.pixel_histogram(images).astype(np.float64)
+    return {
+        "schema_version": 1,
+        "dataset_version": dataset_version,
+        "count": len(images),
+        "class_priors": features.class_priors(labels),
+        "per_class": per_class,
+        "intensity_histogram": (histogram / max(histogram.sum(), 1)).tolist(),
+        "features": {
+            "mean_intensity": _feature_histogram(features.mean_intensity(images), 0.0, 255.0),
+            "ink_fraction": _feature_histogram(features.ink_fraction(images), 0.0, 1.0),
+        },
+    }
+
+
+def _feature_histogram(values: np.ndarray, low: float, high: float) -> dict[str, Any]:
+    counts, edges = np.histogram(values, bins=FEATURE_BINS, range=(low, high))
+    return {
+        "mean": float(values.mean()) if len(values) else 0.0,
+        "std": float(values.std()) if len(values) else 0.0,
+        "bin_edges": edges.tolist(),
+        "fractions": (counts / max(counts.sum(), 1)).tolist(),
+    }

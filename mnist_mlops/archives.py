@@ -1,0 +1,207 @@
+"""Safe, fast reading of .tar.gz archives straight from memory, never extracting to disk.
+
+`tarfile` spends about 17 us of Python per member on MNIST's 70,000 tiny files; this reader parses the
+same ustar/GNU/pax headers in a fraction of that. It refuses what a hostile archive could use to escape
+or to exhaust memory: absolute or `..` paths, hard and symbolic links, devices and FIFOs, members that
+run past the end, bad header checksums, and archives that inflate beyond a byte limit.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_mlops.errors import UserInputError
+
+BLOCK = 512
+DEFAULT_MAX_INFLATED_BYTES = 4 << 30
+_REGULAR = {b"0", b"\0", b"7"}
+_LINKS = {b"1": "hard link", b"2": "symbolic link"}
+_SPECIAL = {b"3": "character device", b"4": "block device", b"6": "FIFO"}
+
+
+class ArchiveError(UserInputError):
+    """The archive is malformed or hostile; the message names the archive and the member."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One regular file of a source: its path relative to the source root, bytes and mtime (epoch s)."""
+
+    path: str
+    data: bytes
+    mtime: float
+
+
+def gunzip(data: bytes, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES, source: str = "data") -> bytes:
+    """Inflate gzip `data` (concatenated members allowed), refusing more than `max_bytes` of output."""
+    out = bytearray()
+    pending = memoryview(data)
+    while pending:
+        inflater = zlib.decompressobj(wbits=31)
+        chunk = pending
+        try:
+            while chunk:
+                out += inflater.decompress(chunk, max_bytes + 1 - len(out))
+                if len(out) > max_bytes:
+                    raise ArchiveError(
+                        f"{source}: inflates to more than {max_bytes} bytes (decompression bomb?)"
+                    )
+                chunk = inflater.unconsumed_tail
+        except zlib.error as error:
+            raise ArchiveError(f"{source}: corrupt gzip data ({error})") from None
+        if not inflater.eof:
+            raise ArchiveError(f"{source}: truncated gzip data")
+        pending = memoryview(inflater.unused_data)
+    return bytes(out)
+
+
+def read_tar_gz(path: Path, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> list[FileEntry]:
+    """Regular files of a .tar.gz, in archive order; raises ArchiveError on anything unsafe."""
+    return read_tar(gunzip(Path(path).read_bytes(), max_bytes=max_bytes, source=str(path)), source=str(path))
+
+
+def read_tar(buf: bytes, *, source: str = "archive") -> list[FileEntry]:
+    """Regular files of an uncompressed tar held in memory.
+
+    Header checksums are verified for all headers at once with numpy after the walk, which is what
+    makes the walk cheap; any refusal raises before the caller sees a single entry.
+    """
+    end = len(buf)
+    pos = 0
+    long_name: bytes | None = None
+    pax: dict[str, str] = {}
+    header_offsets: list[int] = []
+    entries: list[FileEntry] = []
+    try:
+        while pos + BLOCK <= end:
+            header = buf[pos : pos + BLOCK]
+            if not any(header):
+                break
+            header_offsets.append(pos)
+            typeflag = header[156:157]
+            name = _header_name(header)
+            size = int(pax["size"]) if "size" in pax else _number(header[124:136], source, name)
+            start = pos + BLOCK
+            stop = start + size
+            if stop > end:
+                raise ArchiveError(
+                    f"{source}: member {_show(name)} runs past the end of the archive (truncated)"
+                )
+            pos = start + -(-size // BLOCK) * BLOCK
+            if typeflag == b"L":
+                long_name = buf[start:stop].rstrip(b"\0")
+                continue
+            if typeflag == b"x":
+                pax = _parse_pax(buf[start:stop], source)
+                continue
+            if typeflag == b"g":
+                continue
+            if long_name is not None:
+                name, long_name = long_name, None
+            if "path" in pax:
+                name = pax["path"].encode()
+            mtime = float(pax["mtime"]) if "mtime" in pax else float(_number(header[136:148], source, name))
+            pax = {}
+            path = _safe_path(name, source)
+            if typeflag in _REGULAR:
+                entries.append(FileEntry(path, buf[start:stop], mtime))
+            elif typeflag in _LINKS:
+                raise ArchiveError(f"{source}: member {path!r} is a {_LINKS[typeflag]}; links are refused")
+            elif typeflag in _SPECIAL:
+                raise ArchiveError(f"{source}: member {path!r} is a {_SPECIAL[typeflag]}; refused")
+            elif typeflag != b"5":
+                raise ArchiveError(f"{source}: member {path!r} has unsupported type {typeflag!r}; refused")
+        else:
+            if pos < end and any(buf[pos:]):
+                raise ArchiveError(f"{source}: trailing partial header (truncated archive)")
+    except ArchiveError:
+        _check_checksums(buf, header_offsets, source)  # a corrupt header explains the error better
+        raise
+    _check_checksums(buf, header_offsets, source)
+    return entries
+
+
+def _check_checksums(buf: bytes, offsets: list[int], source: str) -> None:
+    """Verify every header's checksum (the sum of its bytes, the checksum field counted as spaces)."""
+    if not offsets:
+        return
+    blocks = np.frombuffer(buf, dtype=np.uint8, count=len(buf) // BLOCK * BLOCK).reshape(-1, BLOCK)
+    headers = blocks[np.asarray(offsets, dtype=np.int64) // BLOCK]
+    computed = headers.sum(axis=1, dtype=np.int64) - headers[:, 148:156].sum(axis=1, dtype=np.int64) + 8 * 32
+    fields = headers[:, 148:156].astype(np.int64)
+    digits = np.where((fields >= ord("0")) & (fields <= ord("7")), fields - ord("0"), -1)
+    stored = np.zeros(len(offsets), dtype=np.int64)
+    seen_digit = np.zeros(len(offsets), dtype=bool)
+    ended = np.zeros(len(offsets), dtype=bool)
+    for column in range(8):
+        is_digit = (digits[:, column] >= 0) & ~ended
+        ended |= seen_digit & ~is_digit
+        stored = np.where(is_digit, stored * 8 + digits[:, column], stored)
+        seen_digit |= is_digit
+    bad = np.flatnonzero((stored != computed) | ~seen_digit)
+    if len(bad):
+        raise ArchiveError(
+            f"{source}: bad tar header checksum at byte {offsets[bad[0]]} (corrupt or not a tar archive)"
+        )
+
+
+def _header_name(header: bytes) -> bytes:
+    name = header[0:100].split(b"\0", 1)[0]
+    if header[257:263] == b"ustar\x00":
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            return prefix + b"/" + name
+    return name
+
+
+def _number(field: bytes, source: str, name: bytes) -> int:
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    digits = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(digits or b"0", 8)
+    except ValueError:
+        raise ArchiveError(f"{source}: member {_show(name)} has a malformed numeric field") from None
+
+
+def _parse_pax(data: bytes, source: str) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+            key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+            records[key.decode()] = value.decode()
+        except (ValueError, UnicodeDecodeError):
+            raise ArchiveError(f"{source}: malformed pax extended header") from None
+        if length <= 0:
+            raise ArchiveError(f"{source}: malformed pax extended header")
+        pos += length
+    return records
+
+
+def _safe_path(name: bytes, source: str) -> str:
+    """The member's normalised relative path; refuses absolute, drive-letter, backslash and `..` names."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ArchiveError(f"{source}: member name {_show(name)} is not UTF-8; refused") from None
+    if text.startswith(("/", "\\")) or text[1:2] == ":":
+        raise ArchiveError(f"{source}: member {text!r} has an absolute path; refused")
+    if "\\" in text:
+        raise ArchiveError(f"{source}: member {text!r} contains a backslash; refused")
+    if not text.startswith(".") and "/." not in text and "//" not in text:
+        return text.rstrip("/")  # no component can be "." or "..", nothing to normalise
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveError(f"{source}: member {text!r} escapes the archive root ('..'); refused")
+    return "/".join(parts)
+
+
+def _show(name: bytes) -> str:
+    return repr(name.decode("utf-8", "replace")[:200])

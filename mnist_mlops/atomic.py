@@ -1,0 +1,62 @@
+"""All-or-nothing outputs: build in a temporary sibling, then rename into place.
+
+A failed step therefore never leaves a half-written file or folder where a reader (or a cache) would
+take it for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so readers see either the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on success its contents become `final`, on failure it vanishes.
+
+    When `final` does not exist the staging folder is a sibling renamed into place in one step. AML and
+    KFP pre-create output folders (often as mount points that cannot be renamed over), so an existing
+    empty `final` gets a hidden staging folder inside it whose entries are moved up one rename each.
+    Anything else already at `final` is refused rather than overwritten.
+    """
+    final = Path(final)
+    preexisting = final.exists()
+    if preexisting and (not final.is_dir() or any(final.iterdir())):
+        raise FileExistsError(f"output {final} already exists and is not an empty folder")
+    parent = final if preexisting else final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.", suffix=".partial"))
+    try:
+        yield stage
+        if preexisting:
+            for entry in stage.iterdir():
+                os.replace(entry, final / entry.name)
+            stage.rmdir()
+        else:
+            os.replace(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

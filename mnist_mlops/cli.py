@@ -1,0 +1,126 @@
+"""`mnist-mlops`: run components and pipelines, and keep the compiled specs in step with the code.
+
+Each component gets a subcommand whose options are generated from its spec.yaml ports (`--max-age-days`
+for port `max_age_days`), and runs the component's own container command in a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mnist_mlops import __version__
+from mnist_mlops.errors import USER_ERROR_EXIT_CODE, UserInputError, exit_on_user_error
+from mnist_mlops.ports import component_names, load_spec, parse_value
+
+
+def _option(port: str) -> str:
+    return "--" + port.replace("_", "-")
+
+
+def _add_component_command(subparsers: argparse._SubParsersAction, name: str) -> None:
+    spec = load_spec(name)
+    parser = subparsers.add_parser(name, help=spec["display_name"], description=spec["description"])
+    parser.set_defaults(handler=_run_component_command, component=name)
+    for port, definition in spec["inputs"].items():
+        required = "default" not in definition and not definition.get("optional")
+        extra = f" [{definition['type']}" + (
+            f", default {definition['default']}]" if "default" in definition else "]"
+        )
+        parser.add_argument(
+            _option(port),
+            dest=f"in_{port}",
+            required=required,
+            help=definition.get("description", "") + extra,
+        )
+    for port, definition in spec["outputs"].items():
+        parser.add_argument(
+            _option(port),
+            dest=f"out_{port}",
+            required=True,
+            help=f"{definition.get('description', '')} [path]",
+        )
+
+
+def _run_component_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.runner import run_component
+
+    spec = load_spec(args.component)
+    inputs = {}
+    for port, definition in spec["inputs"].items():
+        text = getattr(args, f"in_{port}")
+        if text is not None:
+            try:
+                inputs[port] = parse_value(definition, text)
+            except UserInputError as error:
+                raise UserInputError(f"{_option(port)}: {error}") from None
+    outputs = {port: getattr(args, f"out_{port}") for port in spec["outputs"]}
+    return run_component(args.component, inputs, outputs).returncode
+
+
+def _run_pipeline_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.pipelines.local import run_data_pipeline
+
+    return run_data_pipeline(args.data, sha256=args.sha256, runs_dir=Path(args.runs_dir), overrides=args.set)
+
+
+def _specs_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.authoring import sync
+
+    changed = sync(check=args.check)
+    for path in changed:
+        print(f"{'drifted' if args.check else 'updated'}: {path}")
+    return 1 if args.check and changed else 0
+
+
+def _image_build_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.containers import build_image
+
+    print(build_image(args.component, base_image=args.base_image))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-mlops", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mnist-mlops {__version__}")
+    subparsers = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = subparsers.add_parser("run", help="run the pipeline locally (for now: ingest -> preprocess)")
+    run.add_argument("--data", required=True, help="anything ingest accepts: folder, .tar.gz, URL, blob")
+    run.add_argument("--sha256", help="sha256 pin of an http(s) tarball")
+    run.add_argument("--runs-dir", default="runs", help="where run folders are created (default ./runs)")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="override a parameter"
+    )
+    run.set_defaults(handler=_run_pipeline_command)
+
+    for name in component_names():
+        _add_component_command(subparsers, name)
+
+    specs = subparsers.add_parser(
+        "specs", help="regenerate each component's spec.yaml and README ports table"
+    )
+    specs.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
+    specs.set_defaults(handler=_specs_command)
+
+    image = subparsers.add_parser("image", help="build a component's container image with podman")
+    image.add_argument("component", choices=component_names())
+    image.add_argument(
+        "--base-image", help="base image (default: the public Azure ML image in the Dockerfile)"
+    )
+    image.set_defaults(handler=_image_build_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with exit_on_user_error():
+            return args.handler(args)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else USER_ERROR_EXIT_CODE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

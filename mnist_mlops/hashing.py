@@ -1,0 +1,34 @@
+"""Content hashes: the identity of files, images and datasets (never their paths)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_digests(images: np.ndarray) -> np.ndarray:
+    """sha256 of each image's pixels, as a (N, 32) uint8 array."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    digests = np.empty((len(images), 32), dtype=np.uint8)
+    for index, row in enumerate(flat):
+        digests[index] = np.frombuffer(hashlib.sha256(row.data).digest(), dtype=np.uint8)
+    return digests
+
+
+def labelled_set_digest(digests: np.ndarray, labels: np.ndarray) -> hashlib._Hash:
+    """Order-independent hash of (image, label) pairs: the same images in any order hash the same."""
+    rows = np.concatenate([digests, labels.astype(np.uint8).reshape(-1, 1)], axis=1)
+    keyed = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1]))).ravel()
+    return hashlib.sha256(np.sort(keyed).tobytes())

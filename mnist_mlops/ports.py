@@ -1,0 +1,93 @@
+"""Component specs (the checked-in `spec.yaml`) as data, and checks of parameter values against them.
+
+azure-ai-ml's own validation does not enforce `min`, `max` or `enum`, and `mldesigner execute` passes
+values through unchecked, so every entry point (component body, CLI, local runner) checks here.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_mlops.errors import UserInputError
+
+PRIMITIVE_TYPES = {"integer": int, "number": (int, float), "string": str, "boolean": bool}
+
+
+def component_names() -> list[str]:
+    """Stage folders under components/ that hold a component (in pipeline order where known)."""
+    import mnist_mlops.components as package
+
+    root = Path(package.__file__).parent
+    return sorted(p.parent.name for p in root.glob("*/component.py"))
+
+
+def component_dir(name: str) -> Path:
+    import mnist_mlops.components as package
+
+    folder = Path(package.__file__).parent / name
+    if not (folder / "component.py").is_file():
+        raise UserInputError(f"no component named {name!r}; known: {', '.join(component_names())}")
+    return folder
+
+
+@cache
+def _load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def load_spec(name_or_path: str | Path) -> dict[str, Any]:
+    """The compiled AML spec of a component, by stage name or by any file in its folder."""
+    path = Path(name_or_path)
+    folder = path.parent if path.suffix == ".py" else component_dir(str(name_or_path))
+    return _load((folder / "spec.yaml").resolve())
+
+
+def check_parameters(component: str | Path, values: dict[str, Any]) -> None:
+    """Raise UserInputError naming the component and parameter for any value outside its port's contract."""
+    spec = load_spec(component)
+    for port, definition in spec["inputs"].items():
+        if port not in values:
+            continue
+        check_value(spec["name"], port, definition, values[port])
+
+
+def check_value(component: str, port: str, definition: dict[str, Any], value: Any) -> None:
+    """Check one primitive value against type, min/max and enum of its port definition."""
+    kind = definition["type"]
+    if kind not in PRIMITIVE_TYPES:
+        return
+    where = f"{component}: parameter {port}"
+    if value is None:
+        if not definition.get("optional") and "default" not in definition:
+            raise UserInputError(f"{where} is required")
+        return
+    expected = PRIMITIVE_TYPES[kind]
+    if (isinstance(value, bool) and kind != "boolean") or not isinstance(value, expected):
+        raise UserInputError(f"{where}={value!r}: must be of type {kind}")
+    if "min" in definition and value < definition["min"]:
+        raise UserInputError(f"{where}={value!r}: below the minimum {definition['min']}")
+    if "max" in definition and value > definition["max"]:
+        raise UserInputError(f"{where}={value!r}: above the maximum {definition['max']}")
+    if "enum" in definition and value not in definition["enum"]:
+        raise UserInputError(f"{where}={value!r}: must be one of {', '.join(map(str, definition['enum']))}")
+
+
+def parse_value(definition: dict[str, Any], text: str) -> Any:
+    """Convert a command-line string to the port's primitive type (for --set and the CLI)."""
+    kind = definition["type"]
+    try:
+        if kind == "integer":
+            return int(text)
+        if kind == "number":
+            return float(text)
+    except ValueError:
+        raise UserInputError(f"{text!r} is not a valid {kind}") from None
+    if kind == "boolean":
+        if text.lower() not in ("true", "false"):
+            raise UserInputError(f"{text!r} is not a valid boolean (true or false)")
+        return text.lower() == "true"
+    return text

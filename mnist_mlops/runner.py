@@ -1,0 +1,80 @@
+"""Run a component locally with exactly the command its container runs (the `command:` of spec.yaml).
+
+The command template's `${{inputs.x}}` / `${{outputs.y}}` placeholders are bound to local values and
+paths; optional `$[[ ... ]]` blocks are dropped when their input is unbound, as AML does. Parameters
+are checked against the spec first, so a bad value fails before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.ports import check_value, component_dir, load_spec
+
+_OPTIONAL_BLOCK = re.compile(r"\$\[\[(.*?)\]\]")
+_PLACEHOLDER = re.compile(r"'?\$\{\{(inputs|outputs)\.(\w+)\}\}'?")
+
+
+def render_command(spec: dict[str, Any], inputs: dict[str, Any], outputs: dict[str, str]) -> list[str]:
+    """The argv of `spec`'s command with inputs (values or paths) and outputs (paths) bound."""
+    for port in inputs:
+        if port not in spec["inputs"]:
+            raise UserInputError(
+                f"{spec['name']}: no input named {port!r}; inputs: {', '.join(spec['inputs'])}"
+            )
+    for port, definition in spec["inputs"].items():
+        value = inputs.get(port, definition.get("default"))
+        if value is None and not definition.get("optional"):
+            raise UserInputError(f"{spec['name']}: input {port} is required")
+        check_value(spec["name"], port, definition, value)
+    missing = set(spec["outputs"]) - set(outputs)
+    if missing:
+        raise UserInputError(f"{spec['name']}: no path given for output(s) {', '.join(sorted(missing))}")
+    bound = {
+        ("inputs", port): inputs.get(port, spec["inputs"][port].get("default")) for port in spec["inputs"]
+    }
+    bound |= {("outputs", port): path for port, path in outputs.items()}
+
+    def keep_block(match: re.Match) -> str:
+        names = _PLACEHOLDER.findall(match.group(1))
+        return match.group(1) if all(bound.get(name) is not None for name in names) else ""
+
+    def substitute(match: re.Match) -> str:
+        return shlex.quote(str(bound[(match.group(1), match.group(2))]))
+
+    command = _PLACEHOLDER.sub(substitute, _OPTIONAL_BLOCK.sub(keep_block, spec["command"]))
+    argv = shlex.split(command)
+    if argv[0] == "mldesigner":
+        argv[0] = str(Path(sys.executable).parent / "mldesigner")
+    return argv
+
+
+def run_component(
+    name: str, inputs: dict[str, Any], outputs: dict[str, str | Path], *, log_path: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run component `name` in a child process from its folder, as AML runs it in its code snapshot.
+
+    Output goes to `log_path` when given, else to this process's stdout and stderr.
+    """
+    spec = load_spec(name)
+    inputs = {
+        port: str(Path(value).resolve()) if _is_artifact(spec, port) and value is not None else value
+        for port, value in inputs.items()
+    }
+    argv = render_command(spec, inputs, {port: str(Path(path).resolve()) for port, path in outputs.items()})
+    folder = component_dir(name)
+    if log_path is None:
+        return subprocess.run(argv, cwd=folder, check=False)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        return subprocess.run(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+
+
+def _is_artifact(spec: dict[str, Any], port: str) -> bool:
+    return port in spec["inputs"] and spec["inputs"][port]["type"].startswith(("uri_", "mlflow_"))

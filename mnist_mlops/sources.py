@@ -1,0 +1,212 @@
+"""Where data comes from: a local folder or .tar.gz, a sha256-pinned http(s) tarball, or Azure Blob.
+
+`open_source(uri)` brings any of them to a local path (downloads are cached by content hash) and
+`read_files(path)` returns their regular files. On AML, `azureml://` datastore inputs arrive mounted
+as folders, so they are just local folders here.
+
+Source URIs:
+  /path/to/folder or /path/to/data.tar.gz         local
+  https://host/mnist.tar.gz  (+ sha256 pin)         downloaded with a progress bar, verified, cached
+  https://<account>.blob.core.windows.net/<container>[/<prefix>]?<SAS>   Azure Blob via a SAS token
+  azureblob://<container>[/<prefix>]                Azure Blob via AZURE_STORAGE_CONNECTION_STRING
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from mnist_mlops.archives import DEFAULT_MAX_INFLATED_BYTES, FileEntry, read_tar_gz
+from mnist_mlops.atomic import atomic_write_bytes
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.hashing import sha256_file
+
+CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+CACHE_ENV = "MNIST_MLOPS_CACHE"
+TARBALL_SUFFIXES = (".tar.gz", ".tgz")
+
+
+class SourceError(UserInputError):
+    """A source cannot be read: missing, unreachable, not matching its pin, or not a dataset."""
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """A source brought to this machine; `uri` is safe to record (credentials removed)."""
+
+    path: Path
+    uri: str
+    kind: str
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mnist-mlops")
+
+
+def redact(uri: str) -> str:
+    """The URI without query string or credentials, for manifests and logs (SAS tokens are secrets)."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme in ("http", "https", "azureblob"):
+        host = parsed.hostname or ""
+        netloc = f"{host}:{parsed.port}" if parsed.port else host
+        return urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
+    return uri
+
+
+def is_blob_sas_url(uri: str) -> bool:
+    parsed = urllib.parse.urlsplit(uri)
+    return parsed.scheme in ("http", "https") and "sig" in urllib.parse.parse_qs(parsed.query)
+
+
+@contextmanager
+def open_source(uri: str, *, sha256: str | None = None) -> Iterator[LocalSource]:
+    """Yield the source at `uri` as a local path; temporary downloads are removed afterwards."""
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme == "azureblob" or is_blob_sas_url(uri):
+        with tempfile.TemporaryDirectory(prefix="mnist-mlops-blob-") as staging:
+            download_blobs(uri, Path(staging))
+            yield LocalSource(Path(staging), redact(uri), "azure_blob")
+    elif scheme in ("http", "https"):
+        yield LocalSource(download_pinned(uri, sha256), redact(uri), "http")
+    elif scheme in ("", "file"):
+        path = Path(urllib.parse.urlsplit(uri).path if scheme == "file" else uri).expanduser()
+        if not path.exists():
+            raise SourceError(f"source {uri}: no such file or folder")
+        kind = "tarball" if path.is_file() else "local_folder"
+        yield LocalSource(path.resolve(), str(path.resolve()), kind)
+    else:
+        raise SourceError(
+            f"source {redact(uri)}: unsupported scheme {scheme!r} (local path, http(s), azureblob)"
+        )
+
+
+def download_pinned(url: str, sha256: str | None) -> Path:
+    """Download `url` once into the cache, verified against its sha256 pin."""
+    if not sha256 or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower()):
+        raise SourceError(f"source {redact(url)}: an http(s) source needs its sha256 pin (64 hex digits)")
+    sha256 = sha256.lower()
+    name = PurePosixPath(urllib.parse.urlsplit(url).path).name or "download"
+    target = cache_dir() / "downloads" / sha256 / name
+    if target.is_file() and sha256_file(target) == sha256:
+        return target
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = _read_with_progress(response, name)
+    except (urllib.error.URLError, OSError) as error:
+        raise SourceError(f"source {redact(url)}: download failed ({error})") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise SourceError(f"source {redact(url)}: sha256 is {actual}, but the pin is {sha256}; not used")
+    atomic_write_bytes(target, data)
+    return target
+
+
+def _read_with_progress(response, name: str) -> bytes:
+    from tqdm import tqdm
+
+    total = int(response.headers.get("Content-Length") or 0) or None
+    chunks = []
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}", file=sys.stderr) as bar:
+        while chunk := response.read(1 << 20):
+            chunks.append(chunk)
+            bar.update(len(chunk))
+    return b"".join(chunks)
+
+
+def download_blobs(uri: str, target: Path) -> None:
+    """Copy every blob under the container/prefix of `uri` into `target`, keeping relative names."""
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import ContainerClient
+
+    container, prefix = _container_client(uri, ContainerClient)
+    try:
+        blobs = list(container.list_blobs(name_starts_with=prefix or None))
+        if not blobs:
+            raise SourceError(f"source {redact(uri)}: no blobs found")
+        exact = [blob for blob in blobs if blob.name == prefix]
+        base = PurePosixPath(prefix).parent if exact else PurePosixPath(prefix)
+        for blob in exact or blobs:
+            relative = (
+                PurePosixPath(blob.name).relative_to(base) if str(base) != "." else PurePosixPath(blob.name)
+            )
+            if relative.is_absolute() or ".." in relative.parts:
+                raise SourceError(
+                    f"source {redact(uri)}: blob name {blob.name!r} escapes the prefix; refused"
+                )
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(container.download_blob(blob.name).readall())
+            stamp = blob.last_modified.timestamp()
+            os.utime(destination, (stamp, stamp))
+    except AzureError as error:
+        message = str(error).splitlines()[0]
+        raise SourceError(f"source {redact(uri)}: Azure Blob request failed ({message})") from None
+
+
+def _container_client(uri: str, container_client_type):
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme == "azureblob":
+        connection = os.environ.get(CONNECTION_STRING_ENV)
+        if not connection:
+            raise SourceError(f"source {uri}: set {CONNECTION_STRING_ENV} to read azureblob:// sources")
+        prefix = parsed.path.lstrip("/")
+        return container_client_type.from_connection_string(connection, parsed.netloc), prefix
+    parts = parsed.path.lstrip("/").split("/")
+    # Azurite and other emulators put the account in the path: http://127.0.0.1:10000/<account>/<container>
+    emulated = parsed.hostname in ("127.0.0.1", "localhost") or (parsed.hostname or "").startswith("127.")
+    account_parts = 1 if emulated else 0
+    if len(parts) <= account_parts or not parts[account_parts]:
+        raise SourceError(f"source {redact(uri)}: the SAS URL names no container")
+    container_path = "/".join(parts[: account_parts + 1])
+    prefix = "/".join(parts[account_parts + 1 :])
+    container_url = urllib.parse.urlunsplit(
+        (parsed.scheme, parsed.netloc, "/" + container_path, parsed.query, "")
+    )
+    return container_client_type.from_container_url(container_url), prefix
+
+
+def read_files(path: Path, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> list[FileEntry]:
+    """Regular files of a local folder or .tar.gz, paths relative to it.
+
+    A folder holding exactly one tarball and no other data (how a mounted AML data asset of a tarball
+    looks) is read as that tarball. Symbolic links in folders are refused like links in archives.
+    """
+    if path.is_file():
+        if not path.name.endswith(TARBALL_SUFFIXES):
+            raise SourceError(f"source {path}: a file source must be a .tar.gz or .tgz archive")
+        return list(read_tar_gz(path, max_bytes=max_bytes))
+    entries = list(_walk(path))
+    tarballs = [entry for entry in entries if entry.path.endswith(TARBALL_SUFFIXES)]
+    if len(tarballs) == 1 and len(entries) == 1:
+        return list(read_tar_gz(path / tarballs[0].path, max_bytes=max_bytes))
+    return entries
+
+
+def _walk(root: Path) -> Iterator[FileEntry]:
+    for directory, folders, files in os.walk(root):
+        base = Path(directory)
+        for name in [*folders, *files]:
+            if (base / name).is_symlink():
+                raise SourceError(
+                    f"source {root}: {(base / name).relative_to(root)} is a symbolic link; refused"
+                )
+        folders.sort()
+        for name in sorted(files):
+            full = base / name
+            info = full.stat()
+            relative = full.relative_to(root).as_posix()
+            if not stat.S_ISREG(info.st_mode):
+                raise SourceError(
+                    f"source {root}: {relative} is not a regular file (device or FIFO?); refused"
+                )
+            yield FileEntry(relative, full.read_bytes(), info.st_mtime)

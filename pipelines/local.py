@@ -1,0 +1,113 @@
+"""Run a pipeline graph on this machine: each node runs its component's container command in its own
+process, with inputs and outputs bound to folders under a run directory.
+
+For now the graph is the data stages (ingest -> preprocess); the model stages join it in later issues.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.ports import load_spec, parse_value
+from mnist_mlops.runner import run_component
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An input bound to another node's output."""
+
+    node: str
+    output: str
+
+
+@dataclass
+class Node:
+    name: str
+    component: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def data_pipeline(data: str, sha256: str | None) -> list[Node]:
+    """ingest -> preprocess, in execution order."""
+    return [
+        Node("ingest", "ingest", {"source_uri": data, "source_sha256": sha256}),
+        Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset")}),
+    ]
+
+
+def apply_overrides(nodes: list[Node], overrides: list[str]) -> None:
+    """Apply `node.param=value` overrides, checked against the node's component spec."""
+    by_name = {node.name: node for node in nodes}
+    for item in overrides:
+        target, separator, text = item.partition("=")
+        node_name, dot, param = target.partition(".")
+        if not separator or not dot:
+            raise UserInputError(f"--set {item!r}: expected NODE.PARAM=VALUE")
+        if node_name not in by_name:
+            raise UserInputError(f"--set {item!r}: no node {node_name!r}; nodes: {', '.join(by_name)}")
+        spec = load_spec(by_name[node_name].component)
+        if param not in spec["inputs"] or spec["inputs"][param]["type"].startswith("uri_"):
+            names = [name for name, port in spec["inputs"].items() if not port["type"].startswith("uri_")]
+            raise UserInputError(
+                f"--set {item!r}: {node_name} has no parameter {param!r}; parameters: {', '.join(names)}"
+            )
+        by_name[node_name].inputs[param] = parse_value(spec["inputs"][param], text)
+
+
+def output_path(run_dir: Path, node: str, port: str, kind: str) -> Path:
+    return run_dir / node / (f"{port}.json" if kind == "uri_file" else port)
+
+
+def run_nodes(nodes: list[Node], run_dir: Path) -> int:
+    """Run `nodes` in order; print progress and a summary; return the exit code."""
+    results = []
+    for node in nodes:
+        spec = load_spec(node.component)
+        inputs = {
+            port: output_path(run_dir, value.node, value.output, "uri_folder")
+            if isinstance(value, Ref)
+            else value
+            for port, value in node.inputs.items()
+            if value is not None
+        }
+        outputs = {
+            port: output_path(run_dir, node.name, port, d["type"]) for port, d in spec["outputs"].items()
+        }
+        log = run_dir / node.name / "log.txt"
+        print(f"[{node.name}] running", flush=True)
+        started = time.perf_counter()
+        code = run_component(node.component, inputs, outputs, log_path=log).returncode
+        seconds = time.perf_counter() - started
+        status = "done" if code == 0 else "failed"
+        results.append((node.name, status, seconds))
+        print(f"[{node.name}] {status} in {seconds:.1f}s", flush=True)
+        if code != 0:
+            tail = log.read_text().strip().splitlines()[-1:] if log.is_file() else []
+            print(f"node {node.name} failed (exit {code}): {' '.join(tail)}\n  log: {log}")
+            _summary(results)
+            return 1
+    _summary(results)
+    print(f"outputs: {run_dir}")
+    return 0
+
+
+def _summary(results: list[tuple[str, str, float]]) -> None:
+    print(f"\n{'node':<12} {'status':<8} {'seconds':>8}")
+    for name, status, seconds in results:
+        print(f"{name:<12} {status:<8} {seconds:>8.1f}")
+
+
+def run_data_pipeline(data: str, *, sha256: str | None, runs_dir: Path, overrides: list[str]) -> int:
+    nodes = data_pipeline(data, sha256)
+    apply_overrides(nodes, overrides)
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    run_dir = runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    print(f"run {run_id} in {run_dir}")
+    return run_nodes(nodes, run_dir)

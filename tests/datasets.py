@@ -1,0 +1,75 @@
+"""Small MNIST-shaped datasets made by the tests themselves, in every layout ingest reads."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SPLIT_IDX_NAMES = {
+    "training": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "testing": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def digit_images(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct 28x28 uint8 images whose class shows as a bright bar position (learnable, never equal)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), per_class)
+    images = (rng.random((len(labels), 28, 28)) * 60).astype(np.uint8)
+    for index, label in enumerate(labels):
+        images[index, 4:24, 2 + 2 * label : 4 + 2 * label] = 200 + rng.integers(0, 55)
+    return images, labels
+
+
+def small_splits(train_per_class: int = 6, test_per_class: int = 3, seed: int = 0) -> dict:
+    train = digit_images(train_per_class, seed)
+    test = digit_images(test_per_class, seed + 1000)
+    return {"training": train, "testing": test}
+
+
+def png_bytes(image: np.ndarray, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png_tree(root: Path, splits: dict, prefix: str = "mnist_png") -> Path:
+    """`<root>/<prefix>/<split>/<label>/<n>.png`; returns the folder that holds `prefix`."""
+    for split, (images, labels) in splits.items():
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+            path = root / prefix / split / str(label) / f"{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png_bytes(image))
+    return root
+
+
+def make_tarball(folder: Path, target: Path) -> Path:
+    with tarfile.open(target, "w:gz") as archive:
+        for path in sorted(folder.rglob("*")):
+            archive.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    return target
+
+
+def write_idx(folder: Path, splits: dict) -> Path:
+    """The four original-format IDX files (gzip) for `splits`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in splits.items():
+        images_name, labels_name = SPLIT_IDX_NAMES[split]
+        header = struct.pack(">HBBIII", 0, 0x08, 3, len(images), 28, 28)
+        (folder / images_name).write_bytes(gzip.compress(header + np.ascontiguousarray(images).tobytes()))
+        header = struct.pack(">HBBI", 0, 0x08, 1, len(labels))
+        (folder / labels_name).write_bytes(gzip.compress(header + labels.astype(np.uint8).tobytes()))
+    return folder
+
+
+def tar_with_member(target: Path, info: tarfile.TarInfo, data: bytes = b"") -> Path:
+    """A .tar.gz holding one crafted member (for hostile-archive tests)."""
+    with tarfile.open(target, "w:gz") as archive:
+        archive.addfile(info, io.BytesIO(data) if data else None)
+    return target
