@@ -71,8 +71,18 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     port = free_port()
     workspace = tmp_path_factory.mktemp("azurite")
     process = subprocess.Popen(
-        [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(workspace),
-         "--silent", "--skipApiVersionCheck", "--loose"],
+        [
+            str(binary),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(workspace),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -49,10 +49,7 @@ def render_command(spec: dict[str, Any], inputs: dict[str, Any], outputs: dict[s
         return shlex.quote(str(bound[(match.group(1), match.group(2))]))
 
     command = _PLACEHOLDER.sub(substitute, _OPTIONAL_BLOCK.sub(keep_block, spec["command"]))
-    argv = shlex.split(command)
-    if argv[0] == "mldesigner":
-        argv[0] = str(Path(sys.executable).parent / "mldesigner")
-    return argv
+    return shlex.split(command)
 
 
 def run_component(
@@ -68,12 +65,26 @@ def run_component(
         for port, value in inputs.items()
     }
     argv = render_command(spec, inputs, {port: str(Path(path).resolve()) for port, path in outputs.items()})
+    if argv[0] == "mldesigner":
+        argv[0] = str(Path(sys.executable).parent / "mldesigner")  # this environment's, activated or not
     folder = component_dir(name)
+    fresh = [Path(path) for path in outputs.values() if not Path(path).exists()]
     if log_path is None:
-        return subprocess.run(argv, cwd=folder, check=False)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        return subprocess.run(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+        result = subprocess.run(argv, cwd=folder, check=False)
+    else:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w") as log:
+            result = subprocess.run(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+    if result.returncode != 0:
+        discard_empty(fresh)
+    return result
+
+
+def discard_empty(paths: list[Path]) -> None:
+    """Remove output folders a failed step left empty (mldesigner creates them before the step runs)."""
+    for path in paths:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _is_artifact(spec: dict[str, Any], port: str) -> bool:

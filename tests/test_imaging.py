@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
 import tarfile
 import time
@@ -21,7 +20,6 @@ from mnist_mlops.imaging import DecodedBatch, ImageDecodeError, PngHeader, decod
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-REAL_DATA = Path(os.environ.get("MNIST_PNG_TAR", "/work/shared/data/mnist_png.tar.gz"))
 
 
 # --- a tiny PNG encoder ---------------------------------------------------------------------------------
@@ -411,10 +409,9 @@ def test_thousands_of_digit_like_images_match_pillow() -> None:
     )
 
 
-@pytest.mark.skipif(not REAL_DATA.is_file(), reason="MNIST PNG archive not available")
-def test_real_mnist_pngs_match_pillow() -> None:
+def test_real_mnist_pngs_match_pillow(shared_tarball: Path) -> None:
     blobs = []
-    with tarfile.open(REAL_DATA) as archive:
+    with tarfile.open(shared_tarball) as archive:
         for member in archive:
             if member.isfile() and member.name.endswith(".png"):
                 blobs.append(archive.extractfile(member).read())  # type: ignore[union-attr]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_mlops.components.ingest.executor import run_ingest
 
 from mnist_mlops import contracts
-from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.sources import SourceError
 from tests.datasets import make_tarball, small_splits, write_idx, write_png_tree
@@ -34,7 +34,11 @@ def test_local_folder_gives_validated_versioned_dataset(tmp_path, png_dataset):
     assert images.dtype == np.uint8 and images.shape == (60, 28, 28)
     assert {image.tobytes() for image in images} == {image.tobytes() for image in expected}
     assert report["dataset_version"] == manifest["dataset_version"]
-    assert {check["name"] for check in report["checks"]} >= {"data_age", "train_test_leakage", "invalid_files"}
+    assert {check["name"] for check in report["checks"]} >= {
+        "data_age",
+        "train_test_leakage",
+        "invalid_files",
+    }
 
 
 def test_version_depends_on_content_not_on_form(tmp_path, png_dataset):
@@ -124,8 +128,11 @@ def _sas_url(azurite, container_name: str, prefix: str) -> str:
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
     token = generate_container_sas(
-        azurite["account"], container_name, account_key=azurite["key"],
-        permission=ContainerSasPermissions(read=True, list=True), expiry=datetime.now(UTC) + timedelta(hours=1),
+        azurite["account"],
+        container_name,
+        account_key=azurite["key"],
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
     )
     return f"{azurite['endpoint']}/{container_name}/{prefix}?{token}"
 
@@ -143,7 +150,9 @@ def test_azure_blob_tarball_by_sas_url(tmp_path, png_dataset, azurite, blob_cont
 
 
 @pytest.mark.azurite
-def test_azure_blob_png_tree_by_connection_string(tmp_path, png_dataset, azurite, blob_container, monkeypatch):
+def test_azure_blob_png_tree_by_connection_string(
+    tmp_path, png_dataset, azurite, blob_container, monkeypatch
+):
     for path in sorted(png_dataset.rglob("*.png")):
         blob_container.upload_blob(f"v1/{path.relative_to(png_dataset).as_posix()}", path.read_bytes())
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite["connection_string"])
@@ -174,4 +183,3 @@ def test_missing_and_unsupported_sources(tmp_path):
     with pytest.raises(SourceError, match=r"\.tar\.gz"):
         ingest_to(tmp_path, str(not_a_tarball))
     assert not (tmp_path / "out").exists()
-

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_mlops.components.ingest.executor import DataValidationError, run_ingest
 
 from mnist_mlops import contracts
-from mnist_mlops.components.ingest.executor import DataValidationError, run_ingest
 from tests.datasets import small_splits, write_png_tree
 
 
@@ -65,7 +65,9 @@ def test_reference_report_flags_schema_change_and_shift(tmp_path, png_dataset):
     brighter = np.clip(images[keep].astype(np.int16) + 60, 0, 255).astype(np.uint8)
     shifted["testing"] = (brighter, labels[keep])
     report = ingest(
-        tmp_path, write_png_tree(tmp_path / "shifted", shifted), name="v3",
+        tmp_path,
+        write_png_tree(tmp_path / "shifted", shifted),
+        name="v3",
         reference_report=tmp_path / "v1" / "data_report.json",
     )
     assert check(report, "testing_pixel_mean_shift")["outcome"] == "warn"

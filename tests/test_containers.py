@@ -1,0 +1,87 @@
+"""Each component's image builds from its own Dockerfile on a local base and runs the component with no
+network and only its folders mounted: the image is self-contained.
+
+Needs rootful podman (`../shared/containers/podman-here` installs it) and the local base image made
+by `../shared/containers/make-base-image`; CI runs these. Set MNIST_MLOPS_SKIP_CONTAINER_TESTS=1 to
+leave them out on a machine without podman.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from mnist_mlops import contracts, containers
+from tests.datasets import make_tarball
+
+BASE_IMAGE = "localhost/py311-base:bookworm"
+
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.skipif(
+        os.environ.get("MNIST_MLOPS_SKIP_CONTAINER_TESTS") == "1", reason="MNIST_MLOPS_SKIP_CONTAINER_TESTS=1"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def base_image() -> str:
+    helper = SHARED / "containers"
+    if "MNIST_MLOPS_PODMAN" not in os.environ:
+        os.environ["MNIST_MLOPS_PODMAN"] = str(helper / "podman-here")
+    subprocess.run([str(helper / "make-base-image"), BASE_IMAGE], check=True)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="module")
+def images(base_image: str) -> dict[str, str]:
+    return {name: containers.build_image(name, base_image=base_image) for name in ("ingest", "preprocess")}
+
+
+def test_data_stages_run_inside_their_images_without_network(tmp_path, png_dataset, images):
+    (tmp_path / "drop").mkdir()
+    tarball = make_tarball(png_dataset, tmp_path / "drop" / "mnist.tar.gz")
+    run = tmp_path / "run"
+    ingest = containers.run_in_container(
+        "ingest",
+        images["ingest"],
+        {"source_data": tarball.parent},
+        {"dataset": run / "ingest" / "dataset", "data_report": run / "ingest" / "data_report.json"},
+    )
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    manifest = contracts.read_json(run / "ingest" / "dataset" / "manifest.json", "dataset_manifest")
+    assert manifest["splits"]["training"]["count"] == 60
+
+    preprocess = containers.run_in_container(
+        "preprocess", images["preprocess"], {"dataset": run / "ingest" / "dataset"},
+        {"preprocessed": run / "preprocess" / "preprocessed"},
+    )
+    assert preprocess.returncode == 0, preprocess.stdout + preprocess.stderr
+    test_images = np.load(run / "preprocess" / "preprocessed" / "test" / "images.npy")
+    assert test_images.shape == (30, 28, 28)
+
+
+def test_container_has_no_network_and_fails_cleanly_on_bad_data(tmp_path, images):
+    interfaces = subprocess.run(
+        [*containers.podman(), "run", "--rm", "--network", "none", images["ingest"], "ls", "/sys/class/net"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert interfaces == ["lo"]
+    (tmp_path / "empty").mkdir()
+    result = containers.run_in_container(
+        "ingest", images["ingest"], {"source_data": tmp_path / "empty"},
+        {"dataset": tmp_path / "out" / "dataset", "data_report": tmp_path / "out" / "report.json"},
+    )
+    assert result.returncode == 2 and "no MNIST data found" in result.stderr
+    assert not (tmp_path / "out" / "dataset").exists() and not (tmp_path / "out" / "report.json").exists()
+
+
+def test_image_tag_is_content_addressed(base_image):
+    assert containers.image_tag("ingest", base_image) == containers.image_tag("ingest", base_image)
+    assert containers.image_tag("ingest", base_image) != containers.image_tag("preprocess", base_image)
+    assert containers.image_tag("ingest", base_image) != containers.image_tag("ingest", "other/base:1")

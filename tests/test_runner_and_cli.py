@@ -1,0 +1,108 @@
+"""Local execution: spec commands bound to paths, the CLI's generated options, and `mnist-mlops run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mnist_mlops import contracts
+from mnist_mlops.cli import main
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.ports import load_spec
+from mnist_mlops.runner import render_command
+
+
+def test_render_command_binds_values_and_drops_unbound_optional_blocks():
+    spec = load_spec("ingest")
+    argv = render_command(spec, {"source_uri": "/data/x y.tar.gz"}, {"dataset": "/o/d", "data_report": "/o/r.json"})
+    assert argv[:5] == ["mldesigner", "execute", "--source", "component.py", "--name"]
+    assert "source_uri=/data/x y.tar.gz" in argv and "max_age_days=365" in argv
+    assert not any(arg.startswith(("source_data=", "reference_report=")) for arg in argv)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"max_age_days": 0}, "below the minimum 1"),
+        ({"on_stale": "ignore"}, "must be one of fail, warn"),
+        ({"max_invalid_fraction": "a lot"}, "must be of type number"),
+        ({"no_such_port": 1}, "no input named 'no_such_port'"),
+    ],
+)
+def test_render_command_refuses_values_outside_the_contract(inputs, message):
+    with pytest.raises(UserInputError, match=message):
+        render_command(load_spec("ingest"), inputs, {"dataset": "/o/d", "data_report": "/o/r.json"})
+
+
+def test_cli_runs_a_component_and_leaves_nothing_on_failure(tmp_path, png_dataset, capsys):
+    code = main(
+        ["ingest", "--source-uri", str(png_dataset), "--dataset", str(tmp_path / "d"),
+         "--data-report", str(tmp_path / "r.json")]
+    )
+    assert code == 0
+    contracts.read_json(tmp_path / "d" / "manifest.json", "dataset_manifest")
+    code = main(
+        ["ingest", "--source-uri", str(tmp_path / "missing"), "--dataset", str(tmp_path / "d2"),
+         "--data-report", str(tmp_path / "r2.json")]
+    )
+    assert code == 2
+    assert not (tmp_path / "d2").exists() and not (tmp_path / "r2.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-age-days", "abc"], "--max-age-days: 'abc' is not a valid integer"),
+        (["--max-age-days", "0"], "max_age_days=0: below the minimum 1"),
+        (["--on-invalid", "ignore"], "must be one of fail, skip"),
+    ],
+)
+def test_cli_rejects_bad_parameters_with_exit_2(tmp_path, png_dataset, capsys, argv, message):
+    code = main(
+        ["ingest", "--source-uri", str(png_dataset), "--dataset", str(tmp_path / "d"),
+         "--data-report", str(tmp_path / "r.json"), *argv]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_run_executes_the_data_stages_and_applies_overrides(tmp_path, png_dataset, capsys):
+    code = main(["run", "--data", str(png_dataset), "--runs-dir", str(tmp_path / "runs"),
+                 "--set", "preprocess.validation_fraction=0.5"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    manifest = json.loads((run_dir / "preprocess" / "preprocessed" / "manifest.json").read_text())
+    assert manifest["validation_fraction"] == 0.5 and manifest["splits"]["validation"]["count"] == 30
+    assert (run_dir / "ingest" / "log.txt").is_file()
+    assert "ingest" in output and "done" in output
+
+
+def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = main(["run", "--data", str(tmp_path / "empty"), "--runs-dir", str(tmp_path / "runs")])
+    output = capsys.readouterr().out
+    assert code == 1
+    assert "node ingest failed" in output and "no MNIST data found" in output
+    assert "log.txt" in output
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("train.epochs=3", "no node 'train'"), ("ingest.max_age_days=x", "not a valid integer"), ("oops", "NODE.PARAM")],
+)
+def test_run_rejects_bad_overrides_before_running(tmp_path, png_dataset, capsys, override, message):
+    code = main(["run", "--data", str(png_dataset), "--runs-dir", str(tmp_path / "runs"), "--set", override])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_specs_check_reports_no_drift(capsys):
+    assert main(["specs", "--check"]) == 0
+
+
+def test_spec_paths_are_relative(tmp_path: Path):
+    assert load_spec("ingest")["environment"]["build"]["path"] == "./environment"
