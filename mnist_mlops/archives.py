@@ -17,6 +17,7 @@ import numpy as np
 from mnist_mlops.errors import UserInputError
 
 BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
 DEFAULT_MAX_INFLATED_BYTES = 4 << 30
 _REGULAR = {b"0", b"\0", b"7"}
 _LINKS = {b"1": "hard link", b"2": "symbolic link"}
@@ -79,7 +80,7 @@ def read_tar(buf: bytes, *, source: str = "archive") -> list[FileEntry]:
     try:
         while pos + BLOCK <= end:
             header = buf[pos : pos + BLOCK]
-            if not any(header):
+            if not header[0] and header == _ZERO_BLOCK:
                 break
             header_offsets.append(pos)
             typeflag = header[156:157]

@@ -67,9 +67,9 @@ def ports_table(spec: dict[str, Any]) -> str:
                 allowed.append(" / ".join(map(str, definition["enum"])))
             if definition.get("optional"):
                 allowed.append("optional")
-            default = definition.get("default", "")
+            default = f"`{definition['default']}`" if "default" in definition else ""
             rows.append(
-                f"| `{port}` | {direction} | {definition['type']} | {'' if default == '' else f'`{default}`'} | "
+                f"| `{port}` | {direction} | {definition['type']} | {default} | "
                 f"{', '.join(allowed)} | {definition.get('description', '')} |"
             )
     return "\n".join(rows)

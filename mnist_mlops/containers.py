@@ -38,7 +38,7 @@ def image_tag(name: str, base_image: str | None) -> str:
     digest = hashlib.sha256((base_image or "").encode())
     files = sorted((component_dir(name) / "environment").rglob("*"))
     files += sorted(path for folder in _SOURCE_FOLDERS for path in (PROJECT_ROOT / folder).rglob("*.py"))
-    files += sorted((PROJECT_ROOT / "schemas").glob("*.json")) + [PROJECT_ROOT / "pyproject.toml"]
+    files += [*sorted((PROJECT_ROOT / "schemas").glob("*.json")), PROJECT_ROOT / "pyproject.toml"]
     for path in files:
         if path.is_file() and "__pycache__" not in path.parts and "tests" not in path.parts:
             digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
@@ -56,7 +56,17 @@ def build_image(name: str, *, base_image: str | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix=f"mnist-mlops-{name}-context-") as context:
         shutil.copytree(component_dir(name) / "environment", context, dirs_exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", context, str(PROJECT_ROOT)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--quiet",
+                "--wheel-dir",
+                context,
+                str(PROJECT_ROOT),
+            ],
             check=True,
         )
         build_args = ["--build-arg", f"BASE_IMAGE={base_image}"] if base_image else []

@@ -24,7 +24,7 @@ def mean_intensity(images: np.ndarray) -> np.ndarray:
 def ink_fraction(images: np.ndarray) -> np.ndarray:
     """Fraction of pixels per image that are ink."""
     flat = images.reshape(len(images), -1)
-    return (flat >= INK_THRESHOLD).mean(axis=1, dtype=np.float64)
+    return np.count_nonzero(flat >= INK_THRESHOLD, axis=1) / max(flat.shape[1], 1)
 
 
 def class_counts(labels: np.ndarray) -> list[int]:
@@ -43,21 +43,24 @@ def total_variation(p: list[float], q: list[float]) -> float:
     return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
-def pixel_histogram(images: np.ndarray) -> np.ndarray:
-    """Count of each 8-bit value over all pixels, from which mean and std follow exactly.
+def class_pixel_histograms(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(10, 256) counts of each 8-bit value per class, in one pass over the pixels.
 
-    Counted in 1 MiB chunks: bincount widens its input to int64, and chunks keep that in cache
-    (about 3x faster than one call on MNIST's 47 million pixels).
+    Keys `label * 256 + pixel` are counted in 1 MiB chunks: bincount widens its input to int64, and
+    chunks keep that in cache. Every pixel statistic (global or per class, mean, std, histogram)
+    follows exactly from these counts.
     """
-    flat = images.reshape(-1)
-    counts = np.zeros(256, dtype=np.int64)
-    for start in range(0, len(flat), _HISTOGRAM_CHUNK):
-        counts += np.bincount(flat[start : start + _HISTOGRAM_CHUNK], minlength=256)
-    return counts
+    flat = images.reshape(len(images), -1)
+    counts = np.zeros(NUM_CLASSES * 256, dtype=np.int64)
+    rows = max(_HISTOGRAM_CHUNK // max(flat.shape[1], 1), 1)
+    for start in range(0, len(flat), rows):
+        keys = labels[start : start + rows, None].astype(np.uint16) * 256 + flat[start : start + rows]
+        counts += np.bincount(keys.reshape(-1), minlength=NUM_CLASSES * 256)[: NUM_CLASSES * 256]
+    return counts.reshape(NUM_CLASSES, 256)
 
 
 def histogram_moments(histogram: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation (0-255 scale) of the pixels a histogram counts."""
+    """Mean and standard deviation (0-255 scale) of the pixels a 256-bin histogram counts."""
     total = histogram.sum()
     if not total:
         return 0.0, 0.0

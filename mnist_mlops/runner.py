@@ -74,7 +74,9 @@ def run_component(
     else:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:
-            result = subprocess.run(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+            result = subprocess.run(
+                argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True, check=False
+            )
     if result.returncode != 0:
         discard_empty(fresh)
     return result

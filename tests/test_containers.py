@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import SHARED
-from mnist_mlops import contracts, containers
+from mnist_mlops import containers, contracts
 from tests.datasets import make_tarball
 
 BASE_IMAGE = "localhost/py311-base:bookworm"
@@ -58,7 +57,9 @@ def test_data_stages_run_inside_their_images_without_network(tmp_path, png_datas
     assert manifest["splits"]["training"]["count"] == 60
 
     preprocess = containers.run_in_container(
-        "preprocess", images["preprocess"], {"dataset": run / "ingest" / "dataset"},
+        "preprocess",
+        images["preprocess"],
+        {"dataset": run / "ingest" / "dataset"},
         {"preprocessed": run / "preprocess" / "preprocessed"},
     )
     assert preprocess.returncode == 0, preprocess.stdout + preprocess.stderr
@@ -69,12 +70,16 @@ def test_data_stages_run_inside_their_images_without_network(tmp_path, png_datas
 def test_container_has_no_network_and_fails_cleanly_on_bad_data(tmp_path, images):
     interfaces = subprocess.run(
         [*containers.podman(), "run", "--rm", "--network", "none", images["ingest"], "ls", "/sys/class/net"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert interfaces == ["lo"]
     (tmp_path / "empty").mkdir()
     result = containers.run_in_container(
-        "ingest", images["ingest"], {"source_data": tmp_path / "empty"},
+        "ingest",
+        images["ingest"],
+        {"source_data": tmp_path / "empty"},
         {"dataset": tmp_path / "out" / "dataset", "data_report": tmp_path / "out" / "report.json"},
     )
     assert result.returncode == 2 and "no MNIST data found" in result.stderr

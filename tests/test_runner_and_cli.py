@@ -16,7 +16,9 @@ from mnist_mlops.runner import render_command
 
 def test_render_command_binds_values_and_drops_unbound_optional_blocks():
     spec = load_spec("ingest")
-    argv = render_command(spec, {"source_uri": "/data/x y.tar.gz"}, {"dataset": "/o/d", "data_report": "/o/r.json"})
+    argv = render_command(
+        spec, {"source_uri": "/data/x y.tar.gz"}, {"dataset": "/o/d", "data_report": "/o/r.json"}
+    )
     assert argv[:5] == ["mldesigner", "execute", "--source", "component.py", "--name"]
     assert "source_uri=/data/x y.tar.gz" in argv and "max_age_days=365" in argv
     assert not any(arg.startswith(("source_data=", "reference_report=")) for arg in argv)
@@ -38,14 +40,28 @@ def test_render_command_refuses_values_outside_the_contract(inputs, message):
 
 def test_cli_runs_a_component_and_leaves_nothing_on_failure(tmp_path, png_dataset, capsys):
     code = main(
-        ["ingest", "--source-uri", str(png_dataset), "--dataset", str(tmp_path / "d"),
-         "--data-report", str(tmp_path / "r.json")]
+        [
+            "ingest",
+            "--source-uri",
+            str(png_dataset),
+            "--dataset",
+            str(tmp_path / "d"),
+            "--data-report",
+            str(tmp_path / "r.json"),
+        ]
     )
     assert code == 0
     contracts.read_json(tmp_path / "d" / "manifest.json", "dataset_manifest")
     code = main(
-        ["ingest", "--source-uri", str(tmp_path / "missing"), "--dataset", str(tmp_path / "d2"),
-         "--data-report", str(tmp_path / "r2.json")]
+        [
+            "ingest",
+            "--source-uri",
+            str(tmp_path / "missing"),
+            "--dataset",
+            str(tmp_path / "d2"),
+            "--data-report",
+            str(tmp_path / "r2.json"),
+        ]
     )
     assert code == 2
     assert not (tmp_path / "d2").exists() and not (tmp_path / "r2.json").exists()
@@ -61,8 +77,16 @@ def test_cli_runs_a_component_and_leaves_nothing_on_failure(tmp_path, png_datase
 )
 def test_cli_rejects_bad_parameters_with_exit_2(tmp_path, png_dataset, capsys, argv, message):
     code = main(
-        ["ingest", "--source-uri", str(png_dataset), "--dataset", str(tmp_path / "d"),
-         "--data-report", str(tmp_path / "r.json"), *argv]
+        [
+            "ingest",
+            "--source-uri",
+            str(png_dataset),
+            "--dataset",
+            str(tmp_path / "d"),
+            "--data-report",
+            str(tmp_path / "r.json"),
+            *argv,
+        ]
     )
     assert code == 2
     assert message in capsys.readouterr().err
@@ -70,8 +94,17 @@ def test_cli_rejects_bad_parameters_with_exit_2(tmp_path, png_dataset, capsys, a
 
 
 def test_run_executes_the_data_stages_and_applies_overrides(tmp_path, png_dataset, capsys):
-    code = main(["run", "--data", str(png_dataset), "--runs-dir", str(tmp_path / "runs"),
-                 "--set", "preprocess.validation_fraction=0.5"])
+    code = main(
+        [
+            "run",
+            "--data",
+            str(png_dataset),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "preprocess.validation_fraction=0.5",
+        ]
+    )
     output = capsys.readouterr().out
     assert code == 0, output
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -92,7 +125,11 @@ def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("train.epochs=3", "no node 'train'"), ("ingest.max_age_days=x", "not a valid integer"), ("oops", "NODE.PARAM")],
+    [
+        ("train.epochs=3", "no node 'train'"),
+        ("ingest.max_age_days=x", "not a valid integer"),
+        ("oops", "NODE.PARAM"),
+    ],
 )
 def test_run_rejects_bad_overrides_before_running(tmp_path, png_dataset, capsys, override, message):
     code = main(["run", "--data", str(png_dataset), "--runs-dir", str(tmp_path / "runs"), "--set", override])

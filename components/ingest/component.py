@@ -14,8 +14,8 @@ VERSION = "0.1.0"
     version=VERSION,
     display_name="Ingest MNIST data",
     description=(
-        "Fetch MNIST (mnist_png folders or IDX files; local folder, .tar.gz, sha256-pinned http(s) tarball or "
-        "Azure Blob) into a versioned, content-hashed dataset with a data validation report."
+        "Fetch MNIST (mnist_png folders or IDX files; local folder, .tar.gz, sha256-pinned http(s) tarball "
+        "or Azure Blob) into a versioned, content-hashed dataset with a data validation report."
     ),
     is_deterministic=False,
     tags={"stage": "ingest", "project": "mnist-mlops", "framework": "none"},

@@ -10,7 +10,6 @@ with a reason instead of stopping the read; the caller's `on_invalid` policy dec
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass, field
 
@@ -22,12 +21,12 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
 
 SPLITS = ("training", "testing")
-_PNG_PATH = re.compile(r"^(?:(?P<root>.*)/)?(?P<split>training|testing)/(?P<label>[^/]+)/[^/]+$")
 _IDX_FILES = {
     "training": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "testing": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_UBYTE = 0x08
+_IDX_STEMS = frozenset(stem for pair in _IDX_FILES.values() for stem in pair)
 
 
 @dataclass
@@ -49,7 +48,7 @@ class LoadedDataset:
 
 def load_layout(entries: list[FileEntry], source: str) -> LoadedDataset:
     """Decode the dataset among `entries`, whichever layout it is in."""
-    png_entries = [(entry, match) for entry in entries if (match := _PNG_PATH.match(entry.path))]
+    png_entries = [(entry, parts) for entry in entries if (parts := _png_parts(entry.path))]
     idx_entries = {_idx_stem(entry.path): entry for entry in entries if _idx_stem(entry.path)}
     if png_entries and idx_entries:
         raise UserInputError(f"source {source}: holds both mnist_png folders and IDX files; pick one")
@@ -63,8 +62,18 @@ def load_layout(entries: list[FileEntry], source: str) -> LoadedDataset:
     )
 
 
-def _load_png(matches: list, total_files: int, source: str) -> LoadedDataset:
-    roots = {match["root"] or "" for _, match in matches}
+def _png_parts(path: str) -> tuple[str, str, str] | None:
+    """(root, split, label) when `path` is `[<root>/]<split>/<label>/<file>`, else None."""
+    parts = path.rsplit("/", 3)
+    if len(parts) < 3 or parts[-3] not in SPLITS:
+        return None
+    return (parts[0] if len(parts) == 4 else "", parts[-3], parts[-2])
+
+
+def _load_png(
+    matches: list[tuple[FileEntry, tuple[str, str, str]]], total_files: int, source: str
+) -> LoadedDataset:
+    roots = {root for _, (root, _, _) in matches}
     if len(roots) > 1:
         raise UserInputError(
             f"source {source}: several dataset roots ({', '.join(sorted(roots))}); expected one"
@@ -73,21 +82,19 @@ def _load_png(matches: list, total_files: int, source: str) -> LoadedDataset:
         "mnist_png", {}, candidates=len(matches), ignored_files=total_files - len(matches)
     )
     dataset.newest_mtime = max(entry.mtime for entry, _ in matches)
+    members: dict[str, list[tuple[FileEntry, str]]] = {split: [] for split in SPLITS}
+    for entry, (_, split, label) in sorted(matches, key=lambda match: match[0].path):
+        members[split].append((entry, label))
     for split in SPLITS:
-        members = sorted(
-            ((entry.path, entry, match["label"]) for entry, match in matches if match["split"] == split),
-            key=lambda member: member[0],
-        )
         usable, labels = [], []
-        for path, entry, label in members:
+        for entry, label in members[split]:
             if len(label) == 1 and label.isdigit():
                 usable.append(entry)
                 labels.append(int(label))
             else:
-                dataset.invalid.append(
-                    {"path": path, "split": split, "reason": f"label folder {label!r} is not 0-9"}
-                )
-        batch = decode_pngs([entry.data for entry in usable], IMAGE_SHAPE)
+                reason = f"label folder {label!r} is not 0-9"
+                dataset.invalid.append({"path": entry.path, "split": split, "reason": reason})
+        batch = decode_pngs([entry.data for entry in usable], IMAGE_SHAPE, fork=True)
         keep = np.ones(len(usable), dtype=bool)
         for index, reason in sorted(batch.errors.items()):
             keep[index] = False
@@ -98,9 +105,6 @@ def _load_png(matches: list, total_files: int, source: str) -> LoadedDataset:
             converted=int(batch.converted[keep].sum()),
         )
     return dataset
-
-
-_IDX_STEMS = frozenset(stem for pair in _IDX_FILES.values() for stem in pair)
 
 
 def _idx_stem(path: str) -> str | None:

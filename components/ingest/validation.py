@@ -43,7 +43,8 @@ def split_statistics(images: np.ndarray, labels: np.ndarray, digests: np.ndarray
     """The statistics of one split that the report keeps and later versions compare against."""
     counts = features.class_counts(labels)
     unique = len(np.unique(digests.view(np.dtype((np.void, 32))).ravel())) if len(digests) else 0
-    pixel_mean, pixel_std = features.histogram_moments(features.pixel_histogram(images))
+    histogram = features.class_pixel_histograms(images, labels).sum(axis=0)
+    pixel_mean, pixel_std = features.histogram_moments(histogram)
     return {
         "count": len(images),
         "image_shape": list(IMAGE_SHAPE),
@@ -52,7 +53,7 @@ def split_statistics(images: np.ndarray, labels: np.ndarray, digests: np.ndarray
         "class_priors": features.class_priors(labels),
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
-        "ink_fraction": float(features.ink_fraction(images).mean()) if len(images) else 0.0,
+        "ink_fraction": float(histogram[features.INK_THRESHOLD :].sum() / max(histogram.sum(), 1)),
         "duplicates": len(images) - unique,
         "converted_to_grayscale": converted,
     }

@@ -53,8 +53,11 @@ def run_preprocess(
         "validation": (images[validation_rows], labels[validation_rows]),
         "test": splits["testing"],
     }
-    baseline = baseline_statistics(*outputs["train"], dataset_version=source["dataset_version"])
-    pixel_mean, pixel_std = features.histogram_moments(features.pixel_histogram(outputs["train"][0]))
+    train_histograms = features.class_pixel_histograms(*outputs["train"])
+    baseline = baseline_statistics(
+        *outputs["train"], train_histograms, dataset_version=source["dataset_version"]
+    )
+    pixel_mean, pixel_std = features.histogram_moments(train_histograms.sum(axis=0))
 
     manifest: dict[str, Any] = {
         "schema_version": 1,
@@ -99,16 +102,21 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
 
 
-def baseline_statistics(images: np.ndarray, labels: np.ndarray, *, dataset_version: str) -> dict[str, Any]:
-    """Class priors, per-class pixel statistics and feature histograms of the training split."""
+def baseline_statistics(
+    images: np.ndarray, labels: np.ndarray, class_histograms: np.ndarray, *, dataset_version: str
+) -> dict[str, Any]:
+    """Class priors, per-class pixel statistics and feature histograms of the training split.
+
+    `class_histograms` is `features.class_pixel_histograms(images, labels)`.
+    """
     per_class = []
-    for label in range(features.NUM_CLASSES):
-        selected = images[labels == label]
-        mean, std = features.histogram_moments(features.pixel_histogram(selected))
+    for label, histogram in enumerate(class_histograms):
+        mean, std = features.histogram_moments(histogram)
+        count = int(histogram.sum()) // (images.shape[1] * images.shape[2])
         per_class.append(
-            {"class": label, "count": len(selected), "pixel_mean": mean / 255.0, "pixel_std": std / 255.0}
+            {"class": label, "count": count, "pixel_mean": mean / 255.0, "pixel_std": std / 255.0}
         )
-    histogram = features.pixel_histogram(images).astype(np.float64)
+    histogram = class_histograms.sum(axis=0).astype(np.float64)
     return {
         "schema_version": 1,
         "dataset_version": dataset_version,
