@@ -1,0 +1,22 @@
+"""The components compose into an AML pipeline job that validates and serializes offline."""
+
+from __future__ import annotations
+
+import yaml
+from azure.ai.ml import Input
+from mnist_mlops.pipelines.aml import data_pipeline
+
+
+def test_data_pipeline_builds_validates_and_dumps(tmp_path):
+    job = data_pipeline(
+        raw_data=Input(type="uri_folder", path="azureml://datastores/workspaceblobstore/paths/mnist/")
+    )
+    job.settings.default_compute = "cpu-cluster"
+    result = job._validate()
+    assert result.passed, result.error_messages
+    job.dump(tmp_path / "pipeline.yaml")
+    dumped = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())
+    assert set(dumped["jobs"]) == {"fetched", "prepared"}
+    assert (
+        dumped["jobs"]["prepared"]["inputs"]["dataset"]["path"] == "${{parent.jobs.fetched.outputs.dataset}}"
+    )
