@@ -18,6 +18,9 @@ from jsonschema.validators import Draft202012Validator
 from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import ContractError
 
+_MAX_MESSAGE = 200
+"""Schema messages quote the offending value; a request body must never be echoed back whole."""
+
 
 def schema_names() -> list[str]:
     """Names of all artifact schemas shipped with the package."""
