@@ -5,5 +5,6 @@ from mnist_mlops.components import ingest, preprocess
 
 from mnist_mlops.components.ingest import ingest
 from mnist_mlops.components.preprocess import preprocess
+from mnist_mlops.components.train import train
 
-__all__ = ["ingest", "preprocess"]
+__all__ = ["ingest", "preprocess", "train"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mnist_mlops import __version__
 from mnist_mlops.errors import USER_ERROR_EXIT_CODE, UserInputError, exit_on_user_error
-from mnist_mlops.ports import component_names, load_spec, parse_value
+from mnist_mlops.ports import component_dir, component_names, load_spec, parse_value
 
 
 def _option(port: str) -> str:
@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run_pipeline_command)
 
     for name in component_names():
-        _add_component_command(subparsers, name)
+        if (component_dir(name) / "spec.yaml").is_file():  # a brand-new component gets one from `specs`
+            _add_component_command(subparsers, name)
 
     specs = subparsers.add_parser(
         "specs", help="regenerate each component's spec.yaml and README ports table"

@@ -1,0 +1,60 @@
+"""The CNN and its input pipeline. Keras objects only; imported lazily by the executor.
+
+The model takes raw uint8 images, shape (N, 28, 28), and applies the normalization constants that
+preprocess measured inside the graph, so serving never has to repeat (or get wrong) the scaling.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+MAX_SHIFT_PIXELS = 2
+"""Augmentation: each training image is moved by up to this many pixels in x and y."""
+
+
+def build_model(mean: float, std: float) -> keras.Model:
+    """Two conv blocks and a small dense head: the keras.io MNIST convnet's cost, plus a hidden layer."""
+    images = keras.Input((28, 28), dtype="uint8", name="images")
+    x = keras.layers.Reshape((28, 28, 1))(images)
+    x = keras.layers.Rescaling(1.0 / (255.0 * std), offset=-mean / std)(x)
+    x = keras.layers.Conv2D(32, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    logits = keras.layers.Dense(10, name="logits")(x)
+    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    return keras.Model(images, probabilities, name="mnist_cnn")
+
+
+def shift_images(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Move each image by a random whole number of pixels (stateless: the same seed, the same shifts)."""
+    count = tf.shape(images)[0]
+    shifts = tf.round(
+        tf.random.stateless_uniform((count, 2), seed, -MAX_SHIFT_PIXELS - 0.49, MAX_SHIFT_PIXELS + 0.49)
+    )
+    ones, zeros = tf.ones((count, 1)), tf.zeros((count, 1))
+    transforms = tf.concat([ones, zeros, shifts[:, :1], zeros, ones, shifts[:, 1:], zeros, zeros], axis=1)
+    moved = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images[..., None], tf.float32),
+        transforms=transforms,
+        output_shape=[28, 28],
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
+        fill_value=0.0,
+    )
+    return tf.cast(moved[..., 0], tf.uint8)
+
+
+def training_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled each epoch (seeded), batched, prefetched; sharded by data under a multi-worker strategy."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return dataset.with_options(options)

@@ -1,0 +1,40 @@
+"""Where an artifact came from: the code version and a hash of the Python environment that made it."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from mnist_mlops import __version__
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@cache
+def code_version() -> str:
+    """The git commit of a source checkout (`+dirty` with uncommitted changes), else the package version."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"mnist-mlops=={__version__}"
+    return commit + ("+dirty" if dirty else "")
+
+
+@cache
+def environment_hash() -> str:
+    """sha256 of the sorted `name==version` list of installed distributions."""
+    packages = sorted(
+        f"{(dist.metadata['Name'] or '').lower()}=={dist.version}" for dist in metadata.distributions()
+    )
+    return hashlib.sha256("\n".join(packages).encode()).hexdigest()
