@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
 from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.components.preprocess.executor import run_preprocess
-from PIL import Image
 
 DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
 

@@ -11,6 +11,9 @@ from mnist_mlops.atomic import atomic_write_bytes
 def _figure_bytes(figure: Any) -> bytes:
     import io
 
+    import matplotlib
+
+    matplotlib.use("Agg")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return buffer.getvalue()
@@ -18,9 +21,6 @@ def _figure_bytes(figure: Any) -> bytes:
 
 def training_curves(history: list[dict[str, float]], target: Path) -> None:
     """Loss and accuracy per epoch, train against validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     epochs = [row["epoch"] for row in history]
@@ -34,4 +34,44 @@ def training_curves(history: list[dict[str, float]], target: Path) -> None:
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend()
+    atomic_write_bytes(Path(target), _figure_bytes(figure))
+
+
+def confusion_matrix(matrix: Any, target: Path) -> None:
+    """Counts per (true, predicted) class with the numbers written in each cell."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 5.5))
+    axis = figure.subplots()
+    shown = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(shown, ax=axis)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    axis.set_xticks(range(len(matrix)))
+    axis.set_yticks(range(len(matrix)))
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for row in range(len(matrix)):
+        for column in range(len(matrix)):
+            color = "white" if matrix[row, column] > threshold else "black"
+            axis.text(
+                column, row, int(matrix[row, column]), ha="center", va="center", fontsize=7, color=color
+            )
+    axis.set_title("Confusion matrix")
+    atomic_write_bytes(Path(target), _figure_bytes(figure))
+
+
+def image_grid(images: Any, captions: list[str], target: Path, columns: int = 5) -> None:
+    """Images with a caption each (e.g. the worst misclassifications); a note when there are none."""
+    from matplotlib.figure import Figure
+
+    rows = max(1, -(-len(images) // columns))
+    figure = Figure(figsize=(columns * 2, rows * 2.2))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for index, axis in enumerate(axes.ravel()):
+        axis.axis("off")
+        if index < len(images):
+            axis.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+            axis.set_title(captions[index], fontsize=7)
+    if not len(images):
+        axes[0, 0].text(0, 0.5, "no misclassified images", fontsize=10)
     atomic_write_bytes(Path(target), _figure_bytes(figure))

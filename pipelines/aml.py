@@ -5,6 +5,7 @@ For now the data stages: ingest -> preprocess. The model stages join with their 
 """
 
 from azure.ai.ml import Input, dsl
+
 from mnist_mlops.components import ingest, preprocess
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 from azure.ai.ml import Input
+
 from mnist_mlops.pipelines.aml import data_pipeline
 
 

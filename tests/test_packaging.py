@@ -11,6 +11,7 @@ from mnist_mlops import contracts
 
 def test_components_import_as_mldesigner_components():
     from azure.ai.ml.entities import CommandComponent
+
     from mnist_mlops.components import ingest, preprocess
 
     assert isinstance(ingest.component, CommandComponent)

@@ -70,7 +70,9 @@ def test_primitive_ports_declare_their_ranges(name):
     for port, definition in spec["inputs"].items():
         if definition["type"] in ("integer", "number"):
             assert "min" in definition and "max" in definition, f"{name}.{port} needs min and max"
-    assert set(spec["environment"]) == {"build"}, "no inline conda file (mldesigner would inject mlflow into it)"
+    assert set(spec["environment"]) == {"build"}, (
+        "no inline conda file (mldesigner would inject mlflow into it)"
+    )
 
 
 def test_ingest_is_never_reused_and_preprocess_is():

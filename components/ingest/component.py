@@ -80,7 +80,6 @@ def ingest(
     ) = 0.1,
 ):
     from mnist_mlops.components.ingest.executor import run_ingest
-
     from mnist_mlops.errors import UserInputError, exit_on_user_error
     from mnist_mlops.ports import check_parameters
 

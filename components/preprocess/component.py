@@ -39,7 +39,6 @@ def preprocess(
     ) = 42,
 ):
     from mnist_mlops.components.preprocess.executor import run_preprocess
-
     from mnist_mlops.errors import exit_on_user_error
     from mnist_mlops.ports import check_parameters
 

@@ -59,7 +59,6 @@ def train(
     ) = 0,
 ):
     from mnist_mlops.components.train.executor import run_train
-
     from mnist_mlops.errors import exit_on_user_error
     from mnist_mlops.ports import check_parameters
 

@@ -35,7 +35,7 @@ def run_train(
     summary_path: str | Path,
     curves_path: str | Path,
     *,
-    epochs: int = 15,
+    epochs: int = 12,
     batch_size: int = 128,
     learning_rate: float = 3e-3,
     seed: int = 42,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnist_mlops.components.ingest.executor import DataValidationError, run_ingest
 
 from mnist_mlops import contracts
 from mnist_mlops.archives import ArchiveError, gunzip
+from mnist_mlops.components.ingest.executor import DataValidationError, run_ingest
 from mnist_mlops.sources import SourceError
 from tests.datasets import make_tarball, png_bytes, tar_with_member
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnist_mlops.components.ingest.executor import run_ingest
 
 from mnist_mlops import contracts
+from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.sources import SourceError
 from tests.datasets import make_tarball, small_splits, write_idx, write_png_tree

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnist_mlops.components.ingest.executor import DataValidationError, run_ingest
 
 from mnist_mlops import contracts
+from mnist_mlops.components.ingest.executor import DataValidationError, run_ingest
 from tests.datasets import small_splits, write_png_tree
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
 
 from mnist_mlops import contracts
+from mnist_mlops.components.ingest.executor import run_ingest
+from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.errors import UserInputError
 from tests.datasets import small_splits, write_png_tree
 

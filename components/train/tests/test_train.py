@@ -33,7 +33,11 @@ def preprocessed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def train_into(folder: Path, preprocessed: Path, **options) -> dict:
     return run_train(
-        preprocessed, folder / "model", folder / "training_summary.json", folder / "curves.png", **(SMALL | options)
+        preprocessed,
+        folder / "model",
+        folder / "training_summary.json",
+        folder / "curves.png",
+        **(SMALL | options),
     )
 
 
@@ -73,18 +77,31 @@ def test_two_workers_on_loopback_train_together_and_only_the_chief_writes(tmp_pa
     processes = []
     for index in range(2):
         out = tmp_path / f"worker{index}"
-        env = os.environ | {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        env = os.environ | {
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        }
         code = (
             "from mnist_mlops.components.train.executor import run_train; "
             f"run_train({str(preprocessed)!r}, {str(out / 'model')!r}, {str(out / 's.json')!r}, "
             f"{str(out / 'c.png')!r}, epochs=2, batch_size=16)"
         )
-        processes.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [process.communicate(timeout=600)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     summary = contracts.read_json(tmp_path / "worker0" / "s.json", "training_summary")
-    assert summary["distributed"] == {"strategy": "MultiWorkerMirroredStrategy", "worker_count": 2, "is_chief": True}
+    assert summary["distributed"] == {
+        "strategy": "MultiWorkerMirroredStrategy",
+        "worker_count": 2,
+        "is_chief": True,
+    }
     assert summary["hyperparameters"]["batch_size"] == 32
     assert (tmp_path / "worker0" / "model" / "MLmodel").is_file()
     assert not (tmp_path / "worker1").exists()

@@ -1,0 +1,59 @@
+"""The evaluate component: typed ports over `executor.run_evaluate`, the production-validation gate.
+
+Not deterministic: it times the model (latency is a gate) and its verdict depends on the champion of
+the moment, so a cached verdict must never stand in for a fresh one.
+"""
+
+from mldesigner import Input, Output, command_component
+
+VERSION = "0.1.0"
+
+
+@command_component(
+    name="mnist_mlops_evaluate",
+    version=VERSION,
+    display_name="Evaluate and bless",
+    description=(
+        "Score the challenger and the production champion on this run's test split against KPI thresholds "
+        "(accuracy, per-class recall, regression vs champion, p99 latency); always writes the report, a "
+        "model card, figures and the blessing with its reasons."
+    ),
+    is_deterministic=False,
+    tags={"stage": "evaluate", "project": "mnist-mlops", "framework": "tensorflow"},
+    environment="./environment/environment.yaml",
+)
+def evaluate(
+    challenger: Input(type="mlflow_model", description="The newly trained model."),
+    preprocessed: Input(
+        type="uri_folder", description="This run's preprocess output; its test split is used."
+    ),
+    evaluation: Output(
+        type="uri_folder",
+        description="evaluation_report.json, model_card.md, confusion_matrix.png, misclassified.png.",
+    ),
+    blessing: Output(type="uri_file", description="blessing.json: blessed true/false with the reasons."),
+    champion: Input(
+        type="mlflow_model", optional=True, description="The production model; absent on the first run."
+    ) = None,
+    champion_reference: Input(
+        type="string", optional=True, description="Registry reference of the champion, e.g. models:/mnist/3."
+    ) = None,
+    thresholds: Input(
+        type="uri_file", optional=True, description="kpi_thresholds JSON; defaults built in."
+    ) = None,
+):
+    from mnist_mlops.components.evaluate.executor import run_evaluate
+    from mnist_mlops.errors import exit_on_user_error
+    from mnist_mlops.ports import check_parameters
+
+    with exit_on_user_error():
+        check_parameters(__file__, locals())
+        run_evaluate(
+            challenger,
+            preprocessed,
+            evaluation,
+            blessing,
+            champion_dir=champion,
+            champion_reference=champion_reference,
+            thresholds_path=thresholds,
+        )

@@ -1,0 +1,300 @@
+"""evaluate: the production-validation gate. Judges a challenger against explicit KPI thresholds and
+against the current champion, both scored on the same current test split in the same run.
+
+Framework-free interface. Always writes its outputs, blessed or not: the blessing and its reasons are
+the record a reviewer and the register/deploy stages read. Output folder `evaluation/`:
+    evaluation_report.json   evaluation_report schema: metrics, champion, every threshold with reason
+    confusion_matrix.png, misclassified.png, model_card.md
+and `blessing.json` (blessing schema).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_mlops import __version__, contracts
+from mnist_mlops.atomic import atomic_write_text, staged_dir
+from mnist_mlops.dataset import check_split, load_array
+from mnist_mlops.errors import UserInputError
+
+COMPONENT_NAME = "mnist_mlops_evaluate"
+DEFAULT_THRESHOLDS = {
+    "schema_version": 1,
+    "min_accuracy": 0.99,
+    "min_class_recall": 0.97,
+    "max_regression": 0.002,
+    "max_p99_latency_ms": 25.0,
+}
+"""Used when no thresholds file is given; a thresholds file replaces them all (kpi_thresholds schema)."""
+LATENCY_SAMPLES = 200
+PREDICT_BATCH = 2000
+_REGISTRY_REFERENCE = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+def run_evaluate(
+    challenger_dir: str | Path,
+    preprocessed_dir: str | Path,
+    evaluation_dir: str | Path,
+    blessing_path: str | Path,
+    *,
+    champion_dir: str | Path | None = None,
+    champion_reference: str | None = None,
+    thresholds_path: str | Path | None = None,
+    challenger_name: str = "challenger",
+) -> dict[str, Any]:
+    """Score challenger (and champion) on the current test split; write the report and blessing."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    thresholds = (
+        contracts.read_json(thresholds_path, "kpi_thresholds") if thresholds_path else DEFAULT_THRESHOLDS
+    )
+    preprocessed_dir = Path(preprocessed_dir)
+    manifest = contracts.read_json(preprocessed_dir / "manifest.json", "preprocessed_manifest")
+    files = manifest["splits"]["test"]["files"]
+    images, labels = (
+        load_array(preprocessed_dir, files["images"]),
+        load_array(preprocessed_dir, files["labels"]),
+    )
+    check_split(images, labels, str(preprocessed_dir / "test"))
+
+    challenger, mistakes = score(load_model(challenger_dir), images, labels)
+    champion = None
+    if champion_dir is not None:
+        champion = score(load_model(champion_dir), images, labels)[0] | _identity(champion_reference, champion_dir)
+    gates = evaluate_gates(challenger, champion, thresholds)
+    blessed = all(gate["outcome"] != "fail" for gate in gates)
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    report = {
+        "schema_version": 1,
+        "model": {"name": challenger_name, "uri": str(Path(challenger_dir).resolve())},
+        "dataset_version": manifest["dataset_version"],
+        "test_count": len(labels),
+        **{key: challenger[key] for key in ("accuracy", "per_class", "confusion_matrix", "latency")},
+        "champion": champion,
+        "thresholds": gates,
+        "blessed": blessed,
+        "generated_at": now,
+    }
+    contracts.validate(report, "evaluation_report", source="evaluation_report.json")
+    from mnist_mlops.plots import confusion_matrix, image_grid
+
+    with staged_dir(Path(evaluation_dir)) as stage:
+        contracts.write_json(stage / "evaluation_report.json", report, "evaluation_report")
+        confusion_matrix(np.asarray(challenger["confusion_matrix"]), stage / "confusion_matrix.png")
+        worst, predicted, confidence = mistakes
+        captions = [f"true {labels[i]} -> {predicted[i]} ({confidence[i]:.2f})" for i in worst]
+        image_grid(images[worst], captions, stage / "misclassified.png")
+        atomic_write_text(stage / "model_card.md", model_card(report, manifest))
+        report_sha = hashlib.sha256((stage / "evaluation_report.json").read_bytes()).hexdigest()
+    blessing = {
+        "schema_version": 1,
+        "blessed": blessed,
+        "reasons": [gate["reason"] for gate in gates if gate["outcome"] == "fail"]
+        if not blessed
+        else [f"{gate['name']}: {gate['reason']}" for gate in gates],
+        "first_run_without_champion": champion is None,
+        "model_uri": report["model"]["uri"],
+        "dataset_version": manifest["dataset_version"],
+        "evaluation_report_sha256": report_sha,
+        "generated_at": now,
+    }
+    contracts.write_json(blessing_path, blessing, "blessing")
+    verdict = "BLESSED" if blessed else "NOT BLESSED"
+    print(f"{verdict}: " + "; ".join(blessing["reasons"]), flush=True)
+    return report
+
+
+def load_model(model_dir: str | Path):
+    """The Keras model inside an MLflow model folder."""
+    import mlflow.tensorflow
+
+    path = Path(model_dir)
+    if not (path / "MLmodel").is_file():
+        raise UserInputError(f"{path}: not an MLflow model (no MLmodel file)")
+    try:
+        return mlflow.tensorflow.load_model(str(path))
+    except Exception as error:  # MLflow and Keras raise many types for a broken model
+        raise UserInputError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from None
+
+
+def score(model, images: np.ndarray, labels: np.ndarray) -> tuple[dict[str, Any], tuple]:
+    """Report figures (accuracy, per-class precision/recall, confusion matrix, single-image latency)
+    and the mistakes (the 25 most confident wrong rows, all predictions, their confidences)."""
+    import tensorflow as tf
+
+    predict = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    probabilities = np.concatenate(
+        [predict(images[i : i + PREDICT_BATCH]).numpy() for i in range(0, len(images), PREDICT_BATCH)]
+    )
+    predicted = probabilities.argmax(axis=1)
+    matrix = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predicted), 1)
+    per_class = []
+    for label in range(10):
+        support, predicted_as = int(matrix[label].sum()), int(matrix[:, label].sum())
+        per_class.append(
+            {
+                "class": label,
+                "precision": float(matrix[label, label] / predicted_as) if predicted_as else 0.0,
+                "recall": float(matrix[label, label] / support) if support else 0.0,
+                "support": support,
+            }
+        )
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probabilities[np.arange(len(labels)), predicted]
+    figures = {
+        "test_count": len(labels),
+        "accuracy": float((predicted == labels).mean()),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "latency": single_image_latency(predict, images),
+    }
+    return figures, (wrong[np.argsort(-confidence[wrong])][:25], predicted, confidence)
+
+
+def single_image_latency(predict, images: np.ndarray) -> dict[str, Any]:
+    """p50/p99 of one-image calls of the warmed model function (what a scoring request pays)."""
+    for image in images[:10]:
+        predict(image[None])
+    timings = []
+    for image in images[:LATENCY_SAMPLES]:
+        started = time.perf_counter()
+        predict(image[None]).numpy()
+        timings.append((time.perf_counter() - started) * 1000)
+    return {
+        "p50_ms": float(np.percentile(timings, 50)),
+        "p99_ms": float(np.percentile(timings, 99)),
+        "samples": len(timings),
+    }
+
+
+def evaluate_gates(challenger: dict, champion: dict | None, thresholds: dict) -> list[dict[str, Any]]:
+    """Every KPI threshold with its value, outcome and a sentence a reviewer can read."""
+
+    def gate(name: str, value: float | None, ok: bool | None, reason: str) -> dict[str, Any]:
+        outcome = "skipped" if ok is None else "pass" if ok else "fail"
+        return {
+            "name": name,
+            "threshold": thresholds[name],
+            "value": value,
+            "outcome": outcome,
+            "reason": reason,
+        }
+
+    accuracy, floor = challenger["accuracy"], thresholds["min_accuracy"]
+    gates = [
+        gate(
+            "min_accuracy",
+            accuracy,
+            accuracy >= floor,
+            f"accuracy {accuracy:.4f} {'>=' if accuracy >= floor else '<'} {floor}",
+        )
+    ]
+    recalls = {row["class"]: row["recall"] for row in challenger["per_class"]}
+    weakest = min(recalls, key=recalls.get)
+    floor = thresholds["min_class_recall"]
+    gates.append(
+        gate(
+            "min_class_recall",
+            recalls[weakest],
+            recalls[weakest] >= floor,
+            f"lowest recall is class {weakest} at {recalls[weakest]:.4f} ({'>=' if recalls[weakest] >= floor else '<'} {floor})",
+        )
+    )
+    allowed = thresholds["max_regression"]
+    if champion is None:
+        gates.append(gate("max_regression", None, None, "first run: no champion to compare with"))
+    else:
+        drop = champion["accuracy"] - accuracy
+        gates.append(
+            gate(
+                "max_regression",
+                drop,
+                drop <= allowed,
+                f"challenger {accuracy:.4f} vs champion {champion['name']} v{champion['version']} "
+                f"{champion['accuracy']:.4f} on the same test data: drop {drop:+.4f} "
+                f"({'within' if drop <= allowed else 'more than'} the allowed {allowed})",
+            )
+        )
+    p99, limit = challenger["latency"]["p99_ms"], thresholds["max_p99_latency_ms"]
+    gates.append(
+        gate(
+            "max_p99_latency_ms",
+            p99,
+            p99 <= limit,
+            f"p99 single-image latency {p99:.2f} ms ({'<=' if p99 <= limit else '>'} {limit} ms)",
+        )
+    )
+    return gates
+
+
+def _identity(reference: str | None, folder: str | Path) -> dict[str, str]:
+    match = _REGISTRY_REFERENCE.match(reference or "")
+    if reference and not match:
+        raise UserInputError(
+            f"champion_reference {reference!r}: expected models:/<name>/<version> or models:/<name>@<alias>"
+        )
+    return {
+        "name": match["name"] if match else "champion",
+        "version": (match["version"] or match["alias"]) if match else "local",
+        "uri": reference or str(Path(folder).resolve()),
+    }
+
+
+def model_card(report: dict, manifest: dict) -> str:
+    """The Markdown page a reviewer reads before approving the model."""
+    verdict = "**Blessed**" if report["blessed"] else "**Not blessed**"
+    lines = [
+        f"# Model card: {report['model']['name']}",
+        "",
+        f"{verdict} by the evaluate gate on {report['generated_at']}.",
+        "",
+        "## Data",
+        f"- Test split: {report['test_count']} images of dataset version `{report['dataset_version'][:16]}...`"
+        " (ingested in this run, never an older local copy).",
+        f"- Training split: {manifest['splits']['train']['count']} images, validation "
+        f"{manifest['splits']['validation']['count']} (stratified, seed {manifest['seed']}).",
+        "",
+        "## Gates",
+        "| gate | threshold | value | outcome | reason |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for gate in report["thresholds"]:
+        value = "-" if gate["value"] is None else f"{gate['value']:.4f}"
+        lines.append(
+            f"| {gate['name']} | {gate['threshold']} | {value} | {gate['outcome']} | {gate['reason']} |"
+        )
+    lines += [
+        "",
+        "## Per-class quality",
+        "| class | precision | recall | support |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['class']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['support']} |"
+        for r in report["per_class"]
+    ]
+    champion = report["champion"]
+    lines += ["", "## Champion"]
+    lines.append(
+        f"{champion['name']} v{champion['version']}: accuracy {champion['accuracy']:.4f} on the same test split."
+        if champion
+        else "None: this is the first model (no production version to compare with)."
+    )
+    lines += [
+        "",
+        "## Figures",
+        "- `confusion_matrix.png`: rows are true classes, columns predictions.",
+        "- `misclassified.png`: the most confident mistakes.",
+        "",
+        f"Generated by {COMPONENT_NAME} {__version__}.",
+        "",
+    ]
+    return "\n".join(lines)
