@@ -60,9 +60,11 @@ def _run_component_command(args: argparse.Namespace) -> int:
 
 
 def _run_pipeline_command(args: argparse.Namespace) -> int:
-    from mnist_mlops.pipelines.local import run_data_pipeline
+    from mnist_mlops.pipelines.local import run_training_pipeline
 
-    return run_data_pipeline(args.data, sha256=args.sha256, runs_dir=Path(args.runs_dir), overrides=args.set)
+    return run_training_pipeline(
+        args.data, sha256=args.sha256, runs_dir=Path(args.runs_dir), overrides=args.set
+    )
 
 
 def _specs_command(args: argparse.Namespace) -> int:
@@ -86,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mnist-mlops {__version__}")
     subparsers = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = subparsers.add_parser("run", help="run the pipeline locally (for now: ingest -> preprocess)")
+    run = subparsers.add_parser(
+        "run", help="run the pipeline locally: ingest -> preprocess -> train -> evaluate"
+    )
     run.add_argument("--data", required=True, help="anything ingest accepts: folder, .tar.gz, URL, blob")
     run.add_argument("--sha256", help="sha256 pin of an http(s) tarball")
     run.add_argument("--runs-dir", default="runs", help="where run folders are created (default ./runs)")

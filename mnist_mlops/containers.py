@@ -27,6 +27,7 @@ from mnist_mlops.runner import discard_empty, render_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SOURCE_FOLDERS = ("mnist_mlops", "components", "schemas", "pipelines")
+_CONTEXT_FILES = ("Dockerfile", "conda.yaml")
 
 
 def podman() -> list[str]:
@@ -34,16 +35,21 @@ def podman() -> list[str]:
 
 
 def image_tag(name: str, base_image: str | None) -> str:
-    """Content-addressed tag: the environment, the library sources and the base image."""
+    """Content-addressed tag over what goes into the image: the build context files (Dockerfile,
+    conda.yaml), the library sources in the wheel and the base image. Components whose environments
+    are identical (train and evaluate) therefore share one image, as they share one AML environment.
+    """
     digest = hashlib.sha256((base_image or "").encode())
-    files = sorted((component_dir(name) / "environment").rglob("*"))
-    files += sorted(path for folder in _SOURCE_FOLDERS for path in (PROJECT_ROOT / folder).rglob("*.py"))
+    environment = component_dir(name) / "environment"
+    for context_file in _CONTEXT_FILES:
+        digest.update(context_file.encode() + (environment / context_file).read_bytes())
+    files = sorted(path for folder in _SOURCE_FOLDERS for path in (PROJECT_ROOT / folder).rglob("*.py"))
     files += [*sorted((PROJECT_ROOT / "schemas").glob("*.json")), PROJECT_ROOT / "pyproject.toml"]
     for path in files:
-        if path.is_file() and "__pycache__" not in path.parts and "tests" not in path.parts:
+        if "__pycache__" not in path.parts and "tests" not in path.parts:
             digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
             digest.update(path.read_bytes())
-    return f"localhost/mnist-mlops-{name}:{digest.hexdigest()[:16]}"
+    return f"localhost/mnist-mlops-env:{digest.hexdigest()[:16]}"
 
 
 def build_image(name: str, *, base_image: str | None = None) -> str:

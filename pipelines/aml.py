@@ -1,24 +1,31 @@
 """The pipeline as an Azure ML pipeline job, composed with `azure.ai.ml.dsl.pipeline`.
 
-For now the data stages: ingest -> preprocess. The model stages join with their issues.
+ingest -> preprocess -> train -> evaluate; register and deploy join with their issue.
 (No `from __future__ import annotations`: the SDK reads the port annotations at definition time.)
 """
 
 from azure.ai.ml import Input, dsl
 
-from mnist_mlops.components import ingest, preprocess
+from mnist_mlops.components import evaluate, ingest, preprocess, train
 
 
 @dsl.pipeline(
-    name="mnist_mlops_data",
-    display_name="MNIST data stages",
-    description="Ingest a versioned, validated MNIST dataset and prepare training-ready splits.",
+    name="mnist_mlops_training",
+    display_name="MNIST training",
+    description="Ingest a versioned, validated MNIST dataset, train a CNN, judge it against KPI thresholds.",
 )
-def data_pipeline(raw_data: Input(type="uri_folder"), validation_fraction: float = 0.1, seed: int = 42):
+def training_pipeline(
+    raw_data: Input(type="uri_folder"),
+    epochs: int = 12,
+    seed: int = 42,
+):
     fetched = ingest(source_data=raw_data)
-    prepared = preprocess(dataset=fetched.outputs.dataset, validation_fraction=validation_fraction, seed=seed)
+    prepared = preprocess(dataset=fetched.outputs.dataset, seed=seed)
+    trained = train(preprocessed=prepared.outputs.preprocessed, epochs=epochs, seed=seed)
+    judged = evaluate(challenger=trained.outputs.model, preprocessed=prepared.outputs.preprocessed)
     return {
-        "dataset": fetched.outputs.dataset,
         "data_report": fetched.outputs.data_report,
-        "preprocessed": prepared.outputs.preprocessed,
+        "model": trained.outputs.model,
+        "evaluation": judged.outputs.evaluation,
+        "blessing": judged.outputs.blessing,
     }

@@ -1,11 +1,12 @@
 """Run a pipeline graph on this machine: each node runs its component's container command in its own
 process, with inputs and outputs bound to folders under a run directory.
 
-For now the graph is the data stages (ingest -> preprocess); the model stages join it in later issues.
+The graph: ingest -> preprocess -> train -> evaluate (register and deploy join with their issue).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -33,11 +34,17 @@ class Node:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
-def data_pipeline(data: str, sha256: str | None) -> list[Node]:
-    """ingest -> preprocess, in execution order."""
+def training_pipeline(data: str, sha256: str | None) -> list[Node]:
+    """ingest -> preprocess -> train -> evaluate, in execution order."""
     return [
         Node("ingest", "ingest", {"source_uri": data, "source_sha256": sha256}),
         Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset")}),
+        Node("train", "train", {"preprocessed": Ref("preprocess", "preprocessed")}),
+        Node(
+            "evaluate",
+            "evaluate",
+            {"challenger": Ref("train", "model"), "preprocessed": Ref("preprocess", "preprocessed")},
+        ),
     ]
 
 
@@ -93,6 +100,7 @@ def run_nodes(nodes: list[Node], run_dir: Path) -> int:
             _summary(results)
             return 1
     _summary(results)
+    _outcome(run_dir)
     print(f"outputs: {run_dir}")
     return 0
 
@@ -103,8 +111,19 @@ def _summary(results: list[tuple[str, str, float]]) -> None:
         print(f"{name:<12} {status:<8} {seconds:>8.1f}")
 
 
-def run_data_pipeline(data: str, *, sha256: str | None, runs_dir: Path, overrides: list[str]) -> int:
-    nodes = data_pipeline(data, sha256)
+def _outcome(run_dir: Path) -> None:
+    """The gate's verdict, which is the pipeline's answer whether or not the model passed."""
+    blessing_path = run_dir / "evaluate" / "blessing.json"
+    if blessing_path.is_file():
+        blessing = json.loads(blessing_path.read_text())
+        verdict = "blessed" if blessing["blessed"] else "NOT blessed"
+        print(f"\nmodel {verdict}:")
+        for reason in blessing["reasons"]:
+            print(f"  - {reason}")
+
+
+def run_training_pipeline(data: str, *, sha256: str | None, runs_dir: Path, overrides: list[str]) -> int:
+    nodes = training_pipeline(data, sha256)
     apply_overrides(nodes, overrides)
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     run_dir = runs_dir / run_id

@@ -5,19 +5,21 @@ from __future__ import annotations
 import yaml
 from azure.ai.ml import Input
 
-from mnist_mlops.pipelines.aml import data_pipeline
+from mnist_mlops.pipelines.aml import training_pipeline
 
 
-def test_data_pipeline_builds_validates_and_dumps(tmp_path):
-    job = data_pipeline(
+def test_training_pipeline_builds_validates_and_dumps(tmp_path):
+    job = training_pipeline(
         raw_data=Input(type="uri_folder", path="azureml://datastores/workspaceblobstore/paths/mnist/")
     )
     job.settings.default_compute = "cpu-cluster"
     result = job._validate()
     assert result.passed, result.error_messages
     job.dump(tmp_path / "pipeline.yaml")
-    dumped = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())
-    assert set(dumped["jobs"]) == {"fetched", "prepared"}
+    jobs = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())["jobs"]
+    assert set(jobs) == {"fetched", "prepared", "trained", "judged"}
+    assert jobs["prepared"]["inputs"]["dataset"]["path"] == "${{parent.jobs.fetched.outputs.dataset}}"
+    assert jobs["judged"]["inputs"]["challenger"]["path"] == "${{parent.jobs.trained.outputs.model}}"
     assert (
-        dumped["jobs"]["prepared"]["inputs"]["dataset"]["path"] == "${{parent.jobs.fetched.outputs.dataset}}"
+        jobs["judged"]["inputs"]["preprocessed"]["path"] == "${{parent.jobs.prepared.outputs.preprocessed}}"
     )

@@ -88,5 +88,46 @@ def test_container_has_no_network_and_fails_cleanly_on_bad_data(tmp_path, images
 
 def test_image_tag_is_content_addressed(base_image):
     assert containers.image_tag("ingest", base_image) == containers.image_tag("ingest", base_image)
-    assert containers.image_tag("ingest", base_image) != containers.image_tag("preprocess", base_image)
+    assert containers.image_tag("ingest", base_image) != containers.image_tag("train", base_image)
+    assert containers.image_tag("train", base_image) == containers.image_tag("evaluate", base_image)
     assert containers.image_tag("ingest", base_image) != containers.image_tag("ingest", "other/base:1")
+
+
+@pytest.fixture(scope="module")
+def model_image(base_image: str) -> str:
+    """train and evaluate share one environment, so one image (TensorFlow, MLflow)."""
+    return containers.build_image("train", base_image=base_image)
+
+
+def test_model_stages_run_inside_their_image_without_network(tmp_path, png_dataset, model_image):
+    from mnist_mlops.components.ingest.executor import run_ingest
+    from mnist_mlops.components.preprocess.executor import run_preprocess
+
+    run_ingest(str(png_dataset), tmp_path / "dataset", tmp_path / "report.json")
+    run_preprocess(tmp_path / "dataset", tmp_path / "preprocessed", validation_fraction=0.25)
+    train = containers.run_in_container(
+        "train",
+        model_image,
+        {"preprocessed": tmp_path / "preprocessed", "epochs": 2, "batch_size": 8},
+        {
+            "model": tmp_path / "train" / "model",
+            "training_summary": tmp_path / "train" / "summary.json",
+            "training_curves": tmp_path / "train" / "curves.png",
+        },
+    )
+    assert train.returncode == 0, train.stdout + train.stderr
+    summary = contracts.read_json(tmp_path / "train" / "summary.json", "training_summary")
+    assert summary["hyperparameters"]["epochs"] == 2
+    evaluate = containers.run_in_container(
+        "evaluate",
+        model_image,
+        {"challenger": tmp_path / "train" / "model", "preprocessed": tmp_path / "preprocessed"},
+        {
+            "evaluation": tmp_path / "evaluate" / "evaluation",
+            "blessing": tmp_path / "evaluate" / "blessing.json",
+        },
+    )
+    assert evaluate.returncode == 0, evaluate.stdout + evaluate.stderr
+    blessing = contracts.read_json(tmp_path / "evaluate" / "blessing.json", "blessing")
+    assert blessing["first_run_without_champion"] is True
+    assert (tmp_path / "evaluate" / "evaluation" / "model_card.md").is_file()

@@ -93,7 +93,7 @@ def test_cli_rejects_bad_parameters_with_exit_2(tmp_path, png_dataset, capsys, a
     assert not (tmp_path / "d").exists()
 
 
-def test_run_executes_the_data_stages_and_applies_overrides(tmp_path, png_dataset, capsys):
+def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, capsys):
     code = main(
         [
             "run",
@@ -103,6 +103,10 @@ def test_run_executes_the_data_stages_and_applies_overrides(tmp_path, png_datase
             str(tmp_path / "runs"),
             "--set",
             "preprocess.validation_fraction=0.5",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.epochs=2",
         ]
     )
     output = capsys.readouterr().out
@@ -111,7 +115,13 @@ def test_run_executes_the_data_stages_and_applies_overrides(tmp_path, png_datase
     manifest = json.loads((run_dir / "preprocess" / "preprocessed" / "manifest.json").read_text())
     assert manifest["validation_fraction"] == 0.5 and manifest["splits"]["validation"]["count"] == 30
     assert (run_dir / "ingest" / "log.txt").is_file()
-    assert "ingest" in output and "done" in output
+    assert (
+        json.loads((run_dir / "train" / "training_summary.json").read_text())["hyperparameters"]["epochs"]
+        == 2
+    )
+    blessing = json.loads((run_dir / "evaluate" / "blessing.json").read_text())
+    assert ("model blessed" if blessing["blessed"] else "model NOT blessed") in output
+    assert all(node in output for node in ("ingest", "preprocess", "train", "evaluate"))
 
 
 def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
@@ -126,7 +136,7 @@ def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.epochs=3", "no node 'train'"),
+        ("register.version=3", "no node 'register'"),
         ("ingest.max_age_days=x", "not a valid integer"),
         ("oops", "NODE.PARAM"),
     ],

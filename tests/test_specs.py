@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_stage_folder_is_a_component():
-    assert NAMES == ["ingest", "preprocess", "train"]
+    assert NAMES == ["evaluate", "ingest", "preprocess", "train"]
 
 
 def test_specs_and_readme_port_tables_have_not_drifted():
@@ -78,3 +78,24 @@ def test_primitive_ports_declare_their_ranges(name):
 def test_ingest_is_never_reused_and_preprocess_is():
     assert load_spec("ingest")["is_deterministic"] is False
     assert load_spec("preprocess")["is_deterministic"] is True
+
+
+EXECUTORS = {
+    "ingest": "run_ingest",
+    "preprocess": "run_preprocess",
+    "train": "run_train",
+    "evaluate": "run_evaluate",
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_executor_defaults_match_the_ports(name):
+    """Python callers of the framework-free function get the same defaults as AML and the CLI."""
+    import importlib
+    import inspect
+
+    function = getattr(importlib.import_module(f"mnist_mlops.components.{name}.executor"), EXECUTORS[name])
+    parameters = inspect.signature(function).parameters
+    for port, definition in load_spec(name)["inputs"].items():
+        if "default" in definition and port in parameters:
+            assert parameters[port].default == definition["default"], f"{name}.{port}"

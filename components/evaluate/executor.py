@@ -67,7 +67,8 @@ def run_evaluate(
     challenger, mistakes = score(load_model(challenger_dir), images, labels)
     champion = None
     if champion_dir is not None:
-        champion = score(load_model(champion_dir), images, labels)[0] | _identity(champion_reference, champion_dir)
+        figures, _ = score(load_model(champion_dir), images, labels)
+        champion = figures | _identity(champion_reference, champion_dir)
     gates = evaluate_gates(challenger, champion, thresholds)
     blessed = all(gate["outcome"] != "fail" for gate in gates)
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -205,7 +206,8 @@ def evaluate_gates(challenger: dict, champion: dict | None, thresholds: dict) ->
             "min_class_recall",
             recalls[weakest],
             recalls[weakest] >= floor,
-            f"lowest recall is class {weakest} at {recalls[weakest]:.4f} ({'>=' if recalls[weakest] >= floor else '<'} {floor})",
+            f"lowest recall is class {weakest} at {recalls[weakest]:.4f} "
+            f"({'>=' if recalls[weakest] >= floor else '<'} {floor})",
         )
     )
     allowed = thresholds["max_regression"]
@@ -257,7 +259,8 @@ def model_card(report: dict, manifest: dict) -> str:
         f"{verdict} by the evaluate gate on {report['generated_at']}.",
         "",
         "## Data",
-        f"- Test split: {report['test_count']} images of dataset version `{report['dataset_version'][:16]}...`"
+        f"- Test split: {report['test_count']} images of dataset version "
+        f"`{report['dataset_version'][:16]}...`"
         " (ingested in this run, never an older local copy).",
         f"- Training split: {manifest['splits']['train']['count']} images, validation "
         f"{manifest['splits']['validation']['count']} (stratified, seed {manifest['seed']}).",
@@ -284,7 +287,8 @@ def model_card(report: dict, manifest: dict) -> str:
     champion = report["champion"]
     lines += ["", "## Champion"]
     lines.append(
-        f"{champion['name']} v{champion['version']}: accuracy {champion['accuracy']:.4f} on the same test split."
+        f"{champion['name']} v{champion['version']}: accuracy {champion['accuracy']:.4f} "
+        "on the same test split."
         if champion
         else "None: this is the first model (no production version to compare with)."
     )
