@@ -99,3 +99,9 @@ def test_executor_defaults_match_the_ports(name):
     for port, definition in load_spec(name)["inputs"].items():
         if "default" in definition and port in parameters:
             assert parameters[port].default == definition["default"], f"{name}.{port}"
+
+
+def test_component_dockerfiles_are_one_template():
+    """Each component folder carries its own Dockerfile (self-contained), all from one template."""
+    dockerfiles = {(component_dir(name) / "environment" / "Dockerfile").read_text() for name in NAMES}
+    assert len(dockerfiles) == 1
