@@ -18,6 +18,7 @@ from mnist_mlops.errors import UserInputError
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
+_MAX_MTIME = 253402300800  # 10000-01-01: later (or NaN, or infinite) is not a real file time
 DEFAULT_MAX_INFLATED_BYTES = 4 << 30
 _REGULAR = {b"0", b"\0", b"7"}
 _LINKS = {b"1": "hard link", b"2": "symbolic link"}
@@ -85,7 +86,9 @@ def read_tar(buf: bytes, *, source: str = "archive") -> list[FileEntry]:
             header_offsets.append(pos)
             typeflag = header[156:157]
             name = _header_name(header)
-            size = int(pax["size"]) if "size" in pax else _number(header[124:136], source, name)
+            size = (
+                _pax_number(pax, "size", source) if "size" in pax else _number(header[124:136], source, name)
+            )
             start = pos + BLOCK
             stop = start + size
             if stop > end:
@@ -105,7 +108,11 @@ def read_tar(buf: bytes, *, source: str = "archive") -> list[FileEntry]:
                 name, long_name = long_name, None
             if "path" in pax:
                 name = pax["path"].encode()
-            mtime = float(pax["mtime"]) if "mtime" in pax else float(_number(header[136:148], source, name))
+            mtime = (
+                _pax_mtime(pax, source) if "mtime" in pax else float(_number(header[136:148], source, name))
+            )
+            if not 0 <= mtime < _MAX_MTIME:
+                raise ArchiveError(f"{source}: member {_show(name)} has an impossible modification time")
             pax = {}
             path = _safe_path(name, source)
             if typeflag in _REGULAR:
@@ -167,6 +174,22 @@ def _number(field: bytes, source: str, name: bytes) -> int:
         return int(digits or b"0", 8)
     except ValueError:
         raise ArchiveError(f"{source}: member {_show(name)} has a malformed numeric field") from None
+
+
+def _pax_number(pax: dict[str, str], key: str, source: str) -> int:
+    value = pax[key]
+    if not value.isdigit():
+        raise ArchiveError(f"{source}: pax header field {key}={value[:40]!r} is not a non-negative integer")
+    return int(value)
+
+
+def _pax_mtime(pax: dict[str, str], source: str) -> float:
+    try:
+        return float(pax["mtime"])
+    except ValueError:
+        raise ArchiveError(
+            f"{source}: pax header field mtime={pax['mtime'][:40]!r} is not a number"
+        ) from None
 
 
 def _parse_pax(data: bytes, source: str) -> dict[str, str]:

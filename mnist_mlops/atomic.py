@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mnist_mlops.errors import UserInputError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so readers see either the old file or the complete new one."""
@@ -23,6 +25,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -31,6 +34,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+"""mkstemp/mkdtemp create private files; outputs get the permissions a plain open() would give."""
 
 
 @contextmanager
@@ -45,12 +58,13 @@ def staged_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     preexisting = final.exists()
     if preexisting and (not final.is_dir() or any(final.iterdir())):
-        raise FileExistsError(f"output {final} already exists and is not an empty folder")
+        raise UserInputError(f"output {final} already exists and is not an empty folder; not overwritten")
     parent = final if preexisting else final.parent
     parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.", suffix=".partial"))
     try:
         yield stage
+        os.chmod(stage, 0o777 & ~_UMASK)
         if preexisting:
             for entry in stage.iterdir():
                 os.replace(entry, final / entry.name)

@@ -23,7 +23,7 @@ from typing import Any
 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import component_dir, load_spec
-from mnist_mlops.runner import discard_empty, render_command
+from mnist_mlops.runner import is_artifact, render_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SOURCE_FOLDERS = ("mnist_mlops", "components", "schemas", "pipelines")
@@ -83,32 +83,37 @@ def build_image(name: str, *, base_image: str | None = None) -> str:
 def run_in_container(
     name: str, tag: str, inputs: dict[str, Any], outputs: dict[str, Path]
 ) -> subprocess.CompletedProcess:
-    """Run component `name` in image `tag` with no network and only its own folders mounted."""
+    """Run component `name` in image `tag` with no network and only its own folders mounted.
+
+    Inputs are mounted read-only; each output gets a fresh, empty staging folder of its own (never the
+    output's parent), whose result is moved into place after the step succeeds.
+    """
     spec = load_spec(name)
     mounts: list[str] = ["-v", f"{component_dir(name)}:/code:ro"]
     bound_inputs: dict[str, Any] = {}
     for port, value in inputs.items():
-        if value is not None and spec["inputs"][port]["type"].startswith("uri_"):
+        if value is not None and is_artifact(spec["inputs"][port]):
             source = Path(value).resolve()
             target = f"/mnt/inputs/{port}/{source.name}" if source.is_file() else f"/mnt/inputs/{port}"
             mounts += ["-v", f"{source}:{target}:ro"]
             bound_inputs[port] = target
         else:
             bound_inputs[port] = value
-    bound_outputs: dict[str, str] = {}
-    for port, path in outputs.items():
-        path = Path(path).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mounts += ["-v", f"{path.parent}:/mnt/outputs/{port}"]
-        bound_outputs[port] = f"/mnt/outputs/{port}/{path.name}"
-    argv = render_command(spec, bound_inputs, bound_outputs)
-    fresh = [Path(path) for path in outputs.values() if not Path(path).exists()]
-    result = subprocess.run(
-        [*podman(), "run", "--rm", "--network", "none", *mounts, "-w", "/code", tag, *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        discard_empty(fresh)
+    with tempfile.TemporaryDirectory(prefix=f"mnist-mlops-{name}-outputs-") as scratch:
+        bound_outputs: dict[str, str] = {}
+        for port, path in outputs.items():
+            (Path(scratch) / port).mkdir()
+            mounts += ["-v", f"{Path(scratch) / port}:/mnt/outputs/{port}"]
+            bound_outputs[port] = f"/mnt/outputs/{port}/{Path(path).name}"
+        argv = render_command(spec, bound_inputs, bound_outputs)
+        result = subprocess.run(
+            [*podman(), "run", "--rm", "--network", "none", *mounts, "-w", "/code", tag, *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            for port, path in outputs.items():
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(Path(scratch) / port / Path(path).name, path)
     return result

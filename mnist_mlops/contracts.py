@@ -63,6 +63,8 @@ def read_json(path: str | Path, name: str) -> dict[str, Any]:
         raise ContractError(f"{path}: file not found (expected a {name} artifact)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ContractError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:
+        raise ContractError(f"{path}: cannot be read ({error.strerror})") from None
     validate(instance, name, source=str(path))
     return instance
 

@@ -7,8 +7,8 @@ sha256, and readers verify it, so a corrupted or edited array is refused rather 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,12 +16,6 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
 
 IMAGE_SHAPE = (28, 28)
-
-
-@dataclass
-class Split:
-    images: np.ndarray
-    labels: np.ndarray
 
 
 def save_array(root: Path, relative_path: str, array: np.ndarray) -> dict[str, str]:
@@ -33,8 +27,10 @@ def save_array(root: Path, relative_path: str, array: np.ndarray) -> dict[str, s
 
 
 def load_array(root: Path, entry: dict[str, str], *, mmap: bool = False) -> np.ndarray:
-    """Load the array a manifest entry names, after checking its sha256."""
+    """Load the array a manifest entry names, after checking it stays inside `root` and its sha256."""
     path = root / entry["path"]
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise UserInputError(f"{root}: the manifest names {entry['path']!r}, outside the folder; refused")
     if not path.is_file():
         raise UserInputError(f"{path}: missing (named in the manifest of {root})")
     actual = sha256_file(path)
@@ -58,3 +54,13 @@ def check_split(images: np.ndarray, labels: np.ndarray, source: str) -> None:
         )
     if len(labels) and labels.max() > 9:
         raise UserInputError(f"{source}: label {int(labels.max())} is outside 0-9")
+
+
+def load_split(root: Path, manifest: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a non-empty split named in a (preprocessed or dataset) manifest, verified."""
+    files = manifest["splits"][split]["files"]
+    images, labels = load_array(root, files["images"]), load_array(root, files["labels"])
+    check_split(images, labels, str(root / split))
+    if not len(images):
+        raise UserInputError(f"{root / split}: the {split} split is empty")
+    return images, labels

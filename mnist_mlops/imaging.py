@@ -294,12 +294,15 @@ def decode_pngs(
         finally:
             os._exit(status)
     os.close(writer)
-    first = _decode_serial(blobs[:half], shape)
-    with os.fdopen(reader, "rb") as channel:
-        payload = channel.read()
-    _, status = os.waitpid(pid, 0)
+    try:
+        first = _decode_serial(blobs[:half], shape)
+        with os.fdopen(reader, "rb") as channel:
+            payload = channel.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
     if status != 0 or not payload:
-        raise RuntimeError(f"PNG decoding child process failed (wait status {status})")
+        pixels.close()
+        raise ImageDecodeError(f"PNG decoding child process failed (wait status {status})")
     errors, converted = pickle.loads(payload)
     second = np.frombuffer(pixels, dtype=np.uint8).reshape(rest, *shape).copy()
     pixels.close()

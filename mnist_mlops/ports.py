@@ -6,6 +6,7 @@ values through unchecked, so every entry point (component body, CLI, local runne
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ PRIMITIVE_TYPES = {"integer": int, "number": (int, float), "string": str, "boole
 
 
 def component_names() -> list[str]:
-    """Stage folders under components/ that hold a component (in pipeline order where known)."""
+    """Stage folders under components/ that hold a component, sorted by name."""
     import mnist_mlops.components as package
 
     root = Path(package.__file__).parent
@@ -68,6 +69,8 @@ def check_value(component: str, port: str, definition: dict[str, Any], value: An
     expected = PRIMITIVE_TYPES[kind]
     if (isinstance(value, bool) and kind != "boolean") or not isinstance(value, expected):
         raise UserInputError(f"{where}={value!r}: must be of type {kind}")
+    if kind == "number" and not math.isfinite(value):
+        raise UserInputError(f"{where}={value!r}: must be a finite number")
     if "min" in definition and value < definition["min"]:
         raise UserInputError(f"{where}={value!r}: below the minimum {definition['min']}")
     if "max" in definition and value > definition["max"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,39 +56,38 @@ def render_command(spec: dict[str, Any], inputs: dict[str, Any], outputs: dict[s
 def run_component(
     name: str, inputs: dict[str, Any], outputs: dict[str, str | Path], *, log_path: Path | None = None
 ) -> subprocess.CompletedProcess:
-    """Run component `name` in a child process from its folder, as AML runs it in its code snapshot.
+    """Run component `name` in a child process, in this process's working directory.
 
-    Output goes to `log_path` when given, else to this process's stdout and stderr.
+    The command is the spec's, with its `--source component.py` pointed at the component's file, so
+    relative paths in inputs mean what the caller meant. Output goes to `log_path` when given, else to
+    this process's stdout and stderr. A failed step leaves none of the outputs it was to create.
     """
     spec = load_spec(name)
-    inputs = {
-        port: str(Path(value).resolve()) if _is_artifact(spec, port) and value is not None else value
-        for port, value in inputs.items()
-    }
-    argv = render_command(spec, inputs, {port: str(Path(path).resolve()) for port, path in outputs.items()})
+    argv = render_command(spec, inputs, {port: str(Path(path)) for port, path in outputs.items()})
     if argv[0] == "mldesigner":
         argv[0] = str(Path(sys.executable).parent / "mldesigner")  # this environment's, activated or not
-    folder = component_dir(name)
+    argv[argv.index("--source") + 1] = str(component_dir(name) / "component.py")
     fresh = [Path(path) for path in outputs.values() if not Path(path).exists()]
     if log_path is None:
-        result = subprocess.run(argv, cwd=folder, check=False)
+        result = subprocess.run(argv, check=False)
     else:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:
-            result = subprocess.run(
-                argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT, text=True, check=False
-            )
+            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
     if result.returncode != 0:
-        discard_empty(fresh)
+        discard(fresh)
     return result
 
 
-def discard_empty(paths: list[Path]) -> None:
-    """Remove output folders a failed step left empty (mldesigner creates them before the step runs)."""
+def discard(paths: list[Path]) -> None:
+    """Remove the outputs a failed step created, complete-looking or not: only all-or-nothing counts."""
     for path in paths:
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
-def _is_artifact(spec: dict[str, Any], port: str) -> bool:
-    return port in spec["inputs"] and spec["inputs"][port]["type"].startswith(("uri_", "mlflow_"))
+def is_artifact(definition: dict[str, Any]) -> bool:
+    """Ports that carry files (bound to paths) rather than values."""
+    return definition["type"].startswith(("uri_", "mlflow_", "custom_"))

@@ -83,6 +83,8 @@ def open_source(uri: str, *, sha256: str | None = None) -> Iterator[LocalSource]
         if not path.exists():
             raise SourceError(f"source {uri}: no such file or folder")
         kind = "tarball" if path.is_file() else "local_folder"
+        if sha256 and (kind != "tarball" or sha256_file(path) != sha256.lower()):
+            raise SourceError(f"source {uri}: does not match its sha256 pin (pins apply to single files)")
         yield LocalSource(path.resolve(), str(path.resolve()), kind)
     else:
         raise SourceError(
@@ -130,12 +132,17 @@ def download_blobs(uri: str, target: Path) -> None:
 
     container, prefix = _container_client(uri, ContainerClient)
     try:
-        blobs = list(container.list_blobs(name_starts_with=prefix or None))
+        exact = (
+            [b for b in container.list_blobs(name_starts_with=prefix) if b.name == prefix] if prefix else []
+        )
+        folder = prefix.rstrip("/") + "/" if prefix else None
+        blobs = exact or [
+            b for b in container.list_blobs(name_starts_with=folder) if not b.name.endswith("/")
+        ]
         if not blobs:
             raise SourceError(f"source {redact(uri)}: no blobs found")
-        exact = [blob for blob in blobs if blob.name == prefix]
         base = PurePosixPath(prefix).parent if exact else PurePosixPath(prefix)
-        for blob in exact or blobs:
+        for blob in blobs:
             relative = (
                 PurePosixPath(blob.name).relative_to(base) if str(base) != "." else PurePosixPath(blob.name)
             )
@@ -151,6 +158,8 @@ def download_blobs(uri: str, target: Path) -> None:
     except AzureError as error:
         message = str(error).splitlines()[0]
         raise SourceError(f"source {redact(uri)}: Azure Blob request failed ({message})") from None
+    except (OSError, ValueError) as error:
+        raise SourceError(f"source {redact(uri)}: blobs do not form a folder tree ({error})") from None
 
 
 def _container_client(uri: str, container_client_type):

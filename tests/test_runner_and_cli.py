@@ -153,3 +153,25 @@ def test_specs_check_reports_no_drift(capsys):
 
 def test_spec_paths_are_relative(tmp_path: Path):
     assert load_spec("ingest")["environment"]["build"]["path"] == "./environment"
+
+
+def test_relative_paths_mean_the_callers_working_directory(tmp_path, png_dataset, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = str(png_dataset.relative_to(tmp_path))
+    code = main(["ingest", "--source-uri", relative, "--dataset", "d", "--data-report", "r.json"])
+    assert code == 0 and (tmp_path / "d" / "manifest.json").is_file()
+
+
+def test_non_finite_numbers_are_refused(tmp_path, png_dataset, capsys):
+    code = main(
+        [
+            "run",
+            "--data",
+            str(png_dataset),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "preprocess.validation_fraction=nan",
+        ]
+    )
+    assert code == 2 and "must be a finite number" in capsys.readouterr().err

@@ -22,7 +22,7 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import atomic_write_text, staged_dir
-from mnist_mlops.dataset import check_split, load_array
+from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 
 COMPONENT_NAME = "mnist_mlops_evaluate"
@@ -57,12 +57,9 @@ def run_evaluate(
     )
     preprocessed_dir = Path(preprocessed_dir)
     manifest = contracts.read_json(preprocessed_dir / "manifest.json", "preprocessed_manifest")
-    files = manifest["splits"]["test"]["files"]
-    images, labels = (
-        load_array(preprocessed_dir, files["images"]),
-        load_array(preprocessed_dir, files["labels"]),
-    )
-    check_split(images, labels, str(preprocessed_dir / "test"))
+    images, labels = load_split(preprocessed_dir, manifest, "test")
+    if champion_reference and champion_dir is None:
+        raise UserInputError("champion_reference was given without a champion model")
 
     challenger, mistakes = score(load_model(challenger_dir), images, labels)
     champion = None
@@ -261,7 +258,7 @@ def model_card(report: dict, manifest: dict) -> str:
         "## Data",
         f"- Test split: {report['test_count']} images of dataset version "
         f"`{report['dataset_version'][:16]}...`"
-        " (ingested in this run, never an older local copy).",
+        " (the test split of the preprocessed data this evaluation was given).",
         f"- Training split: {manifest['splits']['train']['count']} images, validation "
         f"{manifest['splits']['validation']['count']} (stratified, seed {manifest['seed']}).",
         "",

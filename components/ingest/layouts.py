@@ -10,6 +10,7 @@ with a reason instead of stopping the read; the caller's `on_invalid` policy dec
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -49,7 +50,14 @@ class LoadedDataset:
 def load_layout(entries: list[FileEntry], source: str) -> LoadedDataset:
     """Decode the dataset among `entries`, whichever layout it is in."""
     png_entries = [(entry, parts) for entry in entries if (parts := _png_parts(entry.path))]
-    idx_entries = {_idx_stem(entry.path): entry for entry in entries if _idx_stem(entry.path)}
+    idx_entries: dict[str, FileEntry] = {}
+    for entry in entries:
+        if stem := _idx_stem(entry.path):
+            if stem in idx_entries:
+                raise UserInputError(
+                    f"source {source}: {idx_entries[stem].path} and {entry.path} are both {stem}"
+                )
+            idx_entries[stem] = entry
     if png_entries and idx_entries:
         raise UserInputError(f"source {source}: holds both mnist_png folders and IDX files; pick one")
     if png_entries:
@@ -150,7 +158,7 @@ def _read_idx(entry: FileEntry, dims: int) -> np.ndarray:
     if len(data) < header_size or data[0:2] != b"\0\0" or data[2] != _IDX_UBYTE or data[3] != dims:
         raise UserInputError(f"{entry.path}: not an unsigned-byte IDX file with {dims} dimension(s)")
     shape = struct.unpack(f">{dims}I", data[4:header_size])
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = math.prod(shape)
     if len(data) - header_size != expected:
         raise UserInputError(
             f"{entry.path}: header declares {expected} bytes of data for shape {shape}, "

@@ -151,6 +151,10 @@ def data_checks(
         )
     )
     age_days = (now - newest_source_time).total_seconds() / 86400
+    if age_days < -1:
+        reason = f"newest source file claims {newest_source_time.isoformat()}, in the future: age unknown"
+        checks.append(check("data_age", "fail", round(age_days, 2), policy.max_age_days, reason))
+        return checks
     stale = age_days > policy.max_age_days
     checks.append(
         check(

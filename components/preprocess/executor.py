@@ -19,7 +19,7 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts, features
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.dataset import check_split, load_array, save_array
+from mnist_mlops.dataset import load_split, save_array
 from mnist_mlops.hashing import sha256_file
 
 COMPONENT_NAME = "mnist_mlops_preprocess"
@@ -37,12 +37,7 @@ def run_preprocess(
     """Split, describe and write the dataset at `dataset_dir`; returns the preprocessed manifest."""
     dataset_dir = Path(dataset_dir)
     source = contracts.read_json(dataset_dir / "manifest.json", "dataset_manifest")
-    splits = {}
-    for name in ("training", "testing"):
-        files = source["splits"][name]["files"]
-        images, labels = load_array(dataset_dir, files["images"]), load_array(dataset_dir, files["labels"])
-        check_split(images, labels, str(dataset_dir / name))
-        splits[name] = (images, labels)
+    splits = {name: load_split(dataset_dir, source, name) for name in ("training", "testing")}
 
     rng = np.random.default_rng(seed)
     train_rows, validation_rows = stratified_split(splits["training"][1], validation_fraction, rng)

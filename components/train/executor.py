@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.dataset import check_split, load_array
+from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.provenance import code_version, environment_hash
 
@@ -54,18 +53,20 @@ def run_train(
 
     preprocessed_dir = Path(preprocessed_dir)
     manifest = contracts.read_json(preprocessed_dir / "manifest.json", "preprocessed_manifest")
-    train_images, train_labels = _load_split(preprocessed_dir, manifest, "train")
-    validation_images, validation_labels = _load_split(preprocessed_dir, manifest, "validation")
+    train_images, train_labels = load_split(preprocessed_dir, manifest, "train")
+    validation_images, validation_labels = load_split(preprocessed_dir, manifest, "validation")
     if max_train_images:
         train_images, train_labels = train_images[:max_train_images], train_labels[:max_train_images]
-    if len(train_images) < batch_size:
-        raise UserInputError(f"{preprocessed_dir}: {len(train_images)} training images, fewer than one batch")
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     strategy, cluster = _strategy()
     replicas = strategy.num_replicas_in_sync
     global_batch = batch_size * replicas
+    if len(train_images) < global_batch:
+        raise UserInputError(
+            f"{preprocessed_dir}: {len(train_images)} training images, fewer than one batch of {global_batch}"
+        )
     steps_per_epoch = len(train_images) // global_batch
     normalization = manifest["normalization"]
     with strategy.scope():
@@ -172,13 +173,6 @@ def run_train(
     return summary
 
 
-def _load_split(root: Path, manifest: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
-    files = manifest["splits"][split]["files"]
-    images, labels = load_array(root, files["images"]), load_array(root, files["labels"])
-    check_split(images, labels, str(root / split))
-    return images, labels
-
-
 def _evaluate(predict, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     probabilities = np.concatenate(
         [
@@ -228,7 +222,7 @@ def _save_model(model, target: Path, example: np.ndarray, summary: dict) -> None
         f"mlflow=={mlflow.__version__}",
         f"numpy=={np.__version__}",
     ]
-    with staged_dir(target) as stage, tempfile.TemporaryDirectory():
+    with staged_dir(target) as stage:
         mlflow.tensorflow.save_model(
             model,
             str(stage / "model"),

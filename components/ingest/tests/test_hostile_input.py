@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import tarfile
 import zlib
@@ -14,6 +15,7 @@ import pytest
 from mnist_mlops import contracts
 from mnist_mlops.archives import ArchiveError, gunzip
 from mnist_mlops.components.ingest.executor import DataValidationError, run_ingest
+from mnist_mlops.errors import UserInputError
 from mnist_mlops.sources import SourceError
 from tests.datasets import make_tarball, png_bytes, tar_with_member
 
@@ -165,6 +167,34 @@ def test_symbolic_links_in_folders_are_refused(tmp_path, png_dataset):
 def test_output_that_exists_is_not_overwritten(tmp_path, png_dataset):
     (tmp_path / "out" / "dataset").mkdir(parents=True)
     (tmp_path / "out" / "dataset" / "keep.txt").write_text("precious")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UserInputError, match="already exists"):
         run(tmp_path, png_dataset)
     assert (tmp_path / "out" / "dataset" / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("pax", "message"),
+    [
+        ({"size": "-1536"}, "not a non-negative integer"),
+        ({"mtime": "abc"}, "mtime='abc' is not a number"),
+        ({"mtime": "inf"}, "impossible modification time"),
+    ],
+)
+def test_malformed_pax_headers_are_refused(tmp_path, pax, message):
+    info = _member("mnist_png/training/1/0.png", size=3)
+    info.pax_headers = pax
+    target = tmp_path / "pax.tar"
+    with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as archive:
+        archive.addfile(info, io.BytesIO(b"abc"))
+    (tmp_path / "pax.tar.gz").write_bytes(gzip.compress(target.read_bytes()))
+    with pytest.raises(ArchiveError, match=message):
+        run(tmp_path, tmp_path / "pax.tar.gz")
+
+
+def test_duplicate_idx_files_are_refused(tmp_path):
+    from tests.datasets import small_splits, write_idx
+
+    write_idx(tmp_path / "a", small_splits())
+    write_idx(tmp_path / "a" / "copy", small_splits())
+    with pytest.raises(UserInputError, match=r"copy/t10k-images-idx3-ubyte.gz are both"):
+        run(tmp_path, tmp_path / "a")

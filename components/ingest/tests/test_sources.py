@@ -170,6 +170,14 @@ def test_azure_blob_errors_are_clear(tmp_path, azurite, blob_container, monkeypa
         ingest_to(tmp_path, f"azureblob://{blob_container.container_name}/nothing-here")
 
 
+def test_a_local_tarball_is_checked_against_its_pin(tmp_path, png_dataset):
+    tarball = make_tarball(png_dataset, tmp_path / "mnist.tar.gz")
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert ingest_to(tmp_path / "ok", str(tarball), source_sha256=digest)[0]["source_kind"] == "tarball"
+    with pytest.raises(SourceError, match="does not match its sha256 pin"):
+        ingest_to(tmp_path / "bad", str(tarball), source_sha256="0" * 64)
+
+
 def test_missing_and_unsupported_sources(tmp_path):
     with pytest.raises(SourceError, match="no such file or folder"):
         ingest_to(tmp_path, str(tmp_path / "nope"))

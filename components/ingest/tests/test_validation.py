@@ -84,3 +84,9 @@ def test_a_bad_reference_report_names_file_and_field(tmp_path, png_dataset):
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(contracts.ContractError, match="not valid JSON"):
         ingest(tmp_path, png_dataset, reference_report=tmp_path / "broken.json")
+
+
+def test_files_dated_in_the_future_fail_the_age_check(tmp_path, png_dataset):
+    earlier = datetime.now(UTC) - timedelta(days=30)
+    with pytest.raises(DataValidationError, match="in the future"):
+        ingest(tmp_path, png_dataset, now=earlier)

@@ -81,3 +81,11 @@ def test_missing_manifest_names_the_file(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(contracts.ContractError, match=r"manifest\.json: file not found"):
         run_preprocess(tmp_path / "empty", tmp_path / "pre")
+
+
+def test_manifest_paths_cannot_leave_the_folder(tmp_path, dataset):
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    manifest["splits"]["training"]["files"]["images"]["path"] = "../../etc/images.npy"
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserInputError, match="outside the folder"):
+        run_preprocess(dataset, tmp_path / "pre")
