@@ -46,6 +46,25 @@ _UMASK = _current_umask()
 """mkstemp/mkdtemp create private files; outputs get the permissions a plain open() would give."""
 
 
+def _move_entries(stage: Path, final: Path) -> None:
+    """Move the staged entries up into `final`, manifests last so that readers find them last; on a
+    failure part-way, take back what was moved so `final` is empty again."""
+    entries = sorted(stage.iterdir(), key=lambda entry: entry.name == "manifest.json")
+    moved = []
+    try:
+        for entry in entries:
+            os.replace(entry, final / entry.name)
+            moved.append(final / entry.name)
+    except BaseException:
+        for path in moved:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        raise
+    stage.rmdir()
+
+
 @contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
     """Yield an empty staging folder; on success its contents become `final`, on failure it vanishes.
@@ -66,9 +85,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
         yield stage
         os.chmod(stage, 0o777 & ~_UMASK)
         if preexisting:
-            for entry in stage.iterdir():
-                os.replace(entry, final / entry.name)
-            stage.rmdir()
+            _move_entries(stage, final)
         else:
             os.replace(stage, final)
     except BaseException:

@@ -23,9 +23,9 @@ from typing import Any
 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import component_dir, load_spec
+from mnist_mlops.provenance import PROJECT_ROOT
 from mnist_mlops.runner import is_artifact, render_command
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SOURCE_FOLDERS = ("mnist_mlops", "components", "schemas", "pipelines")
 _CONTEXT_FILES = ("Dockerfile", "conda.yaml")
 

@@ -24,6 +24,7 @@ from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import atomic_write_text, staged_dir
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.inference import predict_in_batches
 
 COMPONENT_NAME = "mnist_mlops_evaluate"
 DEFAULT_THRESHOLDS = {
@@ -35,7 +36,6 @@ DEFAULT_THRESHOLDS = {
 }
 """Used when no thresholds file is given; a thresholds file replaces them all (kpi_thresholds schema)."""
 LATENCY_SAMPLES = 200
-PREDICT_BATCH = 2000
 _REGISTRY_REFERENCE = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
@@ -128,9 +128,7 @@ def score(model, images: np.ndarray, labels: np.ndarray) -> tuple[dict[str, Any]
     import tensorflow as tf
 
     predict = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    probabilities = np.concatenate(
-        [predict(images[i : i + PREDICT_BATCH]).numpy() for i in range(0, len(images), PREDICT_BATCH)]
-    )
+    probabilities = predict_in_batches(predict, images)
     predicted = probabilities.argmax(axis=1)
     matrix = np.zeros((10, 10), dtype=np.int64)
     np.add.at(matrix, (labels.astype(np.int64), predicted), 1)

@@ -22,10 +22,10 @@ from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.inference import predict_in_batches
 from mnist_mlops.provenance import code_version, environment_hash
 
 COMPONENT_NAME = "mnist_mlops_train"
-PREDICT_BATCH = 2000
 
 
 def run_train(
@@ -174,12 +174,7 @@ def run_train(
 
 
 def _evaluate(predict, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    probabilities = np.concatenate(
-        [
-            predict(images[start : start + PREDICT_BATCH]).numpy()
-            for start in range(0, len(images), PREDICT_BATCH)
-        ]
-    )
+    probabilities = predict_in_batches(predict, images)
     picked = probabilities[np.arange(len(labels)), labels]
     loss = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
     return loss, float((probabilities.argmax(axis=1) == labels).mean())
