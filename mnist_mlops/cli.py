@@ -63,7 +63,11 @@ def _run_pipeline_command(args: argparse.Namespace) -> int:
     from mnist_mlops.pipelines.local import run_training_pipeline
 
     return run_training_pipeline(
-        args.data, sha256=args.sha256, runs_dir=Path(args.runs_dir), overrides=args.set
+        args.data,
+        sha256=args.sha256,
+        runs_dir=Path(args.runs_dir),
+        overrides=args.set,
+        registry=args.registry,
     )
 
 
@@ -94,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", required=True, help="anything ingest accepts: folder, .tar.gz, URL, blob")
     run.add_argument("--sha256", help="sha256 pin of an http(s) tarball")
     run.add_argument("--runs-dir", default="runs", help="where run folders are created (default ./runs)")
+    run.add_argument(
+        "--registry", help="MLflow registry URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
     run.add_argument(
         "--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="override a parameter"
     )

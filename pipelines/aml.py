@@ -1,12 +1,14 @@
 """The pipeline as an Azure ML pipeline job, composed with `azure.ai.ml.dsl.pipeline`.
 
-ingest -> preprocess -> train -> evaluate; register and deploy join with their issue.
+ingest -> preprocess -> train -> evaluate -> register; deploy joins with its issue. register honours
+the blessing itself (an unblessed model is declined with reasons), so no control flow is needed here;
+on AML, MLflow's tracking URI points register at the workspace registry.
 (No `from __future__ import annotations`: the SDK reads the port annotations at definition time.)
 """
 
 from azure.ai.ml import Input, dsl
 
-from mnist_mlops.components import evaluate, ingest, preprocess, train
+from mnist_mlops.components import evaluate, ingest, preprocess, register, train
 
 
 @dsl.pipeline(
@@ -23,9 +25,18 @@ def training_pipeline(
     prepared = preprocess(dataset=fetched.outputs.dataset, seed=seed)
     trained = train(preprocessed=prepared.outputs.preprocessed, epochs=epochs, seed=seed)
     judged = evaluate(challenger=trained.outputs.model, preprocessed=prepared.outputs.preprocessed)
+    registered = register(
+        model=trained.outputs.model,
+        blessing=judged.outputs.blessing,
+        evaluation=judged.outputs.evaluation,
+        training_summary=trained.outputs.training_summary,
+        data_report=fetched.outputs.data_report,
+        preprocessed=prepared.outputs.preprocessed,
+    )
     return {
         "data_report": fetched.outputs.data_report,
         "model": trained.outputs.model,
         "evaluation": judged.outputs.evaluation,
         "blessing": judged.outputs.blessing,
+        "registration_record": registered.outputs.registration_record,
     }

@@ -1,7 +1,7 @@
 """Run a pipeline graph on this machine: each node runs its component's container command in its own
 process, with inputs and outputs bound to folders under a run directory.
 
-The graph: ingest -> preprocess -> train -> evaluate (register and deploy join with their issue).
+The graph: ingest -> preprocess -> train -> evaluate -> register (deploy joins with its issue).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class Node:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
-def training_pipeline(data: str, sha256: str | None) -> list[Node]:
-    """ingest -> preprocess -> train -> evaluate, in execution order."""
+def training_pipeline(data: str, sha256: str | None, registry: str | None, run_id: str) -> list[Node]:
+    """ingest -> preprocess -> train -> evaluate -> register, in execution order."""
     return [
         Node("ingest", "ingest", {"source_uri": data, "source_sha256": sha256}),
         Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset")}),
@@ -44,6 +44,20 @@ def training_pipeline(data: str, sha256: str | None) -> list[Node]:
             "evaluate",
             "evaluate",
             {"challenger": Ref("train", "model"), "preprocessed": Ref("preprocess", "preprocessed")},
+        ),
+        Node(
+            "register",
+            "register",
+            {
+                "model": Ref("train", "model"),
+                "blessing": Ref("evaluate", "blessing"),
+                "evaluation": Ref("evaluate", "evaluation"),
+                "training_summary": Ref("train", "training_summary"),
+                "data_report": Ref("ingest", "data_report"),
+                "preprocessed": Ref("preprocess", "preprocessed"),
+                "registry": registry,
+                "pipeline_run_id": run_id,
+            },
         ),
     ]
 
@@ -71,15 +85,19 @@ def output_path(run_dir: Path, node: str, port: str, kind: str) -> Path:
     return run_dir / node / (f"{port}.json" if kind == "uri_file" else port)
 
 
+def _ref_path(run_dir: Path, ref: Ref, nodes: list[Node]) -> Path:
+    """Where another node's output lives, from the output's type in that node's spec."""
+    (component,) = [node.component for node in nodes if node.name == ref.node]
+    return output_path(run_dir, ref.node, ref.output, load_spec(component)["outputs"][ref.output]["type"])
+
+
 def run_nodes(nodes: list[Node], run_dir: Path) -> int:
     """Run `nodes` in order; print progress and a summary; return the exit code."""
     results = []
     for node in nodes:
         spec = load_spec(node.component)
         inputs = {
-            port: output_path(run_dir, value.node, value.output, "uri_folder")
-            if isinstance(value, Ref)
-            else value
+            port: _ref_path(run_dir, value, nodes) if isinstance(value, Ref) else value
             for port, value in node.inputs.items()
             if value is not None
         }
@@ -112,7 +130,7 @@ def _summary(results: list[tuple[str, str, float]]) -> None:
 
 
 def _outcome(run_dir: Path) -> None:
-    """The gate's verdict, which is the pipeline's answer whether or not the model passed."""
+    """The gate's verdict and the registration: the pipeline's answer whether or not the model passed."""
     blessing_path = run_dir / "evaluate" / "blessing.json"
     if blessing_path.is_file():
         blessing = json.loads(blessing_path.read_text())
@@ -120,12 +138,23 @@ def _outcome(run_dir: Path) -> None:
         print(f"\nmodel {verdict}:")
         for reason in blessing["reasons"]:
             print(f"  - {reason}")
+    record_path = run_dir / "register" / "registration_record.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record["registered"]:
+            print(
+                f"registered {record['model_name']} version {record['version']} in {record['registry_uri']}"
+            )
+        else:
+            print("not registered")
 
 
-def run_training_pipeline(data: str, *, sha256: str | None, runs_dir: Path, overrides: list[str]) -> int:
-    nodes = training_pipeline(data, sha256)
-    apply_overrides(nodes, overrides)
+def run_training_pipeline(
+    data: str, *, sha256: str | None, runs_dir: Path, overrides: list[str], registry: str | None = None
+) -> int:
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    nodes = training_pipeline(data, sha256, registry, run_id)
+    apply_overrides(nodes, overrides)
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     print(f"run {run_id} in {run_dir}")

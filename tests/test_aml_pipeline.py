@@ -17,7 +17,8 @@ def test_training_pipeline_builds_validates_and_dumps(tmp_path):
     assert result.passed, result.error_messages
     job.dump(tmp_path / "pipeline.yaml")
     jobs = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())["jobs"]
-    assert set(jobs) == {"fetched", "prepared", "trained", "judged"}
+    assert set(jobs) == {"fetched", "prepared", "trained", "judged", "registered"}
+    assert jobs["registered"]["inputs"]["blessing"]["path"] == "${{parent.jobs.judged.outputs.blessing}}"
     assert jobs["prepared"]["inputs"]["dataset"]["path"] == "${{parent.jobs.fetched.outputs.dataset}}"
     assert jobs["judged"]["inputs"]["challenger"]["path"] == "${{parent.jobs.trained.outputs.model}}"
     assert (

@@ -107,6 +107,8 @@ def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, c
             "train.batch_size=8",
             "--set",
             "train.epochs=2",
+            "--registry",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
         ]
     )
     output = capsys.readouterr().out
@@ -119,6 +121,8 @@ def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, c
         json.loads((run_dir / "train" / "training_summary.json").read_text())["hyperparameters"]["epochs"]
         == 2
     )
+    record = json.loads((run_dir / "register" / "registration_record.json").read_text())
+    assert record["lineage"]["pipeline_run_id"] == run_dir.name
     blessing = json.loads((run_dir / "evaluate" / "blessing.json").read_text())
     assert ("model blessed" if blessing["blessed"] else "model NOT blessed") in output
     assert all(node in output for node in ("ingest", "preprocess", "train", "evaluate"))
@@ -136,7 +140,7 @@ def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("register.version=3", "no node 'register'"),
+        ("deploy.target=local", "no node 'deploy'"),
         ("ingest.max_age_days=x", "not a valid integer"),
         ("oops", "NODE.PARAM"),
     ],

@@ -1,0 +1,163 @@
+"""register: put a blessed model in the registry with its lineage, verified, or decline with reasons.
+
+Framework-free interface. Only a blessed model is registered (an unblessed one ends cleanly with
+"not registered" and the evaluate gate's reasons). The new version carries lineage tags, is loaded
+back from the registry and must reproduce the trained model's predictions on a golden batch of test
+images before it is tagged `validation_status=ready` and given the alias `challenger`; any failure
+deletes the version, so a half-registered version is never usable. Concurrent registrations get
+distinct versions (the registry numbers them; SQLite lock contention is retried).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_mlops import contracts
+from mnist_mlops.dataset import load_split
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.hashing import sha256_file
+from mnist_mlops.ports import load_spec
+from mnist_mlops.provenance import code_version, environment_hash
+from mnist_mlops.registry import READY_TAG, client, exclusive, registry_uri, with_retries
+
+COMPONENT_NAME = "mnist_mlops_register"
+CHALLENGER_ALIAS = "challenger"
+GOLDEN_BATCH = 256
+EXPERIMENT = "mnist-mlops"
+PRODUCERS = ("ingest", "preprocess", "train", "evaluate", "register")
+"""The components whose versions a registered model's lineage records."""
+
+
+def run_register(
+    model_dir: str | Path,
+    blessing_path: str | Path,
+    evaluation_dir: str | Path,
+    training_summary_path: str | Path,
+    data_report_path: str | Path,
+    preprocessed_dir: str | Path,
+    record_path: str | Path,
+    *,
+    model_name: str = "mnist-mlops",
+    registry: str | None = None,
+    pipeline_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Register the model if blessed; always write the registration record. Returns the record."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    blessing = contracts.read_json(blessing_path, "blessing")
+    report_path = Path(evaluation_dir) / "evaluation_report.json"
+    report = contracts.read_json(report_path, "evaluation_report")
+    summary = contracts.read_json(training_summary_path, "training_summary")
+    data_report = contracts.read_json(data_report_path, "data_report")
+    if blessing["evaluation_report_sha256"] != sha256_file(report_path):
+        raise UserInputError(f"{blessing_path}: was issued for another evaluation report than {report_path}")
+    versions = {report["dataset_version"], summary["dataset_version"], data_report["dataset_version"]}
+    if len(versions) != 1:
+        raise UserInputError(
+            "lineage mismatch: the report, training summary and data report name different datasets"
+        )
+    uri = registry_uri(registry)
+    lineage = {
+        "dataset_version": report["dataset_version"],
+        "data_report_sha256": sha256_file(data_report_path),
+        "code_version": code_version(),
+        "component_versions": {name: load_spec(name)["version"] for name in PRODUCERS},
+        "environment_hash": environment_hash(),
+        "pipeline_run_id": pipeline_run_id or "manual",
+        "metrics": {
+            "accuracy": report["accuracy"],
+            "p99_ms": report["latency"]["p99_ms"],
+            "val_accuracy": summary["metrics"]["val_accuracy"],
+        },
+        "blessed": blessing["blessed"],
+    }
+    record = {
+        "schema_version": 1,
+        "registered": False,
+        "model_name": model_name,
+        "version": None,
+        "aliases": [],
+        "registry_uri": _redact(uri),
+        "reasons": [],
+        "lineage": lineage,
+    }
+    if not blessing["blessed"]:
+        record["reasons"] = ["not registered: the model was not blessed", *blessing["reasons"]]
+        contracts.write_json(record_path, record, "registration_record")
+        print("; ".join(record["reasons"]), flush=True)
+        return record
+
+    preprocessed_dir = Path(preprocessed_dir)
+    manifest = contracts.read_json(preprocessed_dir / "manifest.json", "preprocessed_manifest")
+    golden, _ = load_split(preprocessed_dir, manifest, "test")
+    with exclusive(uri):
+        version = _register_verified(Path(model_dir), golden[:GOLDEN_BATCH], model_name, uri, lineage)
+    record |= {
+        "registered": True,
+        "version": version,
+        "aliases": [CHALLENGER_ALIAS],
+        "reasons": [
+            f"registered {model_name} version {version}: blessed, verified on {GOLDEN_BATCH} golden images"
+        ],
+    }
+    contracts.write_json(record_path, record, "registration_record")
+    print(record["reasons"][0], flush=True)
+    return record
+
+
+def _register_verified(model_dir: Path, golden: np.ndarray, name: str, uri: str, lineage: dict) -> str:
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    if not (model_dir / "MLmodel").is_file():
+        raise UserInputError(f"{model_dir}: not an MLflow model (no MLmodel file)")
+    expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(golden))
+    registry = client(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        with_retries(lambda: registry.create_registered_model(name))
+    except MlflowException as error:
+        if "already exists" not in str(error).lower():
+            raise
+    experiment = with_retries(lambda: mlflow.set_experiment(EXPERIMENT))
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"register {name}") as run:
+        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        mlflow.log_metrics(lineage["metrics"])
+        source = f"{run.info.artifact_uri}/model"
+    tags = {**_lineage_tags(lineage), READY_TAG: "pending"}
+    created = with_retries(
+        lambda: registry.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
+    )
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{created.version}")
+        actual = np.asarray(loaded.predict(golden))
+        if not (
+            np.array_equal(actual.argmax(axis=1), expected.argmax(axis=1))
+            and np.allclose(actual, expected, atol=1e-5)
+        ):
+            raise UserInputError(
+                f"{name} version {created.version}: the registered copy predicts differently"
+            )
+        with_retries(lambda: registry.set_model_version_tag(name, created.version, READY_TAG, "ready"))
+        with_retries(lambda: registry.set_registered_model_alias(name, CHALLENGER_ALIAS, created.version))
+    except BaseException:
+        with_retries(lambda: registry.delete_model_version(name, created.version))
+        raise
+    return str(created.version)
+
+
+def _lineage_tags(lineage: dict) -> dict[str, str]:
+    tags = {key: str(value) for key, value in lineage.items() if key not in ("metrics", "component_versions")}
+    tags |= {f"component.{name}": version for name, version in lineage["component_versions"].items()}
+    tags |= {f"metric.{name}": f"{value:.6g}" for name, value in lineage["metrics"].items()}
+    return tags
+
+
+def _redact(uri: str) -> str:
+    from mnist_mlops.sources import redact
+
+    return redact(uri)

@@ -1,0 +1,166 @@
+"""register: only blessed models, lineage tags, verified before ready, concurrent and failed registrations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnist_mlops import contracts
+from mnist_mlops.components.evaluate.executor import run_evaluate
+from mnist_mlops.components.ingest.executor import run_ingest
+from mnist_mlops.components.preprocess.executor import run_preprocess
+from mnist_mlops.components.register.executor import run_register
+from mnist_mlops.components.train.executor import run_train
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.registry import READY_TAG, client
+from tests.datasets import small_splits, write_png_tree
+
+LENIENT = {
+    "schema_version": 1,
+    "min_accuracy": 0.5,
+    "min_class_recall": 0.0,
+    "max_regression": 1.0,
+    "max_p99_latency_ms": 1000.0,
+}
+IMPOSSIBLE = LENIENT | {"min_accuracy": 1.0, "min_class_recall": 1.0}
+
+
+@pytest.fixture(scope="module")
+def pipeline_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("register")
+    source = write_png_tree(root / "src", small_splits(train_per_class=24, test_per_class=6))
+    run_ingest(str(source), root / "dataset", root / "data_report.json")
+    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
+    run_train(
+        root / "preprocessed",
+        root / "model",
+        root / "summary.json",
+        root / "curves.png",
+        epochs=8,
+        batch_size=16,
+    )
+    for name, thresholds in (("blessed", LENIENT), ("declined", IMPOSSIBLE)):
+        (root / f"{name}.json").write_text(json.dumps(thresholds))
+        run_evaluate(
+            root / "model",
+            root / "preprocessed",
+            root / name / "evaluation",
+            root / name / "blessing.json",
+            thresholds_path=root / f"{name}.json",
+        )
+    return {"root": root}
+
+
+def register(outputs: dict, verdict: str, record: Path, registry: str, **options) -> dict:
+    root = outputs["root"]
+    return run_register(
+        root / "model",
+        root / verdict / "blessing.json",
+        root / verdict / "evaluation",
+        root / "summary.json",
+        root / "data_report.json",
+        root / "preprocessed",
+        record,
+        registry=registry,
+        **options,
+    )
+
+
+def test_a_blessed_model_is_registered_verified_and_aliased(tmp_path, pipeline_outputs):
+    import mlflow.pyfunc
+
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = register(
+        pipeline_outputs, "blessed", tmp_path / "record.json", registry, pipeline_run_id="run-7"
+    )
+    assert contracts.read_json(tmp_path / "record.json", "registration_record") == record
+    assert record["registered"] is True and record["version"] == "1" and record["aliases"] == ["challenger"]
+    version = client(registry).get_model_version_by_alias("mnist-mlops", "challenger")
+    assert str(version.version) == "1" and version.tags[READY_TAG] == "ready"
+    assert version.tags["pipeline_run_id"] == "run-7"
+    assert version.tags["dataset_version"] == record["lineage"]["dataset_version"]
+    assert set(record["lineage"]["component_versions"]) == {
+        "ingest",
+        "preprocess",
+        "train",
+        "evaluate",
+        "register",
+    }
+    mlflow.set_tracking_uri(registry)
+    model = mlflow.pyfunc.load_model("models:/mnist-mlops@challenger")
+    assert model.metadata.signature.inputs.inputs[0].shape == (-1, 28, 28)
+
+
+def test_an_unblessed_model_is_declined_with_the_gates_reasons(tmp_path, pipeline_outputs):
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = register(pipeline_outputs, "declined", tmp_path / "record.json", registry)
+    assert record["registered"] is False and record["version"] is None
+    assert record["reasons"][0] == "not registered: the model was not blessed"
+    assert any("min_accuracy" in reason or "accuracy" in reason for reason in record["reasons"][1:])
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_blessing_for_another_report_is_refused(tmp_path, pipeline_outputs):
+    root = pipeline_outputs["root"]
+    with pytest.raises(UserInputError, match="another evaluation report"):
+        run_register(
+            root / "model",
+            root / "declined" / "blessing.json",
+            root / "blessed" / "evaluation",
+            root / "summary.json",
+            root / "data_report.json",
+            root / "preprocessed",
+            tmp_path / "r.json",
+            registry=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        )
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_failed_verification_leaves_no_version(tmp_path, pipeline_outputs, monkeypatch):
+    import mlflow.pyfunc
+
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real_load = mlflow.pyfunc.load_model
+
+    def broken_registry_copy(uri, *args, **kwargs):
+        if str(uri).startswith("models:/"):
+            raise OSError("simulated: the registered artifact cannot be read")
+        return real_load(uri, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", broken_registry_copy)
+    with pytest.raises(OSError, match="simulated"):
+        register(pipeline_outputs, "blessed", tmp_path / "record.json", registry)
+    assert client(registry).search_model_versions("name='mnist-mlops'") == []
+    assert not (tmp_path / "record.json").exists()
+
+
+def test_two_registrations_at_once_get_two_intact_versions(tmp_path, pipeline_outputs):
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    root = pipeline_outputs["root"]
+    code = (
+        "import sys; from pathlib import Path; "
+        "from mnist_mlops.components.register.executor import run_register; "
+        f"root = Path({str(root)!r}); "
+        "run_register(root / 'model', root / 'blessed' / 'blessing.json', root / 'blessed' / 'evaluation', "
+        "root / 'summary.json', root / 'data_report.json', root / 'preprocessed', Path(sys.argv[1]), "
+        f"registry={registry!r})"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / f"record{index}.json")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    versions = {json.loads((tmp_path / f"record{index}.json").read_text())["version"] for index in range(2)}
+    assert versions == {"1", "2"}
+    for version in client(registry).search_model_versions("name='mnist-mlops'"):
+        assert version.tags[READY_TAG] == "ready"

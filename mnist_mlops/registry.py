@@ -1,0 +1,65 @@
+"""The model registry: MLflow's, embedded on a SQLite file by default, or any MLflow tracking URI.
+
+Default: `sqlite:///mlflow.db` in the working directory (as MLflow defaults to `./mlruns`); override
+with `--registry` or `MLFLOW_TRACKING_URI` (an AML workspace's URI works through `azureml-mlflow`).
+A version is usable only when its `validation_status` tag is `ready`: register sets it after loading
+the registered artifact back and checking its predictions.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+DEFAULT_REGISTRY_FILE = "mlflow.db"
+READY_TAG = "validation_status"
+_T = TypeVar("_T")
+
+
+def registry_uri(explicit: str | None = None) -> str:
+    """The registry to use: explicit, else $MLFLOW_TRACKING_URI, else the SQLite file in the cwd."""
+    return (
+        explicit
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{Path(DEFAULT_REGISTRY_FILE).resolve()}"
+    )
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def exclusive(uri: str) -> Iterator[None]:
+    """Serialize writers of an embedded SQLite registry on this machine (MLflow's first use creates
+    its tables, and two processes doing that at once collide); other registries handle concurrency."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def with_retries(action: Callable[[], _T], attempts: int = 20) -> _T:
+    """Retry `action` while SQLite reports a lock held by a concurrent registration."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as error:  # MLflow wraps SQLAlchemy's OperationalError in several types
+            if "locked" not in str(error).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
