@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
+from isal import isal_zlib
 from PIL import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -155,10 +156,10 @@ def _inflate_gray8(blob: bytes, expected: int) -> bytes:
     The output cap means a malicious stream can never make us allocate more than one image's worth.
     """
     parts = _idat_parts(blob)
-    stream = zlib.decompressobj()
+    stream = isal_zlib.decompressobj()
     try:
         raw = stream.decompress(parts[0] if len(parts) == 1 else b"".join(parts), expected + 1)
-    except zlib.error as error:
+    except isal_zlib.error as error:
         raise ImageDecodeError(f"corrupt image data ({error})") from None
     if len(raw) != expected:
         qualifier = "more" if len(raw) > expected else "less"

@@ -27,6 +27,7 @@ _IDX_FILES = {
     "testing": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_UBYTE = 0x08
+_LABELS = {str(label): label for label in range(10)}
 _IDX_STEMS = frozenset(stem for pair in _IDX_FILES.values() for stem in pair)
 
 
@@ -90,23 +91,23 @@ def _load_png(
         "mnist_png", {}, candidates=len(matches), ignored_files=total_files - len(matches)
     )
     dataset.newest_mtime = max(entry.mtime for entry, _ in matches)
-    members: dict[str, list[tuple[FileEntry, str]]] = {split: [] for split in SPLITS}
-    for entry, (_, split, label) in sorted(matches, key=lambda match: match[0].path):
-        members[split].append((entry, label))
+    usable: dict[str, list[FileEntry]] = {split: [] for split in SPLITS}
+    split_labels: dict[str, list[int]] = {split: [] for split in SPLITS}
+    for entry, (_, split, folder) in sorted(matches, key=lambda match: match[0].path):
+        label = _LABELS.get(folder)
+        if label is None:
+            reason = f"label folder {folder!r} is not 0-9"
+            dataset.invalid.append({"path": entry.path, "split": split, "reason": reason})
+        else:
+            usable[split].append(entry)
+            split_labels[split].append(label)
     for split in SPLITS:
-        usable, labels = [], []
-        for entry, label in members[split]:
-            if len(label) == 1 and label.isdigit():
-                usable.append(entry)
-                labels.append(int(label))
-            else:
-                reason = f"label folder {label!r} is not 0-9"
-                dataset.invalid.append({"path": entry.path, "split": split, "reason": reason})
-        batch = decode_pngs([entry.data for entry in usable], IMAGE_SHAPE, fork=True)
-        keep = np.ones(len(usable), dtype=bool)
+        entries, labels = usable[split], split_labels[split]
+        batch = decode_pngs([entry.data for entry in entries], IMAGE_SHAPE, fork=True)
+        keep = np.ones(len(entries), dtype=bool)
         for index, reason in sorted(batch.errors.items()):
             keep[index] = False
-            dataset.invalid.append({"path": usable[index].path, "split": split, "reason": reason})
+            dataset.invalid.append({"path": entries[index].path, "split": split, "reason": reason})
         dataset.splits[split] = LoadedSplit(
             images=batch.images[keep],
             labels=np.asarray(labels, dtype=np.uint8)[keep],
