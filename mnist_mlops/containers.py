@@ -81,15 +81,24 @@ def build_image(name: str, *, base_image: str | None = None) -> str:
 
 
 def run_in_container(
-    name: str, tag: str, inputs: dict[str, Any], outputs: dict[str, Path]
+    name: str,
+    tag: str,
+    inputs: dict[str, Any],
+    outputs: dict[str, Path],
+    *,
+    services: dict[str, Path] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run component `name` in image `tag` with no network and only its own folders mounted.
 
     Inputs are mounted read-only; each output gets a fresh, empty staging folder of its own (never the
-    output's parent), whose result is moved into place after the step succeeds.
+    output's parent), whose result is moved into place after the step succeeds. `services` maps a
+    container path to a host folder mounted read-write, for what AML reaches over the network (an
+    embedded registry, say).
     """
     spec = load_spec(name)
     mounts: list[str] = ["-v", f"{component_dir(name)}:/code:ro"]
+    for target, host in (services or {}).items():
+        mounts += ["-v", f"{Path(host).resolve()}:{target}"]
     bound_inputs: dict[str, Any] = {}
     for port, value in inputs.items():
         if value is not None and is_artifact(spec["inputs"][port]):

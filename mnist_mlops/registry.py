@@ -53,6 +53,24 @@ def exclusive(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def experiment_id(uri: str, name: str) -> str:
+    """The experiment that holds registered artifacts; for an embedded SQLite registry its artifacts
+    live beside the database file (MLflow would otherwise put them under the working directory)."""
+    import mlflow
+
+    registry = client(uri)
+    existing = registry.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    try:
+        return registry.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        return registry.get_experiment_by_name(name).experiment_id
+
+
 def with_retries(action: Callable[[], _T], attempts: int = 20) -> _T:
     """Retry `action` while SQLite reports a lock held by a concurrent registration."""
     for attempt in range(attempts):

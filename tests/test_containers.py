@@ -131,3 +131,24 @@ def test_model_stages_run_inside_their_image_without_network(tmp_path, png_datas
     blessing = contracts.read_json(tmp_path / "evaluate" / "blessing.json", "blessing")
     assert blessing["first_run_without_champion"] is True
     assert (tmp_path / "evaluate" / "evaluation" / "model_card.md").is_file()
+
+    (tmp_path / "registry").mkdir()
+    register = containers.run_in_container(
+        "register",
+        model_image,
+        {
+            "model": tmp_path / "train" / "model",
+            "blessing": tmp_path / "evaluate" / "blessing.json",
+            "evaluation": tmp_path / "evaluate" / "evaluation",
+            "training_summary": tmp_path / "train" / "summary.json",
+            "data_report": tmp_path / "report.json",
+            "preprocessed": tmp_path / "preprocessed",
+            "registry": "sqlite:////mnt/registry/mlflow.db",
+        },
+        {"registration_record": tmp_path / "register" / "record.json"},
+        services={"/mnt/registry": tmp_path / "registry"},
+    )
+    assert register.returncode == 0, register.stdout + register.stderr
+    record = contracts.read_json(tmp_path / "register" / "record.json", "registration_record")
+    assert blessing["blessed"] and record["registered"] and record["version"] == "1"
+    assert (tmp_path / "registry" / "mlflow.db").is_file()

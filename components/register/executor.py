@@ -22,7 +22,7 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
 from mnist_mlops.ports import load_spec
 from mnist_mlops.provenance import code_version, environment_hash
-from mnist_mlops.registry import READY_TAG, client, exclusive, registry_uri, with_retries
+from mnist_mlops.registry import READY_TAG, client, exclusive, experiment_id, registry_uri, with_retries
 
 COMPONENT_NAME = "mnist_mlops_register"
 CHALLENGER_ALIAS = "challenger"
@@ -123,8 +123,8 @@ def _register_verified(model_dir: Path, golden: np.ndarray, name: str, uri: str,
     except MlflowException as error:
         if "already exists" not in str(error).lower():
             raise
-    experiment = with_retries(lambda: mlflow.set_experiment(EXPERIMENT))
-    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"register {name}") as run:
+    experiment = with_retries(lambda: experiment_id(uri, EXPERIMENT))
+    with mlflow.start_run(experiment_id=experiment, run_name=f"register {name}") as run:
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         mlflow.log_metrics(lineage["metrics"])
         source = f"{run.info.artifact_uri}/model"
