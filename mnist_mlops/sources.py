@@ -30,6 +30,7 @@ from mnist_mlops.archives import DEFAULT_MAX_INFLATED_BYTES, FileEntry, read_tar
 from mnist_mlops.atomic import atomic_write_bytes
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
+from mnist_mlops.uris import is_blob_sas_url, redact
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 CACHE_ENV = "MNIST_MLOPS_CACHE"
@@ -51,21 +52,6 @@ class LocalSource:
 
 def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mnist-mlops")
-
-
-def redact(uri: str) -> str:
-    """The URI without query string or credentials, for manifests and logs (SAS tokens are secrets)."""
-    parsed = urllib.parse.urlsplit(uri)
-    if parsed.scheme in ("http", "https", "azureblob"):
-        host = parsed.hostname or ""
-        netloc = f"{host}:{parsed.port}" if parsed.port else host
-        return urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
-    return uri
-
-
-def is_blob_sas_url(uri: str) -> bool:
-    parsed = urllib.parse.urlsplit(uri)
-    return parsed.scheme in ("http", "https") and "sig" in urllib.parse.parse_qs(parsed.query)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from mnist_mlops.hashing import sha256_file
 from mnist_mlops.ports import load_spec
 from mnist_mlops.provenance import code_version, environment_hash
 from mnist_mlops.registry import READY_TAG, client, exclusive, experiment_id, registry_uri, with_retries
+from mnist_mlops.uris import redact
 
 COMPONENT_NAME = "mnist_mlops_register"
 CHALLENGER_ALIAS = "challenger"
@@ -80,7 +81,7 @@ def run_register(
         "model_name": model_name,
         "version": None,
         "aliases": [],
-        "registry_uri": _redact(uri),
+        "registry_uri": redact(uri),
         "reasons": [],
         "lineage": lineage,
     }
@@ -155,9 +156,3 @@ def _lineage_tags(lineage: dict) -> dict[str, str]:
     tags |= {f"component.{name}": version for name, version in lineage["component_versions"].items()}
     tags |= {f"metric.{name}": f"{value:.6g}" for name, value in lineage["metrics"].items()}
     return tags
-
-
-def _redact(uri: str) -> str:
-    from mnist_mlops.sources import redact
-
-    return redact(uri)
