@@ -71,6 +71,24 @@ def _run_pipeline_command(args: argparse.Namespace) -> int:
     )
 
 
+def _models_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.registry import list_versions, registry_uri
+
+    uri = registry_uri(args.registry)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UserInputError(f"no registry at {uri} (run the pipeline first, or pass --registry)")
+    rows = list_versions(uri, args.name)
+    if not rows:
+        print(f"no versions of {args.name} in {uri}")
+        return 0
+    columns = list(rows[0])
+    widths = {column: max(len(column), *(len(row[column]) for row in rows)) for column in columns}
+    print("  ".join(column.ljust(widths[column]) for column in columns))
+    for row in rows:
+        print("  ".join(row[column].ljust(widths[column]) for column in columns))
+    return 0
+
+
 def _specs_command(args: argparse.Namespace) -> int:
     from mnist_mlops.authoring import sync
 
@@ -109,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name in component_names():
         if (component_dir(name) / "spec.yaml").is_file():  # a brand-new component gets one from `specs`
             _add_component_command(subparsers, name)
+
+    models = subparsers.add_parser("models", help="list registered model versions with aliases and metrics")
+    models.add_argument("--name", default="mnist-mlops", help="registered model name (default mnist-mlops)")
+    models.add_argument(
+        "--registry", help="MLflow registry URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
+    models.set_defaults(handler=_models_command)
 
     specs = subparsers.add_parser(
         "specs", help="regenerate each component's spec.yaml and README ports table"

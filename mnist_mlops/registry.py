@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from mnist_mlops.errors import UserInputError
+
 DEFAULT_REGISTRY_FILE = "mlflow.db"
 READY_TAG = "validation_status"
 _T = TypeVar("_T")
@@ -81,3 +83,33 @@ def with_retries(action: Callable[[], _T], attempts: int = 20) -> _T:
                 raise
             time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def list_versions(uri: str, name: str) -> list[dict[str, str]]:
+    """Every version of model `name`, newest first: aliases, readiness, dataset and headline metrics."""
+    from mlflow.exceptions import MlflowException
+
+    registry = client(uri)
+    try:
+        versions = registry.search_model_versions(f"name='{name}'")
+        aliases = registry.get_registered_model(name).aliases if versions else {}
+    except MlflowException as error:
+        raise UserInputError(f"registry {uri}: cannot list {name} ({str(error).splitlines()[0]})") from None
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for version in sorted(versions, key=lambda item: int(item.version), reverse=True):
+        tags = version.tags or {}
+        rows.append(
+            {
+                "version": str(version.version),
+                "aliases": ",".join(sorted(by_version.get(str(version.version), []))) or "-",
+                "status": tags.get(READY_TAG, "-"),
+                "accuracy": tags.get("metric.accuracy", "-"),
+                "p99_ms": tags.get("metric.p99_ms", "-"),
+                "dataset": tags.get("dataset_version", "-")[:12],
+                "run": tags.get("pipeline_run_id", "-"),
+            }
+        )
+    return rows

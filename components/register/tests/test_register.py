@@ -95,6 +95,19 @@ def test_a_blessed_model_is_registered_verified_and_aliased(tmp_path, pipeline_o
     assert model.metadata.signature.inputs.inputs[0].shape == (-1, 28, 28)
 
 
+def test_models_lists_versions_with_alias_status_and_metrics(tmp_path, pipeline_outputs, capsys):
+    from mnist_mlops.cli import main
+
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["models", "--registry", registry]) == 2
+    register(pipeline_outputs, "blessed", tmp_path / "record.json", registry)
+    capsys.readouterr()
+    assert main(["models", "--registry", registry]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["version", "aliases", "status", "accuracy", "p99_ms", "dataset", "run"]
+    assert row.split()[:3] == ["1", "challenger", "ready"]
+
+
 def test_an_unblessed_model_is_declined_with_the_gates_reasons(tmp_path, pipeline_outputs):
     registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
     record = register(pipeline_outputs, "declined", tmp_path / "record.json", registry)
