@@ -72,10 +72,11 @@ def _run_pipeline_command(args: argparse.Namespace) -> int:
 
 
 def _models_command(args: argparse.Namespace) -> int:
-    from mnist_mlops.registry import list_versions, registry_uri
+    from mnist_mlops.registry import list_versions, registry_uri, sqlite_file
 
     uri = registry_uri(args.registry)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    database = sqlite_file(uri)
+    if database is not None and not database.is_file():
         raise UserInputError(f"no registry at {uri} (run the pipeline first, or pass --registry)")
     rows = list_versions(uri, args.name)
     if not rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -11,6 +12,11 @@ from pathlib import Path
 from mnist_mlops import __version__
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def utc_iso(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z, the one timestamp form every artifact uses."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @cache

@@ -38,14 +38,20 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of an embedded SQLite registry URI, None for any other registry."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 @contextmanager
 def exclusive(uri: str) -> Iterator[None]:
     """Serialize writers of an embedded SQLite registry on this machine (MLflow's first use creates
     its tables, and two processes doing that at once collide); other registries handle concurrency."""
-    if not uri.startswith("sqlite:///"):
+    database = sqlite_file(uri)
+    if database is None:
         yield
         return
-    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path = database.with_name(database.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -64,9 +70,8 @@ def experiment_id(uri: str, name: str) -> str:
     existing = registry.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    database = sqlite_file(uri)
+    location = (database.parent / "mlartifacts").resolve().as_uri() if database else None
     try:
         return registry.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:

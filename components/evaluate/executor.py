@@ -25,6 +25,7 @@ from mnist_mlops.atomic import atomic_write_text, staged_dir
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.inference import predict_in_batches
+from mnist_mlops.provenance import utc_iso
 
 COMPONENT_NAME = "mnist_mlops_evaluate"
 DEFAULT_THRESHOLDS = {
@@ -68,7 +69,7 @@ def run_evaluate(
         champion = figures | _identity(champion_reference, champion_dir)
     gates = evaluate_gates(challenger, champion, thresholds)
     blessed = all(gate["outcome"] != "fail" for gate in gates)
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    now = utc_iso(datetime.now(UTC))
     report = {
         "schema_version": 1,
         "model": {"name": challenger_name, "uri": str(Path(challenger_dir).resolve())},

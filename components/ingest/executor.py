@@ -25,6 +25,7 @@ from mnist_mlops.atomic import staged_dir
 from mnist_mlops.dataset import save_array
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import image_digests, labelled_set_digest
+from mnist_mlops.provenance import utc_iso
 from mnist_mlops.sources import open_source, read_files
 
 from .layouts import SPLITS, LoadedDataset, load_layout
@@ -36,7 +37,6 @@ from .validation import (
     overall_outcome,
     reference_checks,
     split_statistics,
-    utc_iso,
 )
 
 COMPONENT_NAME = "mnist_mlops_ingest"

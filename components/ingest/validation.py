@@ -9,7 +9,7 @@ Every check records its value, threshold, outcome (pass, warn, fail) and a reaso
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -226,7 +226,3 @@ def _relative_change(now: float, then: float) -> float:
 def overall_outcome(checks: list[dict[str, Any]]) -> str:
     outcomes = {item["outcome"] for item in checks}
     return "fail" if "fail" in outcomes else "warn" if "warn" in outcomes else "pass"
-
-
-def utc_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
