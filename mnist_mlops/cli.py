@@ -7,6 +7,7 @@ for port `max_age_days`), and runs the component's own container command in a ch
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,71 @@ def _models_command(args: argparse.Namespace) -> int:
     print("  ".join(column.ljust(widths[column]) for column in columns))
     for row in rows:
         print("  ".join(row[column].ljust(widths[column]) for column in columns))
+    _history_command(args)
+    return 0
+
+
+def _history_command(args: argparse.Namespace) -> None:
+    from mnist_mlops.deployments import history_path, read_history
+    from mnist_mlops.registry import registry_uri
+
+    uri = registry_uri(args.registry)
+    history = read_history(uri, args.name)
+    if not history:
+        return
+    print(f"\ndeployment history ({history_path(uri, args.name)}):")
+    for record in history:
+        checks = record["infra_validation"]
+        validated = (
+            f"canary {checks['canary_correct']}/{checks['canary_requests']}, "
+            f"rejected {checks['invalid_rejected']}/{checks['invalid_requests']} invalid"
+            if checks
+            else "-"
+        )
+        print(
+            f"{record['deployed_at']}  {record['action']:<8}  v{record['model_version']:<4} "
+            f"(was {record['previous_version'] or '-'})  {record['target']:<10} {record['outcome']:<11} "
+            f"{validated}  {record['endpoint']}"
+        )
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.deployments import ensure_key, key_path
+    from mnist_mlops.registry import registry_uri
+    from mnist_mlops.serving.scorer import RegistryModels
+    from mnist_mlops.serving.server import main as run_server
+    from mnist_mlops.serving.server import server_environment
+
+    uri = registry_uri(args.registry)
+    models = RegistryModels(args.model, uri)
+    version = models.resolve()
+    key_file = Path(args.key_file) if args.key_file else ensure_key(key_path(uri, models.name))
+    os.environ.update(
+        server_environment(
+            args.model,
+            registry=uri,
+            key_file=key_file,
+            max_batch=args.max_batch,
+            max_body_bytes=args.max_body_bytes,
+            poll_seconds=args.poll_seconds,
+        )
+    )
+    follows = f", following @{models.alias}" if models.alias else ""
+    print(f"serving {models.name} v{version}{follows} at http://127.0.0.1:{args.port}/score", flush=True)
+    print(f"bearer key: {key_file}", flush=True)
+    run_server(["--port", str(args.port), "--workers", str(args.workers)])
+    return 0
+
+
+def _rollback_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.deployments import rollback
+    from mnist_mlops.registry import registry_uri
+
+    record = rollback(registry_uri(args.registry), args.name, endpoint=args.endpoint)
+    print(
+        f"production: {record['model_name']} v{record['previous_version']} -> v{record['model_version']}"
+        " (servers following @production switch within seconds)"
+    )
     return 0
 
 
@@ -110,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-mlops", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mnist-mlops {__version__}")
     subparsers = parser.add_subparsers(required=True, metavar="COMMAND")
+    registry_help = "MLflow registry URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
 
     run = subparsers.add_parser(
         "run", help="run the pipeline locally: ingest -> preprocess -> train -> evaluate"
@@ -135,6 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--registry", help="MLflow registry URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
     models.set_defaults(handler=_models_command)
+
+    serve = subparsers.add_parser(
+        "serve", help="serve a registered model on loopback (Azure ML inference server)"
+    )
+    serve.add_argument("--model", required=True, help="models:/<name>/<version> or models:/<name>@<alias>")
+    serve.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1 (default 5001)")
+    serve.add_argument("--registry", help=registry_help)
+    serve.add_argument("--key-file", help="bearer key file (default: the endpoint key made by deploy)")
+    serve.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    serve.add_argument("--max-batch", type=int, help="most images per request (default 256)")
+    serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 4 MiB)")
+    serve.add_argument("--poll-seconds", type=float, help="how often an alias is re-resolved (default 2)")
+    serve.set_defaults(handler=_serve_command)
+
+    back = subparsers.add_parser("rollback", help="move production back to the previously deployed version")
+    back.add_argument("--name", default="mnist-mlops", help="registered model name (default mnist-mlops)")
+    back.add_argument("--registry", help=registry_help)
+    back.add_argument(
+        "--endpoint", default="http://127.0.0.1:5001/score", help="scoring URI recorded in the history"
+    )
+    back.set_defaults(handler=_rollback_command)
 
     specs = subparsers.add_parser(
         "specs", help="regenerate each component's spec.yaml and README ports table"

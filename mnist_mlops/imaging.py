@@ -391,3 +391,10 @@ def _verdict(header_bytes: bytes, height: int, width: int) -> PngHeader | str | 
     if header.bit_depth == 8 and header.color_type == 0 and header.interlace == 0:
         return None
     return header
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """One uint8 grayscale image as PNG bytes (what clients send to the scoring server)."""
+    buffer = BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,7 +1,10 @@
 """Run a pipeline graph on this machine: each node runs its component's container command in its own
 process, with inputs and outputs bound to folders under a run directory.
 
-The graph: ingest -> preprocess -> train -> evaluate -> register (deploy joins with its issue).
+The graph: ingest -> preprocess -> train -> evaluate -> register -> deploy. Before the run, the
+registry's `production` version (if any) is fetched as evaluate's champion, so the challenger is judged
+against it on the same fresh test split. deploy runs only when register registered a version, and
+deploys exactly that version (`models:/<name>/<version>`) to the local target.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +36,12 @@ class Node:
     name: str
     component: str
     inputs: dict[str, Any] = field(default_factory=dict)
+    when: Callable[[Path], dict[str, Any] | str] | None = None
+    """Decided at run time from the run folder: inputs to add, or a reason (str) to skip the node."""
 
 
 def training_pipeline(data: str, sha256: str | None, registry: str | None, run_id: str) -> list[Node]:
-    """ingest -> preprocess -> train -> evaluate -> register, in execution order."""
+    """ingest -> preprocess -> train -> evaluate -> register -> deploy, in execution order."""
     return [
         Node("ingest", "ingest", {"source_uri": data, "source_sha256": sha256}),
         Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset")}),
@@ -59,7 +65,41 @@ def training_pipeline(data: str, sha256: str | None, registry: str | None, run_i
                 "pipeline_run_id": run_id,
             },
         ),
+        Node(
+            "deploy",
+            "deploy",
+            {"test_data": Ref("preprocess", "preprocessed"), "registry": registry},
+            when=_registered_version,
+        ),
     ]
+
+
+def _registered_version(run_dir: Path) -> dict[str, Any] | str:
+    record = json.loads((run_dir / "register" / "registration_record.json").read_text())
+    if not record["registered"]:
+        return "the model was not registered"
+    return {"model": f"models:/{record['model_name']}/{record['version']}"}
+
+
+def champion_inputs(registry: str | None, model_name: str, destination: Path) -> dict[str, Any] | None:
+    """evaluate's champion inputs: the registry's `production` version, downloaded; None if there is none."""
+    from mnist_mlops.deployments import production_version
+    from mnist_mlops.registry import client, registry_uri, sqlite_file
+
+    uri = registry_uri(registry)
+    database = sqlite_file(uri)
+    if database is not None and not database.is_file():
+        return None
+    version = production_version(uri, model_name)
+    if version is None:
+        return None
+    import mlflow.artifacts
+
+    source = client(uri).get_model_version_download_uri(model_name, version)
+    destination.mkdir(parents=True)
+    mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(destination), tracking_uri=uri)
+    (model_dir,) = {path.parent for path in destination.rglob("MLmodel")}
+    return {"champion": model_dir, "champion_reference": f"models:/{model_name}/{version}"}
 
 
 def apply_overrides(nodes: list[Node], overrides: list[str]) -> None:
@@ -96,6 +136,13 @@ def run_nodes(nodes: list[Node], run_dir: Path) -> int:
     results = []
     for node in nodes:
         spec = load_spec(node.component)
+        if node.when is not None:
+            decision = node.when(run_dir)
+            if isinstance(decision, str):
+                print(f"[{node.name}] skipped: {decision}", flush=True)
+                results.append((node.name, "skipped", 0.0))
+                continue
+            node.inputs |= decision
         inputs = {
             port: _ref_path(run_dir, value, nodes) if isinstance(value, Ref) else value
             for port, value in node.inputs.items()
@@ -147,6 +194,14 @@ def _outcome(run_dir: Path) -> None:
             )
         else:
             print("not registered")
+    deployment_path = run_dir / "deploy" / "deployment_record.json"
+    if deployment_path.is_file():
+        deployment = json.loads(deployment_path.read_text())
+        print(
+            f"deployed {deployment['model_name']} v{deployment['model_version']} to production "
+            f"(was {deployment['previous_version'] or '-'}); serve it with: mnist-mlops serve "
+            f"--model models:/{deployment['model_name']}@production"
+        )
 
 
 def run_training_pipeline(
@@ -158,4 +213,13 @@ def run_training_pipeline(
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     print(f"run {run_id} in {run_dir}")
+    model_name = next(node for node in nodes if node.name == "register").inputs.get(
+        "model_name", "mnist-mlops"
+    )
+    champion = champion_inputs(registry, model_name, run_dir / "champion")
+    if champion:
+        print(f"champion: {champion['champion_reference']} (production), judged on the same test split")
+        next(node for node in nodes if node.name == "evaluate").inputs |= champion
+    else:
+        print("champion: none in production yet (first run)")
     return run_nodes(nodes, run_dir)

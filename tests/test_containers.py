@@ -96,7 +96,8 @@ def test_image_tag_is_content_addressed(base_image):
 
 @pytest.fixture(scope="module")
 def model_image(base_image: str) -> str:
-    """train and evaluate share one environment, so one image (TensorFlow, MLflow)."""
+    """train, evaluate, register and deploy share one environment, so one image (TensorFlow, MLflow,
+    the Azure ML inference server)."""
     return containers.build_image("train", base_image=base_image)
 
 
@@ -159,3 +160,24 @@ def test_model_stages_run_inside_their_image_without_network(tmp_path, png_datas
     record = contracts.read_json(tmp_path / "register" / "record.json", "registration_record")
     assert blessing["blessed"] and record["registered"] and record["version"] == "1"
     assert (tmp_path / "registry" / "mlflow.db").is_file()
+
+    deploy = containers.run_in_container(
+        "deploy",
+        model_image,
+        {
+            "model": "models:/mnist-mlops@challenger",
+            "test_data": tmp_path / "preprocessed",
+            "registry": "sqlite:////mnt/registry/mlflow.db",
+            "canary_count": 8,
+            "max_canary_p99_ms": 1000.0,
+        },
+        {"deployment_record": tmp_path / "deploy" / "record.json"},
+        services={"/mnt/registry": tmp_path / "registry"},
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    deployed = contracts.read_json(tmp_path / "deploy" / "record.json", "deployment_record")
+    checks = deployed["infra_validation"]
+    assert deployed["outcome"] == "deployed" and deployed["model_version"] == "1"
+    assert checks["passed"] and checks["canary_correct"] == checks["canary_requests"] == 9
+    assert checks["invalid_rejected"] == checks["invalid_requests"] > 20
+    assert (tmp_path / "registry" / "deployments" / "mnist-mlops.jsonl").is_file()

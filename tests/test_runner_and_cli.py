@@ -126,6 +126,9 @@ def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, c
     blessing = json.loads((run_dir / "evaluate" / "blessing.json").read_text())
     assert ("model blessed" if blessing["blessed"] else "model NOT blessed") in output
     assert all(node in output for node in ("ingest", "preprocess", "train", "evaluate"))
+    assert "champion: none in production yet (first run)" in output
+    if not blessing["blessed"]:
+        assert "[deploy] skipped: the model was not registered" in output
 
 
 def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):

@@ -189,6 +189,7 @@ def registration_record_refused() -> dict[str, Any]:
 def deployment_record() -> dict[str, Any]:
     return {
         "schema_version": 1,
+        "action": "deploy",
         "target": "azureml",
         "model_uri": "models:/mnist-classifier/4",
         "model_name": "mnist-classifier",
@@ -217,6 +218,19 @@ def deployment_record_local_first() -> dict[str, Any]:
         endpoint="http://127.0.0.1:8080/score",
         previous_version=None,
         traffic={"default": 100},
+    )
+    return record
+
+
+def deployment_record_rollback() -> dict[str, Any]:
+    record = deployment_record_local_first()
+    record.update(
+        action="rollback",
+        model_uri="models:/mnist-classifier/3",
+        model_version="3",
+        previous_version="4",
+        infra_validation=None,
+        outcome="rolled_back",
     )
     return record
 
@@ -309,6 +323,7 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("registration_record", registration_record_refused),
     ("deployment_record", deployment_record),
     ("deployment_record", deployment_record_local_first),
+    ("deployment_record", deployment_record_rollback),
     ("scoring_request", scoring_request),
     ("scoring_request", scoring_request_hwc),
     ("scoring_request", scoring_request_png),
@@ -550,6 +565,13 @@ INVALID: list[tuple[str, str, Callable[[], Any], str, str]] = [
         lambda: _set(deployment_record(), ("traffic", "green"), 101),
         "$.traffic.green",
         "maximum",
+    ),
+    (
+        "deployment_record",
+        "action enum",
+        lambda: _set(deployment_record(), ("action",), "promote"),
+        "$.action",
+        "promote",
     ),
     (
         "deployment_record",

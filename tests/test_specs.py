@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_stage_folder_is_a_component():
-    assert NAMES == ["evaluate", "ingest", "preprocess", "register", "train"]
+    assert NAMES == ["deploy", "evaluate", "ingest", "preprocess", "register", "train"]
 
 
 def test_specs_and_readme_port_tables_have_not_drifted():
@@ -86,6 +86,7 @@ EXECUTORS = {
     "train": "run_train",
     "evaluate": "run_evaluate",
     "register": "run_register",
+    "deploy": "run_deploy",
 }
 
 

@@ -1,0 +1,197 @@
+"""deploy: roll a registered, blessed model out to a target, validated in the real serving stack first.
+
+Framework-free interface. Only a registry reference is accepted (``models:/<name>/<version>`` or
+``models:/<name>@<alias>``) and the version must be `ready` (verified by register) and blessed, so a
+local folder or a hand-built image can never reach production.
+
+Infra validation (before any traffic moves): the model is loaded by the real server (the Azure ML
+inference server with our entry script), answers canary requests built from the current test split
+with exactly the classes the registered artifact predicts offline and within a latency bound, and
+rejects a catalogue of invalid requests with the right 4xx. Only then does the `production` alias move
+(a local server following `@production` switches within seconds). Every attempt, passed or not, is
+appended to the model's deployment history beside the registry, and the record is the output.
+
+Targets: `local` (default) as above; `azureml` and `kubernetes` run a blue/green rollout on an Azure ML
+online endpoint (see `azure_targets`; built from the real SDK entities, tested offline only).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_mlops import contracts
+from mnist_mlops.dataset import load_split
+from mnist_mlops.deployments import (
+    append_history,
+    ensure_key,
+    key_path,
+    move_production,
+    production_version,
+)
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.provenance import utc_iso
+from mnist_mlops.registry import READY_TAG, client, exclusive, registry_uri
+from mnist_mlops.serving.config import read_key
+from mnist_mlops.serving.payloads import Limits
+from mnist_mlops.serving.scorer import RegistryModels
+from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
+from mnist_mlops.serving.validation import infra_validate
+
+COMPONENT_NAME = "mnist_mlops_deploy"
+TARGETS = ("local", "azureml", "kubernetes")
+DEFAULT_INSTANCE_TYPES = {"azureml": "Standard_DS3_v2", "kubernetes": "defaultinstancetype"}
+"""A managed endpoint takes an Azure VM size; a Kubernetes one an instance type defined on the cluster."""
+
+
+def run_deploy(
+    model: str,
+    test_data_dir: str | Path,
+    record_path: str | Path,
+    *,
+    target: str = "local",
+    registry: str | None = None,
+    endpoint_name: str = "mnist-mlops",
+    port: int = 5001,
+    canary_count: int = 64,
+    max_canary_p99_ms: float = 50.0,
+    subscription_id: str | None = None,
+    resource_group: str | None = None,
+    workspace: str | None = None,
+    compute: str | None = None,
+    instance_type: str | None = None,
+    instance_count: int = 1,
+    mirror_percent: int = 0,
+) -> dict[str, Any]:
+    """Validate and deploy; every attempt goes to the history, the record is written only on success
+    (a refused deployment exits non-zero and leaves no output). Returns the deployment record."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if target not in TARGETS:
+        raise UserInputError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
+    uri = registry_uri(registry)
+    models = RegistryModels(model, uri)
+    version = _blessed_version(models)
+    images, expected = _canaries(models, version, Path(test_data_dir), canary_count)
+    record = {
+        "schema_version": 1,
+        "action": "deploy",
+        "target": target,
+        "model_uri": model,
+        "model_name": models.name,
+        "model_version": version,
+        "previous_version": production_version(uri, models.name),
+    }
+    if target == "local":
+        record |= _deploy_locally(
+            models, version, uri, images, expected, endpoint_name, port, max_canary_p99_ms
+        )
+        if record["outcome"] != "deployed" and record["previous_version"]:
+            record["traffic"] = {f"v{record['previous_version']}": 100}
+    else:
+        from mnist_mlops.components.deploy.azure_targets import azure_ml_client, rollout
+
+        rolled = rollout(
+            azure_ml_client(subscription_id, resource_group, workspace),
+            target=target,
+            endpoint_name=endpoint_name,
+            model_name=models.name,
+            model_version=version,
+            canary_request={"instances": images.astype(int).tolist()},
+            expected_classes=[int(value) for value in expected],
+            invalid_requests=[
+                {"body": {"instances": [[[300] * 28] * 28]}},
+                {"body": {"images": ["not base64"]}},
+            ],
+            code_dir=Path(__file__).resolve().parents[2] / "mnist_mlops" / "serving",
+            scoring_script="score.py",
+            conda_file=Path(__file__).with_name("environment") / "conda.yaml",
+            base_image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest",
+            instance_type=instance_type or DEFAULT_INSTANCE_TYPES[target],
+            instance_count=instance_count,
+            compute=compute,
+            mirror_percent=mirror_percent,
+            workdir=Path(tempfile.mkdtemp(prefix="mnist-mlops-deploy-")),
+        )
+        record |= {key: rolled[key] for key in ("previous_version", "infra_validation", "traffic", "outcome")}
+        record["endpoint"] = rolled["endpoint"] or f"https://{endpoint_name}.unreported/score"
+        print("\n".join(rolled["steps"]), flush=True)
+    record["deployed_at"] = utc_iso(datetime.now(UTC))
+    with exclusive(uri):
+        if record["outcome"] == "deployed":
+            move_production(uri, models.name, version)
+        history = append_history(uri, record)
+    if record["outcome"] != "deployed":
+        raise UserInputError(
+            f"{models.name} v{version} was not deployed ({record['outcome']}): infra validation failed;"
+            f" production stays at {record['previous_version'] or 'nothing'} (attempt recorded in {history})"
+        )
+    contracts.write_json(record_path, record, "deployment_record")
+    print(
+        f"deployed {models.name} v{version} to {target}: production was {record['previous_version'] or '-'}"
+        f", now {version} (history: {history})",
+        flush=True,
+    )
+    return record
+
+
+def _blessed_version(models: RegistryModels) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = models.resolve()
+        tags = client(models.registry).get_model_version(models.name, version).tags or {}
+    except MlflowException as error:
+        raise UserInputError(
+            f"{models.name}: not found in the registry ({str(error).splitlines()[0]})"
+        ) from None
+    if tags.get(READY_TAG) != "ready" or tags.get("blessed") != "True":
+        raise UserInputError(f"{models.name} version {version} is not a blessed, ready registered version")
+    return version
+
+
+def _canaries(
+    models: RegistryModels, version: str, test_data_dir: Path, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canary images from the current test split and the classes the registered artifact predicts."""
+    manifest = contracts.read_json(test_data_dir / "manifest.json", "preprocessed_manifest")
+    images, _ = load_split(test_data_dir, manifest, "test")
+    images = images[:count]
+    expected = models.load(version).predict(images).argmax(axis=1)
+    return images, expected
+
+
+def _deploy_locally(
+    models: RegistryModels,
+    version: str,
+    uri: str,
+    images: np.ndarray,
+    expected: np.ndarray,
+    endpoint_name: str,
+    port: int,
+    max_p99_ms: float,
+) -> dict[str, Any]:
+    """Validate in a real server pinned to the version (loopback, free port), then report."""
+    key_file = ensure_key(key_path(uri, endpoint_name))
+    print(f"endpoint key: {key_file}", flush=True)
+    limits = Limits()
+    environment = server_environment(f"models:/{models.name}/{version}", registry=uri, key_file=key_file)
+    with running_server(environment) as server:
+        checks = infra_validate(
+            ScoringClient(server.url, read_key(str(key_file))),
+            images,
+            expected,
+            model_version=version,
+            limits=limits,
+            max_p99_ms=max_p99_ms,
+        )
+    return {
+        "endpoint": f"http://127.0.0.1:{port}/score",
+        "infra_validation": checks,
+        "traffic": {f"v{version}": 100} if checks["passed"] else {},
+        "outcome": "deployed" if checks["passed"] else "failed",
+    }

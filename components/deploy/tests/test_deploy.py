@@ -1,0 +1,241 @@
+"""deploy with the real serving stack: infra validation, production alias, history, refusals, and a
+running server that follows deploys and rollbacks without dropping a request."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlops import cli, contracts
+from mnist_mlops.components.deploy.executor import run_deploy
+from mnist_mlops.components.evaluate.executor import run_evaluate
+from mnist_mlops.components.ingest.executor import run_ingest
+from mnist_mlops.components.preprocess.executor import run_preprocess
+from mnist_mlops.components.register.executor import run_register
+from mnist_mlops.components.train.executor import run_train
+from mnist_mlops.deployments import history_path, key_path, production_version, rollback
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.imaging import encode_png
+from mnist_mlops.registry import READY_TAG, client
+from mnist_mlops.serving.config import read_key
+from mnist_mlops.serving.server import ScoringClient, free_port, running_server, server_environment
+from tests.datasets import small_splits, write_png_tree
+
+LENIENT = {
+    "schema_version": 1,
+    "min_accuracy": 0.5,
+    "min_class_recall": 0.0,
+    "max_regression": 1.0,
+    "max_p99_latency_ms": 1000.0,
+}
+SERVE = [sys.executable, "-m", "mnist_mlops.cli", "serve"]
+DEPLOY = {"canary_count": 16, "max_canary_p99_ms": 1000.0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("deploy")
+    source = write_png_tree(root / "src", small_splits(train_per_class=24, test_per_class=6))
+    run_ingest(str(source), root / "dataset", root / "data_report.json")
+    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
+    run_train(
+        root / "preprocessed",
+        root / "model",
+        root / "summary.json",
+        root / "curves.png",
+        epochs=8,
+        batch_size=16,
+    )
+    (root / "thresholds.json").write_text(json.dumps(LENIENT))
+    run_evaluate(
+        root / "model",
+        root / "preprocessed",
+        root / "evaluation",
+        root / "blessing.json",
+        thresholds_path=root / "thresholds.json",
+    )
+    return root
+
+
+def register_versions(trained: Path, registry: str, count: int) -> None:
+    for number in range(count):
+        run_register(
+            trained / "model",
+            trained / "blessing.json",
+            trained / "evaluation",
+            trained / "summary.json",
+            trained / "data_report.json",
+            trained / "preprocessed",
+            trained / f"registration-{number}.json",
+            registry=registry,
+        )
+
+
+@pytest.fixture
+def registry(tmp_path: Path, trained: Path) -> str:
+    uri = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
+    register_versions(trained, uri, 2)
+    return uri
+
+
+def deploy(trained: Path, registry: str, model: str, record: Path, **options) -> dict:
+    return run_deploy(model, trained / "preprocessed", record, registry=registry, **(DEPLOY | options))
+
+
+def test_deploy_validates_in_the_real_server_then_moves_production(tmp_path, trained, registry):
+    record = deploy(trained, registry, "models:/mnist-mlops/1", tmp_path / "record.json")
+    assert contracts.read_json(tmp_path / "record.json", "deployment_record") == record
+    checks = record["infra_validation"]
+    assert record["outcome"] == "deployed" and record["previous_version"] is None
+    assert checks["passed"] and checks["canary_correct"] == checks["canary_requests"] == 17
+    assert checks["invalid_rejected"] == checks["invalid_requests"] >= 25
+    assert production_version(registry, "mnist-mlops") == "1"
+    key = key_path(registry, "mnist-mlops")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(read_key(str(key))) >= 32
+
+    second = deploy(trained, registry, "models:/mnist-mlops@challenger", tmp_path / "second.json")
+    assert (second["model_version"], second["previous_version"]) == ("2", "1")
+    lines = history_path(registry, "mnist-mlops").read_text().splitlines()
+    assert [json.loads(line)["model_version"] for line in lines] == ["1", "2"]
+
+
+def test_the_production_version_is_the_next_runs_champion(tmp_path, trained, registry):
+    from mnist_mlops.pipelines.local import champion_inputs
+
+    assert champion_inputs(registry, "mnist-mlops", tmp_path / "none") is None
+    deploy(trained, registry, "models:/mnist-mlops/2", tmp_path / "record.json")
+    champion = champion_inputs(registry, "mnist-mlops", tmp_path / "champion")
+    assert champion["champion_reference"] == "models:/mnist-mlops/2"
+    report = run_evaluate(
+        trained / "model",
+        trained / "preprocessed",
+        tmp_path / "evaluation",
+        tmp_path / "blessing.json",
+        thresholds_path=trained / "thresholds.json",
+        champion_dir=champion["champion"],
+        champion_reference=champion["champion_reference"],
+    )
+    assert report["champion"]["version"] == "2"
+    assert report["champion"]["accuracy"] == report["accuracy"]  # the same model, the same test split
+
+
+def test_only_blessed_ready_registry_versions_are_deployed(tmp_path, trained, registry):
+    with pytest.raises(UserInputError, match="registry reference"):
+        deploy(trained, registry, str(trained / "model"), tmp_path / "record.json")
+    with pytest.raises(UserInputError, match="not found in the registry"):
+        deploy(trained, registry, "models:/mnist-mlops/9", tmp_path / "record.json")
+    client(registry).set_model_version_tag("mnist-mlops", "2", READY_TAG, "pending")
+    with pytest.raises(UserInputError, match="version 2 is not ready"):
+        deploy(trained, registry, "models:/mnist-mlops/2", tmp_path / "record.json")
+    client(registry).set_model_version_tag("mnist-mlops", "1", "blessed", "False")
+    with pytest.raises(UserInputError, match="not a blessed, ready"):
+        deploy(trained, registry, "models:/mnist-mlops/1", tmp_path / "record.json")
+    assert not (tmp_path / "record.json").exists()
+    assert production_version(registry, "mnist-mlops") is None
+
+
+def test_failed_infra_validation_leaves_production_and_records_the_attempt(tmp_path, trained, registry):
+    deploy(trained, registry, "models:/mnist-mlops/1", tmp_path / "first.json")
+    with pytest.raises(UserInputError, match="infra validation failed"):
+        deploy(trained, registry, "models:/mnist-mlops/2", tmp_path / "second.json", max_canary_p99_ms=0.1)
+    assert production_version(registry, "mnist-mlops") == "1"
+    assert not (tmp_path / "second.json").exists()
+    last = json.loads(history_path(registry, "mnist-mlops").read_text().splitlines()[-1])
+    assert (last["model_version"], last["outcome"], last["traffic"]) == ("2", "failed", {"v1": 100})
+    assert last["infra_validation"]["passed"] is False
+
+
+def test_a_running_server_follows_deploys_and_rollbacks_without_dropping_requests(
+    tmp_path, trained, registry, capsys
+):
+    deploy(trained, registry, "models:/mnist-mlops/1", tmp_path / "first.json")
+    key_file = key_path(registry, "mnist-mlops")
+    environment = server_environment(
+        "models:/mnist-mlops@production", registry=registry, key_file=key_file, poll_seconds=0.3
+    )
+    image = encode_png(np.full((28, 28), 90, np.uint8))
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+    with running_server(environment) as server:
+        scoring = ScoringClient(server.url, read_key(str(key_file)))
+
+        def keep_scoring() -> None:
+            while not stop.is_set():
+                status, body = scoring.score(image, "image/png")
+                seen.append((status, body.get("model_version", "")))
+
+        worker = threading.Thread(target=keep_scoring)
+        worker.start()
+        try:
+            deploy(trained, registry, "models:/mnist-mlops/2", tmp_path / "second.json")
+            wait_for_version(seen, "2")
+            rollback(registry, "mnist-mlops", endpoint=f"{server.url}/score")
+            wait_for_version(seen, "1")
+        finally:
+            stop.set()
+            worker.join()
+    assert len(seen) > 20 and all(status == 200 for status, _ in seen)
+    versions = [version for _, version in seen]
+    first_two, last_two = versions.index("2"), len(versions) - 1 - versions[::-1].index("2")
+    assert set(versions[:first_two]) == {"1"} and set(versions[last_two + 1 :]) == {"1"}
+
+    assert cli.main(["models", "--registry", registry]) == 0
+    listing = capsys.readouterr().out
+    assert "deployment history" in listing and "rollback  v1" in listing and "deploy    v2" in listing
+    with pytest.raises(UserInputError, match="no earlier deployment"):
+        rollback(registry, "mnist-mlops", endpoint="http://127.0.0.1:5001/score")
+
+
+def wait_for_version(seen: list[tuple[int, str]], version: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if seen and seen[-1][1] == version:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the server never reported version {version}: last {seen[-1:]}")
+
+
+def test_serve_command_prints_the_key_and_requires_it(tmp_path, trained, registry):
+    port = free_port()
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen(
+            [*SERVE, "--model", "models:/mnist-mlops/1", "--registry", registry, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+    try:
+        scoring = ScoringClient(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if scoring.health():
+                    break
+            except OSError:
+                time.sleep(0.2)
+        output = (tmp_path / "serve.log").read_text()
+        key_file = key_path(registry, "mnist-mlops")
+        assert f"bearer key: {key_file}" in output
+        image = encode_png(np.zeros((28, 28), np.uint8))
+        assert scoring.score(image, "image/png")[0] == 401
+        scoring.key = read_key(str(key_file))
+        status, body = scoring.score(image, "image/png")
+        assert status == 200 and body["model_version"] == "1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serving_an_unknown_or_unready_model_fails_clearly(tmp_path, registry):
+    assert cli.main(["serve", "--model", "./model", "--registry", registry]) == 2
+    client(registry).set_model_version_tag("mnist-mlops", "2", READY_TAG, "pending")
+    assert cli.main(["serve", "--model", "models:/mnist-mlops/2", "--registry", registry]) == 2

@@ -1,0 +1,1 @@
+"""The scoring server: request parsing, the Azure ML entry script, the local launcher and validation."""

@@ -1,0 +1,213 @@
+"""The scoring logic behind the HTTP server: model loading, key auth, request -> response.
+
+Framework-free (no Flask): `score.py` adapts the Azure ML inference server's request to `Scorer.respond`.
+The model is loaded once and called through a warmed `tf.function` with a fixed uint8 (None, 28, 28)
+signature, about 100x faster per request than `model.predict`.
+
+A server started on an alias (``models:/mnist-mlops@production``) follows it: a background thread
+re-resolves the alias every few seconds, loads and warms the new version beside the old one, then swaps
+one reference. Requests in flight finish on the model they started with, so a rollback or a new
+deployment switches a running server without dropping a request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.serving.payloads import BadRequest, Limits, check_body_size, parse_request
+
+DRAIN_LIMIT = 64 * 1024 * 1024
+MODEL_URI_PATTERN = re.compile(
+    r"^models:/(?P<name>[^/@\s]+)(?:/(?P<version>[0-9]+)|@(?P<alias>[A-Za-z0-9_-]+))$"
+)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/name/3`` -> (name, "3", None); ``models:/name@alias`` -> (name, None, "alias")."""
+    match = MODEL_URI_PATTERN.match(uri or "")
+    if not match:
+        raise UserInputError(
+            f"model {uri!r}: expected a registry reference models:/<name>/<version> or models:/<name>@<alias>"
+            " (local paths and images cannot be served or deployed)"
+        )
+    return match["name"], match["version"], match["alias"]
+
+
+def compile_predict(keras_model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """A warmed tf.function over the model with a fixed uint8 (None, 28, 28) signature."""
+    import tensorflow as tf
+
+    function = tf.function(
+        lambda images: keras_model(images, training=False),
+        input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8)],
+    )
+    for size in (1, 8):
+        function(np.zeros((size, 28, 28), np.uint8))
+    return lambda images: function(images).numpy()
+
+
+class RegistryModels:
+    """Versions of one registered model, resolved and loaded through the MLflow registry."""
+
+    def __init__(self, model_uri: str, registry: str) -> None:
+        self.name, self.version, self.alias = parse_model_uri(model_uri)
+        self.registry = registry
+
+    def resolve(self) -> str:
+        """The version the reference points at now; it must be registered and ready."""
+        from mnist_mlops.registry import READY_TAG, client
+
+        registry = client(self.registry)
+        if self.alias:
+            found = registry.get_model_version_by_alias(self.name, self.alias)
+        else:
+            found = registry.get_model_version(self.name, self.version)
+        if (found.tags or {}).get(READY_TAG) != "ready":
+            raise UserInputError(
+                f"{self.name} version {found.version} is not ready (never verified by register)"
+            )
+        return str(found.version)
+
+    def load(self, version: str) -> LoadedModel:
+        import mlflow.tensorflow
+
+        from mnist_mlops.registry import client
+
+        source = client(self.registry).get_model_version_download_uri(self.name, version)
+        return LoadedModel(self.name, version, compile_predict(mlflow.tensorflow.load_model(source)))
+
+
+def load_directory_model(model_dir: str | Path, name: str, version: str) -> LoadedModel:
+    """A model folder mounted by the platform (Azure ML sets AZUREML_MODEL_DIR): first MLmodel found."""
+    import mlflow.tensorflow
+
+    found = sorted(Path(model_dir).rglob("MLmodel"), key=lambda path: len(path.parts))
+    if not found:
+        raise UserInputError(f"{model_dir}: no MLflow model (MLmodel file) inside")
+    return LoadedModel(name, version, compile_predict(mlflow.tensorflow.load_model(str(found[0].parent))))
+
+
+class Scorer:
+    """Answers scoring requests with the current model; optionally follows a registry alias."""
+
+    def __init__(self, model: LoadedModel, *, key: str | None, limits: Limits) -> None:
+        self._model = model
+        self._key = key.encode() if key else None
+        self.limits = limits
+
+    @property
+    def model(self) -> LoadedModel:
+        return self._model
+
+    def follow(self, models: RegistryModels, poll_seconds: float) -> threading.Thread:
+        """Start a daemon thread that swaps in whatever version the alias points at."""
+
+        def watch() -> None:
+            while True:
+                time.sleep(poll_seconds)
+                try:
+                    version = models.resolve()
+                    if version != self._model.version:
+                        previous = self._model.version
+                        self._model = models.load(version)
+                        print(
+                            f"now serving {models.name} v{version} (was v{previous})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                except Exception as error:  # keep serving the current version; say why we could not switch
+                    print(
+                        f"alias check failed, still serving v{self._model.version}: {error}", file=sys.stderr
+                    )
+
+        thread = threading.Thread(target=watch, name="follow-alias", daemon=True)
+        thread.start()
+        return thread
+
+    def authorized(self, authorization: str | None) -> bool:
+        if self._key is None:
+            return True
+        scheme, _, token = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._key)
+
+    def respond(
+        self,
+        *,
+        method: str,
+        authorization: str | None,
+        content_type: str | None,
+        content_length: int | None,
+        read_body: Callable[[int], bytes],
+    ) -> Response:
+        """One HTTP exchange. Never raises for bad input: every refusal is a 4xx with a clear message."""
+        if not self.authorized(authorization):
+            return _error(
+                401,
+                "missing or invalid key: send 'Authorization: Bearer <key>'",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        if method != "POST":
+            return _error(405, "use POST to score", {"Allow": "POST"})
+        try:
+            if content_length is not None and content_length > self.limits.max_body_bytes:
+                _drain(read_body, content_length)
+            check_body_size(content_length, self.limits)
+            body = read_body(self.limits.max_body_bytes + 1)
+            images = parse_request(body, content_type, self.limits)
+        except BadRequest as refusal:
+            return _error(refusal.status, refusal.message)
+        model = self._model
+        probabilities = model.predict(images)
+        predictions = [
+            {"class": int(row.argmax()), "probabilities": row.tolist()}
+            for row in probabilities.astype(np.float64).round(6)
+        ]
+        body_out = {
+            "schema_version": 1,
+            "predictions": predictions,
+            "model_name": model.name,
+            "model_version": model.version,
+        }
+        return Response(200, body_out, {"x-model-version": model.version})
+
+
+def _drain(read_body: Callable[[int], bytes], length: int) -> None:
+    """Read and drop a refused body (up to DRAIN_LIMIT), so the client can send it whole and read the
+    413; closing with unread bytes makes the kernel reset the connection and the client sees no answer."""
+    remaining = min(length, DRAIN_LIMIT)
+    while remaining > 0 and (chunk := read_body(min(remaining, 1 << 20))):
+        remaining -= len(chunk)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, {"message": message}, headers or {})
+
+
+def encode(response: Response) -> bytes:
+    return json.dumps(response.body, separators=(",", ":")).encode()

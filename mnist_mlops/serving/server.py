@@ -1,0 +1,192 @@
+"""Run the Azure ML inference server with our entry script on loopback, and talk to it.
+
+`azmlinfsrv` always binds 0.0.0.0; `main` runs the same server start-up (its gunicorn configuration,
+logging and entry-script loading) with the host set to 127.0.0.1, because a local model server with a
+key on a laptop should not listen on every interface. `running_server` starts it as a child process and
+waits until `init()` has loaded and warmed the model (the health route answers only after that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.serving import config
+
+ENTRY_SCRIPT = Path(__file__).with_name("score.py")
+LOOPBACK = "127.0.0.1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m mnist_mlops.serving.server --port N [--workers W]`: the real server, on loopback."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    from azureml_inference_server_http import amlserver
+
+    amlserver.DEFAULT_HOST = LOOPBACK
+    sys.argv = [
+        "azmlinfsrv",
+        "--entry_script",
+        str(ENTRY_SCRIPT),
+        "--port",
+        str(args.port),
+        "--worker_count",
+        str(args.workers),
+    ]
+    amlserver.run()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def server_environment(
+    model_uri: str,
+    *,
+    registry: str,
+    key_file: Path | None,
+    max_batch: int | None = None,
+    max_body_bytes: int | None = None,
+    poll_seconds: float | None = None,
+) -> dict[str, str]:
+    """The environment `score.py` reads (see `mnist_mlops.serving.config`)."""
+    settings = {
+        config.MODEL_URI: model_uri,
+        config.REGISTRY: registry,
+        config.KEY_FILE: str(key_file) if key_file else None,
+        config.MAX_BATCH: max_batch,
+        config.MAX_BODY_BYTES: max_body_bytes,
+        config.POLL_SECONDS: poll_seconds,
+        "AZUREML_LOG_LEVEL": "WARNING",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    return {name: str(value) for name, value in settings.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def running_server(
+    environment: dict[str, str],
+    *,
+    port: int | None = None,
+    workers: int = 1,
+    log_path: Path | None = None,
+    startup_seconds: float = 180,
+) -> Iterator[RunningServer]:
+    """Start the server as a child process; yield once it is healthy; stop it (SIGTERM) afterwards."""
+    port = port or free_port()
+    log_path = log_path or Path(tempfile.mkstemp(prefix="mnist-mlops-server-", suffix=".log")[1])
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnist_mlops.serving.server",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env={**os.environ, **environment},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = RunningServer(f"http://{LOOPBACK}:{port}", process, log_path)
+    try:
+        _wait_until_healthy(server, startup_seconds)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_healthy(server: RunningServer, startup_seconds: float) -> None:
+    deadline = time.monotonic() + startup_seconds
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise UserInputError(
+                f"the scoring server exited with status {server.process.returncode} while loading the model;"
+                f" its log ({server.log_path}) ends with:\n{server.log_tail()}"
+            )
+        try:
+            if ScoringClient(server.url).health():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise UserInputError(
+        f"the scoring server did not become healthy in {startup_seconds:.0f} s ({server.log_path})"
+    )
+
+
+class ScoringClient:
+    """A minimal HTTP client for the scoring server (one connection per request, as gunicorn closes it)."""
+
+    def __init__(self, url: str, key: str | None = None, timeout: float = 30) -> None:
+        host_port = url.removeprefix("http://").split("/", 1)[0]
+        self.host, _, port = host_port.partition(":")
+        self.port = int(port or 80)
+        self.key = key
+        self.timeout = timeout
+
+    def health(self) -> bool:
+        status, _ = self.request("GET", "/", b"", {})
+        return status == 200
+
+    def score(self, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """POST /score; returns (status, parsed JSON body)."""
+        sent = {"Content-Type": content_type, **(headers or {})}
+        if self.key and "Authorization" not in sent:
+            sent["Authorization"] = f"Bearer {self.key}"
+        status, payload = self.request("POST", "/score", body, sent)
+        try:
+            return status, json.loads(payload)
+        except ValueError:
+            return status, {"message": payload[:200].decode(errors="replace")}
+
+    def score_json(self, document: dict) -> tuple[int, Any]:
+        return self.score(json.dumps(document).encode(), "application/json")
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+
+if __name__ == "__main__":
+    main()
