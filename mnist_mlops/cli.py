@@ -69,6 +69,10 @@ def _run_pipeline_command(args: argparse.Namespace) -> int:
         runs_dir=Path(args.runs_dir),
         overrides=args.set,
         registry=args.registry,
+        until=args.until,
+        use_cache=not args.no_cache,
+        isolation=args.isolation,
+        base_image=args.base_image,
     )
 
 
@@ -179,9 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     registry_help = "MLflow registry URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
 
     run = subparsers.add_parser(
-        "run", help="run the pipeline locally: ingest -> preprocess -> train -> evaluate"
+        "run",
+        help="run the pipeline locally: ingest -> preprocess -> train -> evaluate -> register -> deploy",
     )
-    run.add_argument("--data", required=True, help="anything ingest accepts: folder, .tar.gz, URL, blob")
+    run.add_argument(
+        "--data",
+        default="mnist",
+        help="anything ingest accepts: folder, .tar.gz, pinned URL, blob (default: mnist, the original IDX"
+        " files from a public mirror, sha256-pinned and cached)",
+    )
     run.add_argument("--sha256", help="sha256 pin of an http(s) tarball")
     run.add_argument("--runs-dir", default="runs", help="where run folders are created (default ./runs)")
     run.add_argument(
@@ -189,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="override a parameter"
+    )
+    run.add_argument("--until", metavar="NODE", help="stop after this node")
+    run.add_argument("--no-cache", action="store_true", help="run every node even if its result is cached")
+    run.add_argument(
+        "--isolation",
+        choices=("process", "container"),
+        default="process",
+        help="process (default): each node in its own process; container: in its component image, no network",
+    )
+    run.add_argument(
+        "--base-image", help="with --isolation container: the image the component images build on"
     )
     run.set_defaults(handler=_run_pipeline_command)
 

@@ -9,6 +9,8 @@ Source URIs:
   https://host/mnist.tar.gz  (+ sha256 pin)         downloaded with a progress bar, verified, cached
   https://<account>.blob.core.windows.net/<container>[/<prefix>]?<SAS>   Azure Blob via a SAS token
   azureblob://<container>[/<prefix>]                Azure Blob via AZURE_STORAGE_CONNECTION_STRING
+  mnist                                             the original MNIST IDX files from a public mirror,
+                                                    each pinned by its published sha256, cached
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ from mnist_mlops.uris import is_blob_sas_url, redact
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 CACHE_ENV = "MNIST_MLOPS_CACHE"
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
+MNIST = "mnist"
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+"""The published SHA-256 of each original MNIST file (the same on every mirror)."""
 
 
 class SourceError(UserInputError):
@@ -58,7 +72,9 @@ def cache_dir() -> Path:
 def open_source(uri: str, *, sha256: str | None = None) -> Iterator[LocalSource]:
     """Yield the source at `uri` as a local path; temporary downloads are removed afterwards."""
     scheme = urllib.parse.urlsplit(uri).scheme
-    if scheme == "azureblob" or is_blob_sas_url(uri):
+    if uri == MNIST:
+        yield LocalSource(download_mnist(), f"{MNIST} ({MNIST_MIRRORS[0]})", "http")
+    elif scheme == "azureblob" or is_blob_sas_url(uri):
         with tempfile.TemporaryDirectory(prefix="mnist-mlops-blob-") as staging:
             download_blobs(uri, Path(staging))
             yield LocalSource(Path(staging), redact(uri), "azure_blob")
@@ -76,6 +92,25 @@ def open_source(uri: str, *, sha256: str | None = None) -> Iterator[LocalSource]
         raise SourceError(
             f"source {redact(uri)}: unsupported scheme {scheme!r} (local path, http(s), azureblob)"
         )
+
+
+def download_mnist(mirrors: tuple[str, ...] = MNIST_MIRRORS, files: dict[str, str] = MNIST_FILES) -> Path:
+    """The four IDX files in one cached folder, each verified; a failing mirror falls back to the next."""
+    folder = cache_dir() / "mnist-idx"
+    for name, sha256 in files.items():
+        target = folder / name
+        if target.is_file() and sha256_file(target) == sha256:
+            continue
+        failures = []
+        for mirror in mirrors:
+            try:
+                atomic_write_bytes(target, download_pinned(mirror + name, sha256).read_bytes())
+                break
+            except SourceError as error:
+                failures.append(str(error))
+        else:
+            raise SourceError(f"MNIST file {name}: every mirror failed: {'; '.join(failures)}")
+    return folder
 
 
 def download_pinned(url: str, sha256: str | None) -> Path:

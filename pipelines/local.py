@@ -1,10 +1,12 @@
 """Run a pipeline graph on this machine: each node runs its component's container command in its own
-process, with inputs and outputs bound to folders under a run directory.
+process (or, with isolation "container", inside its component image), with inputs and outputs bound to
+folders under a run directory, through a content-addressed step cache, writing a `run.json` record.
 
 The graph: ingest -> preprocess -> train -> evaluate -> register -> deploy. Before the run, the
 registry's `production` version (if any) is fetched as evaluate's champion, so the challenger is judged
-against it on the same fresh test split. deploy runs only when register registered a version, and
-deploys exactly that version (`models:/<name>/<version>`) to the local target.
+against it on the same fresh test split. deploy reads register's record: it deploys exactly the
+version registered (`models:/<name>/<version>`) to the local target, or records "skipped" with the
+gate's reasons when the model was declined (the components honour the blessing, so no control flow).
 """
 
 from __future__ import annotations
@@ -12,15 +14,24 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mnist_mlops import contracts
+from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.ports import load_spec, parse_value
-from mnist_mlops.runner import run_component
+from mnist_mlops.ports import check_value, load_spec, parse_value
+from mnist_mlops.provenance import utc_iso
+from mnist_mlops.runner import is_artifact, run_component
+from mnist_mlops.step_cache import StepCache, content_sha256, link_copy, step_key
+
+PIPELINE = "mnist_mlops_training"
+ANNOTATIONS = {("register", "pipeline_run_id")}
+"""Parameters that only label the result (lineage), so they stay out of the cache key."""
+REGISTRY_STEPS = ("register", "deploy")
+"""Steps whose result lives in the registry too: reused only while the registry still agrees."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +47,6 @@ class Node:
     name: str
     component: str
     inputs: dict[str, Any] = field(default_factory=dict)
-    when: Callable[[Path], dict[str, Any] | str] | None = None
-    """Decided at run time from the run folder: inputs to add, or a reason (str) to skip the node."""
 
 
 def training_pipeline(data: str, sha256: str | None, registry: str | None, run_id: str) -> list[Node]:
@@ -68,17 +77,13 @@ def training_pipeline(data: str, sha256: str | None, registry: str | None, run_i
         Node(
             "deploy",
             "deploy",
-            {"test_data": Ref("preprocess", "preprocessed"), "registry": registry},
-            when=_registered_version,
+            {
+                "test_data": Ref("preprocess", "preprocessed"),
+                "registration_record": Ref("register", "registration_record"),
+                "registry": registry,
+            },
         ),
     ]
-
-
-def _registered_version(run_dir: Path) -> dict[str, Any] | str:
-    record = json.loads((run_dir / "register" / "registration_record.json").read_text())
-    if not record["registered"]:
-        return "the model was not registered"
-    return {"model": f"models:/{record['model_name']}/{record['version']}"}
 
 
 def champion_inputs(registry: str | None, model_name: str, destination: Path) -> dict[str, Any] | None:
@@ -99,11 +104,15 @@ def champion_inputs(registry: str | None, model_name: str, destination: Path) ->
     destination.mkdir(parents=True)
     mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(destination), tracking_uri=uri)
     (model_dir,) = {path.parent for path in destination.rglob("MLmodel")}
+    # MLflow adds a note of the registered name and version on download; without it the folder holds
+    # exactly the registered artifact, so its content hash identifies the model.
+    (model_dir / "registered_model_meta").unlink(missing_ok=True)
     return {"champion": model_dir, "champion_reference": f"models:/{model_name}/{version}"}
 
 
 def apply_overrides(nodes: list[Node], overrides: list[str]) -> None:
-    """Apply `node.param=value` overrides, checked against the node's component spec."""
+    """Apply `node.input=value` overrides, checked against the node's component spec: parameters, and
+    artifact inputs no other node feeds (evaluate.thresholds=kpis.json, say)."""
     by_name = {node.name: node for node in nodes}
     for item in overrides:
         target, separator, text = item.partition("=")
@@ -112,13 +121,21 @@ def apply_overrides(nodes: list[Node], overrides: list[str]) -> None:
             raise UserInputError(f"--set {item!r}: expected NODE.PARAM=VALUE")
         if node_name not in by_name:
             raise UserInputError(f"--set {item!r}: no node {node_name!r}; nodes: {', '.join(by_name)}")
-        spec = load_spec(by_name[node_name].component)
-        if param not in spec["inputs"] or spec["inputs"][param]["type"].startswith("uri_"):
-            names = [name for name, port in spec["inputs"].items() if not port["type"].startswith("uri_")]
+        node = by_name[node_name]
+        spec = load_spec(node.component)
+        settable = [name for name in spec["inputs"] if not isinstance(node.inputs.get(name), Ref)]
+        if param not in settable:
             raise UserInputError(
-                f"--set {item!r}: {node_name} has no parameter {param!r}; parameters: {', '.join(names)}"
+                f"--set {item!r}: {node_name} has no settable input {param!r} (those bound to another node's"
+                f" output are not); settable: {', '.join(settable)}"
             )
-        by_name[node_name].inputs[param] = parse_value(spec["inputs"][param], text)
+        if is_artifact(spec["inputs"][param]):
+            if not Path(text).exists():
+                raise UserInputError(f"--set {item!r}: no such file or folder {text!r}")
+            node.inputs[param] = Path(text)
+        else:
+            node.inputs[param] = parse_value(spec["inputs"][param], text)
+            check_value(node_name, param, spec["inputs"][param], node.inputs[param])
 
 
 def output_path(run_dir: Path, node: str, port: str, kind: str) -> Path:
@@ -131,95 +148,282 @@ def _ref_path(run_dir: Path, ref: Ref, nodes: list[Node]) -> Path:
     return output_path(run_dir, ref.node, ref.output, load_spec(component)["outputs"][ref.output]["type"])
 
 
-def run_nodes(nodes: list[Node], run_dir: Path) -> int:
-    """Run `nodes` in order; print progress and a summary; return the exit code."""
-    results = []
+@dataclass
+class RunOptions:
+    use_cache: bool = True
+    isolation: str = "process"
+    base_image: str | None = None
+    registry: str | None = None
+
+
+def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions) -> int:
+    """Run `nodes` in order through the cache; print progress and a summary; write run.json."""
+    record = {
+        "schema_version": 1,
+        "run_id": run_dir.name,
+        "pipeline": PIPELINE,
+        "started_at": utc_iso(datetime.now(UTC)),
+        "finished_at": None,
+        "status": "running",
+        "nodes": [],
+        "lineage": {"dataset_version": None, "model_version": None, "deployed": False},
+        "outcome": "running",
+    }
+    _write_record(run_dir, record)
     for node in nodes:
-        spec = load_spec(node.component)
-        if node.when is not None:
-            decision = node.when(run_dir)
-            if isinstance(decision, str):
-                print(f"[{node.name}] skipped: {decision}", flush=True)
-                results.append((node.name, "skipped", 0.0))
-                continue
-            node.inputs |= decision
-        inputs = {
-            port: _ref_path(run_dir, value, nodes) if isinstance(value, Ref) else value
-            for port, value in node.inputs.items()
-            if value is not None
-        }
-        outputs = {
-            port: output_path(run_dir, node.name, port, d["type"]) for port, d in spec["outputs"].items()
-        }
-        log = run_dir / node.name / "log.txt"
-        print(f"[{node.name}] running", flush=True)
-        started = time.perf_counter()
-        code = run_component(node.component, inputs, outputs, log_path=log).returncode
-        seconds = time.perf_counter() - started
-        status = "done" if code == 0 else "failed"
-        results.append((node.name, status, seconds))
-        print(f"[{node.name}] {status} in {seconds:.1f}s", flush=True)
-        if code != 0:
-            tail = log.read_text().strip().splitlines()[-1:] if log.is_file() else []
-            print(f"node {node.name} failed (exit {code}): {' '.join(tail)}\n  log: {log}")
-            _summary(results)
+        if node.name == "evaluate":
+            _bind_champion(node, run_dir, nodes, options.registry)
+        entry = _run_node(node, nodes, run_dir, cache, options)
+        record["nodes"].append(entry)
+        _write_record(run_dir, record)
+        print(f"[{node.name}] {entry['status']} in {entry['seconds']:.1f}s", flush=True)
+        if entry["status"] == "failed":
+            tail = (
+                Path(entry["log"]).read_text().strip().splitlines()[-1:]
+                if Path(entry["log"]).is_file()
+                else []
+            )
+            print(f"node {node.name} failed: {' '.join(tail)}\n  log: {entry['log']}")
+            _summary(record["nodes"])
+            _finish(run_dir, record, "failed", f"{node.name} failed (log: {entry['log']})")
             return 1
-    _summary(results)
-    _outcome(run_dir)
-    print(f"outputs: {run_dir}")
+    _summary(record["nodes"])
+    _finish(run_dir, record, "succeeded", _outcome(run_dir, record))
+    print(f"outputs: {run_dir}\nrun record: {run_dir / 'run.json'}")
     return 0
 
 
-def _summary(results: list[tuple[str, str, float]]) -> None:
+def _run_node(node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions) -> dict:
+    spec = load_spec(node.component)
+    inputs = {
+        port: _ref_path(run_dir, value, nodes) if isinstance(value, Ref) else value
+        for port, value in node.inputs.items()
+        if value is not None
+    }
+    outputs = {port: output_path(run_dir, node.name, port, d["type"]) for port, d in spec["outputs"].items()}
+    artifacts = {
+        port: content_sha256(Path(path)) for port, path in inputs.items() if is_artifact(spec["inputs"][port])
+    }
+    parameters = {port: value for port, value in inputs.items() if port not in artifacts}
+    keyed = {port: value for port, value in parameters.items() if (node.name, port) not in ANNOTATIONS}
+    if "registry" in spec["inputs"]:
+        from mnist_mlops.registry import registry_uri
+
+        keyed["registry"] = registry_uri(options.registry)
+    key = step_key(node.component, artifacts, keyed)
+    log = run_dir / node.name / "log.txt"
+    entry = {
+        "name": node.name,
+        "component": spec["name"],
+        "component_version": str(spec["version"]),
+        "status": "done",
+        "cache_key": key,
+        "seconds": 0.0,
+        "inputs": {port: {"path": str(inputs[port]), "sha256": sha} for port, sha in artifacts.items()},
+        "parameters": {port: _plain(value) for port, value in parameters.items()},
+        "outputs": {},
+        "log": str(log),
+    }
+    reusable = True
+    if node.name == "ingest":
+        source = _source_identity(parameters.get("source_uri"), parameters.get("source_sha256"))
+        reusable = source is not None or "source_data" in artifacts
+        key = step_key(node.component, artifacts, keyed | {"source_content": source, "day": _today()})
+        entry["cache_key"] = key
+    cached = cache.lookup(key) if options.use_cache and reusable else None
+    if cached and _registry_agrees(node.name, cached, options.registry):
+        print(f"[{node.name}] cached ({key[:12]})", flush=True)
+        for port, path in outputs.items():
+            link_copy(Path(cached[port]["path"]), path)
+        entry |= {
+            "status": "cached",
+            "outputs": {
+                port: {"path": str(outputs[port]), "sha256": cached[port]["sha256"]} for port in outputs
+            },
+        }
+        return entry
+    print(f"[{node.name}] running", flush=True)
+    started = time.perf_counter()
+    code = _execute(node, inputs, outputs, log, options)
+    entry["seconds"] = round(time.perf_counter() - started, 3)
+    if code != 0:
+        entry["status"] = "failed"
+        return entry
+    stored = cache.store(key, outputs)
+    entry["outputs"] = {
+        port: {"path": str(outputs[port]), "sha256": stored[port]["sha256"]} for port in outputs
+    }
+    return entry
+
+
+def _execute(node: Node, inputs: dict, outputs: dict, log: Path, options: RunOptions) -> int:
+    if options.isolation == "process":
+        return run_component(node.component, inputs, outputs, log_path=log).returncode
+    from mnist_mlops import containers
+    from mnist_mlops.registry import registry_uri, sqlite_file
+
+    services = {}
+    if "registry" in load_spec(node.component)["inputs"]:
+        database = sqlite_file(registry_uri(options.registry))
+        if database is None:
+            raise UserInputError("--isolation container needs the embedded SQLite registry (a local file)")
+        database.parent.mkdir(parents=True, exist_ok=True)
+        services["/mnt/registry"] = database.parent
+        inputs = inputs | {"registry": f"sqlite:////mnt/registry/{database.name}"}
+    tag = containers.build_image(node.component, base_image=options.base_image)
+    result = containers.run_in_container(node.component, tag, inputs, outputs, services=services)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(result.stdout + result.stderr)
+    return result.returncode
+
+
+def _source_identity(uri: str | None, pin: str | None) -> str | None:
+    """What ingest will read, by content: a local file or folder's hash, a download's sha256 pin, the
+    published MNIST pins. None (always ingest again) for sources without one, such as Azure Blob."""
+    from mnist_mlops import sources
+
+    if uri is None:
+        return None
+    if uri == sources.MNIST:
+        return json.dumps(sources.MNIST_FILES, sort_keys=True)
+    if uri.startswith(("http://", "https://")):
+        return pin
+    path = Path(uri).expanduser()
+    return content_sha256(path) if path.exists() and "://" not in uri else None
+
+
+def _today() -> str:
+    """ingest judges data age in days: a cached ingest is good for the day it was made."""
+    return datetime.now(UTC).date().isoformat()
+
+
+def _registry_agrees(node: str, cached: dict[str, dict[str, str]], registry: str | None) -> bool:
+    """A cached register or deploy result is reused only if the registry still says the same."""
+    if node not in REGISTRY_STEPS:
+        return True
+    from mnist_mlops.deployments import production_version
+    from mnist_mlops.registry import READY_TAG, client, registry_uri
+
+    uri = registry_uri(registry)
+    document = json.loads(Path(next(iter(cached.values()))["path"]).read_text())
+    if node == "register":
+        if not document["registered"]:
+            return True
+        try:
+            tags = client(uri).get_model_version(document["model_name"], document["version"]).tags or {}
+        except Exception:  # deleted version, other registry: run the step again
+            return False
+        return tags.get(READY_TAG) == "ready"
+    expected = (
+        document["model_version"] if document["outcome"] == "deployed" else document["previous_version"]
+    )
+    return production_version(uri, document["model_name"]) == expected
+
+
+def _bind_champion(node: Node, run_dir: Path, nodes: list[Node], registry: str | None) -> None:
+    """evaluate's champion: production, unless production is this very model (a rerun, say), which
+    was already judged on this data without one; then the inputs, and so the cache key, are unchanged."""
+    register = [n for n in nodes if n.name == "register"]
+    model_name = register[0].inputs.get("model_name", "mnist-mlops") if register else "mnist-mlops"
+    champion = champion_inputs(registry, model_name, run_dir / "champion")
+    if champion is None:
+        print("champion: none in production yet", flush=True)
+        return
+    challenger = _ref_path(run_dir, node.inputs["challenger"], nodes)
+    if content_sha256(Path(champion["champion"])) == content_sha256(challenger):
+        print(f"champion: {champion['champion_reference']} is this same model; judged as before", flush=True)
+        return
+    print(
+        f"champion: {champion['champion_reference']} (production), judged on the same test split", flush=True
+    )
+    node.inputs |= champion
+
+
+def _plain(value: Any) -> str | int | float | bool | None:
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+def _write_record(run_dir: Path, record: dict) -> None:
+    contracts.validate(record, "run_record", source=str(run_dir / "run.json"))
+    atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+
+
+def _finish(run_dir: Path, record: dict, status: str, outcome: str) -> None:
+    record |= {"status": status, "finished_at": utc_iso(datetime.now(UTC)), "outcome": outcome}
+    report = run_dir / "ingest" / "data_report.json"
+    if report.is_file():
+        record["lineage"]["dataset_version"] = json.loads(report.read_text())["dataset_version"]
+    registration = run_dir / "register" / "registration_record.json"
+    if registration.is_file():
+        record["lineage"]["model_version"] = json.loads(registration.read_text())["version"]
+    deployment = run_dir / "deploy" / "deployment_record.json"
+    if deployment.is_file():
+        record["lineage"]["deployed"] = json.loads(deployment.read_text())["outcome"] == "deployed"
+    _write_record(run_dir, record)
+
+
+def _summary(entries: list[dict]) -> None:
     print(f"\n{'node':<12} {'status':<8} {'seconds':>8}")
-    for name, status, seconds in results:
-        print(f"{name:<12} {status:<8} {seconds:>8.1f}")
+    for entry in entries:
+        print(f"{entry['name']:<12} {entry['status']:<8} {entry['seconds']:>8.1f}")
 
 
-def _outcome(run_dir: Path) -> None:
-    """The gate's verdict and the registration: the pipeline's answer whether or not the model passed."""
+def _outcome(run_dir: Path, record: dict) -> str:
+    """The gate's verdict, the registration and the deployment: the pipeline's answer, blessed or not."""
     blessing_path = run_dir / "evaluate" / "blessing.json"
     if blessing_path.is_file():
         blessing = json.loads(blessing_path.read_text())
-        verdict = "blessed" if blessing["blessed"] else "NOT blessed"
-        print(f"\nmodel {verdict}:")
+        print(f"\nmodel {'blessed' if blessing['blessed'] else 'NOT blessed'}:")
         for reason in blessing["reasons"]:
             print(f"  - {reason}")
-    record_path = run_dir / "register" / "registration_record.json"
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if record["registered"]:
-            print(
-                f"registered {record['model_name']} version {record['version']} in {record['registry_uri']}"
-            )
+    summary = "finished"
+    registration_path = run_dir / "register" / "registration_record.json"
+    if registration_path.is_file():
+        registration = json.loads(registration_path.read_text())
+        if registration["registered"]:
+            summary = f"registered {registration['model_name']} v{registration['version']}"
+            print(f"{summary} in {registration['registry_uri']}")
         else:
-            print("not registered")
+            summary = "not registered"
+            print(summary)
     deployment_path = run_dir / "deploy" / "deployment_record.json"
     if deployment_path.is_file():
         deployment = json.loads(deployment_path.read_text())
-        print(
-            f"deployed {deployment['model_name']} v{deployment['model_version']} to production "
-            f"(was {deployment['previous_version'] or '-'}); serve it with: mnist-mlops serve "
-            f"--model models:/{deployment['model_name']}@production"
-        )
+        if deployment["outcome"] == "skipped":
+            summary = f"not deployed: production stays at {deployment['previous_version'] or 'nothing'}"
+            print(summary)
+        else:
+            summary = f"deployed {deployment['model_name']} v{deployment['model_version']}"
+            was = deployment["previous_version"] or "-"
+            print(f"{summary} to production (was {was}) at {deployment['endpoint']}; serve it with:")
+            print(f"  mnist-mlops serve --model models:/{deployment['model_name']}@production")
+    return summary
 
 
 def run_training_pipeline(
-    data: str, *, sha256: str | None, runs_dir: Path, overrides: list[str], registry: str | None = None
+    data: str,
+    *,
+    sha256: str | None,
+    runs_dir: Path,
+    overrides: list[str],
+    registry: str | None = None,
+    until: str | None = None,
+    use_cache: bool = True,
+    isolation: str = "process",
+    base_image: str | None = None,
 ) -> int:
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     nodes = training_pipeline(data, sha256, registry, run_id)
     apply_overrides(nodes, overrides)
+    if until is not None:
+        names = [node.name for node in nodes]
+        if until not in names:
+            raise UserInputError(f"--until {until!r}: no such node; nodes: {', '.join(names)}")
+        nodes = nodes[: names.index(until) + 1]
+    if isolation not in ("process", "container"):
+        raise UserInputError(f"--isolation {isolation!r}: expected process or container")
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     print(f"run {run_id} in {run_dir}")
-    model_name = next(node for node in nodes if node.name == "register").inputs.get(
-        "model_name", "mnist-mlops"
-    )
-    champion = champion_inputs(registry, model_name, run_dir / "champion")
-    if champion:
-        print(f"champion: {champion['champion_reference']} (production), judged on the same test split")
-        next(node for node in nodes if node.name == "evaluate").inputs |= champion
-    else:
-        print("champion: none in production yet (first run)")
-    return run_nodes(nodes, run_dir)
+    options = RunOptions(use_cache=use_cache, isolation=isolation, base_image=base_image, registry=registry)
+    return run_nodes(nodes, run_dir, StepCache(runs_dir / ".cache"), options)

@@ -113,7 +113,7 @@ def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, c
     )
     output = capsys.readouterr().out
     assert code == 0, output
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = [path for path in (tmp_path / "runs").iterdir() if path.name != ".cache"]
     manifest = json.loads((run_dir / "preprocess" / "preprocessed" / "manifest.json").read_text())
     assert manifest["validation_fraction"] == 0.5 and manifest["splits"]["validation"]["count"] == 30
     assert (run_dir / "ingest" / "log.txt").is_file()
@@ -126,9 +126,10 @@ def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, c
     blessing = json.loads((run_dir / "evaluate" / "blessing.json").read_text())
     assert ("model blessed" if blessing["blessed"] else "model NOT blessed") in output
     assert all(node in output for node in ("ingest", "preprocess", "train", "evaluate"))
-    assert "champion: none in production yet (first run)" in output
+    assert "champion: none in production yet" in output
+    deployment = json.loads((run_dir / "deploy" / "deployment_record.json").read_text())
     if not blessing["blessed"]:
-        assert "[deploy] skipped: the model was not registered" in output
+        assert deployment["outcome"] == "skipped" and "not deployed" in output
 
 
 def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
@@ -143,7 +144,10 @@ def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("deploy.target=local", "no node 'deploy'"),
+        ("monitor.window=1", "no node 'monitor'"),
+        ("deploy.target=aws", "must be one of"),
+        ("evaluate.challenger=model", "no settable input 'challenger'"),
+        ("evaluate.thresholds=missing.json", "no such file or folder"),
         ("ingest.max_age_days=x", "not a valid integer"),
         ("oops", "NODE.PARAM"),
     ],

@@ -26,13 +26,20 @@ VERSION = "0.1.0"
     environment="./environment/environment.yaml",
 )
 def deploy(
-    model: Input(
-        type="string", description="Registry reference: models:/<name>/<version> or models:/<name>@<alias>."
-    ),
     test_data: Input(type="uri_folder", description="preprocess output; its test images are the canaries."),
     deployment_record: Output(
         type="uri_file", description="deployment_record.json: what serves now and why."
     ),
+    model: Input(
+        type="string",
+        optional=True,
+        description="Registry reference: models:/<name>/<version> or models:/<name>@<alias>.",
+    ) = None,
+    registration_record: Input(
+        type="uri_file",
+        optional=True,
+        description="Instead of model: register's record; a declined model is skipped, with reasons.",
+    ) = None,
     target: Input(
         type="string",
         default="local",
@@ -98,6 +105,7 @@ def deploy(
             model,
             test_data,
             deployment_record,
+            registration_record_path=registration_record,
             target=target,
             registry=registry,
             endpoint_name=endpoint_name,

@@ -50,10 +50,11 @@ DEFAULT_INSTANCE_TYPES = {"azureml": "Standard_DS3_v2", "kubernetes": "defaultin
 
 
 def run_deploy(
-    model: str,
+    model: str | None,
     test_data_dir: str | Path,
     record_path: str | Path,
     *,
+    registration_record_path: str | Path | None = None,
     target: str = "local",
     registry: str | None = None,
     endpoint_name: str = "mnist-mlops",
@@ -73,7 +74,14 @@ def run_deploy(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if target not in TARGETS:
         raise UserInputError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
+    if (model is None) == (registration_record_path is None):
+        raise UserInputError("give exactly one of model (a registry reference) or registration_record")
     uri = registry_uri(registry)
+    if registration_record_path is not None:
+        registration = contracts.read_json(registration_record_path, "registration_record")
+        if not registration["registered"]:
+            return _skip(registration, uri, target, record_path)
+        model = f"models:/{registration['model_name']}/{registration['version']}"
     models = RegistryModels(model, uri)
     version = _blessed_version(models)
     images, expected = _canaries(models, version, Path(test_data_dir), canary_count)
@@ -136,6 +144,29 @@ def run_deploy(
         f", now {version} (history: {history})",
         flush=True,
     )
+    return record
+
+
+def _skip(registration: dict[str, Any], uri: str, target: str, record_path: str | Path) -> dict[str, Any]:
+    """register declined the model: nothing to deploy, which is the pipeline doing its job (exit 0)."""
+    previous = production_version(uri, registration["model_name"])
+    record = {
+        "schema_version": 1,
+        "action": "deploy",
+        "target": target,
+        "model_uri": None,
+        "model_name": registration["model_name"],
+        "model_version": None,
+        "endpoint": None,
+        "deployed_at": utc_iso(datetime.now(UTC)),
+        "previous_version": previous,
+        "infra_validation": None,
+        "traffic": {f"v{previous}": 100} if previous else {},
+        "outcome": "skipped",
+        "reasons": registration["reasons"],
+    }
+    contracts.write_json(record_path, record, "deployment_record")
+    print(f"not deployed: {'; '.join(registration['reasons'])}", flush=True)
     return record
 
 

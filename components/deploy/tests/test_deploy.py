@@ -128,6 +128,44 @@ def test_the_production_version_is_the_next_runs_champion(tmp_path, trained, reg
     assert report["champion"]["accuracy"] == report["accuracy"]  # the same model, the same test split
 
 
+def test_the_pipeline_deploys_what_register_registered_or_skips_with_reasons(tmp_path, trained, registry):
+    registration = json.loads((trained / "registration-1.json").read_text())
+    (tmp_path / "registered.json").write_text(json.dumps(registration))
+    record = run_deploy(
+        None,
+        trained / "preprocessed",
+        tmp_path / "record.json",
+        registry=registry,
+        registration_record_path=tmp_path / "registered.json",
+        **DEPLOY,
+    )
+    assert (record["model_uri"], record["outcome"]) == (
+        f"models:/mnist-mlops/{registration['version']}",
+        "deployed",
+    )
+
+    declined = registration | {
+        "registered": False,
+        "version": None,
+        "aliases": [],
+        "reasons": ["accuracy 0.91 < 0.99"],
+    }
+    (tmp_path / "declined.json").write_text(json.dumps(declined))
+    skipped = run_deploy(
+        None,
+        trained / "preprocessed",
+        tmp_path / "skipped.json",
+        registry=registry,
+        registration_record_path=tmp_path / "declined.json",
+        **DEPLOY,
+    )
+    assert contracts.read_json(tmp_path / "skipped.json", "deployment_record") == skipped
+    assert skipped["outcome"] == "skipped" and skipped["reasons"] == ["accuracy 0.91 < 0.99"]
+    assert production_version(registry, "mnist-mlops") == registration["version"]
+    with pytest.raises(UserInputError, match="exactly one of"):
+        run_deploy(None, trained / "preprocessed", tmp_path / "none.json", registry=registry)
+
+
 def test_only_blessed_ready_registry_versions_are_deployed(tmp_path, trained, registry):
     with pytest.raises(UserInputError, match="registry reference"):
         deploy(trained, registry, str(trained / "model"), tmp_path / "record.json")

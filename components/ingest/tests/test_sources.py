@@ -191,3 +191,23 @@ def test_missing_and_unsupported_sources(tmp_path):
     with pytest.raises(SourceError, match=r"\.tar\.gz"):
         ingest_to(tmp_path, str(not_a_tarball))
     assert not (tmp_path / "out").exists()
+
+
+def test_named_mnist_source_downloads_each_pinned_file_with_mirror_fallback(
+    tmp_path, http_server, monkeypatch
+):
+    from mnist_mlops.sources import MNIST_FILES, download_mnist
+
+    monkeypatch.setenv("MNIST_MLOPS_CACHE", str(tmp_path / "cache"))
+    base, root = http_server
+    write_idx(root / "mnist", small_splits(train_per_class=4, test_per_class=2))
+    pins = {name: hashlib.sha256((root / "mnist" / name).read_bytes()).hexdigest() for name in MNIST_FILES}
+    folder = download_mnist((f"{base}/missing/", f"{base}/mnist/"), pins)
+    assert sorted(path.name for path in folder.iterdir()) == sorted(MNIST_FILES)
+    report = run_ingest(str(folder), tmp_path / "dataset", tmp_path / "report.json")
+    assert report["splits"]["training"]["count"] == 40
+
+    (root / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"tampered")
+    monkeypatch.setenv("MNIST_MLOPS_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(SourceError, match=r"every mirror failed.*but the pin is"):
+        download_mnist((f"{base}/mnist/",), pins)

@@ -1,0 +1,301 @@
+"""Publish the components to Azure ML as versioned assets and submit the pipeline, from a source checkout.
+
+Each published version carries a `content_hash` tag over everything that defines the component's
+behaviour, so publishing again is a no-op until something changes, and a change gets the next patch
+version automatically. What AML builds is what runs locally: the component folder is staged with a
+wheel of this checkout beside its Dockerfile, exactly as `mnist_mlops.containers.build_image` does.
+
+What was NOT exercised: no Azure workspace or registry is reachable from where this was written, so
+nothing was ever published or submitted for real. The entities are the SDK's own (`load_component`,
+the dsl `PipelineJob`, `MLClient`), validated offline, and the call sequences were checked against a
+recording client. Authentication, code and environment uploads, the AML image build, registry
+discovery (an `MLClient` for a registry contacts Azure as it is constructed), quotas and the service's
+own validation are untested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.ports import check_value, component_names, load_spec
+from mnist_mlops.provenance import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Component, PipelineJob
+
+HASH_TAG = "content_hash"
+_SHARED_SOURCES = ("mnist_mlops", "schemas")  # the library the component runs, installed from the wheel
+_VERSION = re.compile(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+_PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(\w+)\}\}")
+
+
+def ml_client(
+    config: Path | None = None,
+    subscription_id: str | None = None,
+    resource_group: str | None = None,
+    workspace: str | None = None,
+    registry_name: str | None = None,
+) -> MLClient:
+    """An MLClient (DefaultAzureCredential) for a workspace, or for an AML registry to publish to.
+
+    Values come from `config` (the `config.json` the studio downloads, as `MLClient.from_config` reads
+    it) and explicit arguments override them, so a config can be reused for another workspace.
+    """
+    values = {
+        "subscription_id": subscription_id,
+        "resource_group": resource_group,
+        "workspace_name": workspace,
+    }
+    source = "the arguments"
+    if config is not None:
+        source = f"the arguments or {config}"
+        file_values = _read_config(Path(config))
+        values = {key: value or file_values.get(key) for key, value in values.items()}
+    required = ["subscription_id", "resource_group"] + ([] if registry_name else ["workspace_name"])
+    missing = [key for key in required if not (isinstance(values[key], str) and values[key].strip())]
+    if missing:
+        raise UserInputError(f"Azure ML {', '.join(missing)} not given (expected in {source})")
+    try:
+        uuid.UUID(values["subscription_id"].strip())
+    except ValueError:
+        raise UserInputError(f"subscription_id {values['subscription_id']!r} is not a GUID") from None
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    scope = (
+        {"registry_name": registry_name} if registry_name else {"workspace_name": values["workspace_name"]}
+    )
+    try:
+        return MLClient(
+            credential=DefaultAzureCredential(),
+            subscription_id=values["subscription_id"].strip(),
+            resource_group_name=values["resource_group"].strip(),
+            **{key: value.strip() for key, value in scope.items()},
+        )
+    except ClientAuthenticationError as error:  # only a registry client authenticates while constructed
+        first_line = str(error).splitlines()[0]
+        raise UserInputError(
+            f"could not sign in to Azure for registry {registry_name!r}: {first_line}"
+        ) from None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserInputError(f"{path}: Azure ML config file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserInputError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise UserInputError(
+            f"{path}: expected a JSON object with subscription_id, resource_group, workspace_name"
+        )
+    return data
+
+
+def content_hash(component: str, root: Path = PROJECT_ROOT) -> str:
+    """sha256 over what defines a component's behaviour, by relative path, so it is the same on any machine.
+
+    That is its spec.yaml, its Python sources, its environment folder (Dockerfile, conda.yaml) and the
+    library it runs (`mnist_mlops`, `schemas`, the components package `__init__`), never tests or caches.
+    `root` is the source checkout; README and metadata.yaml are documentation and are left out.
+    """
+    folder = _component_folder(component, root)
+    files = [folder / "spec.yaml", *folder.rglob("*.py"), *(folder / "environment").rglob("*")]
+    files += [root / "components" / "__init__.py", *(root / "schemas").glob("*.json")]
+    files += [path for shared in _SHARED_SOURCES for path in (root / shared).rglob("*.py")]
+    relative = {path.relative_to(root).as_posix(): path for path in files if path.is_file()}
+    digest = hashlib.sha256()
+    for name in sorted(relative):
+        if {"__pycache__", "tests"}.isdisjoint(name.split("/")):
+            data = relative[name].read_bytes()
+            digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+def _component_folder(component: str, root: Path) -> Path:
+    folder = root / "components" / component
+    if not (folder / "component.py").is_file():
+        raise UserInputError(
+            f"no component {component!r} in the source checkout {root} (components are published from a "
+            f"checkout; known: {', '.join(component_names())})"
+        )
+    return folder
+
+
+def _version_key(version: str) -> tuple[int, int, int] | None:
+    """semver x.y.z as a sortable tuple; "1" and "1.2" count as 1.0.0 and 1.2.0, anything else as None."""
+    match = _VERSION.fullmatch(str(version))
+    if match is None:
+        return None
+    major, minor, patch = (int(part or 0) for part in match.groups())
+    return major, minor, patch
+
+
+def next_version(spec_version: str, published: Iterable[str]) -> str:
+    """The spec's version if it is above every published one, else the highest published with patch + 1.
+
+    Versions that are not numeric (x, x.y or x.y.z) cannot be ordered and are not bumped from.
+    """
+    spec_key = _version_key(spec_version)
+    if spec_key is None:
+        raise UserInputError(f"component version {spec_version!r} is not semver (x.y.z)")
+    keys = [key for key in map(_version_key, published) if key is not None]
+    if not keys or spec_key > max(keys):
+        return spec_version
+    major, minor, patch = max(keys)
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def _published(client: MLClient, name: str) -> list[Component]:
+    """Every version of the asset, archived ones too: their version numbers are taken."""
+    from azure.ai.ml.constants import ListViewType
+
+    try:
+        return list(client.components.list(name=name, list_view_type=ListViewType.ALL))
+    except ResourceNotFoundError:  # never published
+        return []
+
+
+def publish(
+    client: MLClient, *, components: Iterable[str] | None = None, dry_run: bool = False
+) -> list[dict[str, str | None]]:
+    """Register each component (stage name; all by default) as a named, versioned asset if it changed.
+
+    A component whose highest published version carries the same content hash is left alone
+    ("unchanged"); otherwise it is created at `next_version` with the hash as a tag ("published", or
+    "would publish" with `dry_run`, which creates nothing and builds no wheel). The version reported
+    is the one the service returned.
+    """
+    stages = list(components) if components is not None else component_names()
+    results: list[dict[str, str | None]] = []
+    with tempfile.TemporaryDirectory(prefix="mnist-mlops-publish-") as scratch:
+        wheel: Path | None = None
+        for stage in stages:
+            digest = content_hash(stage)
+            spec = load_spec(stage)
+            published = _published(client, spec["name"])
+            ordered = [entity for entity in published if _version_key(entity.version) is not None]
+            latest = max(ordered, key=lambda entity: _version_key(entity.version), default=None)
+            previous = latest.version if latest is not None else None
+            result = {"name": spec["name"], "content_hash": digest, "previous_version": previous}
+            if latest is not None and (latest.tags or {}).get(HASH_TAG) == digest:
+                results.append({**result, "version": previous, "action": "unchanged"})
+                continue
+            version = next_version(str(spec["version"]), [entity.version for entity in published])
+            if dry_run:
+                results.append({**result, "version": version, "action": "would publish"})
+                continue
+            wheel = wheel or build_wheel(Path(scratch) / "wheel")
+            entity = _staged_component(stage, Path(scratch) / stage, wheel)
+            entity.version = version
+            entity.tags = {**(entity.tags or {}), HASH_TAG: digest}
+            created = client.components.create_or_update(entity)
+            results.append({**result, "version": created.version, "action": "published"})
+    return results
+
+
+def _staged_component(stage: str, staging: Path, wheel: Path) -> Component:
+    """The component loaded from a copy of its folder with the wheel its Dockerfile installs."""
+    from azure.ai.ml import load_component
+
+    shutil.copytree(
+        _component_folder(stage, PROJECT_ROOT), staging, ignore=shutil.ignore_patterns("__pycache__", "tests")
+    )
+    shutil.copy2(wheel, staging / "environment" / wheel.name)
+    return load_component(staging / "spec.yaml")
+
+
+def build_wheel(destination: Path) -> Path:
+    """A wheel of this checkout (no dependencies: the environment's conda.yaml pins those)."""
+    if not (PROJECT_ROOT / "pyproject.toml").is_file():
+        raise UserInputError("components are published from a source checkout (pyproject.toml not found)")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "--wheel-dir",
+            destination,
+            PROJECT_ROOT,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"building the mnist-mlops wheel failed:\n{result.stderr[-4000:]}")
+    (wheel,) = destination.glob("mnist_mlops-*.whl")
+    return wheel
+
+
+def submit(
+    client: MLClient, pipeline_job: PipelineJob, *, experiment_name: str, stream: bool = True
+) -> dict[str, str | None]:
+    """Validate the pipeline offline, submit it, and (with `stream`) follow it to the end.
+
+    Returns the name, status and studio URL of the job the service returned; with `stream`, the status
+    is re-read after the run ends. A failed run raises the SDK's JobException from `stream`.
+    """
+    problems = validation_problems(pipeline_job)
+    if problems:
+        raise UserInputError("the pipeline job is invalid: " + "; ".join(problems))
+    job = client.jobs.create_or_update(pipeline_job, experiment_name=experiment_name)
+    if stream:
+        client.jobs.stream(job.name)
+        job = client.jobs.get(job.name)
+    return {"name": job.name, "status": job.status, "studio_url": job.studio_url}
+
+
+def validation_problems(pipeline_job: PipelineJob) -> list[str]:
+    """The SDK's offline validation, then what it lets through, which AML would only fail inside a step
+    after waiting for compute: pipeline inputs declared without a default and left unset (the SDK infers
+    such an input optional when it only feeds optional ports, as `raw_data` feeds ingest's
+    `source_data`), and parameters of this project's components outside their spec's type, min/max or
+    enum."""
+    result = pipeline_job._validate()
+    if not result.passed:
+        return [f"{where}: {message}" for where, message in result.error_messages.items()]
+    data = pipeline_job._to_dict()
+    values = data.get("inputs") or {}
+    declared = getattr(getattr(pipeline_job, "component", None), "inputs", None) or {}
+    problems = [
+        f"pipeline input {name} is required"
+        for name, definition in declared.items()
+        if (not definition.optional or getattr(definition, "_is_inferred_optional", False))
+        and definition.default is None
+        and values.get(name) is None
+    ]
+    specs = {spec["name"]: spec for spec in map(load_spec, component_names())}
+    for node_name, node in pipeline_job.jobs.items():
+        spec = specs.get(getattr(node.component, "name", None))
+        if spec is None:  # a component by reference, or not one of ours
+            continue
+        for port, value in (data["jobs"][node_name].get("inputs") or {}).items():
+            if isinstance(value, dict):
+                reference = _PARENT_INPUT.fullmatch(str(value.get("path", "")))
+                value = values.get(reference.group(1)) if reference else None
+            if port not in spec["inputs"] or value is None or isinstance(value, dict) or "${{" in str(value):
+                continue  # an asset, an unset optional, or an expression AML resolves
+            try:
+                check_value(spec["name"], port, spec["inputs"][port], value)
+            except UserInputError as error:
+                problems.append(f"jobs.{node_name}: {error}")
+    return problems
