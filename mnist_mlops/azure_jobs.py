@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 
+from mnist_mlops.artifacts import artifact_of
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import check_value, component_names, load_spec
 from mnist_mlops.provenance import PROJECT_ROOT
@@ -41,6 +42,7 @@ HASH_TAG = "content_hash"
 _SHARED_SOURCES = ("mnist_mlops", "schemas")  # the library the component runs, installed from the wheel
 _VERSION = re.compile(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 _PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(\w+)\}\}")
+_NODE_OUTPUT = re.compile(r"\$\{\{parent\.jobs\.(?P<node>\w+)\.outputs\.(?P<port>\w+)\}\}")
 
 
 def ml_client(
@@ -298,4 +300,31 @@ def validation_problems(pipeline_job: PipelineJob) -> list[str]:
                 check_value(spec["name"], port, spec["inputs"][port], value)
             except UserInputError as error:
                 problems.append(f"jobs.{node_name}: {error}")
+    return problems + edge_problems(pipeline_job)
+
+
+def edge_problems(pipeline_job: PipelineJob) -> list[str]:
+    """Every edge between two of our components must join the same port type and the same artifact
+    (`mnist_mlops.artifacts`): the SDK checks neither, and AML would fail only inside the step."""
+    data = pipeline_job._to_dict()
+    ours = set(component_names())
+    names = {
+        node: stage
+        for node, job in pipeline_job.jobs.items()
+        if (stage := str(getattr(job.component, "name", "")).removeprefix("mnist_mlops_")) in ours
+    }
+    problems = []
+    for node_name, node in data["jobs"].items():
+        for port, value in (node.get("inputs") or {}).items():
+            edge = _NODE_OUTPUT.fullmatch(str(value.get("path", ""))) if isinstance(value, dict) else None
+            if edge is None or node_name not in names or edge["node"] not in names:
+                continue  # an asset or parameter, or a component that is not one of ours
+            source, target = load_spec(names[edge["node"]]), load_spec(names[node_name])
+            given = (source["outputs"][edge["port"]]["type"], artifact_of(source["name"], edge["port"]))
+            wanted = (target["inputs"][port]["type"], artifact_of(target["name"], port))
+            if given != wanted:
+                problems.append(
+                    f"jobs.{node_name}.inputs.{port}: wired to {edge['node']}.outputs.{edge['port']}, a"
+                    f" {given[0]} holding {given[1]}, but it takes a {wanted[0]} holding {wanted[1]}"
+                )
     return problems

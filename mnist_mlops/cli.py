@@ -160,6 +160,64 @@ def _rollback_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_command(args: argparse.Namespace) -> int:
+    if args.target == "aml":
+        from mnist_mlops.pipelines.aml import compile_aml
+
+        print(compile_aml(Path(args.out)))
+    else:
+        from mnist_mlops.pipelines.kfp import compile_kfp
+
+        print(compile_kfp(Path(args.out)))
+    return 0
+
+
+def _azure_client(args: argparse.Namespace, registry_name: str | None = None):
+    from mnist_mlops.azure_jobs import ml_client
+
+    return ml_client(
+        Path(args.config) if args.config else None,
+        args.subscription_id,
+        args.resource_group,
+        args.workspace,
+        registry_name=registry_name,
+    )
+
+
+def _submit_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.azure_jobs import submit
+    from mnist_mlops.pipelines.aml import training_job
+
+    job = training_job(
+        args.data,
+        compute=args.compute,
+        train_compute=args.train_compute,
+        identity_client_id=args.identity_client_id,
+        deploy_target=args.deploy_target,
+    )
+    result = submit(_azure_client(args), job, experiment_name=args.experiment, stream=not args.no_stream)
+    print(f"{result['name']}: {result['status']} {result['studio_url'] or ''}")
+    return 0
+
+
+def _publish_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.azure_jobs import publish
+
+    for row in publish(_azure_client(args, args.registry_name), dry_run=args.dry_run):
+        was = row["previous_version"] or "-"
+        print(f"{row['name']:<24} {row['action']:<14} {row['version']:<8} (was {was})")
+    return 0
+
+
+def _add_workspace_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help="an AML config.json (subscription_id, resource_group, workspace_name)"
+    )
+    parser.add_argument("--subscription-id")
+    parser.add_argument("--resource-group")
+    parser.add_argument("--workspace")
+
+
 def _specs_command(args: argparse.Namespace) -> int:
     from mnist_mlops.authoring import sync
 
@@ -244,6 +302,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--endpoint", default="http://127.0.0.1:5001/score", help="scoring URI recorded in the history"
     )
     back.set_defaults(handler=_rollback_command)
+
+    compile_ = subparsers.add_parser(
+        "compile", help="write the pipeline for Azure ML or Kubeflow to a folder"
+    )
+    compile_.add_argument("--target", choices=("aml", "kfp"), required=True)
+    compile_.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    compile_.set_defaults(handler=_compile_command)
+
+    submit = subparsers.add_parser("submit", help="validate and submit the pipeline to an Azure ML workspace")
+    _add_workspace_options(submit)
+    submit.add_argument("--data", default="azureml://datastores/workspaceblobstore/paths/mnist/")
+    submit.add_argument("--experiment", default="mnist-mlops")
+    submit.add_argument("--compute", default="cpu-cluster", help="default compute of every node")
+    submit.add_argument("--train-compute", default="gpu-cluster", help="compute of the train node")
+    submit.add_argument("--identity-client-id", help="user-assigned managed identity the job runs as")
+    submit.add_argument("--deploy-target", choices=("azureml", "kubernetes"), default="azureml")
+    submit.add_argument("--no-stream", action="store_true", help="return after submission")
+    submit.set_defaults(handler=_submit_command)
+
+    publish = subparsers.add_parser(
+        "publish", help="register every component as a versioned asset (AML designer), bumped on change"
+    )
+    _add_workspace_options(publish)
+    publish.add_argument("--registry-name", help="publish to this AML registry instead of the workspace")
+    publish.add_argument("--dry-run", action="store_true", help="report what would be published")
+    publish.set_defaults(handler=_publish_command)
 
     specs = subparsers.add_parser(
         "specs", help="regenerate each component's spec.yaml and README ports table"
