@@ -121,7 +121,7 @@ def _history_command(args: argparse.Namespace) -> None:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    from mnist_mlops.deployments import ensure_key, key_path
+    from mnist_mlops.deployments import ensure_key, key_path, request_log_dir
     from mnist_mlops.registry import registry_uri
     from mnist_mlops.serving.scorer import RegistryModels
     from mnist_mlops.serving.server import main as run_server
@@ -139,11 +139,13 @@ def _serve_command(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             max_body_bytes=args.max_body_bytes,
             poll_seconds=args.poll_seconds,
+            request_log=Path(args.request_log) if args.request_log else request_log_dir(uri, models.name),
         )
     )
     follows = f", following @{models.alias}" if models.alias else ""
     print(f"serving {models.name} v{version}{follows} at http://127.0.0.1:{args.port}/score", flush=True)
     print(f"bearer key: {key_file}", flush=True)
+    print(f"request log: {args.request_log or request_log_dir(uri, models.name)}", flush=True)
     run_server(["--port", str(args.port), "--workers", str(args.workers)])
     return 0
 
@@ -293,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, help="most images per request (default 256)")
     serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 4 MiB)")
     serve.add_argument("--poll-seconds", type=float, help="how often an alias is re-resolved (default 2)")
+    serve.add_argument(
+        "--request-log", help="folder for per-request monitoring records (default: beside the registry)"
+    )
     serve.set_defaults(handler=_serve_command)
 
     back = subparsers.add_parser("rollback", help="move production back to the previously deployed version")

@@ -29,6 +29,11 @@ def state_dir(uri: str) -> Path:
     return (database.parent if database else Path.cwd()) / "deployments"
 
 
+def request_log_dir(uri: str, endpoint_name: str) -> Path:
+    """Where a local server records its requests for the monitor."""
+    return state_dir(uri) / "requests" / endpoint_name
+
+
 def history_path(uri: str, model_name: str) -> Path:
     return state_dir(uri) / f"{model_name}.jsonl"
 

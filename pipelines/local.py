@@ -12,6 +12,7 @@ gate's reasons when the model was declined (the components honour the blessing, 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -22,13 +23,15 @@ from typing import Any
 from mnist_mlops import contracts
 from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.ports import check_value, load_spec, parse_value
+from mnist_mlops.ports import check_value, component_names, load_spec, parse_value
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.runner import is_artifact, run_component
 from mnist_mlops.step_cache import StepCache, content_sha256, link_copy, step_key
 
 PIPELINE = "mnist_mlops_training"
-ANNOTATIONS = {("register", "pipeline_run_id")}
+_NODE_OUTPUT = re.compile(r"\$\{\{parent\.jobs\.(?P<node>\w+)\.outputs\.(?P<port>\w+)\}\}")
+_PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(?P<name>\w+)\}\}")
+ANNOTATIONS = {("register", "pipeline_run_id")}  # (component, port)
 """Parameters that only label the result (lineage), so they stay out of the cache key."""
 REGISTRY_STEPS = ("register", "deploy")
 """Steps whose result lives in the registry too: reused only while the registry still agrees."""
@@ -84,6 +87,54 @@ def training_pipeline(data: str, sha256: str | None, registry: str | None, run_i
             },
         ),
     ]
+
+
+def nodes_from_aml(job: Any) -> list[Node]:
+    """The local nodes of an `azure.ai.ml` pipeline job composed from these components (a notebook
+    variant, say): its edges become Refs, pipeline inputs their values, in dependency order."""
+    document = job._to_dict()
+    values = {}
+    for name, value in job.inputs.items():
+        data = getattr(value, "_data", value)
+        values[name] = getattr(data, "path", data)  # an Input's local path or a parameter's value
+    pending: dict[str, Node] = {}
+    for name, node in document["jobs"].items():
+        stage = str(getattr(job.jobs[name].component, "name", "")).removeprefix("mnist_mlops_")
+        if stage not in component_names():
+            raise UserInputError(f"node {name}: {stage!r} is not one of this project's components")
+        inputs: dict[str, Any] = {}
+        for port, binding in (node.get("inputs") or {}).items():
+            text = binding.get("path") if isinstance(binding, dict) else binding
+            if edge := _NODE_OUTPUT.fullmatch(str(text)):
+                inputs[port] = Ref(edge["node"], edge["port"])
+            elif parent := _PARENT_INPUT.fullmatch(str(text)):
+                inputs[port] = values.get(parent["name"])
+            else:
+                inputs[port] = text
+        pending[name] = Node(name, stage, inputs)
+    ordered: list[Node] = []
+    while pending:
+        ready = [
+            node
+            for node in pending.values()
+            if all(value.node not in pending for value in node.inputs.values() if isinstance(value, Ref))
+        ]
+        if not ready:
+            raise UserInputError(f"the pipeline has a cycle among {', '.join(pending)}")
+        for node in sorted(ready, key=lambda item: list(document["jobs"]).index(item.name)):
+            ordered.append(pending.pop(node.name))
+    return ordered
+
+
+def run_pipeline_job(
+    job: Any, *, runs_dir: Path = Path("runs"), registry: str | None = None, use_cache: bool = True
+) -> tuple[int, Path]:
+    """Run an AML pipeline job of these components on this machine; returns (exit code, run folder)."""
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    run_dir = runs_dir / run_id
+    run_dir.mkdir(parents=True)
+    options = RunOptions(use_cache=use_cache, registry=registry)
+    return run_nodes(nodes_from_aml(job), run_dir, StepCache(runs_dir / ".cache"), options), run_dir
 
 
 def champion_inputs(registry: str | None, model_name: str, destination: Path) -> dict[str, Any] | None:
@@ -171,7 +222,7 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     }
     _write_record(run_dir, record)
     for node in nodes:
-        if node.name == "evaluate":
+        if node.component == "evaluate":
             _bind_champion(node, run_dir, nodes, options.registry)
         entry = _run_node(node, nodes, run_dir, cache, options)
         record["nodes"].append(entry)
@@ -185,10 +236,17 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
             )
             print(f"node {node.name} failed: {' '.join(tail)}\n  log: {entry['log']}")
             _summary(record["nodes"])
-            _finish(run_dir, record, "failed", f"{node.name} failed (log: {entry['log']})")
+            _finish(
+                run_dir,
+                record,
+                _folders(nodes, run_dir),
+                "failed",
+                f"{node.name} failed (log: {entry['log']})",
+            )
             return 1
     _summary(record["nodes"])
-    _finish(run_dir, record, "succeeded", _outcome(run_dir, record))
+    folders = _folders(nodes, run_dir)
+    _finish(run_dir, record, folders, "succeeded", _outcome(folders))
     print(f"outputs: {run_dir}\nrun record: {run_dir / 'run.json'}")
     return 0
 
@@ -205,7 +263,7 @@ def _run_node(node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, op
         port: content_sha256(Path(path)) for port, path in inputs.items() if is_artifact(spec["inputs"][port])
     }
     parameters = {port: value for port, value in inputs.items() if port not in artifacts}
-    keyed = {port: value for port, value in parameters.items() if (node.name, port) not in ANNOTATIONS}
+    keyed = {port: value for port, value in parameters.items() if (node.component, port) not in ANNOTATIONS}
     if "registry" in spec["inputs"]:
         from mnist_mlops.registry import registry_uri
 
@@ -225,13 +283,13 @@ def _run_node(node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, op
         "log": str(log),
     }
     reusable = True
-    if node.name == "ingest":
+    if node.component == "ingest":
         source = _source_identity(parameters.get("source_uri"), parameters.get("source_sha256"))
         reusable = source is not None or "source_data" in artifacts
         key = step_key(node.component, artifacts, keyed | {"source_content": source, "day": _today()})
         entry["cache_key"] = key
     cached = cache.lookup(key) if options.use_cache and reusable else None
-    if cached and _registry_agrees(node.name, cached, options.registry):
+    if cached and _registry_agrees(node.component, cached, options.registry):
         print(f"[{node.name}] cached ({key[:12]})", flush=True)
         for port, path in outputs.items():
             link_copy(Path(cached[port]["path"]), path)
@@ -323,7 +381,7 @@ def _registry_agrees(node: str, cached: dict[str, dict[str, str]], registry: str
 def _bind_champion(node: Node, run_dir: Path, nodes: list[Node], registry: str | None) -> None:
     """evaluate's champion: production, unless production is this very model (a rerun, say), which
     was already judged on this data without one; then the inputs, and so the cache key, are unchanged."""
-    register = [n for n in nodes if n.name == "register"]
+    register = [n for n in nodes if n.component == "register"]
     model_name = register[0].inputs.get("model_name", "mnist-mlops") if register else "mnist-mlops"
     champion = champion_inputs(registry, model_name, run_dir / "champion")
     if champion is None:
@@ -348,18 +406,26 @@ def _write_record(run_dir: Path, record: dict) -> None:
     atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
 
 
-def _finish(run_dir: Path, record: dict, status: str, outcome: str) -> None:
+def _folders(nodes: list[Node], run_dir: Path) -> dict[str, Path]:
+    """Component -> the folder of the node running it (node names differ between graphs)."""
+    return {node.component: run_dir / node.name for node in nodes}
+
+
+def _finish(run_dir: Path, record: dict, folders: dict[str, Path], status: str, outcome: str) -> None:
     record |= {"status": status, "finished_at": utc_iso(datetime.now(UTC)), "outcome": outcome}
-    report = run_dir / "ingest" / "data_report.json"
-    if report.is_file():
-        record["lineage"]["dataset_version"] = json.loads(report.read_text())["dataset_version"]
-    registration = run_dir / "register" / "registration_record.json"
-    if registration.is_file():
-        record["lineage"]["model_version"] = json.loads(registration.read_text())["version"]
-    deployment = run_dir / "deploy" / "deployment_record.json"
-    if deployment.is_file():
-        record["lineage"]["deployed"] = json.loads(deployment.read_text())["outcome"] == "deployed"
+    if report := _artifact(folders, "ingest", "data_report.json"):
+        record["lineage"]["dataset_version"] = report["dataset_version"]
+    if registration := _artifact(folders, "register", "registration_record.json"):
+        record["lineage"]["model_version"] = registration["version"]
+    if deployment := _artifact(folders, "deploy", "deployment_record.json"):
+        record["lineage"]["deployed"] = deployment["outcome"] == "deployed"
     _write_record(run_dir, record)
+
+
+def _artifact(folders: dict[str, Path], component: str, file_name: str) -> dict | None:
+    """A JSON output of the node running `component`, if the run got that far."""
+    path = folders[component] / file_name if component in folders else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
 
 
 def _summary(entries: list[dict]) -> None:
@@ -368,27 +434,21 @@ def _summary(entries: list[dict]) -> None:
         print(f"{entry['name']:<12} {entry['status']:<8} {entry['seconds']:>8.1f}")
 
 
-def _outcome(run_dir: Path, record: dict) -> str:
+def _outcome(folders: dict[str, Path]) -> str:
     """The gate's verdict, the registration and the deployment: the pipeline's answer, blessed or not."""
-    blessing_path = run_dir / "evaluate" / "blessing.json"
-    if blessing_path.is_file():
-        blessing = json.loads(blessing_path.read_text())
+    if blessing := _artifact(folders, "evaluate", "blessing.json"):
         print(f"\nmodel {'blessed' if blessing['blessed'] else 'NOT blessed'}:")
         for reason in blessing["reasons"]:
             print(f"  - {reason}")
     summary = "finished"
-    registration_path = run_dir / "register" / "registration_record.json"
-    if registration_path.is_file():
-        registration = json.loads(registration_path.read_text())
+    if registration := _artifact(folders, "register", "registration_record.json"):
         if registration["registered"]:
             summary = f"registered {registration['model_name']} v{registration['version']}"
             print(f"{summary} in {registration['registry_uri']}")
         else:
             summary = "not registered"
             print(summary)
-    deployment_path = run_dir / "deploy" / "deployment_record.json"
-    if deployment_path.is_file():
-        deployment = json.loads(deployment_path.read_text())
+    if deployment := _artifact(folders, "deploy", "deployment_record.json"):
         if deployment["outcome"] == "skipped":
             summary = f"not deployed: production stays at {deployment['previous_version'] or 'nothing'}"
             print(summary)

@@ -154,3 +154,29 @@ def test_only_registry_references_are_served(uri):
 def test_registry_references_parse():
     assert parse_model_uri("models:/mnist-mlops/3") == ("mnist-mlops", "3", None)
     assert parse_model_uri("models:/mnist-mlops@production") == ("mnist-mlops", None, "production")
+
+
+def test_each_request_is_recorded_compactly_and_the_log_rotates(tmp_path):
+    from mnist_mlops.serving.request_log import RequestLog
+
+    log = RequestLog(tmp_path / "requests", max_bytes=4000, keep=2)
+    scorer = Scorer(
+        LoadedModel("mnist-mlops", "7", brightness_model), key=KEY, limits=Limits(), request_log=log
+    )
+    secret = json.dumps({"instances": images_of(0, 250).tolist(), MARKER: 1}).encode()
+    call(scorer, secret, "application/json")
+    call(scorer, json.dumps({"instances": images_of(0, 250).tolist()}).encode(), "application/json")
+    call(scorer, b"x", "image/png", key=None)
+    lines = log.path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        contracts.validate(record, "request_record", source="request log")
+    assert [record["status"] for record in records] == [400, 200, 401]
+    assert [image["class"] for image in records[1]["images"]] == [0, 9]
+    assert (
+        records[1]["images"][1]["mean_intensity"] == 250.0 and records[1]["images"][1]["ink_fraction"] == 1.0
+    )
+    assert MARKER not in log.path.read_text()
+    for _ in range(60):
+        call(scorer, encode_png(images_of(100)[0]), "image/png")
+    assert len(list((tmp_path / "requests").glob("*.jsonl"))) <= 3  # the live file and `keep` rotated ones

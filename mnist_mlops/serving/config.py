@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.serving.payloads import Limits
+from mnist_mlops.serving.request_log import RequestLog
 from mnist_mlops.serving.scorer import RegistryModels, Scorer, load_directory_model
 
 MODEL_URI = "MNIST_MLOPS_MODEL_URI"  # models:/<name>/<version> or models:/<name>@<alias>
@@ -20,6 +21,7 @@ KEY_FILE = "MNIST_MLOPS_KEY_FILE"  # file holding the bearer key; unset: no key 
 MAX_BATCH = "MNIST_MLOPS_MAX_BATCH"
 MAX_BODY_BYTES = "MNIST_MLOPS_MAX_BODY_BYTES"
 POLL_SECONDS = "MNIST_MLOPS_POLL_SECONDS"  # how often an alias is re-resolved
+REQUEST_LOG = "MNIST_MLOPS_REQUEST_LOG"  # folder for per-request monitoring records; unset: none
 MODEL_NAME = "MNIST_MLOPS_MODEL_NAME"  # reported name/version when the model comes from AZUREML_MODEL_DIR
 MODEL_VERSION = "MNIST_MLOPS_MODEL_VERSION"
 DEFAULT_POLL_SECONDS = 2.0
@@ -55,11 +57,12 @@ def scorer_from_environment() -> Scorer:
         max_body_bytes=int(_positive(MAX_BODY_BYTES, Limits.max_body_bytes, int)),
     )
     key = read_key(os.environ[KEY_FILE]) if os.environ.get(KEY_FILE) else None
+    request_log = RequestLog(Path(os.environ[REQUEST_LOG])) if os.environ.get(REQUEST_LOG) else None
     if os.environ.get(MODEL_URI):
         from mnist_mlops.registry import registry_uri
 
         models = RegistryModels(os.environ[MODEL_URI], registry_uri(os.environ.get(REGISTRY)))
-        scorer = Scorer(models.load(models.resolve()), key=key, limits=limits)
+        scorer = Scorer(models.load(models.resolve()), key=key, limits=limits, request_log=request_log)
         if models.alias:
             scorer.follow(models, _positive(POLL_SECONDS, DEFAULT_POLL_SECONDS, float))
     elif os.environ.get("AZUREML_MODEL_DIR"):
@@ -68,7 +71,7 @@ def scorer_from_environment() -> Scorer:
             os.environ.get(MODEL_NAME, "model"),
             os.environ.get(MODEL_VERSION, "unknown"),
         )
-        scorer = Scorer(model, key=key, limits=limits)
+        scorer = Scorer(model, key=key, limits=limits, request_log=request_log)
     else:
         raise UserInputError(f"set {MODEL_URI} (a registry reference) or AZUREML_MODEL_DIR")
     print(f"serving {scorer.model.name} v{scorer.model.version}", file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ import numpy as np
 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.serving.payloads import BadRequest, Limits, check_body_size, parse_request
+from mnist_mlops.serving.request_log import RequestLog
 
 DRAIN_LIMIT = 64 * 1024 * 1024
 MODEL_URI_PATTERN = re.compile(
@@ -116,10 +117,13 @@ def load_directory_model(model_dir: str | Path, name: str, version: str) -> Load
 class Scorer:
     """Answers scoring requests with the current model; optionally follows a registry alias."""
 
-    def __init__(self, model: LoadedModel, *, key: str | None, limits: Limits) -> None:
+    def __init__(
+        self, model: LoadedModel, *, key: str | None, limits: Limits, request_log: RequestLog | None = None
+    ) -> None:
         self._model = model
         self._key = key.encode() if key else None
         self.limits = limits
+        self.request_log = request_log
 
     @property
     def model(self) -> LoadedModel:
@@ -166,14 +170,38 @@ class Scorer:
         read_body: Callable[[int], bytes],
     ) -> Response:
         """One HTTP exchange. Never raises for bad input: every refusal is a 4xx with a clear message."""
+        started = time.perf_counter()
+        response, images, probabilities = self._respond(
+            method, authorization, content_type, content_length, read_body
+        )
+        if self.request_log is not None:
+            self.request_log.record(
+                model_name=self._model.name,
+                model_version=response.headers.get("x-model-version", self._model.version),
+                status=response.status,
+                started=started,
+                images=images,
+                probabilities=probabilities,
+            )
+        return response
+
+    def _respond(
+        self,
+        method: str,
+        authorization: str | None,
+        content_type: str | None,
+        content_length: int | None,
+        read_body: Callable[[int], bytes],
+    ) -> tuple[Response, np.ndarray | None, np.ndarray | None]:
         if not self.authorized(authorization):
-            return _error(
+            refusal = _error(
                 401,
                 "missing or invalid key: send 'Authorization: Bearer <key>'",
                 {"WWW-Authenticate": "Bearer"},
             )
+            return refusal, None, None
         if method != "POST":
-            return _error(405, "use POST to score", {"Allow": "POST"})
+            return _error(405, "use POST to score", {"Allow": "POST"}), None, None
         try:
             if content_length is not None and content_length > self.limits.max_body_bytes:
                 _drain(read_body, content_length)
@@ -181,7 +209,7 @@ class Scorer:
             body = read_body(self.limits.max_body_bytes + 1)
             images = parse_request(body, content_type, self.limits)
         except BadRequest as refusal:
-            return _error(refusal.status, refusal.message)
+            return _error(refusal.status, refusal.message), None, None
         model = self._model
         probabilities = model.predict(images)
         predictions = [
@@ -194,7 +222,7 @@ class Scorer:
             "model_name": model.name,
             "model_version": model.version,
         }
-        return Response(200, body_out, {"x-model-version": model.version})
+        return Response(200, body_out, {"x-model-version": model.version}), images, probabilities
 
 
 def _drain(read_body: Callable[[int], bytes], length: int) -> None:

@@ -65,6 +65,7 @@ def server_environment(
     max_batch: int | None = None,
     max_body_bytes: int | None = None,
     poll_seconds: float | None = None,
+    request_log: Path | None = None,
 ) -> dict[str, str]:
     """The environment `score.py` reads (see `mnist_mlops.serving.config`)."""
     settings = {
@@ -74,6 +75,7 @@ def server_environment(
         config.MAX_BATCH: max_batch,
         config.MAX_BODY_BYTES: max_body_bytes,
         config.POLL_SECONDS: poll_seconds,
+        config.REQUEST_LOG: str(request_log) if request_log else None,
         "AZUREML_LOG_LEVEL": "WARNING",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
