@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -64,9 +65,21 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _MODEL_VERSION = re.compile(r"^[1-9][0-9]{0,9}$")  # registry versions are 1, 2, ...
 
 
-def azure_ml_client(subscription_id: str, resource_group: str, workspace: str) -> MLClient:
-    """An MLClient for the workspace; the credential chain (CLI login, managed identity...) is Azure's."""
-    values = {"subscription_id": subscription_id, "resource_group": resource_group, "workspace": workspace}
+WORKSPACE_ENVIRONMENT = {
+    "subscription_id": "AZUREML_ARM_SUBSCRIPTION",
+    "resource_group": "AZUREML_ARM_RESOURCEGROUP",
+    "workspace": "AZUREML_ARM_WORKSPACE_NAME",
+}
+"""What Azure ML sets in every job: a deploy step inside a pipeline targets its own workspace."""
+
+
+def azure_ml_client(
+    subscription_id: str | None, resource_group: str | None, workspace: str | None
+) -> MLClient:
+    """An MLClient for the workspace (given, else the running job's); Azure's credential chain."""
+    given = {"subscription_id": subscription_id, "resource_group": resource_group, "workspace": workspace}
+    values = {name: value or os.environ.get(WORKSPACE_ENVIRONMENT[name]) for name, value in given.items()}
+    subscription_id, resource_group, workspace = values.values()
     missing = [name for name, value in values.items() if not (value and value.strip())]
     if missing:
         raise UserInputError(f"Azure ML workspace not fully specified: missing {', '.join(missing)}")

@@ -774,3 +774,15 @@ def test_deployment_round_trips_through_the_sdk_schema(
     for probe in (loaded.liveness_probe, loaded.readiness_probe):
         assert probe.period > 0 and probe.timeout > 0 and probe.failure_threshold >= 1
     assert loaded.liveness_probe.success_threshold == 1  # the service's only allowed value
+
+
+def test_inside_an_azure_ml_job_the_client_targets_the_jobs_own_workspace(monkeypatch) -> None:
+    monkeypatch.setenv("AZUREML_ARM_SUBSCRIPTION", "00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv("AZUREML_ARM_RESOURCEGROUP", "rg")
+    monkeypatch.setenv("AZUREML_ARM_WORKSPACE_NAME", "ws")
+    client = azure_ml_client(None, None, None)
+    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == (
+        "00000000-0000-0000-0000-000000000000",
+        "rg",
+        "ws",
+    )
