@@ -36,7 +36,8 @@ def run(workdir: Path, data: Path, *extra: str) -> tuple[float, dict]:
     )
     seconds = time.perf_counter() - started
     if completed.returncode != 0:
-        raise SystemExit(f"mnist-mlops run {' '.join(extra)} failed:\n{completed.stdout[-3000:]}{completed.stderr[-2000:]}")
+        output = completed.stdout[-3000:] + completed.stderr[-2000:]
+        raise SystemExit(f"mnist-mlops run {' '.join(extra)} failed:\n{output}")
     (run_dir,) = set((workdir / "runs").glob("2*")) - before
     return seconds, json.loads((run_dir / "run.json").read_text())
 

@@ -35,6 +35,13 @@ ARTIFACTS: dict[tuple[str, str], str] = {
     ("deploy", "test_data"): "preprocessed_manifest",
     ("deploy", "registration_record"): "registration_record",
     ("deploy", "deployment_record"): "deployment_record",
+    ("batch_score", "images"): "raw_images",
+    ("batch_score", "predictions"): "predictions_csv",
+    ("batch_score", "summary"): "batch_score_summary",
+    ("monitor", "requests"): "request_record",
+    ("monitor", "baseline"): "preprocessed_manifest",
+    ("monitor", "thresholds"): "monitor_thresholds",
+    ("monitor", "report"): "monitor_report",
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from mnist_mlops.atomic import atomic_write_bytes
 
 
-def _figure_bytes(figure: Any) -> bytes:
+def figure_bytes(figure: Any) -> bytes:
     import io
 
     import matplotlib
@@ -34,7 +34,7 @@ def training_curves(history: list[dict[str, float]], target: Path) -> None:
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend()
-    atomic_write_bytes(Path(target), _figure_bytes(figure))
+    atomic_write_bytes(Path(target), figure_bytes(figure))
 
 
 def confusion_matrix(matrix: Any, target: Path) -> None:
@@ -57,7 +57,7 @@ def confusion_matrix(matrix: Any, target: Path) -> None:
                 column, row, int(matrix[row, column]), ha="center", va="center", fontsize=7, color=color
             )
     axis.set_title("Confusion matrix")
-    atomic_write_bytes(Path(target), _figure_bytes(figure))
+    atomic_write_bytes(Path(target), figure_bytes(figure))
 
 
 def image_grid(images: Any, captions: list[str], target: Path, columns: int = 5) -> None:
@@ -74,4 +74,4 @@ def image_grid(images: Any, captions: list[str], target: Path, columns: int = 5)
             axis.set_title(captions[index], fontsize=7)
     if not len(images):
         axes[0, 0].text(0, 0.5, "no misclassified images", fontsize=10)
-    atomic_write_bytes(Path(target), _figure_bytes(figure))
+    atomic_write_bytes(Path(target), figure_bytes(figure))

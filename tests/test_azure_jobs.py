@@ -149,7 +149,7 @@ def test_first_publish_creates_every_component_at_its_spec_version_then_nothing_
     results = publish(client)  # builds the real wheel once
 
     stages = component_names()
-    assert len(stages) == 6
+    assert len(stages) == len(set(stages)) >= 6
     expected_calls = []
     for stage in stages:
         spec = load_spec(stage)
@@ -289,7 +289,7 @@ def checkout(tmp_path) -> Path:
 def test_content_hash_is_stable_and_independent_of_the_location(checkout):
     digest = content_hash("train", checkout)
     assert digest == content_hash("train", checkout) == content_hash("train")
-    assert len({content_hash(stage, checkout) for stage in component_names()}) == 6
+    assert len({content_hash(stage, checkout) for stage in component_names()}) == len(component_names())
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_stage_folder_is_a_component():
-    assert NAMES == ["deploy", "evaluate", "ingest", "preprocess", "register", "train"]
+    assert NAMES == [
+        "batch_score",
+        "deploy",
+        "evaluate",
+        "ingest",
+        "monitor",
+        "preprocess",
+        "register",
+        "train",
+    ]
 
 
 def test_specs_and_readme_port_tables_have_not_drifted():
@@ -87,6 +96,8 @@ EXECUTORS = {
     "evaluate": "run_evaluate",
     "register": "run_register",
     "deploy": "run_deploy",
+    "batch_score": "run_batch_score",
+    "monitor": "run_monitor",
 }
 
 

@@ -1,0 +1,273 @@
+"""batch_score against a tiny registered model: rows, skipped files, summary contract, resume after a
+real kill, workers through the component command, and refusals."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlops import cli, contracts
+from mnist_mlops.components.batch_score import executor
+from mnist_mlops.components.batch_score.executor import label_of, run_batch_score, score_mini_batch, work_dir
+from mnist_mlops.components.evaluate.executor import run_evaluate
+from mnist_mlops.components.ingest.executor import run_ingest
+from mnist_mlops.components.preprocess.executor import run_preprocess
+from mnist_mlops.components.register.executor import run_register
+from mnist_mlops.components.train.executor import run_train
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
+from mnist_mlops.serving.validation import png_bomb
+from tests.datasets import digit_images, make_tarball, png_bytes, small_splits, write_png_tree
+
+ANY_MODEL = {
+    "schema_version": 1,
+    "min_accuracy": 0.0,
+    "min_class_recall": 0.0,
+    "max_regression": 1.0,
+    "max_p99_latency_ms": 10000.0,
+}
+MODEL = "models:/mnist-mlops@challenger"
+MINI_BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A registry holding one ready version of a tiny model (quality is beside the point here)."""
+    root = tmp_path_factory.mktemp("batch-score-model")
+    source = write_png_tree(root / "src", small_splits(train_per_class=12, test_per_class=4))
+    run_ingest(str(source), root / "dataset", root / "data_report.json")
+    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
+    run_train(
+        root / "preprocessed",
+        root / "model",
+        root / "summary.json",
+        root / "curves.png",
+        epochs=2,
+        batch_size=16,
+    )
+    (root / "thresholds.json").write_text(json.dumps(ANY_MODEL))
+    run_evaluate(
+        root / "model",
+        root / "preprocessed",
+        root / "evaluation",
+        root / "blessing.json",
+        thresholds_path=root / "thresholds.json",
+    )
+    uri = f"sqlite:///{root / 'registry' / 'mlflow.db'}"
+    run_register(
+        root / "model",
+        root / "blessing.json",
+        root / "evaluation",
+        root / "summary.json",
+        root / "data_report.json",
+        root / "preprocessed",
+        root / "registration.json",
+        registry=uri,
+    )
+    return uri
+
+
+BAD = {
+    "bad/notes.txt": (b"not an image at all", "not a PNG file"),
+    "bad/empty.png": (b"", "empty input"),
+    "bad/truncated.png": (png_bytes(np.zeros((28, 28), np.uint8))[:40], "truncated"),
+    "bad/too_big.png": (png_bytes(np.zeros((64, 64), np.uint8)), "wrong size 64x64"),
+    "bad/bomb.png": (png_bomb(4000), "wrong size 4000x4000"),
+}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int | None]]:
+    """A tarball of good PNGs (labelled by folder, unlabelled, RGB, an awkward name) and bad files;
+    returns it with the good paths and their labels."""
+    root = tmp_path_factory.mktemp("batch-score-images") / "images"
+    pixels, labels = digit_images(per_class=3, seed=7)
+    good: dict[str, bytes] = {
+        f"digits/{label}/{index}.png": png_bytes(image)
+        for index, (image, label) in enumerate(zip(pixels, labels, strict=True))
+    }
+    good["unlabelled/a.png"] = png_bytes(pixels[0])
+    good['odd/comma, "quote".png'] = png_bytes(pixels[1])
+    good["rgb/4/colour.png"] = png_bytes(pixels[13], mode="RGB")
+    for path, data in {**good, **{path: data for path, (data, _) in BAD.items()}}.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    tarball = make_tarball(root, root.parent / "images.tar.gz")
+    return tarball, {path: label_of(path) for path in good}
+
+
+@pytest.fixture(scope="module")
+def scored(
+    registry: str, images: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, Path]:
+    """One uninterrupted in-process run: its summary and predictions file."""
+    out = tmp_path_factory.mktemp("batch-score-run")
+    summary = run_batch_score(
+        MODEL,
+        images[0],
+        out / "predictions.csv",
+        out / "summary.json",
+        registry=registry,
+        mini_batch_size=MINI_BATCH,
+    )
+    return summary, out / "predictions.csv"
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_scores_every_good_file_once_and_reports_the_bad_ones(registry, images, scored):
+    tarball, good = images
+    summary, predictions = scored
+    rows = read_rows(predictions)
+    assert [row["path"] for row in rows] == sorted(good)
+    assert {row["path"]: row["label"] for row in rows} == {
+        path: "" if label is None else str(label) for path, label in good.items()
+    }
+    assert all(0.0 < float(row["confidence"]) <= 1.0 for row in rows)
+    reasons = {item["path"]: item["reason"] for item in summary["skipped"]}
+    assert set(reasons) == set(BAD)
+    for path, (_, reason) in BAD.items():
+        assert reason in reasons[path], path
+
+    assert contracts.read_json(predictions.with_name("summary.json"), "batch_score_summary") == summary
+    assert (summary["files"], summary["scored"], summary["skipped_count"]) == (
+        len(good) + len(BAD),
+        len(good),
+        5,
+    )
+    assert summary["model_version"] == "1" and summary["model_uri"] == MODEL
+    assert (summary["mini_batches"], summary["resumed_mini_batches"]) == (
+        -(-summary["files"] // MINI_BATCH),
+        0,
+    )
+    classes = [int(row["class"]) for row in rows]
+    assert summary["class_distribution"] == {str(c): classes.count(c) for c in range(10)}
+    labelled = [(int(row["class"]), int(row["label"])) for row in rows if row["label"]]
+    assert summary["labelled"] == len(labelled) == 31
+    assert summary["accuracy"] == round(np.mean([c == label for c, label in labelled]), 6)
+    assert summary["images_per_s"] > 0 and not work_dir(predictions).exists()
+
+    models = RegistryModels("models:/mnist-mlops/1", registry)
+    blobs = [(tarball.parent / "images" / path).read_bytes() for path in sorted(good)]
+    expected = models.load("1").predict(decode_pngs(blobs).images).argmax(axis=1)
+    assert classes == expected.tolist()  # the registered model's own answers, row for row
+
+
+def test_a_killed_run_resumes_with_exactly_one_row_per_file(registry, images, scored, tmp_path, capfd):
+    """SIGKILL right after the first checkpoint (no cleanup runs), then the same command again, through
+    the component's own command line and with two worker processes."""
+    predictions, summary_path = tmp_path / "predictions.csv", tmp_path / "summary.json"
+    killer = textwrap.dedent(
+        f"""
+        import os, signal
+        from mnist_mlops.components.batch_score import executor
+        write_part = executor._write_part
+        def write_then_die(*args):
+            write_part(*args)
+            os.kill(os.getpid(), signal.SIGKILL)
+        executor._write_part = write_then_die
+        executor.run_batch_score(
+            {MODEL!r}, {str(images[0])!r}, {str(predictions)!r}, {str(summary_path)!r},
+            registry={registry!r}, mini_batch_size={MINI_BATCH},
+        )
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", killer], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    parts = work_dir(predictions)
+    assert sorted(path.name for path in parts.iterdir()) == ["000000.json", "run.json"]
+    assert not predictions.exists() and not summary_path.exists()
+
+    arguments = ["batch_score", "--images", str(images[0]), "--model", MODEL, "--registry", registry]
+    arguments += ["--mini-batch-size", str(MINI_BATCH), "--workers", "2"]
+    assert cli.main([*arguments, "--predictions", str(predictions), "--summary", str(summary_path)]) == 0
+    assert "1 already scored by an interrupted run" in capfd.readouterr().out
+    resumed = contracts.read_json(summary_path, "batch_score_summary")
+    assert (resumed["resumed_mini_batches"], resumed["workers"]) == (1, 2)
+    assert predictions.read_bytes() == scored[1].read_bytes()
+    ignore = {
+        "seconds",
+        "model_load_seconds",
+        "images_per_s",
+        "finished_at",
+        "resumed_mini_batches",
+        "workers",
+    }
+    assert {k: v for k, v in resumed.items() if k not in ignore} == {
+        k: v for k, v in scored[0].items() if k not in ignore
+    }
+    assert not parts.exists()
+
+
+def test_refusals_are_clear_and_write_nothing(registry, images, tmp_path):
+    outputs = (tmp_path / "predictions.csv", tmp_path / "summary.json")
+    refusals = [
+        ("./model", images[0], registry, "batch_score takes a registry reference"),
+        ("models:/mnist-mlops/7", images[0], registry, "not found in the registry"),
+        (MODEL, images[0], f"sqlite:///{tmp_path / 'none.db'}", "no registry at"),
+        (MODEL, tmp_path / "missing", registry, "no such file or folder"),
+    ]
+    for model, source, uri, message in refusals:
+        with pytest.raises(UserInputError, match=message):
+            run_batch_score(model, source, *outputs, registry=uri)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_an_empty_input_exits_2_through_the_component(registry, tmp_path, capfd):
+    (tmp_path / "empty").mkdir()
+    predictions, summary = tmp_path / "out" / "predictions.csv", tmp_path / "out" / "summary.json"
+    arguments = ["batch_score", "--images", str(tmp_path / "empty"), "--model", MODEL, "--registry", registry]
+    assert cli.main([*arguments, "--predictions", str(predictions), "--summary", str(summary)]) == 2
+    assert "no files to score (empty input)" in capfd.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_mini_batch_rows_are_valid_csv_with_optional_labels():
+    model = LoadedModel("fake", "1", lambda images: np.eye(10, dtype=np.float32)[np.full(len(images), 7)])
+    image = png_bytes(np.zeros((28, 28), np.uint8))
+    paths = ["3/a.png", 'x/with, "comma".png', "12/b.png", "9/broken.png"]
+    scored = score_mini_batch(model, paths, [image, image, image, b"\x89PNG\r\n"])
+    rows = list(csv.reader(io.StringIO(scored.rows)))
+    assert rows == [
+        ["3/a.png", "7", "1.000000", "3"],
+        ['x/with, "comma".png', "7", "1.000000", ""],
+        ["12/b.png", "7", "1.000000", ""],
+    ]
+    assert scored.skipped == [{"path": "9/broken.png", "reason": "truncated PNG header"}]
+    assert (scored.files, scored.labelled, scored.correct, scored.class_counts[7]) == (4, 1, 0, 3)
+    assert [label_of(path) for path in ("a/0/x.png", "0/x.png", "x.png", "a/10/x.png", "a/٣/x.png")] == [
+        0,
+        0,
+        None,
+        None,
+        None,
+    ]
+
+
+def test_a_checkpoint_only_resumes_the_same_job(tmp_path):
+    """Another input, model version or mini-batch size starts over; a damaged part is scored again."""
+    work = tmp_path / "predictions.csv.parts"
+    batches = [["a", "b"], ["c"]]
+    identity = {"input_sha256": "1" * 64, "model_version": "1", "mini_batch_size": 2}
+    assert executor._prepare(work, identity, batches) == set()
+    part = executor.ScoredMiniBatch(
+        files=2, rows="", skipped=[], class_counts=[0] * 10, labelled=0, correct=0
+    )
+    executor._write_part(work, 0, part)
+    (work / "000001.json").write_text('{"files": 1, "rows": ')  # torn
+    assert executor._prepare(work, identity, batches) == {0}
+    assert executor._prepare(work, identity | {"model_version": "2"}, batches) == set()
+    assert sorted(path.name for path in work.iterdir()) == ["run.json"]

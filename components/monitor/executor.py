@@ -1,0 +1,328 @@
+"""monitor: compare what production serves with what the model was trained on, and act on a breach.
+
+Framework-free interface. Inputs: the scoring server's request log folder (every ``*.jsonl`` below it,
+one `request_record` per line; lines that are not are counted and skipped, a line still being written
+at the end of a file is left for the next run) and the preprocess output of the training data (its
+`baseline_statistics.json`, found and checked through its manifest).
+
+Each check measures one metric over the most recent N requests (its window) and alerts above its
+threshold: input drift of mean intensity and ink fraction (PSI and binned KS distance against the
+baseline's histogram), prediction drift (total variation between served classes and the training
+class priors), the share of low-confidence predictions, the shares of 5xx and of 4xx responses, and
+p50/p99 latency of successful requests. Fewer than `min_samples` images (requests, for error rates and
+latency) is "insufficient_data", never an alert. On an alert the report carries the reasons, and
+`on_breach` may start a local training run or submit the Azure ML training pipeline.
+
+Output folder (staged, renamed into place whole): ``monitor_report.json`` and ``drift.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mnist_mlops import contracts
+from mnist_mlops.atomic import staged_dir
+from mnist_mlops.components.monitor import drift, plot, retrain
+from mnist_mlops.errors import ContractError, UserInputError
+from mnist_mlops.hashing import sha256_file
+from mnist_mlops.provenance import utc_iso
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+
+COMPONENT_NAME = "mnist_mlops_monitor"
+FEATURES = ("mean_intensity", "ink_fraction")
+ON_BREACH = ("alert", "retrain_local", "retrain_aml")
+DEFAULT_WINDOW = 1000
+LOW_CONFIDENCE = 0.9
+"""A prediction below this confidence counts as low-confidence."""
+DEFAULT_THRESHOLDS = {
+    "psi_mean_intensity": 0.2,
+    "psi_ink_fraction": 0.2,
+    "ks_mean_intensity": 0.2,
+    "ks_ink_fraction": 0.2,
+    "prediction_tv": 0.15,
+    "low_confidence_share": 0.2,
+    "error_rate_5xx": 0.01,
+    "error_rate_4xx": 0.05,
+    "latency_p50_ms": 20.0,
+    "latency_p99_ms": 50.0,
+}
+"""Alert above these. PSI 0.2 is the customary "significant shift"; the rest are starting points to
+tune per endpoint with a thresholds file."""
+REQUEST_METRICS = {"error_rate_5xx", "error_rate_4xx", "latency_p50_ms", "latency_p99_ms"}
+"""Measured over requests; every other metric over the images of the window."""
+REPORT_FILE = "monitor_report.json"
+PLOT_FILE = "drift.png"
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Request:
+    time: datetime
+    model_version: str
+    status: int
+    latency_ms: float
+    images: list[dict[str, Any]]
+
+
+def run_monitor(
+    requests_dir: str | Path,
+    baseline_dir: str | Path,
+    report_dir: str | Path,
+    *,
+    thresholds_path: str | Path | None = None,
+    model_version: str | None = None,
+    min_samples: int = 100,
+    on_breach: str = "alert",
+    retrain_data: str | None = None,
+    retrain_until: str | None = None,
+    registry: str | None = None,
+    subscription_id: str | None = None,
+    resource_group: str | None = None,
+    workspace: str | None = None,
+) -> dict[str, Any]:
+    """Check the recent traffic, act on a breach as `on_breach` says, write the report; returns it."""
+    client = _retrain_client(on_breach, retrain_data, subscription_id, resource_group, workspace)
+    baseline = read_baseline(Path(baseline_dir))
+    rules = read_thresholds(Path(thresholds_path) if thresholds_path else None)
+    requests, log = read_requests(Path(requests_dir), model_version)
+    with staged_dir(Path(report_dir)) as stage:
+        measured: dict[int, dict[str, tuple[float | None, int]]] = {}
+        checks = []
+        for metric, (threshold, window) in rules.items():
+            if window not in measured:
+                measured[window] = measure(requests[-window:], baseline)
+            value, samples = measured[window][metric]
+            checks.append(_check(metric, value, threshold, window, samples, min_samples))
+        widest = requests[-max(window for _, window in rules.values()) :]
+        report = {
+            "schema_version": 1,
+            "generated_at": utc_iso(datetime.now(UTC)),
+            "baseline": {"dataset_version": baseline["dataset_version"], "count": baseline["count"]},
+            "model_version_filter": model_version,
+            "model_versions": sorted({request.model_version for request in widest}),
+            "log": log,
+            "time_range": {"from": utc_iso(widest[0].time), "to": utc_iso(widest[-1].time)},
+            "samples": {"requests": len(widest), "images": sum(len(r.images) for r in widest)},
+            "summary": _summary(widest, baseline),
+            "checks": checks,
+            **_verdict(checks),
+            "retrain": retrain.not_triggered(on_breach),
+        }
+        plot.drift_over_time(
+            [request.time for request in requests for _ in request.images],
+            {name: np.array([i[name] for r in requests for i in r.images]) for name in FEATURES},
+            baseline["features"],
+            {name: rules[f"psi_{name}"][0] for name in FEATURES},
+            stage / PLOT_FILE,
+        )
+        _announce(report)
+        if report["alert"] and on_breach == "retrain_local":
+            report["retrain"] = retrain.retrain_local(retrain_data, registry=registry, until=retrain_until)
+        elif report["alert"] and on_breach == "retrain_aml":
+            report["retrain"] = retrain.retrain_aml(client, retrain_data)
+        if report["retrain"]["status"] != "not_triggered":
+            print(f"retrain {report['retrain']['status']}: {report['retrain']['detail']}", flush=True)
+        contracts.write_json(stage / REPORT_FILE, report, "monitor_report")
+    return report
+
+
+def _retrain_client(
+    on_breach: str,
+    retrain_data: str | None,
+    subscription_id: str | None,
+    resource_group: str | None,
+    workspace: str | None,
+) -> MLClient | None:
+    """Refuse a breach action that could not run before any monitoring, not when the alert comes."""
+    if on_breach not in ON_BREACH:
+        raise UserInputError(f"on_breach {on_breach!r}: expected one of {', '.join(ON_BREACH)}")
+    if on_breach == "retrain_local" and not retrain_data:
+        raise UserInputError("on_breach=retrain_local needs retrain_data (what the training pipeline reads)")
+    if on_breach != "retrain_aml":
+        return None
+    try:
+        from mnist_mlops.azure_jobs import ml_client
+    except ImportError:
+        raise UserInputError(
+            "on_breach=retrain_aml needs azure-ai-ml: pip install 'mnist-mlops[azure]'"
+        ) from None
+    try:
+        return ml_client(None, subscription_id, resource_group, workspace)
+    except UserInputError as error:
+        raise UserInputError(f"on_breach=retrain_aml: {error}") from None
+
+
+def read_baseline(folder: Path) -> dict[str, Any]:
+    """The training baseline from a preprocess output, checked against the sha256 its manifest records."""
+    manifest = contracts.read_json(folder / "manifest.json", "preprocessed_manifest")
+    entry = manifest["baseline_statistics"]
+    path = folder / entry["path"]
+    baseline = contracts.read_json(path, "baseline_statistics")
+    if sha256_file(path) != entry["sha256"]:
+        raise UserInputError(f"{path}: differs from the sha256 recorded in {folder / 'manifest.json'}")
+    return baseline
+
+
+def read_thresholds(path: Path | None) -> dict[str, tuple[float, int]]:
+    """(threshold, window) per metric: the built-in rules, with those the file lists replaced."""
+    if path is None:
+        return {metric: (threshold, DEFAULT_WINDOW) for metric, threshold in DEFAULT_THRESHOLDS.items()}
+    document = contracts.read_json(path, "monitor_thresholds")
+    window = document.get("window", DEFAULT_WINDOW)
+    rules = {metric: (threshold, window) for metric, threshold in DEFAULT_THRESHOLDS.items()}
+    listed: set[str] = set()
+    for check in document["checks"]:
+        if check["metric"] in listed:
+            raise UserInputError(f"{path}: metric {check['metric']} is listed twice")
+        listed.add(check["metric"])
+        rules[check["metric"]] = (float(check["threshold"]), check.get("window", window))
+    return rules
+
+
+def read_requests(folder: Path, model_version: str | None) -> tuple[list[Request], dict[str, Any]]:
+    """Every valid record below `folder` (optionally of one model version), oldest first; what was read."""
+    if not folder.is_dir():
+        raise UserInputError(f"{folder}: request log folder not found")
+    files = sorted(folder.rglob("*.jsonl"))
+    requests: list[Request] = []
+    lines = bad = 0
+    examples: list[str] = []
+    for file in files:
+        text = file.read_text(encoding="utf-8", errors="replace")
+        complete = text.split("\n")[:-1]  # after the last newline: a line the server is still writing
+        for number, line in enumerate(complete, start=1):
+            if not line.strip():
+                continue
+            lines += 1
+            where = f"{file.relative_to(folder)}:{number}"
+            try:
+                entry = json.loads(line)
+                contracts.validate(entry, "request_record", source=where)
+            except (ValueError, ContractError) as error:
+                bad += 1
+                if len(examples) < MAX_EXAMPLES:
+                    message = str(error) if isinstance(error, ContractError) else f"{where}: not JSON"
+                    examples.append(message[:300])
+                continue
+            time = datetime.fromisoformat(entry["time"]).astimezone(UTC)  # the schema checked it is RFC 3339
+            requests.append(
+                Request(time, entry["model_version"], entry["status"], entry["latency_ms"], entry["images"])
+            )
+    if not lines:
+        raise UserInputError(f"{folder}: no request records (no non-empty *.jsonl lines); is the log set?")
+    if not requests:
+        raise UserInputError(f"{folder}: none of the {lines} lines is a request record, e.g. {examples[0]}")
+    if model_version is not None:
+        versions = sorted({request.model_version for request in requests})
+        requests = [request for request in requests if request.model_version == model_version]
+        if not requests:
+            raise UserInputError(
+                f"{folder}: no requests served by model version {model_version}; the log has {versions}"
+            )
+    requests.sort(key=lambda request: request.time)
+    log = {
+        "files": len(files),
+        "lines": lines,
+        "bad_lines": bad,
+        "bad_line_examples": examples,
+        "requests": len(requests),
+    }
+    if bad:
+        print(f"skipped {bad} of {lines} log lines that are not request records, e.g. {examples[0]}")
+    return requests, log
+
+
+def measure(requests: list[Request], baseline: dict[str, Any]) -> dict[str, tuple[float | None, int]]:
+    """(value, samples) of every metric over `requests`; value None when there is nothing to measure."""
+    images = [image for request in requests for image in request.images]
+    values: dict[str, tuple[float | None, int]] = {}
+    for name in FEATURES:
+        served = np.array([image[name] for image in images], dtype=np.float64)
+        reference = baseline["features"][name]
+        fractions = drift.binned_fractions(served, reference["bin_edges"])
+        values[f"psi_{name}"] = (
+            drift.psi(fractions, reference["fractions"]) if images else None,
+            len(images),
+        )
+        values[f"ks_{name}"] = (
+            drift.ks_distance(fractions, reference["fractions"]) if images else None,
+            len(images),
+        )
+    classes = np.array([image["class"] for image in images], dtype=np.int64)
+    confidence = np.array([image["confidence"] for image in images], dtype=np.float64)
+    values["prediction_tv"] = (
+        drift.prediction_distance(classes, baseline["class_priors"]) if images else None,
+        len(images),
+    )
+    values["low_confidence_share"] = (
+        float((confidence < LOW_CONFIDENCE).mean()) if images else None,
+        len(images),
+    )
+    statuses = np.array([request.status for request in requests])
+    values["error_rate_5xx"] = (float((statuses >= 500).mean()), len(requests))
+    values["error_rate_4xx"] = (float(((statuses >= 400) & (statuses < 500)).mean()), len(requests))
+    latencies = [request.latency_ms for request in requests if 200 <= request.status < 300]
+    for name, percentile in (("latency_p50_ms", 50), ("latency_p99_ms", 99)):
+        value = float(np.percentile(latencies, percentile)) if latencies else None
+        values[name] = (value, len(latencies))
+    return values
+
+
+def _check(
+    metric: str, value: float | None, threshold: float, window: int, samples: int, min_samples: int
+) -> dict[str, Any]:
+    if samples < min_samples or value is None:
+        outcome = "insufficient_data"
+    else:
+        outcome = "alert" if value > threshold else "ok"
+    return {
+        "metric": metric,
+        "value": None if value is None else round(value, 6),
+        "threshold": threshold,
+        "window": window,
+        "samples": samples,
+        "outcome": outcome,
+    }
+
+
+def _verdict(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    alerts = [check for check in checks if check["outcome"] == "alert"]
+    reasons = [
+        f"{check['metric']} {check['value']:.4g} > {check['threshold']:g} over the last {check['window']}"
+        f" requests ({check['samples']} {'requests' if check['metric'] in REQUEST_METRICS else 'images'})"
+        for check in alerts
+    ]
+    drifting = [
+        name for name in FEATURES if any(check["metric"] in (f"psi_{name}", f"ks_{name}") for check in alerts)
+    ]
+    return {"alert": bool(alerts), "drifting_features": drifting, "alert_reasons": reasons}
+
+
+def _summary(requests: list[Request], baseline: dict[str, Any]) -> dict[str, Any]:
+    images = [image for request in requests for image in request.images]
+
+    def mean(name: str) -> float | None:
+        return round(float(np.mean([image[name] for image in images])), 6) if images else None
+
+    return {
+        name: {"served": mean(name), "baseline": baseline["features"][name]["mean"]} for name in FEATURES
+    } | {"mean_confidence": mean("confidence"), "low_confidence_below": LOW_CONFIDENCE}
+
+
+def _announce(report: dict[str, Any]) -> None:
+    """The alert record on one line (for log-based alerting), or a one-line all-clear."""
+    if report["alert"]:
+        record = {key: report[key] for key in ("alert", "drifting_features", "alert_reasons", "time_range")}
+        print(f"ALERT {json.dumps(record | {'model_versions': report['model_versions']})}", flush=True)
+        return
+    short = [check["metric"] for check in report["checks"] if check["outcome"] == "insufficient_data"]
+    note = f"; insufficient data for {', '.join(short)}" if short else ""
+    print(f"no alert over {report['samples']['requests']} requests{note}", flush=True)
