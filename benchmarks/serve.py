@@ -2,9 +2,9 @@
 
     python benchmarks/serve.py [--registry URI] [--model models:/mnist-mlops@production]
 
-Needs a registry with a model trained on the shared MNIST (`mnist-mlops run` then `mnist-mlops deploy`
-make one in ./mlflow.db). Our server is the Azure ML inference server with `score.py`, one worker, key
-auth on. Measured, sequentially from this client process:
+Needs a registry with a model trained on the shared MNIST (`mnist-mlops run` makes one in ./mlflow.db).
+Our server is the Azure ML inference server with `score.py`, one worker, key auth and the request log
+on, as `mnist-mlops serve` runs it. Measured, sequentially from this client process:
 - one MNIST test PNG per request: p50 / p99 latency;
 - 128 PNGs per request (base64 JSON): images/s;
 - 128 images per request as JSON pixel arrays, against both servers: the only body `mlflow models serve`
@@ -68,7 +68,9 @@ def checked(status: int, body: dict, expected: list[int] | None = None) -> dict:
 def ours(uri: str, model: str, pngs: list[bytes], pixel_batches: list[dict]) -> dict:
     models = RegistryModels(model, uri)
     key_file = ensure_key(key_path(uri, models.name))
-    with running_server(server_environment(model, registry=uri, key_file=key_file)) as server:
+    request_log = Path(tempfile.mkdtemp(prefix="mnist-mlops-bench-requests-"))  # on, as `serve` runs it
+    environment = server_environment(model, registry=uri, key_file=key_file, request_log=request_log)
+    with running_server(environment) as server:
         scoring = ScoringClient(server.url, read_key(str(key_file)))
         for png in pngs[:200]:
             checked(*scoring.score(png, "image/png"))

@@ -31,6 +31,7 @@ from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundErr
 
 from mnist_mlops.artifacts import artifact_of
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.pipelines.graph import NODE_OUTPUT, PARENT_INPUT
 from mnist_mlops.ports import check_value, component_names, load_spec
 from mnist_mlops.provenance import PROJECT_ROOT
 
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 HASH_TAG = "content_hash"
 _SHARED_SOURCES = ("mnist_mlops", "schemas")  # the library the component runs, installed from the wheel
 _VERSION = re.compile(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?")
-_PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(\w+)\}\}")
-_NODE_OUTPUT = re.compile(r"\$\{\{parent\.jobs\.(?P<node>\w+)\.outputs\.(?P<port>\w+)\}\}")
 
 
 def ml_client(
@@ -292,7 +291,7 @@ def validation_problems(pipeline_job: PipelineJob) -> list[str]:
             continue
         for port, value in (data["jobs"][node_name].get("inputs") or {}).items():
             if isinstance(value, dict):
-                reference = _PARENT_INPUT.fullmatch(str(value.get("path", "")))
+                reference = PARENT_INPUT.fullmatch(str(value.get("path", "")))
                 value = values.get(reference.group(1)) if reference else None
             if port not in spec["inputs"] or value is None or isinstance(value, dict) or "${{" in str(value):
                 continue  # an asset, an unset optional, or an expression AML resolves
@@ -316,7 +315,7 @@ def edge_problems(pipeline_job: PipelineJob) -> list[str]:
     problems = []
     for node_name, node in data["jobs"].items():
         for port, value in (node.get("inputs") or {}).items():
-            edge = _NODE_OUTPUT.fullmatch(str(value.get("path", ""))) if isinstance(value, dict) else None
+            edge = NODE_OUTPUT.fullmatch(str(value.get("path", ""))) if isinstance(value, dict) else None
             if edge is None or node_name not in names or edge["node"] not in names:
                 continue  # an asset or parameter, or a component that is not one of ours
             source, target = load_spec(names[edge["node"]]), load_spec(names[node_name])

@@ -1,6 +1,6 @@
 """The pipeline as an Azure ML pipeline job, composed with `azure.ai.ml.dsl.pipeline`.
 
-ingest -> preprocess -> train -> evaluate -> register -> deploy, the graph `pipelines.local` runs.
+ingest -> preprocess -> train -> evaluate -> register -> deploy, the graph of `pipelines.graph`.
 
 The blessing gates register and deploy through the components themselves, not a `dsl.condition`:
 register declines an unblessed model (writing the gate's reasons) and deploy reads register's record and

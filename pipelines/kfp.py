@@ -1,6 +1,6 @@
 """The pipeline for Kubeflow Pipelines v2: one lightweight component per stage, each a thin wrapper over
 the same `run_<stage>` executor that the AML components and the local runner call, and the training
-pipeline wired like pipelines/local.py.
+pipeline wired like pipelines/graph.py.
 
 Ports: every wrapper's parameters are its stage's spec.yaml ports, same names and defaults (drift-
 tested); uri_folder ports are Dataset (evaluate's report folder: Artifact), mlflow_model ports Model,

@@ -2,20 +2,16 @@
 process (or, with isolation "container", inside its component image), with inputs and outputs bound to
 folders under a run directory, through a content-addressed step cache, writing a `run.json` record.
 
-The graph: ingest -> preprocess -> train -> evaluate -> register -> deploy. Before the run, the
-registry's `production` version (if any) is fetched as evaluate's champion, so the challenger is judged
-against it on the same fresh test split. deploy reads register's record: it deploys exactly the
-version registered (`models:/<name>/<version>`) to the local target, or records "skipped" with the
-gate's reasons when the model was declined (the components honour the blessing, so no control flow).
+The graph comes from `pipelines/graph.py`. Before evaluate runs, the registry's `production` version
+(if any) is fetched as its champion, so the challenger is judged against it on the same fresh test split.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,107 +19,25 @@ from typing import Any
 from mnist_mlops import contracts
 from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.ports import check_value, component_names, load_spec, parse_value
+from mnist_mlops.pipelines.graph import (
+    Node,
+    Ref,
+    apply_overrides,
+    nodes_from_aml,
+    output_path,
+    ref_path,
+    training_pipeline,
+)
+from mnist_mlops.ports import load_spec
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.runner import is_artifact, run_component
 from mnist_mlops.step_cache import StepCache, content_sha256, link_copy, step_key
 
 PIPELINE = "mnist_mlops_training"
-_NODE_OUTPUT = re.compile(r"\$\{\{parent\.jobs\.(?P<node>\w+)\.outputs\.(?P<port>\w+)\}\}")
-_PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(?P<name>\w+)\}\}")
 ANNOTATIONS = {("register", "pipeline_run_id")}  # (component, port)
 """Parameters that only label the result (lineage), so they stay out of the cache key."""
 REGISTRY_STEPS = ("register", "deploy")
 """Steps whose result lives in the registry too: reused only while the registry still agrees."""
-
-
-@dataclass(frozen=True)
-class Ref:
-    """An input bound to another node's output."""
-
-    node: str
-    output: str
-
-
-@dataclass
-class Node:
-    name: str
-    component: str
-    inputs: dict[str, Any] = field(default_factory=dict)
-
-
-def training_pipeline(data: str, sha256: str | None, registry: str | None, run_id: str) -> list[Node]:
-    """ingest -> preprocess -> train -> evaluate -> register -> deploy, in execution order."""
-    return [
-        Node("ingest", "ingest", {"source_uri": data, "source_sha256": sha256}),
-        Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset")}),
-        Node("train", "train", {"preprocessed": Ref("preprocess", "preprocessed")}),
-        Node(
-            "evaluate",
-            "evaluate",
-            {"challenger": Ref("train", "model"), "preprocessed": Ref("preprocess", "preprocessed")},
-        ),
-        Node(
-            "register",
-            "register",
-            {
-                "model": Ref("train", "model"),
-                "blessing": Ref("evaluate", "blessing"),
-                "evaluation": Ref("evaluate", "evaluation"),
-                "training_summary": Ref("train", "training_summary"),
-                "data_report": Ref("ingest", "data_report"),
-                "preprocessed": Ref("preprocess", "preprocessed"),
-                "registry": registry,
-                "pipeline_run_id": run_id,
-            },
-        ),
-        Node(
-            "deploy",
-            "deploy",
-            {
-                "test_data": Ref("preprocess", "preprocessed"),
-                "registration_record": Ref("register", "registration_record"),
-                "registry": registry,
-            },
-        ),
-    ]
-
-
-def nodes_from_aml(job: Any) -> list[Node]:
-    """The local nodes of an `azure.ai.ml` pipeline job composed from these components (a notebook
-    variant, say): its edges become Refs, pipeline inputs their values, in dependency order."""
-    document = job._to_dict()
-    values = {}
-    for name, value in job.inputs.items():
-        data = getattr(value, "_data", value)
-        values[name] = getattr(data, "path", data)  # an Input's local path or a parameter's value
-    pending: dict[str, Node] = {}
-    for name, node in document["jobs"].items():
-        stage = str(getattr(job.jobs[name].component, "name", "")).removeprefix("mnist_mlops_")
-        if stage not in component_names():
-            raise UserInputError(f"node {name}: {stage!r} is not one of this project's components")
-        inputs: dict[str, Any] = {}
-        for port, binding in (node.get("inputs") or {}).items():
-            text = binding.get("path") if isinstance(binding, dict) else binding
-            if edge := _NODE_OUTPUT.fullmatch(str(text)):
-                inputs[port] = Ref(edge["node"], edge["port"])
-            elif parent := _PARENT_INPUT.fullmatch(str(text)):
-                inputs[port] = values.get(parent["name"])
-            else:
-                inputs[port] = text
-        pending[name] = Node(name, stage, inputs)
-    ordered: list[Node] = []
-    while pending:
-        ready = [
-            node
-            for node in pending.values()
-            if all(value.node not in pending for value in node.inputs.values() if isinstance(value, Ref))
-        ]
-        if not ready:
-            raise UserInputError(f"the pipeline has a cycle among {', '.join(pending)}")
-        for node in sorted(ready, key=lambda item: list(document["jobs"]).index(item.name)):
-            ordered.append(pending.pop(node.name))
-    return ordered
 
 
 def run_pipeline_job(
@@ -159,44 +73,6 @@ def champion_inputs(registry: str | None, model_name: str, destination: Path) ->
     # exactly the registered artifact, so its content hash identifies the model.
     (model_dir / "registered_model_meta").unlink(missing_ok=True)
     return {"champion": model_dir, "champion_reference": f"models:/{model_name}/{version}"}
-
-
-def apply_overrides(nodes: list[Node], overrides: list[str]) -> None:
-    """Apply `node.input=value` overrides, checked against the node's component spec: parameters, and
-    artifact inputs no other node feeds (evaluate.thresholds=kpis.json, say)."""
-    by_name = {node.name: node for node in nodes}
-    for item in overrides:
-        target, separator, text = item.partition("=")
-        node_name, dot, param = target.partition(".")
-        if not separator or not dot:
-            raise UserInputError(f"--set {item!r}: expected NODE.PARAM=VALUE")
-        if node_name not in by_name:
-            raise UserInputError(f"--set {item!r}: no node {node_name!r}; nodes: {', '.join(by_name)}")
-        node = by_name[node_name]
-        spec = load_spec(node.component)
-        settable = [name for name in spec["inputs"] if not isinstance(node.inputs.get(name), Ref)]
-        if param not in settable:
-            raise UserInputError(
-                f"--set {item!r}: {node_name} has no settable input {param!r} (those bound to another node's"
-                f" output are not); settable: {', '.join(settable)}"
-            )
-        if is_artifact(spec["inputs"][param]):
-            if not Path(text).exists():
-                raise UserInputError(f"--set {item!r}: no such file or folder {text!r}")
-            node.inputs[param] = Path(text)
-        else:
-            node.inputs[param] = parse_value(spec["inputs"][param], text)
-            check_value(node_name, param, spec["inputs"][param], node.inputs[param])
-
-
-def output_path(run_dir: Path, node: str, port: str, kind: str) -> Path:
-    return run_dir / node / (f"{port}.json" if kind == "uri_file" else port)
-
-
-def _ref_path(run_dir: Path, ref: Ref, nodes: list[Node]) -> Path:
-    """Where another node's output lives, from the output's type in that node's spec."""
-    (component,) = [node.component for node in nodes if node.name == ref.node]
-    return output_path(run_dir, ref.node, ref.output, load_spec(component)["outputs"][ref.output]["type"])
 
 
 @dataclass
@@ -254,7 +130,7 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
 def _run_node(node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions) -> dict:
     spec = load_spec(node.component)
     inputs = {
-        port: _ref_path(run_dir, value, nodes) if isinstance(value, Ref) else value
+        port: ref_path(run_dir, value, nodes) if isinstance(value, Ref) else value
         for port, value in node.inputs.items()
         if value is not None
     }
@@ -328,6 +204,12 @@ def _execute(node: Node, inputs: dict, outputs: dict, log: Path, options: RunOpt
         database.parent.mkdir(parents=True, exist_ok=True)
         services["/mnt/registry"] = database.parent
         inputs = inputs | {"registry": f"sqlite:////mnt/registry/{database.name}"}
+    source = inputs.get("source_uri")
+    if node.component == "ingest" and source and Path(source).exists():
+        # a local source is mounted read-only like any input; the container has no network
+        inputs = {port: value for port, value in inputs.items() if port != "source_uri"} | {
+            "source_data": source
+        }
     tag = containers.build_image(node.component, base_image=options.base_image)
     result = containers.run_in_container(node.component, tag, inputs, outputs, services=services)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -387,7 +269,7 @@ def _bind_champion(node: Node, run_dir: Path, nodes: list[Node], registry: str |
     if champion is None:
         print("champion: none in production yet", flush=True)
         return
-    challenger = _ref_path(run_dir, node.inputs["challenger"], nodes)
+    challenger = ref_path(run_dir, node.inputs["challenger"], nodes)
     if content_sha256(Path(champion["champion"])) == content_sha256(challenger):
         print(f"champion: {champion['champion_reference']} is this same model; judged as before", flush=True)
         return

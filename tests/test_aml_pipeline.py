@@ -9,7 +9,7 @@ from azure.ai.ml import load_job
 from mnist_mlops import artifacts
 from mnist_mlops.azure_jobs import validation_problems
 from mnist_mlops.cli import main
-from mnist_mlops.pipelines import local
+from mnist_mlops.pipelines import graph
 from mnist_mlops.pipelines.aml import training_job
 from mnist_mlops.ports import component_names, load_spec
 from mnist_mlops.runner import is_artifact
@@ -37,9 +37,9 @@ def test_the_aml_pipeline_is_the_local_graph_with_its_settings(tmp_path):
     assert document["jobs"]["trained"]["compute"] == "azureml:gpu-a100"
 
     edges = set()
-    for node in local.training_pipeline("data", None, None, "run"):
+    for node in graph.training_pipeline("data", None, None, "run"):
         for port, value in node.inputs.items():
-            if isinstance(value, local.Ref):
+            if isinstance(value, graph.Ref):
                 edges.add((NODE_OF_STAGE[node.component], port, NODE_OF_STAGE[value.node], value.output))
     aml_edges = {
         (name, port, *binding["path"].removeprefix("${{parent.jobs.").removesuffix("}}").split(".outputs."))

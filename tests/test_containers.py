@@ -181,3 +181,28 @@ def test_model_stages_run_inside_their_image_without_network(tmp_path, png_datas
     assert checks["passed"] and checks["canary_correct"] == checks["canary_requests"] == 9
     assert checks["invalid_rejected"] == checks["invalid_requests"] > 20
     assert (tmp_path / "registry" / "deployments" / "mnist-mlops.jsonl").is_file()
+
+
+def test_the_pipeline_runs_node_by_node_in_the_component_images(tmp_path, png_dataset, base_image):
+    from mnist_mlops.cli import main
+
+    runs = tmp_path / "runs"
+    argv = ["run", "--data", str(png_dataset), "--runs-dir", str(runs), "--until", "preprocess"]
+    argv += [
+        "--isolation",
+        "container",
+        "--base-image",
+        base_image,
+        "--set",
+        "preprocess.validation_fraction=0.25",
+    ]
+    assert main(argv) == 0
+    (run_dir,) = [path for path in runs.iterdir() if path.name != ".cache"]
+    record = contracts.read_json(run_dir / "run.json", "run_record")
+    assert [(node["name"], node["status"]) for node in record["nodes"]] == [
+        ("ingest", "done"),
+        ("preprocess", "done"),
+    ]
+    manifest = json.loads((run_dir / "preprocess" / "preprocessed" / "manifest.json").read_text())
+    assert manifest["validation_fraction"] == 0.25
+    assert "/mnt/inputs/source_data" in (run_dir / "ingest" / "log.txt").read_text()

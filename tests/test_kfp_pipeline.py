@@ -13,7 +13,7 @@ from kfp import local
 
 from mnist_mlops.components.evaluate.executor import DEFAULT_THRESHOLDS
 from mnist_mlops.deployments import production_version
-from mnist_mlops.pipelines import local as local_runner
+from mnist_mlops.pipelines.graph import training_pipeline as training_graph
 from mnist_mlops.pipelines.kfp import (
     COMPONENTS,
     PIPELINE_FILE,
@@ -56,7 +56,7 @@ EDGES = {
 """(producer, output, consumer, input) artifact edges, as pipelines/local.py binds them."""
 
 
-TRAINING_STAGES = sorted(node.component for node in local_runner.training_pipeline("data", None, None, "run"))
+TRAINING_STAGES = sorted(node.component for node in training_graph("data", None, None, "run"))
 """The stages of the training graph; standalone components (monitor, batch_score) are not in it."""
 
 

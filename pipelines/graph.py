@@ -1,0 +1,150 @@
+"""The training graph as data, and how to get one: the built-in graph, or any Azure ML pipeline job
+composed from these components (a notebook's variant, say), plus `--set` overrides.
+
+The graph: ingest -> preprocess -> train -> evaluate -> register -> deploy. deploy reads register's
+record: it deploys exactly the version registered (`models:/<name>/<version>`), or records "skipped"
+with the gate's reasons when the model was declined (the components honour the blessing, so no control
+flow). `pipelines/aml.py` composes the same graph for Azure ML; a test compares them edge by edge.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.ports import check_value, component_names, load_spec, parse_value
+from mnist_mlops.runner import is_artifact
+
+NODE_OUTPUT = re.compile(r"\$\{\{parent\.jobs\.(?P<node>\w+)\.outputs\.(?P<port>\w+)\}\}")
+PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(?P<name>\w+)\}\}")
+"""How an Azure ML pipeline job binds a node input to another node's output or a pipeline input."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An input bound to another node's output."""
+
+    node: str
+    output: str
+
+
+@dataclass
+class Node:
+    name: str
+    component: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def training_pipeline(data: str, sha256: str | None, registry: str | None, run_id: str) -> list[Node]:
+    """ingest -> preprocess -> train -> evaluate -> register -> deploy, in execution order."""
+    return [
+        Node("ingest", "ingest", {"source_uri": data, "source_sha256": sha256}),
+        Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset")}),
+        Node("train", "train", {"preprocessed": Ref("preprocess", "preprocessed")}),
+        Node(
+            "evaluate",
+            "evaluate",
+            {"challenger": Ref("train", "model"), "preprocessed": Ref("preprocess", "preprocessed")},
+        ),
+        Node(
+            "register",
+            "register",
+            {
+                "model": Ref("train", "model"),
+                "blessing": Ref("evaluate", "blessing"),
+                "evaluation": Ref("evaluate", "evaluation"),
+                "training_summary": Ref("train", "training_summary"),
+                "data_report": Ref("ingest", "data_report"),
+                "preprocessed": Ref("preprocess", "preprocessed"),
+                "registry": registry,
+                "pipeline_run_id": run_id,
+            },
+        ),
+        Node(
+            "deploy",
+            "deploy",
+            {
+                "test_data": Ref("preprocess", "preprocessed"),
+                "registration_record": Ref("register", "registration_record"),
+                "registry": registry,
+            },
+        ),
+    ]
+
+
+def nodes_from_aml(job: Any) -> list[Node]:
+    """The local nodes of an `azure.ai.ml` pipeline job composed from these components (a notebook
+    variant, say): its edges become Refs, pipeline inputs their values, in dependency order."""
+    document = job._to_dict()
+    values = {}
+    for name, value in job.inputs.items():
+        data = getattr(value, "_data", value)
+        values[name] = getattr(data, "path", data)  # an Input's local path or a parameter's value
+    pending: dict[str, Node] = {}
+    for name, node in document["jobs"].items():
+        stage = str(getattr(job.jobs[name].component, "name", "")).removeprefix("mnist_mlops_")
+        if stage not in component_names():
+            raise UserInputError(f"node {name}: {stage!r} is not one of this project's components")
+        inputs: dict[str, Any] = {}
+        for port, binding in (node.get("inputs") or {}).items():
+            text = binding.get("path") if isinstance(binding, dict) else binding
+            if edge := NODE_OUTPUT.fullmatch(str(text)):
+                inputs[port] = Ref(edge["node"], edge["port"])
+            elif parent := PARENT_INPUT.fullmatch(str(text)):
+                inputs[port] = values.get(parent["name"])
+            else:
+                inputs[port] = text
+        pending[name] = Node(name, stage, inputs)
+    ordered: list[Node] = []
+    while pending:
+        ready = [
+            node
+            for node in pending.values()
+            if all(value.node not in pending for value in node.inputs.values() if isinstance(value, Ref))
+        ]
+        if not ready:
+            raise UserInputError(f"the pipeline has a cycle among {', '.join(pending)}")
+        for node in sorted(ready, key=lambda item: list(document["jobs"]).index(item.name)):
+            ordered.append(pending.pop(node.name))
+    return ordered
+
+
+def apply_overrides(nodes: list[Node], overrides: list[str]) -> None:
+    """Apply `node.input=value` overrides, checked against the node's component spec: parameters, and
+    artifact inputs no other node feeds (evaluate.thresholds=kpis.json, say)."""
+    by_name = {node.name: node for node in nodes}
+    for item in overrides:
+        target, separator, text = item.partition("=")
+        node_name, dot, param = target.partition(".")
+        if not separator or not dot:
+            raise UserInputError(f"--set {item!r}: expected NODE.PARAM=VALUE")
+        if node_name not in by_name:
+            raise UserInputError(f"--set {item!r}: no node {node_name!r}; nodes: {', '.join(by_name)}")
+        node = by_name[node_name]
+        spec = load_spec(node.component)
+        settable = [name for name in spec["inputs"] if not isinstance(node.inputs.get(name), Ref)]
+        if param not in settable:
+            raise UserInputError(
+                f"--set {item!r}: {node_name} has no settable input {param!r} (those bound to another node's"
+                f" output are not); settable: {', '.join(settable)}"
+            )
+        if is_artifact(spec["inputs"][param]):
+            if not Path(text).exists():
+                raise UserInputError(f"--set {item!r}: no such file or folder {text!r}")
+            node.inputs[param] = Path(text)
+        else:
+            node.inputs[param] = parse_value(spec["inputs"][param], text)
+            check_value(node_name, param, spec["inputs"][param], node.inputs[param])
+
+
+def output_path(run_dir: Path, node: str, port: str, kind: str) -> Path:
+    return run_dir / node / (f"{port}.json" if kind == "uri_file" else port)
+
+
+def ref_path(run_dir: Path, ref: Ref, nodes: list[Node]) -> Path:
+    """Where another node's output lives, from the output's type in that node's spec."""
+    (component,) = [node.component for node in nodes if node.name == ref.node]
+    return output_path(run_dir, ref.node, ref.output, load_spec(component)["outputs"][ref.output]["type"])
