@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import signal
 import subprocess
 import sys
@@ -18,16 +17,12 @@ import pytest
 from mnist_mlops import cli, contracts
 from mnist_mlops.components.batch_score import executor
 from mnist_mlops.components.batch_score.executor import label_of, run_batch_score, score_mini_batch, work_dir
-from mnist_mlops.components.evaluate.executor import run_evaluate
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
-from mnist_mlops.components.register.executor import run_register
-from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
 from mnist_mlops.serving.validation import png_bomb
-from tests.datasets import digit_images, make_tarball, png_bytes, small_splits, write_png_tree
+from tests.datasets import digit_images, make_tarball, png_bytes
+from tests.models import judged_model, register_model
 
 ANY_MODEL = {
     "schema_version": 1,
@@ -43,37 +38,15 @@ MINI_BATCH = 8
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A registry holding one ready version of a tiny model (quality is beside the point here)."""
-    root = tmp_path_factory.mktemp("batch-score-model")
-    source = write_png_tree(root / "src", small_splits(train_per_class=12, test_per_class=4))
-    run_ingest(str(source), root / "dataset", root / "data_report.json")
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    run_train(
-        root / "preprocessed",
-        root / "model",
-        root / "summary.json",
-        root / "curves.png",
+    root = judged_model(
+        tmp_path_factory.mktemp("batch-score-model"),
+        ANY_MODEL,
+        train_per_class=12,
+        test_per_class=4,
         epochs=2,
-        batch_size=16,
-    )
-    (root / "thresholds.json").write_text(json.dumps(ANY_MODEL))
-    run_evaluate(
-        root / "model",
-        root / "preprocessed",
-        root / "evaluation",
-        root / "blessing.json",
-        thresholds_path=root / "thresholds.json",
     )
     uri = f"sqlite:///{root / 'registry' / 'mlflow.db'}"
-    run_register(
-        root / "model",
-        root / "blessing.json",
-        root / "evaluation",
-        root / "summary.json",
-        root / "data_report.json",
-        root / "preprocessed",
-        root / "registration.json",
-        registry=uri,
-    )
+    register_model(root, uri, root / "registration.json")
     return uri
 
 

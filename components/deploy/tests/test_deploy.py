@@ -18,17 +18,13 @@ import pytest
 from mnist_mlops import cli, contracts
 from mnist_mlops.components.deploy.executor import run_deploy
 from mnist_mlops.components.evaluate.executor import run_evaluate
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
-from mnist_mlops.components.register.executor import run_register
-from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.deployments import history_path, key_path, production_version, rollback
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import encode_png
 from mnist_mlops.registry import READY_TAG, client
 from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.server import ScoringClient, free_port, running_server, server_environment
-from tests.datasets import small_splits, write_png_tree
+from tests.models import judged_model, register_model
 
 LENIENT = {
     "schema_version": 1,
@@ -43,41 +39,14 @@ DEPLOY = {"canary_count": 16, "max_canary_p99_ms": 1000.0}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("deploy")
-    source = write_png_tree(root / "src", small_splits(train_per_class=24, test_per_class=6))
-    run_ingest(str(source), root / "dataset", root / "data_report.json")
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    run_train(
-        root / "preprocessed",
-        root / "model",
-        root / "summary.json",
-        root / "curves.png",
-        epochs=8,
-        batch_size=16,
+    return judged_model(
+        tmp_path_factory.mktemp("deploy"), LENIENT, train_per_class=24, test_per_class=6, epochs=8
     )
-    (root / "thresholds.json").write_text(json.dumps(LENIENT))
-    run_evaluate(
-        root / "model",
-        root / "preprocessed",
-        root / "evaluation",
-        root / "blessing.json",
-        thresholds_path=root / "thresholds.json",
-    )
-    return root
 
 
 def register_versions(trained: Path, registry: str, count: int) -> None:
     for number in range(count):
-        run_register(
-            trained / "model",
-            trained / "blessing.json",
-            trained / "evaluation",
-            trained / "summary.json",
-            trained / "data_report.json",
-            trained / "preprocessed",
-            trained / f"registration-{number}.json",
-            registry=registry,
-        )
+        register_model(trained, registry, trained / f"registration-{number}.json")
 
 
 @pytest.fixture

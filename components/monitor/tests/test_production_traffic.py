@@ -15,18 +15,13 @@ import pytest
 
 from mnist_mlops import cli, contracts
 from mnist_mlops.components.deploy.executor import run_deploy
-from mnist_mlops.components.evaluate.executor import run_evaluate
-from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.components.monitor.executor import run_monitor
-from mnist_mlops.components.preprocess.executor import run_preprocess
-from mnist_mlops.components.register.executor import run_register
-from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.dataset import load_split
 from mnist_mlops.deployments import key_path
 from mnist_mlops.imaging import encode_png
 from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
-from tests.datasets import small_splits, write_png_tree
+from tests.models import judged_model, register_model
 
 LENIENT = {
     "schema_version": 1,
@@ -40,37 +35,11 @@ LENIENT = {
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     """A tiny model trained on 180 digits, registered and deployed as production (version 1)."""
-    root = tmp_path_factory.mktemp("production")
-    source = write_png_tree(root / "src", small_splits(train_per_class=24, test_per_class=20))
-    run_ingest(str(source), root / "dataset", root / "data_report.json")
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    run_train(
-        root / "preprocessed",
-        root / "model",
-        root / "summary.json",
-        root / "curves.png",
-        epochs=30,
-        batch_size=16,
-    )
-    (root / "thresholds.json").write_text(json.dumps(LENIENT))
-    run_evaluate(
-        root / "model",
-        root / "preprocessed",
-        root / "evaluation",
-        root / "blessing.json",
-        thresholds_path=root / "thresholds.json",
+    root = judged_model(
+        tmp_path_factory.mktemp("production"), LENIENT, train_per_class=24, test_per_class=20, epochs=30
     )
     registry = f"sqlite:///{root / 'registry' / 'mlflow.db'}"
-    run_register(
-        root / "model",
-        root / "blessing.json",
-        root / "evaluation",
-        root / "summary.json",
-        root / "data_report.json",
-        root / "preprocessed",
-        root / "registration.json",
-        registry=registry,
-    )
+    register_model(root, registry, root / "registration.json")
     run_deploy(
         "models:/mnist-mlops/1",
         root / "preprocessed",
@@ -79,7 +48,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
         canary_count=16,
         max_canary_p99_ms=1000.0,
     )
-    return {"root": root, "source": source, "registry": registry}
+    return {"root": root, "source": root / "src", "registry": registry}
 
 
 def send(scoring: ScoringClient, images: np.ndarray) -> None:
