@@ -97,10 +97,12 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
         "outcome": "running",
     }
     _write_record(run_dir, record)
+    known: dict[str, str] = {}  # output path -> content hash, so a downstream input is not hashed again
     for node in nodes:
         if node.component == "evaluate":
             _bind_champion(node, run_dir, nodes, options.registry)
-        entry = _run_node(node, nodes, run_dir, cache, options)
+        entry = _run_node(node, nodes, run_dir, cache, options, known)
+        known |= {output["path"]: output["sha256"] for output in entry["outputs"].values()}
         record["nodes"].append(entry)
         _write_record(run_dir, record)
         print(f"[{node.name}] {entry['status']} in {entry['seconds']:.1f}s", flush=True)
@@ -127,7 +129,9 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     return 0
 
 
-def _run_node(node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions) -> dict:
+def _run_node(
+    node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions, known: dict[str, str]
+) -> dict:
     spec = load_spec(node.component)
     inputs = {
         port: ref_path(run_dir, value, nodes) if isinstance(value, Ref) else value
@@ -136,7 +140,9 @@ def _run_node(node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, op
     }
     outputs = {port: output_path(run_dir, node.name, port, d["type"]) for port, d in spec["outputs"].items()}
     artifacts = {
-        port: content_sha256(Path(path)) for port, path in inputs.items() if is_artifact(spec["inputs"][port])
+        port: known.get(str(path)) or content_sha256(Path(path))
+        for port, path in inputs.items()
+        if is_artifact(spec["inputs"][port])
     }
     parameters = {port: value for port, value in inputs.items() if port not in artifacts}
     keyed = {port: value for port, value in parameters.items() if (node.component, port) not in ANNOTATIONS}
