@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import ipaddress
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from tests.datasets import small_splits, write_png_tree
 REPO = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("MNIST_MLOPS_SHARED", REPO.parent / "shared"))
 SHARED_TARBALL = SHARED / "data" / "mnist_png.tar.gz"
+STAND_IN_BASE = "localhost/py311-base:bookworm"
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
@@ -28,6 +31,40 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate (and key) for 127.0.0.1, its own CA: for TLS stand-ins on loopback."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
 
 
 @pytest.fixture
@@ -63,13 +100,41 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
+def podman_images() -> str:
+    """Podman with this machine's settings and the stand-in for the environments' public base image:
+    Debian bookworm with Python 3.11 from `../shared/containers/make-base-image`, tagged under the base's
+    own name so the Dockerfiles build unchanged, with no build args, as on Azure ML. Returns its name."""
+    from mnist_mlops.environments import BASE_IMAGE
+
+    helper = SHARED / "containers"
+    os.environ.setdefault("MNIST_MLOPS_PODMAN", str(helper / "podman-here"))
+    podman = [*os.environ["MNIST_MLOPS_PODMAN"].split()]
+    subprocess.run([str(helper / "make-base-image"), STAND_IN_BASE], check=True)
+    subprocess.run([*podman, "tag", STAND_IN_BASE, BASE_IMAGE], check=True)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Azurite's blob service on loopback (npm package `azurite`, installed by `npm ci`)."""
+    yield from _azurite(tmp_path_factory.mktemp("azurite"), [], "http")
+
+
+@pytest.fixture(scope="session")
+def azurite_oauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Azurite over HTTPS accepting Microsoft Entra bearer tokens (`--oauth basic`: issuer, audience and
+    expiry are checked, the signature is not); `ca_bundle` is its certificate."""
+    workspace = tmp_path_factory.mktemp("azurite-oauth")
+    cert, key = self_signed_certificate(workspace)
+    for running in _azurite(workspace, ["--oauth", "basic", "--cert", str(cert), "--key", str(key)], "https"):
+        yield running | {"ca_bundle": str(cert)}
+
+
+def _azurite(workspace: Path, options: list[str], scheme: str) -> Iterator[dict[str, str]]:
     binary = shutil.which("azurite-blob") or REPO / "node_modules" / ".bin" / "azurite-blob"
     if not Path(binary).exists():
         pytest.fail("Azurite is not installed: run `npm ci` in the repository (see README)")
     port = free_port()
-    workspace = tmp_path_factory.mktemp("azurite")
     process = subprocess.Popen(
         [
             str(binary),
@@ -78,10 +143,11 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
             "--blobPort",
             str(port),
             "--location",
-            str(workspace),
+            str(workspace / "data"),
             "--silent",
             "--skipApiVersionCheck",
             "--loose",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -96,13 +162,13 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
                 process.kill()
                 pytest.fail("Azurite did not start")
             time.sleep(0.2)
-    endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    endpoint = f"{scheme}://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
     yield {
         "endpoint": endpoint,
         "account": AZURITE_ACCOUNT,
         "key": AZURITE_KEY,
         "connection_string": (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"DefaultEndpointsProtocol={scheme};AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
             f"BlobEndpoint={endpoint};"
         ),
     }

@@ -1,9 +1,10 @@
 """Publish the components to Azure ML as versioned assets and submit the pipeline, from a source checkout.
 
 Each published version carries a `content_hash` tag over everything that defines the component's
-behaviour, so publishing again is a no-op until something changes, and a change gets the next patch
-version automatically. What AML builds is what runs locally: the component folder is staged with a
-wheel of this checkout beside its Dockerfile, exactly as `mnist_mlops.containers.build_image` does.
+behaviour (`snapshot.component_fingerprint`), so publishing again is a no-op until something changes,
+and a change gets the next patch version automatically. What is published is the checked-in spec
+loaded from the code snapshot, so the service uploads the same code and builds the same shared
+environment folder as every other entry point (`mnist_mlops.snapshot`).
 
 What was NOT exercised: no Azure workspace or registry is reachable from where this was written, so
 nothing was ever published or submitted for real. The entities are the SDK's own (`load_component`,
@@ -15,13 +16,8 @@ own validation are untested.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,14 +29,13 @@ from mnist_mlops.artifacts import artifact_of
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.pipelines.graph import NODE_OUTPUT, PARENT_INPUT
 from mnist_mlops.ports import check_value, component_names, load_spec
-from mnist_mlops.provenance import PROJECT_ROOT
+from mnist_mlops.snapshot import code_root, component_fingerprint
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
     from azure.ai.ml.entities import Component, PipelineJob
 
 HASH_TAG = "content_hash"
-_SHARED_SOURCES = ("mnist_mlops", "schemas")  # the library the component runs, installed from the wheel
 _VERSION = re.compile(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 
 
@@ -51,7 +46,7 @@ def ml_client(
     workspace: str | None = None,
     registry_name: str | None = None,
 ) -> MLClient:
-    """An MLClient (DefaultAzureCredential) for a workspace, or for an AML registry to publish to.
+    """An MLClient (`azure_identity.credential`) for a workspace, or for an AML registry to publish to.
 
     Values come from `config` (the `config.json` the studio downloads, as `MLClient.from_config` reads
     it) and explicit arguments override them, so a config can be reused for another workspace.
@@ -75,14 +70,15 @@ def ml_client(
     except ValueError:
         raise UserInputError(f"subscription_id {values['subscription_id']!r} is not a GUID") from None
     from azure.ai.ml import MLClient
-    from azure.identity import DefaultAzureCredential
+
+    from mnist_mlops.azure_identity import credential
 
     scope = (
         {"registry_name": registry_name} if registry_name else {"workspace_name": values["workspace_name"]}
     )
     try:
         return MLClient(
-            credential=DefaultAzureCredential(),
+            credential=credential(),
             subscription_id=values["subscription_id"].strip(),
             resource_group_name=values["resource_group"].strip(),
             **{key: value.strip() for key, value in scope.items()},
@@ -108,34 +104,15 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def content_hash(component: str, root: Path = PROJECT_ROOT) -> str:
-    """sha256 over what defines a component's behaviour, by relative path, so it is the same on any machine.
-
-    That is its spec.yaml, its Python sources, its environment folder (Dockerfile, conda.yaml) and the
-    library it runs (`mnist_mlops`, `schemas`, the components package `__init__`), never tests or caches.
-    `root` is the source checkout; README and metadata.yaml are documentation and are left out.
-    """
-    folder = _component_folder(component, root)
-    files = [folder / "spec.yaml", *folder.rglob("*.py"), *(folder / "environment").rglob("*")]
-    files += [root / "components" / "__init__.py", *(root / "schemas").glob("*.json")]
-    files += [path for shared in _SHARED_SOURCES for path in (root / shared).rglob("*.py")]
-    relative = {path.relative_to(root).as_posix(): path for path in files if path.is_file()}
-    digest = hashlib.sha256()
-    for name in sorted(relative):
-        if {"__pycache__", "tests"}.isdisjoint(name.split("/")):
-            data = relative[name].read_bytes()
-            digest.update(f"{name}\0{len(data)}\0".encode() + data)
-    return digest.hexdigest()
-
-
-def _component_folder(component: str, root: Path) -> Path:
-    folder = root / "components" / component
+def content_hash(component: str, root: Path | None = None) -> str:
+    """The component's fingerprint (`snapshot.component_fingerprint`) in the source tree `root`: what
+    defines its behaviour, by relative path, so it is the same on any machine."""
+    folder = (root or code_root()) / "components" / component
     if not (folder / "component.py").is_file():
         raise UserInputError(
-            f"no component {component!r} in the source checkout {root} (components are published from a "
-            f"checkout; known: {', '.join(component_names())})"
+            f"no component {component!r} in {folder.parent} (known: {', '.join(component_names())})"
         )
-    return folder
+    return component_fingerprint(component, root)
 
 
 def _version_key(version: str) -> tuple[int, int, int] | None:
@@ -179,72 +156,34 @@ def publish(
 
     A component whose highest published version carries the same content hash is left alone
     ("unchanged"); otherwise it is created at `next_version` with the hash as a tag ("published", or
-    "would publish" with `dry_run`, which creates nothing and builds no wheel). The version reported
+    "would publish" with `dry_run`, which creates nothing). The version reported
     is the one the service returned.
     """
-    stages = list(components) if components is not None else component_names()
-    results: list[dict[str, str | None]] = []
-    with tempfile.TemporaryDirectory(prefix="mnist-mlops-publish-") as scratch:
-        wheel: Path | None = None
-        for stage in stages:
-            digest = content_hash(stage)
-            spec = load_spec(stage)
-            published = _published(client, spec["name"])
-            ordered = [entity for entity in published if _version_key(entity.version) is not None]
-            latest = max(ordered, key=lambda entity: _version_key(entity.version), default=None)
-            previous = latest.version if latest is not None else None
-            result = {"name": spec["name"], "content_hash": digest, "previous_version": previous}
-            if latest is not None and (latest.tags or {}).get(HASH_TAG) == digest:
-                results.append({**result, "version": previous, "action": "unchanged"})
-                continue
-            version = next_version(str(spec["version"]), [entity.version for entity in published])
-            if dry_run:
-                results.append({**result, "version": version, "action": "would publish"})
-                continue
-            wheel = wheel or build_wheel(Path(scratch) / "wheel")
-            entity = _staged_component(stage, Path(scratch) / stage, wheel)
-            entity.version = version
-            entity.tags = {**(entity.tags or {}), HASH_TAG: digest}
-            created = client.components.create_or_update(entity)
-            results.append({**result, "version": created.version, "action": "published"})
-    return results
-
-
-def _staged_component(stage: str, staging: Path, wheel: Path) -> Component:
-    """The component loaded from a copy of its folder with the wheel its Dockerfile installs."""
     from azure.ai.ml import load_component
 
-    shutil.copytree(
-        _component_folder(stage, PROJECT_ROOT), staging, ignore=shutil.ignore_patterns("__pycache__", "tests")
-    )
-    shutil.copy2(wheel, staging / "environment" / wheel.name)
-    return load_component(staging / "spec.yaml")
-
-
-def build_wheel(destination: Path) -> Path:
-    """A wheel of this checkout (no dependencies: the environment's conda.yaml pins those)."""
-    if not (PROJECT_ROOT / "pyproject.toml").is_file():
-        raise UserInputError("components are published from a source checkout (pyproject.toml not found)")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "--wheel-dir",
-            destination,
-            PROJECT_ROOT,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"building the mnist-mlops wheel failed:\n{result.stderr[-4000:]}")
-    (wheel,) = destination.glob("mnist_mlops-*.whl")
-    return wheel
+    stages = list(components) if components is not None else component_names()
+    results: list[dict[str, str | None]] = []
+    for stage in stages:
+        digest = content_hash(stage)
+        spec = load_spec(stage)
+        published = _published(client, spec["name"])
+        ordered = [entity for entity in published if _version_key(entity.version) is not None]
+        latest = max(ordered, key=lambda entity: _version_key(entity.version), default=None)
+        previous = latest.version if latest is not None else None
+        result = {"name": spec["name"], "content_hash": digest, "previous_version": previous}
+        if latest is not None and (latest.tags or {}).get(HASH_TAG) == digest:
+            results.append({**result, "version": previous, "action": "unchanged"})
+            continue
+        version = next_version(str(spec["version"]), [entity.version for entity in published])
+        if dry_run:
+            results.append({**result, "version": version, "action": "would publish"})
+            continue
+        entity = load_component(code_root() / "components" / stage / "spec.yaml")  # as `az ml` loads it
+        entity.version = version
+        entity.tags = {**(entity.tags or {}), HASH_TAG: digest}
+        created = client.components.create_or_update(entity)
+        results.append({**result, "version": created.version, "action": "published"})
+    return results
 
 
 def submit(

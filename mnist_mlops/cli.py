@@ -72,7 +72,6 @@ def _run_pipeline_command(args: argparse.Namespace) -> int:
         until=args.until,
         use_cache=not args.no_cache,
         isolation=args.isolation,
-        base_image=args.base_image,
     )
 
 
@@ -97,14 +96,14 @@ def _models_command(args: argparse.Namespace) -> int:
 
 
 def _history_command(args: argparse.Namespace) -> None:
-    from mnist_mlops.deployments import history_path, read_history
+    from mnist_mlops.deployments import history_location, read_history
     from mnist_mlops.registry import registry_uri
 
     uri = registry_uri(args.registry)
     history = read_history(uri, args.name)
     if not history:
         return
-    print(f"\ndeployment history ({history_path(uri, args.name)}):")
+    print(f"\ndeployment history ({history_location(uri, args.name)}):")
     for record in history:
         checks = record["infra_validation"]
         validated = (
@@ -230,9 +229,9 @@ def _specs_command(args: argparse.Namespace) -> int:
 
 
 def _image_build_command(args: argparse.Namespace) -> int:
-    from mnist_mlops.containers import build_image
+    from mnist_mlops.containers import build_image, environment_of
 
-    print(build_image(args.component, base_image=args.base_image))
+    print(build_image(environment_of(args.component)))
     return 0
 
 
@@ -267,9 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("process", "container"),
         default="process",
         help="process (default): each node in its own process; container: in its component image, no network",
-    )
-    run.add_argument(
-        "--base-image", help="with --isolation container: the image the component images build on"
     )
     run.set_defaults(handler=_run_pipeline_command)
 
@@ -340,11 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     specs.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
     specs.set_defaults(handler=_specs_command)
 
-    image = subparsers.add_parser("image", help="build a component's container image with podman")
-    image.add_argument("component", choices=component_names())
-    image.add_argument(
-        "--base-image", help="base image (default: the public Azure ML image in the Dockerfile)"
+    image = subparsers.add_parser(
+        "image", help="build a component's environment image with podman (no build args, as Azure ML)"
     )
+    image.add_argument("component", choices=component_names())
     image.set_defaults(handler=_image_build_command)
     return parser
 

@@ -1,9 +1,14 @@
-"""Build a component's image and run the component inside it, the local analogue of an AML container.
+"""Build a component's environment image and run the component in it, the way Azure ML does.
 
-The build context is the component's `environment/` folder plus a wheel of this checkout, exactly what
-the Dockerfile expects. Images are tagged by the hash of everything that goes into them, so an
-unchanged component is never rebuilt. Runs use `--network none` and bind-mount only the code snapshot
-(read-only, as AML mounts it), the inputs (read-only) and the outputs.
+The build context is the environment folder exactly as azure-ai-ml uploads it (its own ignore-file
+logic), built with no build args, so the Dockerfile's fixed base is what runs: where the public image
+cannot be pulled, a local stand-in must be tagged under that name beforehand. Images hold third-party
+packages only and are tagged by the content of their build context, so an unchanged environment is
+never rebuilt and every component that shares it shares the image.
+
+A run mounts the code snapshot (what azure-ai-ml uploads for the spec's `code`) read-only as the
+working directory, the inputs read-only and a fresh staging folder per output, and has no network
+unless a network (a pod holding a tracking server, say) is given.
 
 Podman is used through `$MNIST_MLOPS_PODMAN` (a command, e.g. `../shared/containers/podman-here`),
 falling back to `podman` on the PATH.
@@ -16,67 +21,53 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from mnist_mlops.environments import environment_dir
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.ports import component_dir, load_spec
-from mnist_mlops.provenance import PROJECT_ROOT
+from mnist_mlops.ports import load_spec
 from mnist_mlops.runner import is_artifact, render_command
-
-_SOURCE_FOLDERS = ("mnist_mlops", "components", "schemas", "pipelines")
-_CONTEXT_FILES = ("Dockerfile", "conda.yaml")
+from mnist_mlops.snapshot import materialize
 
 
 def podman() -> list[str]:
     return shlex.split(os.environ.get("MNIST_MLOPS_PODMAN", "podman"))
 
 
-def image_tag(name: str, base_image: str | None) -> str:
-    """Content-addressed tag over what goes into the image: the build context files (Dockerfile,
-    conda.yaml), the library sources in the wheel and the base image. Components whose environments
-    are identical (train and evaluate) therefore share one image, as they share one AML environment.
-    """
-    digest = hashlib.sha256((base_image or "").encode())
-    environment = component_dir(name) / "environment"
-    for context_file in _CONTEXT_FILES:
-        digest.update(context_file.encode() + (environment / context_file).read_bytes())
-    files = sorted(path for folder in _SOURCE_FOLDERS for path in (PROJECT_ROOT / folder).rglob("*.py"))
-    files += [*sorted((PROJECT_ROOT / "schemas").glob("*.json")), PROJECT_ROOT / "pyproject.toml"]
-    for path in files:
-        if "__pycache__" not in path.parts and "tests" not in path.parts:
-            digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
-    return f"localhost/mnist-mlops-env:{digest.hexdigest()[:16]}"
+def environment_of(name: str) -> Path:
+    """The build context of the shared environment component `name` runs in (from its spec)."""
+    return environment_dir(Path(load_spec(name)["environment"]["build"]["path"]).name)
 
 
-def build_image(name: str, *, base_image: str | None = None) -> str:
-    """Build (or reuse) the image of component `name`; returns its tag."""
-    if not (PROJECT_ROOT / "pyproject.toml").is_file():
-        raise UserInputError("images are built from a source checkout (pyproject.toml not found)")
-    tag = image_tag(name, base_image)
+def uploaded_context(folder: Path) -> dict[str, Path]:
+    """What azure-ai-ml uploads as an environment's build context: relative path -> file."""
+    from azure.ai.ml._utils._asset_utils import get_ignore_file, get_upload_files_from_folder
+
+    files = get_upload_files_from_folder(folder, ignore_file=get_ignore_file(folder))
+    return {relative: Path(absolute) for absolute, relative in files}
+
+
+def image_tag(folder: Path) -> str:
+    """Content-addressed tag over the build context as uploaded."""
+    digest = hashlib.sha256()
+    for relative, path in sorted(uploaded_context(folder).items()):
+        data = path.read_bytes()
+        digest.update(f"{relative}\0{len(data)}\0".encode() + data)
+    return f"localhost/mnist-mlops-{Path(folder).name}:{digest.hexdigest()[:16]}"
+
+
+def build_image(folder: Path) -> str:
+    """Build (or reuse) the image of an environment build context with no build args; returns its tag."""
+    tag = image_tag(folder)
     if subprocess.run([*podman(), "image", "exists", tag], check=False).returncode == 0:
         return tag
-    with tempfile.TemporaryDirectory(prefix=f"mnist-mlops-{name}-context-") as context:
-        shutil.copytree(component_dir(name) / "environment", context, dirs_exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--no-deps",
-                "--quiet",
-                "--wheel-dir",
-                context,
-                str(PROJECT_ROOT),
-            ],
-            check=True,
-        )
-        build_args = ["--build-arg", f"BASE_IMAGE={base_image}"] if base_image else []
-        subprocess.run([*podman(), "build", "--network", "host", *build_args, "-t", tag, context], check=True)
+    with tempfile.TemporaryDirectory(prefix="mnist-mlops-context-") as context:
+        for relative, path in uploaded_context(folder).items():
+            (Path(context) / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, Path(context) / relative)
+        subprocess.run([*podman(), "build", "--network", "host", "-t", tag, context], check=True)
     return tag
 
 
@@ -87,36 +78,46 @@ def run_in_container(
     outputs: dict[str, Path],
     *,
     services: dict[str, Path] | None = None,
+    network: str = "none",
+    environment: dict[str, str] | None = None,
+    snapshot: Path | None = None,
+    spec_path: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run component `name` in image `tag` with no network and only its own folders mounted.
+    """Run component `name`'s spec command in image `tag` over the code snapshot.
 
     Inputs are mounted read-only; each output gets a fresh, empty staging folder of its own (never the
     output's parent), whose result is moved into place after the step succeeds. `services` maps a
-    container path to a host folder mounted read-write, for what AML reaches over the network (an
-    embedded registry, say).
+    container path to a host folder mounted read-write, for what Azure ML reaches over the network (an
+    embedded registry, say); `environment` is set in the container as Azure ML sets its variables;
+    `snapshot` is an already materialized code snapshot (one is made otherwise); `spec_path` a spec
+    other than the installed one (a compiled pipeline's, say).
     """
-    spec = load_spec(name)
-    mounts: list[str] = ["-v", f"{component_dir(name)}:/code:ro"]
-    for target, host in (services or {}).items():
-        mounts += ["-v", f"{Path(host).resolve()}:{target}"]
-    bound_inputs: dict[str, Any] = {}
-    for port, value in inputs.items():
-        if value is not None and is_artifact(spec["inputs"][port]):
-            source = Path(value).resolve()
-            target = f"/mnt/inputs/{port}/{source.name}" if source.is_file() else f"/mnt/inputs/{port}"
-            mounts += ["-v", f"{source}:{target}:ro"]
-            bound_inputs[port] = target
-        else:
-            bound_inputs[port] = value
-    with tempfile.TemporaryDirectory(prefix=f"mnist-mlops-{name}-outputs-") as scratch:
+    spec = load_spec(spec_path or name)
+    with tempfile.TemporaryDirectory(prefix=f"mnist-mlops-{name}-") as scratch:
+        code = snapshot or materialize(Path(scratch) / "code")
+        mounts: list[str] = ["-v", f"{Path(code).resolve()}:/code:ro"]
+        for target, host in (services or {}).items():
+            mounts += ["-v", f"{Path(host).resolve()}:{target}"]
+        bound_inputs: dict[str, Any] = {}
+        for port, value in inputs.items():
+            if port not in spec["inputs"]:
+                raise UserInputError(f"{spec['name']}: no input named {port!r}")
+            if value is not None and is_artifact(spec["inputs"][port]):
+                source = Path(value).resolve()
+                target = f"/mnt/inputs/{port}/{source.name}" if source.is_file() else f"/mnt/inputs/{port}"
+                mounts += ["-v", f"{source}:{target}:ro"]
+                bound_inputs[port] = target
+            else:
+                bound_inputs[port] = value
         bound_outputs: dict[str, str] = {}
         for port, path in outputs.items():
-            (Path(scratch) / port).mkdir()
-            mounts += ["-v", f"{Path(scratch) / port}:/mnt/outputs/{port}"]
+            (Path(scratch) / "outputs" / port).mkdir(parents=True)
+            mounts += ["-v", f"{Path(scratch) / 'outputs' / port}:/mnt/outputs/{port}"]
             bound_outputs[port] = f"/mnt/outputs/{port}/{Path(path).name}"
         argv = render_command(spec, bound_inputs, bound_outputs)
+        variables = [arg for key, value in (environment or {}).items() for arg in ("-e", f"{key}={value}")]
         result = subprocess.run(
-            [*podman(), "run", "--rm", "--network", "none", *mounts, "-w", "/code", tag, *argv],
+            [*podman(), "run", "--rm", "--network", network, *mounts, *variables, "-w", "/code", tag, *argv],
             capture_output=True,
             text=True,
             check=False,
@@ -124,5 +125,5 @@ def run_in_container(
         if result.returncode == 0:
             for port, path in outputs.items():
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(Path(scratch) / port / Path(path).name, path)
+                shutil.move(Path(scratch) / "outputs" / port / Path(path).name, path)
     return result

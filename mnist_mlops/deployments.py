@@ -1,10 +1,11 @@
-"""Deployment state kept beside the registry: endpoint keys, the append-only history, rollback.
+"""Deployment state: the history and rollback in the registry, endpoint keys and request logs beside it.
 
-`production` is an MLflow registry alias; a local server started on ``models:/<name>@production`` follows
-it. Every deploy attempt and every rollback appends one `deployment_record` line to
-``deployments/<model>.jsonl`` next to an embedded SQLite registry (or in the working directory for any
-other registry). Lines are only ever appended, under the registry's writer lock, so the file is the
-audit trail of what served when, and rollback reads the production history from it.
+`production` is a registry pointer (`mnist_mlops.registry`: an alias, or a version tag on Azure ML); a
+local server started on ``models:/<name>@production`` follows it. Every deploy attempt on a version and
+every rollback is kept in the registry itself, as a model-version tag ``deployment.<time>`` holding the
+`deployment_record`, so the history survives the job that wrote it (an Azure ML job's working folder
+does not) and rollback replays it from any machine that reaches the registry. A skipped deployment
+names no version and changes nothing, so it lives only in the pipeline's own record.
 """
 
 from __future__ import annotations
@@ -19,14 +20,28 @@ from typing import Any
 from mnist_mlops import contracts
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.provenance import utc_iso
-from mnist_mlops.registry import READY_TAG, client, exclusive, sqlite_file, with_retries
+from mnist_mlops.registry import (
+    READY_TAG,
+    client,
+    exclusive,
+    pointer_version,
+    set_pointer,
+    sqlite_file,
+    with_retries,
+)
+from mnist_mlops.uris import redact
 
 PRODUCTION_ALIAS = "production"
+HISTORY_TAG = "deployment."
 
 
 def state_dir(uri: str) -> Path:
+    """Local serving state: beside an embedded registry, else in $MNIST_MLOPS_STATE_DIR or the home
+    folder (never the working directory, which in a job is the read-only code snapshot)."""
     database = sqlite_file(uri)
-    return (database.parent if database else Path.cwd()) / "deployments"
+    if database is not None:
+        return database.parent / "deployments"
+    return Path(os.environ.get("MNIST_MLOPS_STATE_DIR", Path.home() / ".mnist-mlops")) / "deployments"
 
 
 def request_log_dir(uri: str, endpoint_name: str) -> Path:
@@ -34,8 +49,8 @@ def request_log_dir(uri: str, endpoint_name: str) -> Path:
     return state_dir(uri) / "requests" / endpoint_name
 
 
-def history_path(uri: str, model_name: str) -> Path:
-    return state_dir(uri) / f"{model_name}.jsonl"
+def history_location(uri: str, model_name: str) -> str:
+    return f"{redact(uri)}, {model_name} version tags {HISTORY_TAG}*"
 
 
 def key_path(uri: str, endpoint_name: str) -> Path:
@@ -55,46 +70,48 @@ def ensure_key(path: Path) -> Path:
 
 
 def read_history(uri: str, model_name: str) -> list[dict[str, Any]]:
-    """Every record so far, oldest first; a damaged line is an error naming its number."""
-    path = history_path(uri, model_name)
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise UserInputError(f"{path}:{number}: not a JSON line") from None
-        contracts.validate(record, "deployment_record", source=f"{path}:{number}")
-        records.append(record)
-    return records
-
-
-def append_history(uri: str, record: dict[str, Any]) -> Path:
-    """Validate and append one record (a single O_APPEND write, so lines never interleave)."""
-    contracts.validate(record, "deployment_record", source="deployment record")
-    path = history_path(uri, record["model_name"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, (json.dumps(record, sort_keys=True) + "\n").encode())
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    return path
-
-
-def production_version(uri: str, model_name: str) -> str | None:
+    """Every record so far, oldest first; a damaged one is an error naming its version and tag."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client(uri).get_model_version_by_alias(model_name, PRODUCTION_ALIAS).version)
+        versions = client(uri).search_model_versions(f"name='{model_name}'")
     except MlflowException:
-        return None
+        return []
+    tagged = []
+    for version in versions:
+        for tag, text in (version.tags or {}).items():
+            if not tag.startswith(HISTORY_TAG):
+                continue
+            where = f"{model_name} version {version.version} tag {tag}"
+            try:
+                record = json.loads(text)
+            except ValueError:
+                raise UserInputError(f"{where}: not a JSON deployment record") from None
+            contracts.validate(record, "deployment_record", source=where)
+            tagged.append((record["deployed_at"], tag, record))
+    return [record for _, _, record in sorted(tagged, key=lambda item: item[:2])]
+
+
+def append_history(uri: str, record: dict[str, Any]) -> str:
+    """Validate and keep one record on the version it is about; returns where the history lives."""
+    contracts.validate(record, "deployment_record", source="deployment record")
+    if record["model_version"] is not None:
+        tag = f"{HISTORY_TAG}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.{secrets.token_hex(2)}"
+        text = json.dumps(record, sort_keys=True)
+        with_retries(
+            lambda: client(uri).set_model_version_tag(
+                record["model_name"], record["model_version"], tag, text
+            )
+        )
+    return history_location(uri, record["model_name"])
+
+
+def production_version(uri: str, model_name: str) -> str | None:
+    return pointer_version(uri, model_name, PRODUCTION_ALIAS)
 
 
 def move_production(uri: str, model_name: str, version: str) -> None:
-    with_retries(lambda: client(uri).set_registered_model_alias(model_name, PRODUCTION_ALIAS, version))
+    set_pointer(uri, model_name, PRODUCTION_ALIAS, version)
 
 
 def production_stack(history: list[dict[str, Any]]) -> list[str]:

@@ -18,6 +18,16 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def content_sha256(path: Path) -> str:
+    """A file's bytes, or a folder's files with their relative paths, as one SHA-256."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(child.relative_to(path).as_posix().encode() + b"\0" + sha256_file(child).encode())
+    return digest.hexdigest()
+
+
 def image_digests(images: np.ndarray) -> np.ndarray:
     """sha256 of each image's pixels, as a (N, 32) uint8 array."""
     flat = np.ascontiguousarray(images).reshape(len(images), -1)

@@ -43,8 +43,18 @@ def _load(path: Path) -> dict[str, Any]:
 def load_spec(name_or_path: str | Path) -> dict[str, Any]:
     """The compiled AML spec of a component, by stage name or by any file in its folder."""
     path = Path(name_or_path)
-    folder = path.parent if path.suffix == ".py" else component_dir(str(name_or_path))
+    folder = path.parent if path.suffix in (".py", ".yaml") else component_dir(str(name_or_path))
     return _load((folder / "spec.yaml").resolve())
+
+
+def load_metadata(name: str) -> dict[str, Any]:
+    """A component's metadata.yaml (schema `component_metadata`): catalog fields and runner policy."""
+    from mnist_mlops import contracts
+
+    path = (component_dir(name) / "metadata.yaml").resolve()
+    document = _load(path)
+    contracts.validate(document, "component_metadata", source=str(path))
+    return document
 
 
 def check_parameters(component: str | Path, values: dict[str, Any]) -> None:

@@ -1,9 +1,14 @@
 """The model registry: MLflow's, embedded on a SQLite file by default, or any MLflow tracking URI.
 
 Default: `sqlite:///mlflow.db` in the working directory (as MLflow defaults to `./mlruns`); override
-with `--registry` or `MLFLOW_TRACKING_URI` (an AML workspace's URI works through `azureml-mlflow`).
-A version is usable only when its `validation_status` tag is `ready`: register sets it after loading
-the registered artifact back and checking its predictions.
+with `--registry` or `MLFLOW_TRACKING_URI` (an Azure ML job's `azureml://` URI works through
+`azureml-mlflow`). A version is usable only when its `validation_status` tag is `ready`: register sets
+it after loading the registered artifact back and checking its predictions.
+
+Pointers (`production`, `challenger`): MLflow aliases where the store has them; Azure ML's MLflow
+registry does not list aliases as supported, so there a pointer is a model-version tag
+`pointer.<name>` holding the time it was set, and the newest one wins. `pointer_version` and
+`set_pointer` are the one code path for both.
 """
 
 from __future__ import annotations
@@ -90,6 +95,63 @@ def with_retries(action: Callable[[], _T], attempts: int = 20) -> _T:
     raise AssertionError("unreachable")
 
 
+POINTER_TAG = "pointer."
+
+
+def has_aliases(uri: str) -> bool:
+    """Whether the store keeps MLflow aliases (every store but Azure ML's)."""
+    return not uri.startswith("azureml:")
+
+
+def pointer_version(uri: str, name: str, pointer: str) -> str | None:
+    """The version `pointer` names now, None when it names none (or the model does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    registry = client(uri)
+    try:
+        if has_aliases(uri):
+            return str(registry.get_model_version_by_alias(name, pointer).version)
+        holders = [
+            (version.tags[POINTER_TAG + pointer], int(version.version))
+            for version in registry.search_model_versions(f"name='{name}'")
+            if POINTER_TAG + pointer in (version.tags or {})
+        ]
+    except MlflowException:
+        return None
+    return str(max(holders)[1]) if holders else None
+
+
+def set_pointer(uri: str, name: str, pointer: str, version: str) -> None:
+    """Point `pointer` at `version`: move the alias, or tag the version and untag the others."""
+    from datetime import UTC, datetime
+
+    registry = client(uri)
+    if has_aliases(uri):
+        with_retries(lambda: registry.set_registered_model_alias(name, pointer, version))
+        return
+    stamp = datetime.now(UTC).isoformat(timespec="microseconds")
+    registry.set_model_version_tag(name, version, POINTER_TAG + pointer, stamp)
+    for other in registry.search_model_versions(f"name='{name}'"):
+        if str(other.version) != str(version) and POINTER_TAG + pointer in (other.tags or {}):
+            registry.delete_model_version_tag(name, other.version, POINTER_TAG + pointer)
+
+
+def pointers(uri: str, name: str, versions: list) -> dict[str, list[str]]:
+    """version -> the pointers naming it, from the registered model's aliases or the versions' tags."""
+    by_version: dict[str, list[str]] = {}
+    if has_aliases(uri):
+        for alias, version in client(uri).get_registered_model(name).aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        return by_version
+    for version in versions:
+        for tag in version.tags or {}:
+            if tag.startswith(POINTER_TAG) and pointer_version(
+                uri, name, tag.removeprefix(POINTER_TAG)
+            ) == str(version.version):
+                by_version.setdefault(str(version.version), []).append(tag.removeprefix(POINTER_TAG))
+    return by_version
+
+
 def list_versions(uri: str, name: str) -> list[dict[str, str]]:
     """Every version of model `name`, newest first: aliases, readiness, dataset and headline metrics."""
     from mlflow.exceptions import MlflowException
@@ -97,12 +159,9 @@ def list_versions(uri: str, name: str) -> list[dict[str, str]]:
     registry = client(uri)
     try:
         versions = registry.search_model_versions(f"name='{name}'")
-        aliases = registry.get_registered_model(name).aliases if versions else {}
+        by_version = pointers(uri, name, versions) if versions else {}
     except MlflowException as error:
         raise UserInputError(f"registry {uri}: cannot list {name} ({str(error).splitlines()[0]})") from None
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(str(version), []).append(alias)
     rows = []
     for version in sorted(versions, key=lambda item: int(item.version), reverse=True):
         tags = version.tags or {}

@@ -8,7 +8,9 @@ Source URIs:
   /path/to/folder or /path/to/data.tar.gz         local
   https://host/mnist.tar.gz  (+ sha256 pin)         downloaded with a progress bar, verified, cached
   https://<account>.blob.core.windows.net/<container>[/<prefix>]?<SAS>   Azure Blob via a SAS token
-  azureblob://<container>[/<prefix>]                Azure Blob via AZURE_STORAGE_CONNECTION_STRING
+  azureblob://<container>[/<prefix>]                Azure Blob with the job's identity at the account
+                                                    AZURE_STORAGE_ACCOUNT_URL (no secret anywhere), or
+                                                    via AZURE_STORAGE_CONNECTION_STRING
   mnist                                             the original MNIST IDX files from a public mirror,
                                                     each pinned by its published sha256, cached
 """
@@ -35,6 +37,9 @@ from mnist_mlops.hashing import sha256_file
 from mnist_mlops.uris import is_blob_sas_url, redact
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+ACCOUNT_URL_ENV = "AZURE_STORAGE_ACCOUNT_URL"
+"""The storage account's URL (not a secret): azureblob:// sources are then read with the job's own
+identity (`mnist_mlops.azure_identity`), so no key or SAS token travels as a job parameter."""
 CACHE_ENV = "MNIST_MLOPS_CACHE"
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
 MNIST = "mnist"
@@ -186,11 +191,17 @@ def download_blobs(uri: str, target: Path) -> None:
 def _container_client(uri: str, container_client_type):
     parsed = urllib.parse.urlsplit(uri)
     if parsed.scheme == "azureblob":
-        connection = os.environ.get(CONNECTION_STRING_ENV)
-        if not connection:
-            raise SourceError(f"source {uri}: set {CONNECTION_STRING_ENV} to read azureblob:// sources")
         prefix = parsed.path.lstrip("/")
-        return container_client_type.from_connection_string(connection, parsed.netloc), prefix
+        if connection := os.environ.get(CONNECTION_STRING_ENV):
+            return container_client_type.from_connection_string(connection, parsed.netloc), prefix
+        if account := os.environ.get(ACCOUNT_URL_ENV):
+            from mnist_mlops.azure_identity import credential
+
+            return container_client_type(account, parsed.netloc, credential=credential()), prefix
+        raise SourceError(
+            f"source {uri}: set {ACCOUNT_URL_ENV} (read with the job's identity) or {CONNECTION_STRING_ENV}"
+            " to read azureblob:// sources"
+        )
     parts = parsed.path.lstrip("/").split("/")
     # Azurite and other emulators put the account in the path: http://127.0.0.1:10000/<account>/<container>
     emulated = parsed.hostname in ("127.0.0.1", "localhost") or (parsed.hostname or "").startswith("127.")

@@ -1,7 +1,8 @@
 """Content-addressed step cache for local pipeline runs.
 
 A step's key is a SHA-256 over what decides its result: the component's fingerprint (spec.yaml, its
-environment folder, its own sources and the shared library sources it runs) and, per input, either the
+environment, its own sources, the shared library and the schemas: `snapshot.component_fingerprint`,
+also publish's version hash) and, per input, either the
 content hash of the artifact (file bytes, or every file of a folder with its relative path) or the
 parameter's value. Paths never enter the key, so a changed data file is never served from cache (the
 reuse bug users of path-keyed caches keep reporting).
@@ -22,56 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from mnist_mlops.atomic import atomic_write_text
-from mnist_mlops.ports import component_dir
-from mnist_mlops.provenance import PROJECT_ROOT
-
-_CHUNK = 1 << 20
-
-
-def content_sha256(path: Path) -> str:
-    """A file's bytes, or a folder's files with their relative paths, as one SHA-256."""
-    if path.is_file():
-        return _file_sha256(path)
-    digest = hashlib.sha256()
-    for child in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(child.relative_to(path).as_posix().encode() + b"\0" + _file_sha256(child).encode())
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from mnist_mlops.hashing import content_sha256
+from mnist_mlops.snapshot import component_fingerprint
 
 
 @cache
-def component_fingerprint(name: str) -> str:
-    """Everything in the code that decides a step's result: spec, environment, component and library."""
-    folder = component_dir(name)
-    files = [folder / "spec.yaml", *sorted((folder / "environment").iterdir())]
-    files += sorted(path for path in folder.rglob("*.py") if "tests" not in path.relative_to(folder).parts)
-    library = Path(__file__).parent
-    files += sorted(path for path in library.rglob("*.py") if "__pycache__" not in path.parts)
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(_label(path).encode() + b"\0" + _file_sha256(path).encode())
-    return digest.hexdigest()
-
-
-def _label(path: Path) -> str:
-    for root in (PROJECT_ROOT, Path(__file__).parents[1]):
-        if path.is_relative_to(root):
-            return path.relative_to(root).as_posix()
-    return path.name
+def _fingerprint(component: str) -> str:
+    return component_fingerprint(component)
 
 
 def step_key(component: str, artifacts: dict[str, str], parameters: dict[str, Any]) -> str:
     """The cache key: component fingerprint + input content hashes + parameter values."""
     document = {
         "component": component,
-        "fingerprint": component_fingerprint(component),
+        "fingerprint": _fingerprint(component),
         "artifacts": dict(sorted(artifacts.items())),
         "parameters": dict(sorted(parameters.items())),
     }

@@ -1,105 +1,179 @@
-"""The pipeline as an Azure ML pipeline job, composed with `azure.ai.ml.dsl.pipeline`.
+"""The training graph (`pipelines.graph`) rendered as an Azure ML pipeline job with `azure.ai.ml.dsl`.
 
-ingest -> preprocess -> train -> evaluate -> register -> deploy, the graph of `pipelines.graph`.
+Nothing is written twice: the nodes, their edges and the pipeline parameters come from the graph, and
+each component is its checked-in spec.yaml loaded from the code snapshot (`mnist_mlops.snapshot`), so
+what the pipeline runs is what `az ml component create -f components/<c>/spec.yaml` registers. The
+champion comes from the graph's resolve_champion node, as on every runner.
 
 The blessing gates register and deploy through the components themselves, not a `dsl.condition`:
 register declines an unblessed model (writing the gate's reasons) and deploy reads register's record and
 records "skipped". Why: the gate then holds wherever a component runs (a notebook, the designer, KFP,
 the CLI), the reasons are always written down, and no control output is needed that only AML honours.
 
-Settings (`training_job`): a default compute for every node, a separate (GPU) compute for train, a
-user-assigned managed identity for data and registry access (least privilege: the identity needs only
-its datastore and workspace roles, not the submitter's), and reuse per node from each component's
-`is_deterministic` (preprocess and train reuse results for identical inputs; ingest, evaluate, register
-and deploy always run, as they read the outside world: the source, the champion, the registry).
-(No `from __future__ import annotations`: the SDK reads the port annotations at definition time.)
+Settings (`training_job`): a default compute for every node; train's own compute, instance count and
+workers (`distribution: tensorflow`, whose TF_CONFIG the train component reads), CPU by default as
+the model environment is CPU-only; a user-assigned managed identity for data and registry access; reuse
+per node from each component's `is_deterministic`; ingest's dataset registered as a named, versioned
+data asset that later pipelines take as `azureml:<name>:<version>`.
 """
 
+from __future__ import annotations
+
+import inspect
 import shutil
 import tempfile
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 from azure.ai.ml import Input, dsl
-from azure.ai.ml.entities import ManagedIdentityConfiguration, PipelineJob
+from azure.ai.ml.entities import Component, ManagedIdentityConfiguration, PipelineJob
 
-from mnist_mlops.components import deploy, evaluate, ingest, preprocess, register, train
+from mnist_mlops.pipelines.graph import Node, Param, Ref, parameters, training_pipeline
+from mnist_mlops.runner import is_artifact
+from mnist_mlops.snapshot import code_root
+
+PIPELINE_NAME = "mnist_mlops_training"
+DATASET_ASSET = "mnist-mlops-dataset"
+OUTPUTS = {
+    "data_report": ("ingest", "data_report"),
+    "model": ("train", "model"),
+    "evaluation": ("evaluate", "evaluation"),
+    "blessing": ("evaluate", "blessing"),
+    "registration_record": ("register", "registration_record"),
+    "deployment_record": ("deploy", "deployment_record"),
+}
+"""The pipeline's outputs: what the CI/CD gate downloads."""
 
 
-@dsl.pipeline(
-    name="mnist_mlops_training",
-    display_name="MNIST training",
-    description=(
-        "Ingest a versioned, validated MNIST dataset, train a CNN, judge it against the production champion "
-        "and KPI thresholds, register it if blessed and deploy it after infra validation."
-    ),
-)
-def training_pipeline(
-    raw_data: Input(type="uri_folder"),
-    epochs: int = 12,
-    seed: int = 42,
-    deploy_target: str = "azureml",
-    endpoint_name: str = "mnist-mlops",
-):
-    fetched = ingest(source_data=raw_data)
-    prepared = preprocess(dataset=fetched.outputs.dataset, seed=seed)
-    trained = train(preprocessed=prepared.outputs.preprocessed, epochs=epochs, seed=seed)
-    judged = evaluate(challenger=trained.outputs.model, preprocessed=prepared.outputs.preprocessed)
-    registered = register(
-        model=trained.outputs.model,
-        blessing=judged.outputs.blessing,
-        evaluation=judged.outputs.evaluation,
-        training_summary=trained.outputs.training_summary,
-        data_report=fetched.outputs.data_report,
-        preprocessed=prepared.outputs.preprocessed,
+@cache
+def component(stage: str) -> Component:
+    """A component as Azure ML loads it: its spec.yaml in the code snapshot."""
+    from azure.ai.ml import load_component
+
+    return load_component(code_root() / "components" / stage / "spec.yaml")
+
+
+def render(nodes: list[Node], *, name: str = PIPELINE_NAME, description: str = "") -> Any:
+    """A `dsl.pipeline` function over the graph: one pipeline input per Param, one node per Node."""
+
+    def body(**values):  # the SDK reads the signature and annotations set below
+        made: dict[str, Any] = {}
+        for node in nodes:
+            bound = {}
+            for port, value in node.inputs.items():
+                if isinstance(value, Ref):
+                    bound[port] = made[value.node].outputs[value.output]
+                elif isinstance(value, Param):
+                    bound[port] = values[value.name]
+                elif value is not None:
+                    bound[port] = value
+            made[node.name] = component(node.component)(**bound)
+            made[node.name].name = node.name
+        return {output: made[node].outputs[port] for output, (node, port) in OUTPUTS.items() if node in made}
+
+    signature = []
+    for param, (definition, default) in parameters(nodes).items():
+        if is_artifact(definition):
+            annotation: Any = Input(type=definition["type"])  # data the pipeline cannot run without
+            signature.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=annotation))
+        else:
+            signature.append(
+                inspect.Parameter(
+                    param,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=default,
+                    annotation=Input(type=definition["type"], optional=default is None),
+                )
+            )
+    body.__signature__ = inspect.Signature(signature)
+    body.__annotations__ = {parameter.name: parameter.annotation for parameter in signature}
+    body.__name__ = name
+    return dsl.pipeline(name=name, description=description)(body)
+
+
+def aml_graph(deploy_target: str = "azureml") -> list[Node]:
+    """The training graph with ingest reading a mounted folder, the registry the job's own MLflow."""
+    return training_pipeline({"source_data": Param("raw_data")}, registry=None, deploy_target=deploy_target)
+
+
+def training_pipeline_function(deploy_target: str = "azureml") -> Any:
+    return render(
+        aml_graph(deploy_target),
+        description=(
+            "Ingest a versioned, validated MNIST dataset, train a CNN, judge it against the production "
+            "champion and KPI thresholds, register it if blessed and deploy it after infra validation."
+        ),
     )
-    deployed = deploy(
-        test_data=prepared.outputs.preprocessed,
-        registration_record=registered.outputs.registration_record,
-        target=deploy_target,
-        endpoint_name=endpoint_name,
-    )
-    return {
-        "data_report": fetched.outputs.data_report,
-        "model": trained.outputs.model,
-        "evaluation": judged.outputs.evaluation,
-        "blessing": judged.outputs.blessing,
-        "registration_record": registered.outputs.registration_record,
-        "deployment_record": deployed.outputs.deployment_record,
-    }
 
 
 def training_job(
     raw_data: str = "azureml://datastores/workspaceblobstore/paths/mnist/",
     *,
     compute: str = "cpu-cluster",
-    train_compute: str = "gpu-cluster",
+    train_compute: str | None = None,
+    train_instance_count: int = 1,
+    train_workers_per_instance: int = 1,
     identity_client_id: str | None = None,
-    epochs: int = 12,
+    epochs: int | None = None,
     deploy_target: str = "azureml",
+    dataset_asset: str | None = DATASET_ASSET,
 ) -> PipelineJob:
-    """The pipeline job with its settings: computes, identity and per-node reuse."""
-    job = training_pipeline(
-        raw_data=Input(type="uri_folder", path=raw_data), epochs=epochs, deploy_target=deploy_target
-    )
+    """The pipeline job with its settings: computes, distributed training, identity, reuse, data asset."""
+    from azure.ai.ml import TensorFlowDistribution
+    from azure.ai.ml.entities import JobResourceConfiguration
+
+    from mnist_mlops.errors import UserInputError
+
+    if train_instance_count < 1 or train_workers_per_instance < 1:
+        raise UserInputError("train_instance_count and train_workers_per_instance must be at least 1")
+    values: dict[str, Any] = {"raw_data": Input(type="uri_folder", path=raw_data)}
+    if epochs is not None:
+        values["epochs"] = epochs
+    job = training_pipeline_function(deploy_target)(**values)
     job.settings.default_compute = compute
     job.settings.force_rerun = False  # reuse where a component is deterministic; see the module docstring
-    job.jobs["trained"].compute = train_compute
+    trained = job.jobs["train"]
+    trained.compute = train_compute or compute
+    if train_instance_count * train_workers_per_instance > 1:
+        trained.resources = JobResourceConfiguration(instance_count=train_instance_count)
+        trained.distribution = TensorFlowDistribution(
+            worker_count=train_instance_count * train_workers_per_instance
+        )
+    if dataset_asset:
+        job.jobs["ingest"].outputs.dataset.name = dataset_asset
     if identity_client_id:
         job.identity = ManagedIdentityConfiguration(client_id=identity_client_id)
     return job
 
 
+def _bundle_local_inputs(inputs: dict[str, Any], folder: Path) -> None:
+    """Copy each local file or folder input into the compiled folder and refer to it relatively, so
+    `az ml job create` uploads it from there (the SDK dumps a local path as `azureml:<path>`, which the
+    service would read as an asset name)."""
+    for port, binding in inputs.items():
+        if not isinstance(binding, dict) or not str(binding.get("path", "")).startswith("azureml:"):
+            continue
+        local = Path(binding["path"].removeprefix("azureml:"))
+        if not local.is_absolute() or not local.exists():
+            continue  # an asset reference such as azureml:mnist-mlops-dataset:3
+        target = folder / port / local.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(local, target) if local.is_dir() else shutil.copy2(local, target)
+        binding["path"] = "./" + target.relative_to(folder.parent.parent).as_posix()
+
+
 def compile_aml(out_dir: Path, job: PipelineJob | None = None) -> Path:
-    """Write `pipeline.yml` plus each component folder (spec.yaml, code, environment) under `out_dir`;
-    the pipeline refers to the components by relative path, so the folder is portable and loads back
-    with `azure.ai.ml.load_job`. Refuses a pipeline that fails validation, naming node and port."""
+    """Write `pipeline.yml` beside the code snapshot (components/, mnist_mlops/, ...) under `out_dir`;
+    the pipeline refers to each component's spec by relative path, so the folder is portable and loads
+    back with `azure.ai.ml.load_job`. Refuses a pipeline that fails validation, naming node and port."""
     from azure.ai.ml import load_job
 
     from mnist_mlops.atomic import staged_dir
     from mnist_mlops.azure_jobs import validation_problems
     from mnist_mlops.errors import UserInputError
-    from mnist_mlops.ports import component_dir
+    from mnist_mlops.snapshot import materialize
 
     job = job or training_job()
     problems = validation_problems(job)
@@ -108,16 +182,14 @@ def compile_aml(out_dir: Path, job: PipelineJob | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="mnist-mlops-compile-") as scratch:
         job.dump(Path(scratch) / "pipeline.yml")
         document = yaml.safe_load((Path(scratch) / "pipeline.yml").read_text())
+    document["jobs"] = {name: document["jobs"][name] for name in job.jobs}  # in execution order
     with staged_dir(Path(out_dir)) as stage:
-        for node in document["jobs"].values():
-            name = node["component"]["name"].removeprefix("mnist_mlops_")
-            if not (stage / "components" / name).exists():
-                shutil.copytree(
-                    component_dir(name),
-                    stage / "components" / name,
-                    ignore=shutil.ignore_patterns("tests", "__pycache__"),
-                )
-            node["component"] = f"./components/{name}/spec.yaml"
+        materialize(stage)
+        for node_name, node in document["jobs"].items():
+            stage_name = node["component"]["name"].removeprefix("mnist_mlops_")
+            node["component"] = f"./components/{stage_name}/spec.yaml"
+            _bundle_local_inputs(node.get("inputs") or {}, stage / "inputs" / node_name)
+        _bundle_local_inputs(document.get("inputs") or {}, stage / "inputs" / "pipeline")
         (stage / "pipeline.yml").write_text(yaml.safe_dump(document, sort_keys=False))
         loaded = load_job(stage / "pipeline.yml")
         if not loaded._validate().passed:

@@ -1,7 +1,9 @@
 """The training graph as data, and how to get one: the built-in graph, or any Azure ML pipeline job
 composed from these components (a notebook's variant, say), plus `--set` overrides.
 
-The graph: ingest -> preprocess -> train -> evaluate -> register -> deploy. deploy reads register's
+The graph: ingest -> preprocess -> resolve_champion -> train -> evaluate -> register -> deploy.
+resolve_champion hands evaluate the registry's `production` version (or a record that there is none),
+so the challenger is judged against it on the same fresh test split on every runner. deploy reads register's
 record: it deploys exactly the version registered (`models:/<name>/<version>`), or records "skipped"
 with the gate's reasons when the model was declined (the components honour the blessing, so no control
 flow). `pipelines/aml.py` composes the same graph for Azure ML; a test compares them edge by edge.
@@ -31,6 +33,15 @@ class Ref:
     output: str
 
 
+@dataclass(frozen=True)
+class Param:
+    """An input bound to a pipeline parameter: a pipeline input on Azure ML and Kubeflow (set at
+    submission, in the studio), its value (or the port's default) on the local runner."""
+
+    name: str
+    value: Any = None
+
+
 @dataclass
 class Node:
     name: str
@@ -38,16 +49,30 @@ class Node:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
-def training_pipeline(data: str, sha256: str | None, registry: str | None, run_id: str) -> list[Node]:
-    """ingest -> preprocess -> train -> evaluate -> register -> deploy, in execution order."""
+def training_pipeline(
+    source: dict[str, Any], registry: str | None = None, deploy_target: str = "local"
+) -> list[Node]:
+    """The training graph, in execution order: ingest -> preprocess -> resolve_champion -> train ->
+    evaluate -> register -> deploy. `source` is ingest's source inputs (a URI and pin locally, a mounted
+    folder on Azure ML); `registry` None means the platform's (MLFLOW_TRACKING_URI, else ./mlflow.db)."""
+    seed = Param("seed")
     return [
-        Node("ingest", "ingest", {"source_uri": data, "source_sha256": sha256}),
-        Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset")}),
-        Node("train", "train", {"preprocessed": Ref("preprocess", "preprocessed")}),
+        Node("ingest", "ingest", source),
+        Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset"), "seed": seed}),
+        Node("resolve_champion", "resolve_champion", {"registry": registry}),
+        Node(
+            "train",
+            "train",
+            {"preprocessed": Ref("preprocess", "preprocessed"), "epochs": Param("epochs"), "seed": seed},
+        ),
         Node(
             "evaluate",
             "evaluate",
-            {"challenger": Ref("train", "model"), "preprocessed": Ref("preprocess", "preprocessed")},
+            {
+                "challenger": Ref("train", "model"),
+                "preprocessed": Ref("preprocess", "preprocessed"),
+                "champion": Ref("resolve_champion", "champion"),
+            },
         ),
         Node(
             "register",
@@ -60,7 +85,7 @@ def training_pipeline(data: str, sha256: str | None, registry: str | None, run_i
                 "data_report": Ref("ingest", "data_report"),
                 "preprocessed": Ref("preprocess", "preprocessed"),
                 "registry": registry,
-                "pipeline_run_id": run_id,
+                "pipeline_run_id": Param("pipeline_run_id"),
             },
         ),
         Node(
@@ -70,9 +95,34 @@ def training_pipeline(data: str, sha256: str | None, registry: str | None, run_i
                 "test_data": Ref("preprocess", "preprocessed"),
                 "registration_record": Ref("register", "registration_record"),
                 "registry": registry,
+                "target": Param("deploy_target", deploy_target),
+                "endpoint_name": Param("endpoint_name"),
             },
         ),
     ]
+
+
+def parameters(nodes: list[Node]) -> dict[str, tuple[dict[str, Any], Any]]:
+    """Each pipeline parameter of the graph: (the port definition it feeds, its value or the port's
+    default). A parameter feeding several ports takes the first one's definition."""
+    found: dict[str, tuple[dict[str, Any], Any]] = {}
+    for node in nodes:
+        spec = load_spec(node.component)
+        for port, value in node.inputs.items():
+            if isinstance(value, Param) and value.name not in found:
+                definition = spec["inputs"][port]
+                default = definition.get("default") if value.value is None else value.value
+                found[value.name] = (definition, default)
+    return found
+
+
+def bind_parameters(nodes: list[Node], values: dict[str, Any]) -> None:
+    """Replace every Param by its value (given, else the graph's, else the port's default)."""
+    defaults = {name: default for name, (_, default) in parameters(nodes).items()}
+    for node in nodes:
+        for port, value in list(node.inputs.items()):
+            if isinstance(value, Param):
+                node.inputs[port] = values.get(value.name, defaults[value.name])
 
 
 def nodes_from_aml(job: Any) -> list[Node]:

@@ -9,8 +9,9 @@ uri_file ports Artifact whose `.path` is the file itself. The pipeline feeds ing
 text, which a small `kpi_thresholds` step writes to the file evaluate reads.
 
 No control flow: deploy reads register's record and deploys exactly the registered version, or writes
-a "skipped" record with the gate's reasons, as in the local runner. No champion is fetched either, so
-evaluate judges against the thresholds alone (the regression gate needs a champion).
+a "skipped" record with the gate's reasons, as in the local runner. The champion comes from the
+resolve_champion task, whose folder always exists (with a record when there is no champion), so no
+`dsl.If` branches need merging.
 
 Images: the components run on `python:3.11` and pip-install the project at start, which suits
 `kfp.local.SubprocessRunner` (the packages are already installed there). On a cluster that would fetch
@@ -155,8 +156,7 @@ def evaluate(
     preprocessed: Input[Dataset],
     evaluation: Output[Artifact],
     blessing: Output[Artifact],
-    champion: Optional[Input[Model]] = None,
-    champion_reference: Optional[str] = None,
+    champion: Optional[Input[Dataset]] = None,
     thresholds: Optional[Input[Artifact]] = None,
 ):
     """Judge the challenger (and the champion, if given) against the KPI thresholds; write the blessing."""
@@ -172,9 +172,25 @@ def evaluate(
             evaluation.path,
             blessing.path,
             champion_dir=champion.path if champion else None,
-            champion_reference=champion_reference,
             thresholds_path=thresholds.path if thresholds else None,
         )
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=MODEL_PACKAGES)
+def resolve_champion(
+    champion: Output[Dataset],
+    model_name: str = "mnist-mlops",
+    pointer: str = "production",
+    registry: Optional[str] = None,
+):
+    """The version the registry pointer names, as evaluate's champion, or a record that there is none."""
+    from mnist_mlops.components.resolve_champion.executor import run_resolve_champion
+    from mnist_mlops.errors import exit_on_user_error
+    from mnist_mlops.ports import check_parameters
+
+    with exit_on_user_error():
+        check_parameters("resolve_champion", locals())
+        run_resolve_champion(champion.path, model_name=model_name, pointer=pointer, registry=registry)
 
 
 @dsl.component(base_image=BASE_IMAGE, packages_to_install=MODEL_PACKAGES)
@@ -217,9 +233,9 @@ def deploy(
     deployment_record: Output[Artifact],
     model: Optional[str] = None,
     registration_record: Optional[Input[Artifact]] = None,
-    target: str = "local",
+    target: str = "azureml",
     registry: Optional[str] = None,
-    endpoint_name: str = "mnist-mlops",
+    endpoint_name: Optional[str] = None,
     port: int = 5001,
     canary_count: int = 64,
     max_canary_p99_ms: float = 50.0,
@@ -262,6 +278,7 @@ def deploy(
 COMPONENTS = {
     "ingest": ingest,
     "preprocess": preprocess,
+    "resolve_champion": resolve_champion,
     "train": train,
     "evaluate": evaluate,
     "register": register,
@@ -300,7 +317,7 @@ def training_pipeline(
     canary_count: int = 64,
     max_canary_p99_ms: float = 50.0,
 ):
-    """ingest -> preprocess -> train -> evaluate -> register -> deploy.
+    """ingest -> preprocess -> resolve_champion -> train -> evaluate -> register -> deploy.
 
     `thresholds` is a kpi_thresholds JSON document ("" = evaluate's defaults); `source_sha256` pins an
     http(s) tarball ("" = none). deploy targets `local`: the version is validated in a scoring server
@@ -312,6 +329,7 @@ def training_pipeline(
         "preprocess",
     )
     kpis = kpi_thresholds(thresholds_json=thresholds).set_display_name("KPI thresholds")
+    resolved = _as_specified(resolve_champion(model_name=model_name, registry=registry), "resolve_champion")
     trained = _as_specified(
         train(
             preprocessed=prepared.outputs["preprocessed"],
@@ -327,6 +345,7 @@ def training_pipeline(
         evaluate(
             challenger=trained.outputs["model"],
             preprocessed=prepared.outputs["preprocessed"],
+            champion=resolved.outputs["champion"],
             thresholds=kpis.outputs["thresholds"],
         ),
         "evaluate",
@@ -349,6 +368,7 @@ def training_pipeline(
         deploy(
             test_data=prepared.outputs["preprocessed"],
             registration_record=registered.outputs["registration_record"],
+            target="local",
             registry=registry,
             canary_count=canary_count,
             max_canary_p99_ms=max_canary_p99_ms,

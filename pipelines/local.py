@@ -2,8 +2,12 @@
 process (or, with isolation "container", inside its component image), with inputs and outputs bound to
 folders under a run directory, through a content-addressed step cache, writing a `run.json` record.
 
-The graph comes from `pipelines/graph.py`. Before evaluate runs, the registry's `production` version
-(if any) is fetched as its champion, so the challenger is judged against it on the same fresh test split.
+The graph comes from `pipelines/graph.py`. The runner knows no component by name: how a step may be
+reused is each component's own `local_cache` policy in its metadata.yaml (`ports.load_metadata`):
+`content` (inputs and parameters decide the result), `never` (it reads the outside world: the
+registry's champion), `source` (ingest: keyed by its source's content and the day) or `registry` (the
+result lives in the registry too: reused only while the registry still agrees); `annotations` lists
+parameters that only label the result and stay out of the key.
 """
 
 from __future__ import annotations
@@ -19,25 +23,23 @@ from typing import Any
 from mnist_mlops import contracts
 from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.hashing import content_sha256
 from mnist_mlops.pipelines.graph import (
     Node,
     Ref,
     apply_overrides,
+    bind_parameters,
     nodes_from_aml,
     output_path,
     ref_path,
     training_pipeline,
 )
-from mnist_mlops.ports import load_spec
+from mnist_mlops.ports import load_metadata, load_spec
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.runner import is_artifact, run_component
-from mnist_mlops.step_cache import StepCache, content_sha256, link_copy, step_key
+from mnist_mlops.step_cache import StepCache, link_copy, step_key
 
 PIPELINE = "mnist_mlops_training"
-ANNOTATIONS = {("register", "pipeline_run_id")}  # (component, port)
-"""Parameters that only label the result (lineage), so they stay out of the cache key."""
-REGISTRY_STEPS = ("register", "deploy")
-"""Steps whose result lives in the registry too: reused only while the registry still agrees."""
 
 
 def run_pipeline_job(
@@ -51,35 +53,10 @@ def run_pipeline_job(
     return run_nodes(nodes_from_aml(job), run_dir, StepCache(runs_dir / ".cache"), options), run_dir
 
 
-def champion_inputs(registry: str | None, model_name: str, destination: Path) -> dict[str, Any] | None:
-    """evaluate's champion inputs: the registry's `production` version, downloaded; None if there is none."""
-    from mnist_mlops.deployments import production_version
-    from mnist_mlops.registry import client, registry_uri, sqlite_file
-
-    uri = registry_uri(registry)
-    database = sqlite_file(uri)
-    if database is not None and not database.is_file():
-        return None
-    version = production_version(uri, model_name)
-    if version is None:
-        return None
-    import mlflow.artifacts
-
-    source = client(uri).get_model_version_download_uri(model_name, version)
-    destination.mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(destination), tracking_uri=uri)
-    (model_dir,) = {path.parent for path in destination.rglob("MLmodel")}
-    # MLflow adds a note of the registered name and version on download; without it the folder holds
-    # exactly the registered artifact, so its content hash identifies the model.
-    (model_dir / "registered_model_meta").unlink(missing_ok=True)
-    return {"champion": model_dir, "champion_reference": f"models:/{model_name}/{version}"}
-
-
 @dataclass
 class RunOptions:
     use_cache: bool = True
     isolation: str = "process"
-    base_image: str | None = None
     registry: str | None = None
 
 
@@ -99,8 +76,6 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     _write_record(run_dir, record)
     known: dict[str, str] = {}  # output path -> content hash, so a downstream input is not hashed again
     for node in nodes:
-        if node.component == "evaluate":
-            _bind_champion(node, run_dir, nodes, options.registry)
         entry = _run_node(node, nodes, run_dir, cache, options, known)
         known |= {output["path"]: output["sha256"] for output in entry["outputs"].values()}
         record["nodes"].append(entry)
@@ -145,7 +120,9 @@ def _run_node(
         if is_artifact(spec["inputs"][port])
     }
     parameters = {port: value for port, value in inputs.items() if port not in artifacts}
-    keyed = {port: value for port, value in parameters.items() if (node.component, port) not in ANNOTATIONS}
+    metadata = load_metadata(node.component)
+    policy = metadata.get("local_cache", "content")
+    keyed = {port: value for port, value in parameters.items() if port not in metadata.get("annotations", [])}
     if "registry" in spec["inputs"]:
         from mnist_mlops.registry import registry_uri
 
@@ -164,14 +141,14 @@ def _run_node(
         "outputs": {},
         "log": str(log),
     }
-    reusable = True
-    if node.component == "ingest":
+    reusable = policy != "never"
+    if policy == "source":
         source = _source_identity(parameters.get("source_uri"), parameters.get("source_sha256"))
         reusable = source is not None or "source_data" in artifacts
         key = step_key(node.component, artifacts, keyed | {"source_content": source, "day": _today()})
         entry["cache_key"] = key
     cached = cache.lookup(key) if options.use_cache and reusable else None
-    if cached and _registry_agrees(node.component, cached, options.registry):
+    if cached and (policy != "registry" or _registry_agrees(cached, options.registry)):
         print(f"[{node.name}] cached ({key[:12]})", flush=True)
         for port, path in outputs.items():
             link_copy(Path(cached[port]["path"]), path)
@@ -211,12 +188,12 @@ def _execute(node: Node, inputs: dict, outputs: dict, log: Path, options: RunOpt
         services["/mnt/registry"] = database.parent
         inputs = inputs | {"registry": f"sqlite:////mnt/registry/{database.name}"}
     source = inputs.get("source_uri")
-    if node.component == "ingest" and source and Path(source).exists():
+    if load_metadata(node.component).get("local_cache") == "source" and source and Path(source).exists():
         # a local source is mounted read-only like any input; the container has no network
         inputs = {port: value for port, value in inputs.items() if port != "source_uri"} | {
             "source_data": source
         }
-    tag = containers.build_image(node.component, base_image=options.base_image)
+    tag = containers.build_image(containers.environment_of(node.component))
     result = containers.run_in_container(node.component, tag, inputs, outputs, services=services)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(result.stdout + result.stderr)
@@ -243,16 +220,14 @@ def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
-def _registry_agrees(node: str, cached: dict[str, dict[str, str]], registry: str | None) -> bool:
-    """A cached register or deploy result is reused only if the registry still says the same."""
-    if node not in REGISTRY_STEPS:
-        return True
+def _registry_agrees(cached: dict[str, dict[str, str]], registry: str | None) -> bool:
+    """A cached registration or deployment record is reused only if the registry still says the same."""
     from mnist_mlops.deployments import production_version
     from mnist_mlops.registry import READY_TAG, client, registry_uri
 
     uri = registry_uri(registry)
     document = json.loads(Path(next(iter(cached.values()))["path"]).read_text())
-    if node == "register":
+    if "registered" in document:  # a registration_record
         if not document["registered"]:
             return True
         try:
@@ -264,25 +239,6 @@ def _registry_agrees(node: str, cached: dict[str, dict[str, str]], registry: str
         document["model_version"] if document["outcome"] == "deployed" else document["previous_version"]
     )
     return production_version(uri, document["model_name"]) == expected
-
-
-def _bind_champion(node: Node, run_dir: Path, nodes: list[Node], registry: str | None) -> None:
-    """evaluate's champion: production, unless production is this very model (a rerun, say), which
-    was already judged on this data without one; then the inputs, and so the cache key, are unchanged."""
-    register = [n for n in nodes if n.component == "register"]
-    model_name = register[0].inputs.get("model_name", "mnist-mlops") if register else "mnist-mlops"
-    champion = champion_inputs(registry, model_name, run_dir / "champion")
-    if champion is None:
-        print("champion: none in production yet", flush=True)
-        return
-    challenger = ref_path(run_dir, node.inputs["challenger"], nodes)
-    if content_sha256(Path(champion["champion"])) == content_sha256(challenger):
-        print(f"champion: {champion['champion_reference']} is this same model; judged as before", flush=True)
-        return
-    print(
-        f"champion: {champion['champion_reference']} (production), judged on the same test split", flush=True
-    )
-    node.inputs |= champion
 
 
 def _plain(value: Any) -> str | int | float | bool | None:
@@ -358,10 +314,10 @@ def run_training_pipeline(
     until: str | None = None,
     use_cache: bool = True,
     isolation: str = "process",
-    base_image: str | None = None,
 ) -> int:
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    nodes = training_pipeline(data, sha256, registry, run_id)
+    nodes = training_pipeline({"source_uri": data, "source_sha256": sha256}, registry)
+    bind_parameters(nodes, {"pipeline_run_id": run_id})
     apply_overrides(nodes, overrides)
     if until is not None:
         names = [node.name for node in nodes]
@@ -373,5 +329,5 @@ def run_training_pipeline(
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     print(f"run {run_id} in {run_dir}")
-    options = RunOptions(use_cache=use_cache, isolation=isolation, base_image=base_image, registry=registry)
+    options = RunOptions(use_cache=use_cache, isolation=isolation, registry=registry)
     return run_nodes(nodes, run_dir, StepCache(runs_dir / ".cache"), options)

@@ -55,3 +55,24 @@ def register_model(root: Path, registry: str, record: Path) -> dict:
         record,
         registry=registry,
     )
+
+
+def champion_folder(model_dir: Path, destination: Path, version: str) -> Path:
+    """A champion folder as resolve_champion writes it, for a model registered as `version`."""
+    import shutil
+
+    from mnist_mlops import contracts
+
+    shutil.copytree(model_dir, destination / "model")
+    record = {
+        "schema_version": 1,
+        "found": True,
+        "model_name": "mnist-mlops",
+        "pointer": "production",
+        "version": version,
+        "model_uri": f"models:/mnist-mlops/{version}",
+        "registry_uri": "sqlite:///elsewhere/mlflow.db",
+        "reason": f"mnist-mlops@production is version {version}",
+    }
+    contracts.write_json(destination / "champion.json", record, "champion_record")
+    return destination

@@ -1,4 +1,4 @@
-"""The AML pipeline: six nodes wired like the local graph, its settings, the contract checks the SDK
+"""The AML pipeline: the graph rendered node for node, its settings, the contract checks the SDK
 lacks (ranges, enums, edge types and artifacts) and `compile --target aml`, all offline."""
 
 from __future__ import annotations
@@ -9,23 +9,22 @@ from azure.ai.ml import load_job
 from mnist_mlops import artifacts
 from mnist_mlops.azure_jobs import validation_problems
 from mnist_mlops.cli import main
-from mnist_mlops.pipelines import graph
-from mnist_mlops.pipelines.aml import training_job
+from mnist_mlops.pipelines.aml import DATASET_ASSET, aml_graph, training_job
+from mnist_mlops.pipelines.graph import Param, Ref
+from mnist_mlops.pipelines.graph import training_pipeline as training_graph
 from mnist_mlops.ports import component_names, load_spec
 from mnist_mlops.runner import is_artifact
 
-NODE_OF_STAGE = {
-    "ingest": "fetched",
-    "preprocess": "prepared",
-    "train": "trained",
-    "evaluate": "judged",
-    "register": "registered",
-    "deploy": "deployed",
-}
+STAGES = [node.component for node in training_graph({"source_uri": "data"})]
 
 
-def test_the_aml_pipeline_is_the_local_graph_with_its_settings(tmp_path):
-    job = training_job(identity_client_id="11111111-2222-3333-4444-555555555555", train_compute="gpu-a100")
+def test_the_aml_pipeline_renders_the_graph_node_for_node_with_its_settings(tmp_path):
+    job = training_job(
+        identity_client_id="11111111-2222-3333-4444-555555555555",
+        train_compute="cpu-large",
+        train_instance_count=2,
+        train_workers_per_instance=2,
+    )
     assert validation_problems(job) == []
     job.dump(tmp_path / "pipeline.yaml")
     document = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())
@@ -34,33 +33,41 @@ def test_the_aml_pipeline_is_the_local_graph_with_its_settings(tmp_path):
         "type": "managed_identity",
         "client_id": "11111111-2222-3333-4444-555555555555",
     }
-    assert document["jobs"]["trained"]["compute"] == "azureml:gpu-a100"
+    train = document["jobs"]["train"]
+    assert train["compute"] == "azureml:cpu-large"
+    assert train["resources"]["instance_count"] == 2
+    assert train["distribution"] == {"type": "tensorflow", "worker_count": 4, "parameter_server_count": 0}
+    assert document["jobs"]["ingest"]["outputs"]["dataset"]["name"] == DATASET_ASSET
 
-    edges = set()
-    for node in graph.training_pipeline("data", None, None, "run"):
+    graph_nodes = aml_graph()
+    assert list(job.jobs) == [node.name for node in graph_nodes]  # in execution order
+    for node in graph_nodes:
+        bindings = document["jobs"][node.name].get("inputs") or {}
         for port, value in node.inputs.items():
-            if isinstance(value, graph.Ref):
-                edges.add((NODE_OF_STAGE[node.component], port, NODE_OF_STAGE[value.node], value.output))
-    aml_edges = {
-        (name, port, *binding["path"].removeprefix("${{parent.jobs.").removesuffix("}}").split(".outputs."))
-        for name, node in document["jobs"].items()
-        for port, binding in (node.get("inputs") or {}).items()
-        if isinstance(binding, dict) and str(binding.get("path", "")).startswith("${{parent.jobs.")
-    }
-    assert aml_edges == edges  # the same graph, edge for edge
-    reuse = {name: load_spec(stage)["is_deterministic"] for stage, name in NODE_OF_STAGE.items()}
-    assert reuse == {name: name in ("prepared", "trained") for name in reuse}
+            if isinstance(value, Ref):
+                assert bindings[port]["path"] == f"${{{{parent.jobs.{value.node}.outputs.{value.output}}}}}"
+            elif isinstance(value, Param):
+                assert bindings[port]["path"] == f"${{{{parent.inputs.{value.name}}}}}", (node.name, port)
+    assert document["inputs"]["deploy_target"] == "azureml"  # the cloud target unless told otherwise
+    reuse = {name: document["jobs"][name]["component"]["is_deterministic"] for name in document["jobs"]}
+    assert reuse == {name: name in ("preprocess", "train") for name in reuse}
+
+
+def test_train_defaults_to_the_default_compute_on_one_cpu_node():
+    document = training_job()._to_dict()
+    assert document["jobs"]["train"].get("compute") == "azureml:cpu-cluster"
+    assert "distribution" not in document["jobs"]["train"]
 
 
 def test_wrong_pipelines_fail_before_submission_naming_node_and_port():
     job = training_job()
-    job.jobs["deployed"].inputs.registration_record = job.jobs["judged"].outputs.blessing
-    job.jobs["trained"].inputs.epochs = 1000
-    job.jobs["deployed"].inputs.target = "aws"
+    job.jobs["deploy"].inputs.registration_record = job.jobs["evaluate"].outputs.blessing
+    job.jobs["train"].inputs.epochs = 1000
+    job.jobs["deploy"].inputs.target = "aws"
     problems = "\n".join(validation_problems(job))
-    assert "jobs.deployed.inputs.registration_record: wired to judged.outputs.blessing" in problems
+    assert "jobs.deploy.inputs.registration_record: wired to evaluate.outputs.blessing" in problems
     assert "holding blessing, but it takes a uri_file holding registration_record" in problems
-    assert "jobs.trained: mnist_mlops_train: parameter epochs=1000: above the maximum" in problems
+    assert "jobs.train: mnist_mlops_train: parameter epochs=1000: above the maximum" in problems
     assert "parameter target='aws': must be one of local, azureml, kubernetes" in problems
 
 
@@ -76,9 +83,11 @@ def test_compile_writes_a_portable_pipeline_that_loads_back(tmp_path, capsys):
     assert main(["compile", "--target", "aml", "--out", str(tmp_path / "aml")]) == 0
     document = yaml.safe_load((tmp_path / "aml" / "pipeline.yml").read_text())
     assert {node["component"] for node in document["jobs"].values()} == {
-        f"./components/{stage}/spec.yaml" for stage in NODE_OF_STAGE
+        f"./components/{stage}/spec.yaml" for stage in STAGES
     }
     assert "/work/" not in (tmp_path / "aml" / "pipeline.yml").read_text()
     assert not (tmp_path / "aml" / "components" / "train" / "tests").exists()
+    assert (tmp_path / "aml" / "mnist_mlops" / "serving" / "score.py").is_file()  # the code snapshot
+    assert (tmp_path / "aml" / "components" / "environments" / "model" / "Dockerfile").is_file()
     loaded = load_job(tmp_path / "aml" / "pipeline.yml")
-    assert loaded._validate().passed and set(loaded.jobs) == set(NODE_OF_STAGE.values())
+    assert loaded._validate().passed and list(loaded.jobs) == STAGES

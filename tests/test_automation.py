@@ -34,7 +34,7 @@ CI = REPO / ".github" / "workflows" / "ci.yml"
 TRAIN_AND_DEPLOY = REPO / ".github" / "workflows" / "train-and-deploy.yml"
 AZURE_PIPELINE = REPO / ".azure-pipelines" / "train-and-deploy.yml"
 TEMPLATES = (CI, TRAIN_AND_DEPLOY, AZURE_PIPELINE)
-NODES = {"fetched", "prepared", "trained", "judged", "registered", "deployed"}
+NODES = {"ingest", "preprocess", "resolve_champion", "train", "evaluate", "register", "deploy"}
 IDENTITY = "11111111-2222-3333-4444-555555555555"
 
 
@@ -66,7 +66,7 @@ def test_compiled_schedules_load_back_with_the_pipeline_and_its_settings(tmp_pat
         pipeline = loaded.create_job
         assert isinstance(pipeline, PipelineJob) and set(pipeline.jobs) == NODES
         assert pipeline.settings.default_compute == "cpu-cluster" and pipeline.settings.force_rerun is False
-        assert pipeline.jobs["trained"].compute == "gpu-a100"
+        assert pipeline.jobs["train"].compute == "gpu-a100"
         assert pipeline.identity.client_id == IDENTITY
         assert pipeline.experiment_name == schedules.EXPERIMENT_NAME
         assert {"blessing", "deployment_record"} <= set(pipeline.outputs)

@@ -24,9 +24,9 @@ from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundErr
 from mnist_mlops import azure_jobs
 from mnist_mlops.azure_jobs import HASH_TAG, content_hash, ml_client, next_version, publish, submit
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.pipelines.aml import training_pipeline
+from mnist_mlops.pipelines.aml import training_pipeline_function
 from mnist_mlops.ports import component_dir, component_names, load_spec
-from mnist_mlops.provenance import PROJECT_ROOT
+from mnist_mlops.snapshot import code_root, snapshot_files
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 RAW_DATA = "azureml://datastores/workspaceblobstore/paths/mnist/"
@@ -60,12 +60,14 @@ class RecordingComponents:
     def create_or_update(self, component: CommandComponent, **kwargs: Any) -> Component:
         self.calls.append(("components.create_or_update", component.name, component.version))
         component._validate(raise_error=True)  # what the SDK checks locally before uploading
-        code = Path(component.base_path)
+        code = Path(component.base_path) / component.code
         self.created.append(
             Created(
                 component,
-                sorted(p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()),
-                sorted(p.name for p in Path(component.environment.path).iterdir()),
+                sorted(snapshot_files(code.resolve())),  # what the SDK would upload as the code
+                sorted(
+                    p.name for p in (Path(component.base_path) / component.environment.build.path).iterdir()
+                ),
             )
         )
         return self._store(component)
@@ -128,25 +130,11 @@ def client() -> RecordingMLClient:
 
 
 @pytest.fixture
-def fake_wheel(monkeypatch) -> list[Path]:
-    """Stand-in for the real wheel build (one test builds it for real); records each build."""
-    builds: list[Path] = []
-
-    def build(destination: Path) -> Path:
-        destination.mkdir(parents=True)
-        builds.append(destination / "mnist_mlops-0.1.0-py3-none-any.whl")
-        builds[-1].write_bytes(b"not a wheel")
-        return builds[-1]
-
-    monkeypatch.setattr(azure_jobs, "build_wheel", build)
-    return builds
-
-
 # --- publish ---------------------------------------------------------------------------------------
 
 
 def test_first_publish_creates_every_component_at_its_spec_version_then_nothing_changes(client):
-    results = publish(client)  # builds the real wheel once
+    results = publish(client)
 
     stages = component_names()
     assert len(stages) == len(set(stages)) >= 6
@@ -164,13 +152,9 @@ def test_first_publish_creates_every_component_at_its_spec_version_then_nothing_
         assert (created.entity.name, created.entity.version) == (spec["name"], spec["version"])
         assert created.entity.tags == {**spec["tags"], HASH_TAG: digest}
         assert created.entity.command == spec["command"]
-        assert created.environment_files == [
-            "Dockerfile",
-            "conda.yaml",
-            "environment.yaml",
-            "mnist_mlops-0.1.0-py3-none-any.whl",
-        ]
-        assert "component.py" in created.code_files and "spec.yaml" in created.code_files
+        assert created.environment_files == ["Dockerfile", "environment.yaml", "requirements.txt"]
+        assert f"components/{stage}/component.py" in created.code_files
+        assert "mnist_mlops/serving/score.py" in created.code_files  # the package travels with the code
         assert not [f for f in created.code_files if "tests/" in f or "__pycache__" in f]
         assert result == {
             "name": spec["name"],
@@ -188,7 +172,7 @@ def test_first_publish_creates_every_component_at_its_spec_version_then_nothing_
     ]
 
 
-def test_changed_content_is_published_as_the_next_patch_of_the_latest(client, fake_wheel, monkeypatch):
+def test_changed_content_is_published_as_the_next_patch_of_the_latest(client, monkeypatch):
     (first,) = publish(client, components=["train"])
     assert (first["action"], first["version"]) == ("published", "0.1.0")
 
@@ -207,39 +191,37 @@ def test_changed_content_is_published_as_the_next_patch_of_the_latest(client, fa
         "previous_version": "0.1.0",
     }
     assert client.components.created[-1].entity.tags[HASH_TAG] == "f" * 64
-    assert len(fake_wheel) == 2  # one build per publishing run that creates something
 
 
-def test_the_bump_starts_from_the_highest_version_not_the_spec(client, fake_wheel):
+def test_the_bump_starts_from_the_highest_version_not_the_spec(client):
     for version in ("0.1.0", "0.1.10", "0.1.9"):
         client.components.seed("evaluate", version, "old")
     (result,) = publish(client, components=["evaluate"])
     assert (result["version"], result["previous_version"]) == ("0.1.11", "0.1.10")
 
 
-def test_the_latest_version_with_the_same_hash_is_unchanged_even_if_older_ones_differ(client, fake_wheel):
+def test_the_latest_version_with_the_same_hash_is_unchanged_even_if_older_ones_differ(client):
     client.components.seed("ingest", "0.1.0", "old")
     client.components.seed("ingest", "0.1.1", content_hash("ingest"))
     (result,) = publish(client, components=["ingest"])
     assert (result["action"], result["version"]) == ("unchanged", "0.1.1")
-    assert not client.components.created and not fake_wheel
+    assert not client.components.created
 
 
-def test_a_spec_version_above_every_published_one_is_used_as_is(client, fake_wheel):
+def test_a_spec_version_above_every_published_one_is_used_as_is(client):
     client.components.seed("preprocess", "0.0.9", "old")
     (result,) = publish(client, components=["preprocess"])
     assert (result["version"], result["previous_version"]) == (load_spec("preprocess")["version"], "0.0.9")
 
 
-def test_odd_published_versions(client, fake_wheel):
+def test_odd_published_versions(client):
     client.components.seed("register", "1", "old")
     client.components.seed("register", "nightly", content_hash("register"))  # unordered: never "latest"
     (result,) = publish(client, components=["register"])
     assert (result["version"], result["previous_version"]) == ("1.0.1", "1")
 
 
-def test_dry_run_reports_what_would_be_published_and_creates_nothing(client, monkeypatch):
-    monkeypatch.setattr(azure_jobs, "build_wheel", lambda destination: pytest.fail("built a wheel"))
+def test_dry_run_reports_what_would_be_published_and_creates_nothing(client):
     client.components.seed("deploy", "0.1.0", "old")
     (result,) = publish(client, components=["deploy"], dry_run=True)
     assert (result["action"], result["version"]) == ("would publish", "0.1.1")
@@ -282,7 +264,7 @@ def checkout(tmp_path) -> Path:
     root = tmp_path / "elsewhere"
     ignore = shutil.ignore_patterns("__pycache__")
     for folder in ("components", "mnist_mlops", "schemas"):
-        shutil.copytree(PROJECT_ROOT / folder, root / folder, ignore=ignore)
+        shutil.copytree(code_root() / folder, root / folder, ignore=ignore)
     return root
 
 
@@ -298,8 +280,8 @@ def test_content_hash_is_stable_and_independent_of_the_location(checkout):
         "components/train/executor.py",
         "components/train/model.py",
         "components/train/spec.yaml",
-        "components/train/environment/conda.yaml",
-        "components/train/environment/Dockerfile",
+        "components/environments/model/requirements.txt",
+        "components/environments/model/Dockerfile",
         "components/__init__.py",
         "mnist_mlops/ports.py",
         "mnist_mlops/serving/scorer.py",
@@ -341,7 +323,7 @@ def test_content_hash_of_an_unknown_component_is_a_user_error(checkout):
 
 
 def pipeline(**inputs: Any) -> PipelineJob:
-    job = training_pipeline(**inputs)
+    job = training_pipeline_function()(**inputs)
     job.settings.default_compute = "cpu-cluster"
     return job
 
@@ -367,10 +349,8 @@ def test_submit_without_streaming_reports_the_status_the_service_returned(client
 
 
 def test_a_failed_run_is_raised_not_reported_as_success(client):
-    client.jobs.failure = JobException(
-        message="Exception : step trained failed", no_personal_data_message="x"
-    )
-    with pytest.raises(JobException, match="step trained failed"):
+    client.jobs.failure = JobException(message="Exception : step train failed", no_personal_data_message="x")
+    with pytest.raises(JobException, match="step train failed"):
         submit(client, pipeline(raw_data=Input(type="uri_folder", path=RAW_DATA)), experiment_name="x")
     assert client.jobs.status == {"job-1": "Failed"}
 
@@ -379,17 +359,17 @@ def test_a_failed_run_is_raised_not_reported_as_success(client):
     ("make_job", "message"),
     [
         (
-            lambda: training_pipeline(raw_data=Input(type="uri_folder", path=RAW_DATA)),
-            "jobs.trained.compute: Compute not set",
+            lambda: training_pipeline_function()(raw_data=Input(type="uri_folder", path=RAW_DATA)),
+            "jobs.train.compute: Compute not set",
         ),
         (lambda: pipeline(), "pipeline input raw_data is required"),
         (
             lambda: pipeline(raw_data=Input(type="uri_folder", path=RAW_DATA), epochs=1000),
-            "jobs.trained: mnist_mlops_train: parameter epochs=1000: above the maximum 200",
+            "jobs.train: mnist_mlops_train: parameter epochs=1000: above the maximum 200",
         ),
         (
             lambda: pipeline(raw_data=Input(type="uri_folder", path=RAW_DATA), seed=-1),
-            "jobs.prepared: mnist_mlops_preprocess: parameter seed=-1: below the minimum 0",
+            "jobs.preprocess: mnist_mlops_preprocess: parameter seed=-1: below the minimum 0",
         ),
     ],
     ids=["no-compute", "no-raw-data", "epochs-above-max", "seed-below-min"],

@@ -25,6 +25,8 @@ from mnist_mlops.ports import load_spec
 from mnist_mlops.registry import client
 from tests.datasets import small_splits, write_png_tree
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 PARAMETER_TYPES = {"string": "String", "integer": "Integer", "number": "Float", "boolean": "Boolean"}
 ARTIFACT_TYPES = {
     "mlflow_model": {"system.Model@0.0.1"},
@@ -42,6 +44,7 @@ EDGES = {
     ("ingest", "dataset", "preprocess", "dataset"),
     ("preprocess", "preprocessed", "train", "preprocessed"),
     ("train", "model", "evaluate", "challenger"),
+    ("resolve-champion", "champion", "evaluate", "champion"),
     ("preprocess", "preprocessed", "evaluate", "preprocessed"),
     ("kpi-thresholds", "thresholds", "evaluate", "thresholds"),
     ("train", "model", "register", "model"),
@@ -56,7 +59,7 @@ EDGES = {
 """(producer, output, consumer, input) artifact edges, as pipelines/local.py binds them."""
 
 
-TRAINING_STAGES = sorted(node.component for node in training_graph("data", None, None, "run"))
+TRAINING_STAGES = sorted(node.component for node in training_graph({"source_uri": "data"}))
 """The stages of the training graph; standalone components (monitor, batch_score) are not in it."""
 
 
@@ -102,6 +105,7 @@ def test_pipeline_parameter_defaults_match_the_ports_they_feed():
         "train.learning_rate",
         "train.max_train_images",
         "register.model_name",
+        "resolve_champion.model_name",
         "deploy.canary_count",
         "deploy.max_canary_p99_ms",
     }
@@ -125,7 +129,9 @@ def test_compile_writes_the_ir_with_every_component_and_edge(tmp_path):
     assert tasks["register"]["inputs"]["parameters"]["registry"] == {"componentInputParameter": "registry"}
     caching = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()}
     assert caching["train"] and caching["preprocess"]
-    assert not (caching["ingest"] or caching["evaluate"] or caching["register"])
+    assert not (
+        caching["ingest"] or caching["evaluate"] or caching["register"] or caching["resolve-champion"]
+    )
 
 
 def run_locally(root: Path) -> None:
@@ -169,7 +175,7 @@ def test_thresholds_default_to_evaluates_and_a_bad_document_fails_its_step(tmp_p
 
 
 def deployment_record(root: Path) -> dict:
-    (path,) = root.rglob("deploy/deployment_record")
+    path = max(root.rglob("deploy/deployment_record"), key=lambda found: found.stat().st_mtime)
     return json.loads(path.read_text())
 
 
@@ -181,3 +187,8 @@ def test_a_blessed_model_is_registered_and_deployed_under_kfp_local(run_pipeline
     assert version.tags["pipeline_run_id"].startswith("mnist-mlops-training-")
     record = deployment_record(root)
     assert (record["model_uri"], record["outcome"]) == ("models:/mnist-mlops/1", "deployed")
+
+    run_pipeline(LENIENT, epochs=8)
+    (first, second) = sorted(root.rglob("evaluation_report.json"), key=lambda path: path.stat().st_mtime)
+    assert json.loads(first.read_text())["champion"] is None
+    assert json.loads(second.read_text())["champion"]["version"] == "1"  # production, from resolve_champion

@@ -17,6 +17,8 @@ from mnist_mlops.deployments import production_version
 from mnist_mlops.registry import list_versions
 from tests.datasets import small_splits, write_png_tree
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 LENIENT = {
     "schema_version": 1,
     "min_accuracy": 0.3,
@@ -59,28 +61,38 @@ def test_a_rerun_is_served_from_cache_and_a_changed_parameter_reruns_from_its_no
     assert first["outcome"] == "deployed mnist-mlops v1"
     assert production_version(workspace["registry"], "mnist-mlops") == "1"
 
-    code, again = run(workspace)
+    code, again = run(workspace)  # the champion is now v1, which is this very model
     assert code == 0
-    assert set(statuses(again).values()) == {"cached"}
-    assert [node["cache_key"] for node in again["nodes"]] == [node["cache_key"] for node in first["nodes"]]
+    assert statuses(again) == {name: "cached" for name in ("ingest", "preprocess", "train")} | {
+        "resolve_champion": "done",
+        "evaluate": "done",
+        "register": "done",
+        "deploy": "done",
+    }
     assert len(list_versions(workspace["registry"], "mnist-mlops")) == 1  # nothing new registered
-    assert "is this same model" in capsys.readouterr().out
+    assert "itself: nothing to promote" in capsys.readouterr().out
+    assert again["outcome"] == "not deployed: production stays at 1"
+
+    code, third = run(workspace)  # the same champion again: its folder, and so evaluate's key, are unchanged
+    assert code == 0
+    assert statuses(third) == {name: "cached" for name in statuses(third)} | {"resolve_champion": "done"}
 
     code, changed = run(workspace, "--set", "train.seed=7")
     assert code == 0
     assert statuses(changed) == {
         "ingest": "cached",
         "preprocess": "cached",
+        "resolve_champion": "done",
         "train": "done",
         "evaluate": "done",
         "register": "done",
         "deploy": "done",
     }
-    evaluate = next(node for node in changed["nodes"] if node["name"] == "evaluate")
-    assert (
-        "champion" in evaluate["inputs"]
-        and evaluate["parameters"]["champion_reference"] == "models:/mnist-mlops/1"
+    judged = contracts.read_json(
+        workspace["runs"] / changed["run_id"] / "evaluate" / "evaluation" / "evaluation_report.json",
+        "evaluation_report",
     )
+    assert judged["champion"]["uri"] == "models:/mnist-mlops/1"
     assert production_version(workspace["registry"], "mnist-mlops") == "2"
 
 
@@ -110,6 +122,7 @@ def test_a_failed_node_leaves_nothing_cached_and_a_rerun_resumes_after_the_last_
     assert statuses(resumed) == {
         "ingest": "cached",
         "preprocess": "cached",
+        "resolve_champion": "done",
         "train": "cached",
         "evaluate": "done",
     }

@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.datasets import small_splits, write_png_tree
+
+pytestmark = pytest.mark.slow  # trains a model
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "compose_pipeline.ipynb"
 

@@ -21,7 +21,11 @@ def test_components_import_as_mldesigner_components():
 def test_specs_and_schemas_ship_as_package_data():
     for name in ("ingest", "preprocess"):
         package = resources.files(f"mnist_mlops.components.{name}")
-        assert (package / "spec.yaml").is_file() and (package / "environment" / "Dockerfile").is_file()
+        assert (package / "spec.yaml").is_file()
+    environments = resources.files("mnist_mlops.components") / "environments"
+    assert (environments / "data" / "Dockerfile").is_file() and (
+        environments / "model" / "requirements.txt"
+    ).is_file()
     assert {"dataset_manifest", "data_report", "preprocessed_manifest", "run_record"} <= set(
         contracts.schema_names()
     )

@@ -19,7 +19,7 @@ def test_render_command_binds_values_and_drops_unbound_optional_blocks():
     argv = render_command(
         spec, {"source_uri": "/data/x y.tar.gz"}, {"dataset": "/o/d", "data_report": "/o/r.json"}
     )
-    assert argv[:5] == ["mldesigner", "execute", "--source", "component.py", "--name"]
+    assert argv[:5] == ["mldesigner", "execute", "--source", "components/ingest/component.py", "--name"]
     assert "source_uri=/data/x y.tar.gz" in argv and "max_age_days=365" in argv
     assert not any(arg.startswith(("source_data=", "reference_report=")) for arg in argv)
 
@@ -93,6 +93,7 @@ def test_cli_rejects_bad_parameters_with_exit_2(tmp_path, png_dataset, capsys, a
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, capsys):
     code = main(
         [
@@ -126,7 +127,8 @@ def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, c
     blessing = json.loads((run_dir / "evaluate" / "blessing.json").read_text())
     assert ("model blessed" if blessing["blessed"] else "model NOT blessed") in output
     assert all(node in output for node in ("ingest", "preprocess", "train", "evaluate"))
-    assert "champion: none in production yet" in output
+    champion = json.loads((run_dir / "resolve_champion" / "champion" / "champion.json").read_text())
+    assert champion["found"] is False and "names no version" in champion["reason"]
     deployment = json.loads((run_dir / "deploy" / "deployment_record.json").read_text())
     if not blessing["blessed"]:
         assert deployment["outcome"] == "skipped" and "not deployed" in output
@@ -159,7 +161,8 @@ def test_run_rejects_bad_overrides_before_running(tmp_path, png_dataset, capsys,
 
 
 def test_spec_paths_are_relative(tmp_path: Path):
-    assert load_spec("ingest")["environment"]["build"]["path"] == "./environment"
+    spec = load_spec("ingest")
+    assert (spec["code"], spec["environment"]["build"]["path"]) == ("../..", "../environments/data")
 
 
 def test_relative_paths_mean_the_callers_working_directory(tmp_path, png_dataset, monkeypatch):

@@ -19,6 +19,8 @@ from mnist_mlops.serving.payloads import BadRequest, Limits, parse_request
 from mnist_mlops.serving.scorer import LoadedModel, Scorer, encode, parse_model_uri
 from mnist_mlops.serving.validation import invalid_requests
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 KEY = "k" * 43
 MARKER = "SECRET-PAYLOAD-MARKER"
 

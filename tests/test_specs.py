@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,9 @@ import yaml
 from azure.ai.ml import load_component
 
 from mnist_mlops import authoring
+from mnist_mlops.environments import BASE_IMAGE, EXTRAS, environment_dir
 from mnist_mlops.ports import component_dir, component_names, load_spec
+from mnist_mlops.snapshot import code_root
 
 NAMES = component_names()
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +26,7 @@ def test_every_stage_folder_is_a_component():
         "monitor",
         "preprocess",
         "register",
+        "resolve_champion",
         "train",
     ]
 
@@ -39,7 +41,8 @@ def test_spec_loads_and_round_trips_in_azure_ai_ml(name, tmp_path):
     component = load_component(source=component_dir(name) / "spec.yaml")
     spec = load_spec(name)
     assert component.name == spec["name"] and component.version == spec["version"]
-    assert component.environment.build.path.endswith("environment")
+    assert Path(component.environment.build.path).parent.name == "environments"
+    assert (Path(component.base_path) / component.code).resolve() == code_root()
     dumped = tmp_path / "dumped.yaml"
     component.dump(dumped)
     reloaded = load_component(source=dumped)
@@ -56,21 +59,32 @@ def test_metadata_and_spec_agree(name):
     assert metadata["stability"] in ("alpha", "beta", "stable")
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_component_pins_match_the_project_pins(name):
-    """A component image runs exactly the versions the library is tested with."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + [
-        r for extra in project["optional-dependencies"].values() for r in extra
-    ]
-    pinned = dict(requirement.split("==") for requirement in requirements if "==" in requirement)
-    conda = yaml.safe_load((component_dir(name) / "environment" / "conda.yaml").read_text())
-    pip = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))
-    assert "python=3.11" in conda["dependencies"]
-    for requirement in pip:
-        package, version = requirement.split("==")
-        assert pinned.get(package) == version, f"{name}: {requirement} is not the project's pin"
-    assert any(requirement.startswith("mldesigner==") for requirement in pip)
+def test_the_model_environment_co_installs_with_azureml_mlflow():
+    """azureml-mlflow gives jobs Azure ML's MLflow store; every pin must satisfy what it requires."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    pins = dict(
+        line.split("==")
+        for line in (environment_dir("model") / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    )
+    assert "azureml-mlflow" in pins and "azure-ai-ml" in pins and "azure-identity" in pins
+    pins["mlflow-skinny"] = pins["mlflow"]  # mlflow X pins mlflow-skinny X
+    for text in requires("azureml-mlflow"):
+        requirement = Requirement(text)
+        if requirement.marker is None and requirement.name in pins:
+            assert requirement.specifier.contains(pins[requirement.name]), f"{requirement} vs {pins}"
+
+
+def test_each_environment_is_shared_and_its_dockerfile_takes_no_build_args():
+    used = {Path(load_spec(name)["environment"]["build"]["path"]).name for name in NAMES}
+    assert used == set(EXTRAS)
+    for name in EXTRAS:
+        dockerfile = (environment_dir(name) / "Dockerfile").read_text()
+        assert "ARG " not in dockerfile and f"FROM {BASE_IMAGE}\n" in dockerfile
+        assert not (environment_dir(name) / ".amlignore").exists()  # uploaded as it is
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -96,6 +110,7 @@ EXECUTORS = {
     "evaluate": "run_evaluate",
     "register": "run_register",
     "deploy": "run_deploy",
+    "resolve_champion": "run_resolve_champion",
     "batch_score": "run_batch_score",
     "monitor": "run_monitor",
 }
@@ -112,9 +127,3 @@ def test_executor_defaults_match_the_ports(name):
     for port, definition in load_spec(name)["inputs"].items():
         if "default" in definition and port in parameters:
             assert parameters[port].default == definition["default"], f"{name}.{port}"
-
-
-def test_component_dockerfiles_are_one_template():
-    """Each component folder carries its own Dockerfile (self-contained), all from one template."""
-    dockerfiles = {(component_dir(name) / "environment" / "Dockerfile").read_text() for name in NAMES}
-    assert len(dockerfiles) == 1

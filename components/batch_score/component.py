@@ -22,7 +22,8 @@ VERSION = "0.1.0"
     ),
     is_deterministic=False,
     tags={"stage": "batch_score", "project": "mnist-mlops", "framework": "mlflow"},
-    environment="./environment/environment.yaml",
+    environment="../environments/model/environment.yaml",
+    code="../..",
 )
 def batch_score(
     images: Input(

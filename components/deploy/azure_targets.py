@@ -19,7 +19,7 @@ checked against the SDK's YAML schemas (dump, then `load_online_endpoint`/`load_
 and `rollout` is tested against a recording fake of `MLClient`'s operation groups that asserts the
 exact call sequence and mimics the service rules we rely on (0-traffic deletes, traffic sums, mirror
 limits, 4xx errors raised through the SDK's own response check). Not covered: provisioning times and
-LRO behaviour, image builds from the conda file, quotas, authentication (DefaultAzureCredential),
+LRO behaviour, image builds from the conda file, quotas, authentication (mnist_mlops.azure_identity),
 the inference router of a Kubernetes cluster, and concurrent rollouts to one endpoint (no lock: run
 one rollout per endpoint at a time).
 """
@@ -76,7 +76,7 @@ WORKSPACE_ENVIRONMENT = {
 def azure_ml_client(
     subscription_id: str | None, resource_group: str | None, workspace: str | None
 ) -> MLClient:
-    """An MLClient for the workspace (given, else the running job's); Azure's credential chain."""
+    """An MLClient for the workspace (given, else the running job's), with Azure ML's credential order."""
     given = {"subscription_id": subscription_id, "resource_group": resource_group, "workspace": workspace}
     values = {name: value or os.environ.get(WORKSPACE_ENVIRONMENT[name]) for name, value in given.items()}
     subscription_id, resource_group, workspace = values.values()
@@ -84,14 +84,24 @@ def azure_ml_client(
     if missing:
         raise UserInputError(f"Azure ML workspace not fully specified: missing {', '.join(missing)}")
     from azure.ai.ml import MLClient
-    from azure.identity import DefaultAzureCredential
+
+    from mnist_mlops.azure_identity import credential
 
     return MLClient(
-        credential=DefaultAzureCredential(),
+        credential=credential(),
         subscription_id=subscription_id.strip(),
         resource_group_name=resource_group.strip(),
         workspace_name=workspace.strip(),
     )
+
+
+def default_endpoint_name(ml_client: MLClient) -> str:
+    """An endpoint name unique to the workspace: endpoint names must be unique in an Azure region, so a
+    fixed default would collide with every other workspace that uses this library there."""
+    import hashlib
+
+    workspace = f"{ml_client.subscription_id}/{ml_client.resource_group_name}/{ml_client.workspace_name}"
+    return f"mnist-{hashlib.sha256(workspace.lower().encode()).hexdigest()[:12]}"
 
 
 def build_endpoint(
@@ -131,8 +141,7 @@ def build_deployment(
     model_version: str,
     code_dir: Path,
     scoring_script: str,
-    conda_file: Path,
-    base_image: str,
+    environment_dir: Path,
     instance_type: str,
     instance_count: int,
 ) -> ManagedOnlineDeployment | KubernetesOnlineDeployment:
@@ -150,17 +159,18 @@ def build_deployment(
             "(not an alias, 'latest' or a path), so the deployment pins exactly what was validated"
         )
     code_dir = Path(code_dir).resolve()
-    conda_file = Path(conda_file).resolve()
+    environment_dir = Path(environment_dir).resolve()
     script = Path(scoring_script)
     if script.is_absolute() or ".." in script.parts or not (code_dir / script).is_file():
         raise UserInputError(f"scoring script {scoring_script!r}: not a file inside {code_dir}")
-    if not conda_file.is_file():
-        raise UserInputError(f"conda file {conda_file}: not found")
-    if not base_image.strip() or not instance_type.strip():
-        raise UserInputError("base_image and instance_type must not be empty")
+    if not (environment_dir / "Dockerfile").is_file():
+        raise UserInputError(f"environment {environment_dir}: no Dockerfile (a build context is expected)")
+    if not instance_type.strip():
+        raise UserInputError("instance_type must not be empty")
     if type(instance_count) is not int or instance_count < 1:
         raise UserInputError(f"instance_count {instance_count!r}: must be a positive integer")
     from azure.ai.ml.entities import (
+        BuildContext,
         CodeConfiguration,
         Environment,
         KubernetesOnlineDeployment,
@@ -175,7 +185,8 @@ def build_deployment(
         endpoint_name=endpoint_name,
         model=f"azureml:{model_name}:{model_version}",
         code_configuration=CodeConfiguration(code=str(code_dir), scoring_script=script.as_posix()),
-        environment=Environment(image=base_image.strip(), conda_file=str(conda_file)),
+        # the model environment the pipeline's components run in: azmlinfsrv and every pin included
+        environment=Environment(build=BuildContext(path=str(environment_dir))),
         environment_variables={MODEL_NAME_VARIABLE: model_name, MODEL_VERSION_VARIABLE: model_version},
         instance_type=instance_type.strip(),
         instance_count=instance_count,
@@ -206,8 +217,7 @@ def rollout(
     invalid_requests: list[dict],
     code_dir: Path,
     scoring_script: str,
-    conda_file: Path,
-    base_image: str,
+    environment_dir: Path,
     instance_type: str = "Standard_DS3_v2",
     instance_count: int = 1,
     compute: str | None = None,
@@ -236,8 +246,7 @@ def rollout(
         model_version=model_version,
         code_dir=code_dir,
         scoring_script=scoring_script,
-        conda_file=conda_file,
-        base_image=base_image,
+        environment_dir=environment_dir,
         instance_type=instance_type,
         instance_count=instance_count,
     )

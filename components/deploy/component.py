@@ -23,7 +23,8 @@ VERSION = "0.1.0"
     ),
     is_deterministic=False,
     tags={"stage": "deploy", "project": "mnist-mlops", "framework": "mlflow"},
-    environment="./environment/environment.yaml",
+    environment="../environments/model/environment.yaml",
+    code="../..",
 )
 def deploy(
     test_data: Input(type="uri_folder", description="preprocess output; its test images are the canaries."),
@@ -42,18 +43,20 @@ def deploy(
     ) = None,
     target: Input(
         type="string",
-        default="local",
+        default="azureml",
         enum=["local", "azureml", "kubernetes"],
-        description="Where to deploy.",
-    ) = "local",
+        description="Where to deploy: the workspace's managed endpoint, a Kubernetes one, or this machine.",
+    ) = "azureml",
     registry: Input(
         type="string",
         optional=True,
         description="MLflow registry URI (default $MLFLOW_TRACKING_URI or ./mlflow.db).",
     ) = None,
     endpoint_name: Input(
-        type="string", default="mnist-mlops", description="Endpoint name (also names the local key file)."
-    ) = "mnist-mlops",
+        type="string",
+        optional=True,
+        description="Endpoint name; default unique per workspace (Azure), mnist-mlops (local key file).",
+    ) = None,
     port: Input(
         type="integer",
         default=5001,

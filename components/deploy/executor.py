@@ -45,6 +45,9 @@ from mnist_mlops.serving.validation import infra_validate
 
 COMPONENT_NAME = "mnist_mlops_deploy"
 TARGETS = ("local", "azureml", "kubernetes")
+LOCAL_ENDPOINT = "mnist-mlops"
+SCORING_SCRIPT = "mnist_mlops/serving/score.py"
+"""The entry script inside the code snapshot (Azure ML puts the snapshot root on sys.path)."""
 DEFAULT_INSTANCE_TYPES = {"azureml": "Standard_DS3_v2", "kubernetes": "defaultinstancetype"}
 """A managed endpoint takes an Azure VM size; a Kubernetes one an instance type defined on the cluster."""
 
@@ -55,9 +58,9 @@ def run_deploy(
     record_path: str | Path,
     *,
     registration_record_path: str | Path | None = None,
-    target: str = "local",
+    target: str = "azureml",
     registry: str | None = None,
-    endpoint_name: str = "mnist-mlops",
+    endpoint_name: str | None = None,
     port: int = 5001,
     canary_count: int = 64,
     max_canary_p99_ms: float = 50.0,
@@ -95,16 +98,26 @@ def run_deploy(
         "previous_version": production_version(uri, models.name),
     }
     if target == "local":
+        endpoint_name = endpoint_name or LOCAL_ENDPOINT
         record |= _deploy_locally(
             models, version, uri, images, expected, endpoint_name, port, max_canary_p99_ms
         )
         if record["outcome"] != "deployed" and record["previous_version"]:
             record["traffic"] = {f"v{record['previous_version']}": 100}
     else:
-        from mnist_mlops.components.deploy.azure_targets import azure_ml_client, rollout
+        from mnist_mlops.components.deploy.azure_targets import (
+            azure_ml_client,
+            default_endpoint_name,
+            rollout,
+        )
+        from mnist_mlops.environments import environment_dir
+        from mnist_mlops.snapshot import materialize
 
+        ml_client = azure_ml_client(subscription_id, resource_group, workspace)
+        endpoint_name = endpoint_name or default_endpoint_name(ml_client)
+        workdir = Path(tempfile.mkdtemp(prefix="mnist-mlops-deploy-"))
         rolled = rollout(
-            azure_ml_client(subscription_id, resource_group, workspace),
+            ml_client,
             target=target,
             endpoint_name=endpoint_name,
             model_name=models.name,
@@ -115,15 +128,15 @@ def run_deploy(
                 {"body": {"instances": [[[300] * 28] * 28]}},
                 {"body": {"images": ["not base64"]}},
             ],
-            code_dir=Path(__file__).resolve().parents[2] / "mnist_mlops" / "serving",
-            scoring_script="score.py",
-            conda_file=Path(__file__).with_name("environment") / "conda.yaml",
-            base_image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest",
+            # the scoring code is the project's code snapshot, so score.py finds everything it imports
+            code_dir=materialize(workdir / "code"),
+            scoring_script=SCORING_SCRIPT,
+            environment_dir=environment_dir("model"),
             instance_type=instance_type or DEFAULT_INSTANCE_TYPES[target],
             instance_count=instance_count,
             compute=compute,
             mirror_percent=mirror_percent,
-            workdir=Path(tempfile.mkdtemp(prefix="mnist-mlops-deploy-")),
+            workdir=workdir,
         )
         record |= {key: rolled[key] for key in ("previous_version", "infra_validation", "traffic", "outcome")}
         record["endpoint"] = rolled["endpoint"] or f"https://{endpoint_name}.unreported/score"

@@ -20,7 +20,8 @@ VERSION = "0.1.0"
     ),
     is_deterministic=False,
     tags={"stage": "evaluate", "project": "mnist-mlops", "framework": "tensorflow"},
-    environment="./environment/environment.yaml",
+    environment="../environments/model/environment.yaml",
+    code="../..",
 )
 def evaluate(
     challenger: Input(type="mlflow_model", description="The newly trained model."),
@@ -33,10 +34,9 @@ def evaluate(
     ),
     blessing: Output(type="uri_file", description="blessing.json: blessed true/false with the reasons."),
     champion: Input(
-        type="mlflow_model", optional=True, description="The production model; absent on the first run."
-    ) = None,
-    champion_reference: Input(
-        type="string", optional=True, description="Registry reference of the champion, e.g. models:/mnist/3."
+        type="uri_folder",
+        optional=True,
+        description="resolve_champion's folder: the production model, or a record that there is none.",
     ) = None,
     thresholds: Input(
         type="uri_file", optional=True, description="kpi_thresholds JSON; defaults built in."
@@ -54,6 +54,5 @@ def evaluate(
             evaluation,
             blessing,
             champion_dir=champion,
-            champion_reference=champion_reference,
             thresholds_path=thresholds,
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +21,10 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import atomic_write_text, staged_dir
+from mnist_mlops.components.resolve_champion.executor import read_champion
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.hashing import content_sha256
 from mnist_mlops.inference import predict_in_batches
 from mnist_mlops.provenance import utc_iso
 
@@ -37,7 +38,6 @@ DEFAULT_THRESHOLDS = {
 }
 """Used when no thresholds file is given; a thresholds file replaces them all (kpi_thresholds schema)."""
 LATENCY_SAMPLES = 200
-_REGISTRY_REFERENCE = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
 def run_evaluate(
@@ -47,7 +47,6 @@ def run_evaluate(
     blessing_path: str | Path,
     *,
     champion_dir: str | Path | None = None,
-    champion_reference: str | None = None,
     thresholds_path: str | Path | None = None,
     challenger_name: str = "challenger",
 ) -> dict[str, Any]:
@@ -59,15 +58,20 @@ def run_evaluate(
     preprocessed_dir = Path(preprocessed_dir)
     manifest = contracts.read_json(preprocessed_dir / "manifest.json", "preprocessed_manifest")
     images, labels = load_split(preprocessed_dir, manifest, "test")
-    if champion_reference and champion_dir is None:
-        raise UserInputError("champion_reference was given without a champion model")
-
+    record, champion_model = read_champion(champion_dir) if champion_dir is not None else (None, None)
     challenger, mistakes = score(load_model(challenger_dir), images, labels)
     champion = None
-    if champion_dir is not None:
-        figures, _ = score(load_model(champion_dir), images, labels)
-        champion = figures | _identity(champion_reference, champion_dir)
-    gates = evaluate_gates(challenger, champion, thresholds)
+    if champion_model is not None:
+        figures, _ = score(load_model(champion_model), images, labels)
+        champion = figures | {
+            "name": record["model_name"],
+            "version": record["version"],
+            "uri": record["model_uri"],
+        }
+    itself = champion_model is not None and content_sha256(champion_model) == content_sha256(
+        Path(challenger_dir)
+    )
+    gates = evaluate_gates(challenger, champion, thresholds, champion_is_challenger=itself)
     blessed = all(gate["outcome"] != "fail" for gate in gates)
     now = utc_iso(datetime.now(UTC))
     report = {
@@ -172,8 +176,11 @@ def single_image_latency(predict, images: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate_gates(challenger: dict, champion: dict | None, thresholds: dict) -> list[dict[str, Any]]:
-    """Every KPI threshold with its value, outcome and a sentence a reviewer can read."""
+def evaluate_gates(
+    challenger: dict, champion: dict | None, thresholds: dict, *, champion_is_challenger: bool = False
+) -> list[dict[str, Any]]:
+    """Every KPI threshold with its value, outcome and a sentence a reviewer can read. A challenger
+    that is the champion itself (a rerun on unchanged data and code) has nothing to promote."""
 
     def gate(name: str, value: float | None, ok: bool | None, reason: str) -> dict[str, Any]:
         outcome = "skipped" if ok is None else "pass" if ok else "fail"
@@ -209,6 +216,10 @@ def evaluate_gates(challenger: dict, champion: dict | None, thresholds: dict) ->
     allowed = thresholds["max_regression"]
     if champion is None:
         gates.append(gate("max_regression", None, None, "first run: no champion to compare with"))
+    elif champion_is_challenger:
+        champion_name = f"{champion['name']} v{champion['version']}"
+        reason = f"the challenger is the champion {champion_name} itself: nothing to promote"
+        gates.append(gate("max_regression", 0.0, False, reason))
     else:
         drop = champion["accuracy"] - accuracy
         gates.append(
@@ -231,19 +242,6 @@ def evaluate_gates(challenger: dict, champion: dict | None, thresholds: dict) ->
         )
     )
     return gates
-
-
-def _identity(reference: str | None, folder: str | Path) -> dict[str, str]:
-    match = _REGISTRY_REFERENCE.match(reference or "")
-    if reference and not match:
-        raise UserInputError(
-            f"champion_reference {reference!r}: expected models:/<name>/<version> or models:/<name>@<alias>"
-        )
-    return {
-        "name": match["name"] if match else "champion",
-        "version": (match["version"] or match["alias"]) if match else "local",
-        "uri": reference or str(Path(folder).resolve()),
-    }
 
 
 def model_card(report: dict, manifest: dict) -> str:

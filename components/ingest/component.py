@@ -19,7 +19,8 @@ VERSION = "0.1.0"
     ),
     is_deterministic=False,
     tags={"stage": "ingest", "project": "mnist-mlops", "framework": "none"},
-    environment="./environment/environment.yaml",
+    environment="../environments/data/environment.yaml",
+    code="../..",
 )
 def ingest(
     dataset: Output(

@@ -22,7 +22,8 @@ VERSION = "0.1.0"
     ),
     is_deterministic=False,
     tags={"stage": "monitor", "project": "mnist-mlops", "framework": "numpy"},
-    environment="./environment/environment.yaml",
+    environment="../environments/model/environment.yaml",
+    code="../..",
 )
 def monitor(
     requests: Input(

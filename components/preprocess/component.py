@@ -19,7 +19,8 @@ VERSION = "0.1.0"
     ),
     is_deterministic=True,
     tags={"stage": "preprocess", "project": "mnist-mlops", "framework": "none"},
-    environment="./environment/environment.yaml",
+    environment="../environments/data/environment.yaml",
+    code="../..",
 )
 def preprocess(
     dataset: Input(type="uri_folder", description="An ingested dataset (manifest.json: dataset_manifest)."),

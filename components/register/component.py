@@ -20,7 +20,8 @@ VERSION = "0.1.0"
     ),
     is_deterministic=False,
     tags={"stage": "register", "project": "mnist-mlops", "framework": "mlflow"},
-    environment="./environment/environment.yaml",
+    environment="../environments/model/environment.yaml",
+    code="../..",
 )
 def register(
     model: Input(type="mlflow_model", description="The trained model."),

@@ -22,7 +22,15 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
 from mnist_mlops.ports import load_spec
 from mnist_mlops.provenance import code_version, environment_hash
-from mnist_mlops.registry import READY_TAG, client, exclusive, experiment_id, registry_uri, with_retries
+from mnist_mlops.registry import (
+    READY_TAG,
+    client,
+    exclusive,
+    experiment_id,
+    registry_uri,
+    set_pointer,
+    with_retries,
+)
 from mnist_mlops.uris import redact
 
 COMPONENT_NAME = "mnist_mlops_register"
@@ -67,7 +75,7 @@ def run_register(
         "code_version": code_version(),
         "component_versions": {name: load_spec(name)["version"] for name in PRODUCERS},
         "environment_hash": environment_hash(),
-        "pipeline_run_id": pipeline_run_id or "manual",
+        "pipeline_run_id": pipeline_run_id or os.environ.get("AZUREML_ROOT_RUN_ID") or "manual",
         "metrics": {
             "accuracy": report["accuracy"],
             "p99_ms": report["latency"]["p99_ms"],
@@ -124,11 +132,10 @@ def _register_verified(model_dir: Path, golden: np.ndarray, name: str, uri: str,
     except MlflowException as error:
         if "already exists" not in str(error).lower():
             raise
-    experiment = with_retries(lambda: experiment_id(uri, EXPERIMENT))
-    with mlflow.start_run(experiment_id=experiment, run_name=f"register {name}") as run:
+    with _job_run(uri) as run:
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         mlflow.log_metrics(lineage["metrics"])
-        source = f"{run.info.artifact_uri}/model"
+        source = f"runs:/{run.info.run_id}/model"
     tags = {**_lineage_tags(lineage), READY_TAG: "pending"}
     created = with_retries(
         lambda: registry.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
@@ -144,11 +151,22 @@ def _register_verified(model_dir: Path, golden: np.ndarray, name: str, uri: str,
                 f"{name} version {created.version}: the registered copy predicts differently"
             )
         with_retries(lambda: registry.set_model_version_tag(name, created.version, READY_TAG, "ready"))
-        with_retries(lambda: registry.set_registered_model_alias(name, CHALLENGER_ALIAS, created.version))
+        with_retries(lambda: set_pointer(uri, name, CHALLENGER_ALIAS, str(created.version)))
     except BaseException:
         with_retries(lambda: registry.delete_model_version(name, created.version))
         raise
     return str(created.version)
+
+
+def _job_run(uri: str):
+    """The run to log the model in: the one the platform made for this job (Azure ML sets
+    MLFLOW_RUN_ID), else a new run in the project's experiment."""
+    import mlflow
+
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
+    experiment = with_retries(lambda: experiment_id(uri, EXPERIMENT))
+    return mlflow.start_run(experiment_id=experiment, run_name="register")
 
 
 def _lineage_tags(lineage: dict) -> dict[str, str]:

@@ -20,7 +20,8 @@ VERSION = "0.1.0"
     ),
     is_deterministic=True,
     tags={"stage": "train", "project": "mnist-mlops", "framework": "tensorflow"},
-    environment="./environment/environment.yaml",
+    environment="../environments/model/environment.yaml",
+    code="../..",
 )
 def train(
     preprocessed: Input(

@@ -82,13 +82,13 @@ class RegistryModels:
 
     def resolve(self) -> str:
         """The version the reference points at now; it must be registered and ready."""
-        from mnist_mlops.registry import READY_TAG, client
+        from mnist_mlops.registry import READY_TAG, client, pointer_version
 
         registry = client(self.registry)
-        if self.alias:
-            found = registry.get_model_version_by_alias(self.name, self.alias)
-        else:
-            found = registry.get_model_version(self.name, self.version)
+        version = pointer_version(self.registry, self.name, self.alias) if self.alias else self.version
+        if version is None:
+            raise UserInputError(f"{self.name}@{self.alias}: the pointer names no version in the registry")
+        found = registry.get_model_version(self.name, version)
         if (found.tags or {}).get(READY_TAG) != "ready":
             raise UserInputError(
                 f"{self.name} version {found.version} is not ready (never verified by register)"

@@ -24,6 +24,8 @@ from mnist_mlops.serving.validation import png_bomb
 from tests.datasets import digit_images, make_tarball, png_bytes
 from tests.models import judged_model, register_model
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 ANY_MODEL = {
     "schema_version": 1,
     "min_accuracy": 0.0,

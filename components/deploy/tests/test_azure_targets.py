@@ -39,6 +39,7 @@ from mnist_mlops.components.deploy.azure_targets import (
     build_endpoint,
     rollout,
 )
+from mnist_mlops.environments import environment_dir
 from mnist_mlops.errors import UserInputError
 
 ENDPOINT = "mnist-ep"
@@ -264,17 +265,14 @@ class _Deployments:
 
 @pytest.fixture
 def source(tmp_path: Path) -> dict[str, Any]:
-    """code_dir with a placeholder score.py and a tiny conda file, as rollout takes them."""
+    """code_dir with a placeholder score.py and the model environment, as rollout takes them."""
     code = tmp_path / "code"
     code.mkdir()
     (code / "score.py").write_text("def init():\n    pass\n\n\ndef run(request):\n    return request\n")
-    conda = tmp_path / "conda.yaml"
-    conda.write_text("name: mnist-serving\ndependencies:\n  - python=3.11\n  - pip\n")
     return {
         "code_dir": code,
         "scoring_script": "score.py",
-        "conda_file": conda,
-        "base_image": "mcr.microsoft.com/azureml/minimal-py311-inference:latest",
+        "environment_dir": environment_dir("model"),
     }
 
 
@@ -615,10 +613,10 @@ def test_build_deployment_refuses_anything_but_a_registry_version(source: dict, 
     [
         ({"model_name": "models:/mnist"}, "model name"),
         ({"scoring_script": "missing.py"}, "scoring script"),
-        ({"scoring_script": "../conda.yaml"}, "scoring script"),
-        ({"conda_file": Path("/nonexistent/conda.yaml")}, "conda file"),
+        ({"scoring_script": "../score.py"}, "scoring script"),
+        ({"environment_dir": Path("/nonexistent")}, "no Dockerfile"),
         ({"instance_count": 0}, "instance_count"),
-        ({"base_image": " "}, "base_image"),
+        ({"instance_type": " "}, "instance_type"),
     ],
 )
 def test_build_deployment_refuses_bad_inputs(source: dict, change: dict, message: str) -> None:
@@ -766,8 +764,7 @@ def test_deployment_round_trips_through_the_sdk_schema(
     assert (loaded.instance_type, loaded.instance_count) == (instance_type, 2)
     assert Path(loaded.code_configuration.code) == source["code_dir"].resolve()
     assert loaded.code_configuration.scoring_script == "score.py"
-    assert loaded.environment.image == source["base_image"]
-    assert loaded.environment.conda_file == yaml.safe_load(source["conda_file"].read_text())
+    assert Path(loaded.environment.build.path) == source["environment_dir"].resolve()
     assert loaded.environment_variables == {"MNIST_MLOPS_MODEL_NAME": MODEL, "MNIST_MLOPS_MODEL_VERSION": "4"}
     assert loaded.request_settings.request_timeout_ms == 5000
     assert loaded.request_settings.max_concurrent_requests_per_instance == 1

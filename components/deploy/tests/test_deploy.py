@@ -18,13 +18,16 @@ import pytest
 from mnist_mlops import cli, contracts
 from mnist_mlops.components.deploy.executor import run_deploy
 from mnist_mlops.components.evaluate.executor import run_evaluate
-from mnist_mlops.deployments import history_path, key_path, production_version, rollback
+from mnist_mlops.deployments import key_path, production_version, read_history, rollback
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.hashing import content_sha256
 from mnist_mlops.imaging import encode_png
 from mnist_mlops.registry import READY_TAG, client
 from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.server import ScoringClient, free_port, running_server, server_environment
 from tests.models import judged_model, register_model
+
+pytestmark = pytest.mark.slow  # trains models or starts servers
 
 LENIENT = {
     "schema_version": 1,
@@ -34,7 +37,7 @@ LENIENT = {
     "max_p99_latency_ms": 1000.0,
 }
 SERVE = [sys.executable, "-m", "mnist_mlops.cli", "serve"]
-DEPLOY = {"canary_count": 16, "max_canary_p99_ms": 1000.0}
+DEPLOY = {"target": "local", "canary_count": 16, "max_canary_p99_ms": 1000.0}
 
 
 @pytest.fixture(scope="module")
@@ -73,28 +76,33 @@ def test_deploy_validates_in_the_real_server_then_moves_production(tmp_path, tra
 
     second = deploy(trained, registry, "models:/mnist-mlops@challenger", tmp_path / "second.json")
     assert (second["model_version"], second["previous_version"]) == ("2", "1")
-    lines = history_path(registry, "mnist-mlops").read_text().splitlines()
-    assert [json.loads(line)["model_version"] for line in lines] == ["1", "2"]
+    history = read_history(registry, "mnist-mlops")
+    assert [record["model_version"] for record in history] == ["1", "2"]
 
 
 def test_the_production_version_is_the_next_runs_champion(tmp_path, trained, registry):
-    from mnist_mlops.pipelines.local import champion_inputs
+    from mnist_mlops.components.resolve_champion.executor import run_resolve_champion
 
-    assert champion_inputs(registry, "mnist-mlops", tmp_path / "none") is None
+    none = run_resolve_champion(tmp_path / "none", registry=registry, pointer="nothing-here")
+    assert none["found"] is False and "names no version" in none["reason"]
+    assert [path.name for path in (tmp_path / "none").iterdir()] == ["champion.json"]
     deploy(trained, registry, "models:/mnist-mlops/2", tmp_path / "record.json")
-    champion = champion_inputs(registry, "mnist-mlops", tmp_path / "champion")
-    assert champion["champion_reference"] == "models:/mnist-mlops/2"
+    found = run_resolve_champion(tmp_path / "champion", registry=registry)
+    assert (found["found"], found["model_uri"]) == (True, "models:/mnist-mlops/2")
+    again = run_resolve_champion(tmp_path / "again", registry=registry)
+    assert content_sha256(tmp_path / "again") == content_sha256(tmp_path / "champion")  # same key
     report = run_evaluate(
         trained / "model",
         trained / "preprocessed",
         tmp_path / "evaluation",
         tmp_path / "blessing.json",
         thresholds_path=trained / "thresholds.json",
-        champion_dir=champion["champion"],
-        champion_reference=champion["champion_reference"],
+        champion_dir=tmp_path / "champion",
     )
-    assert report["champion"]["version"] == "2"
+    assert report["champion"]["version"] == "2" and again == found
     assert report["champion"]["accuracy"] == report["accuracy"]  # the same model, the same test split
+    regression = next(gate for gate in report["thresholds"] if gate["name"] == "max_regression")
+    assert regression["outcome"] == "fail" and "itself: nothing to promote" in regression["reason"]
 
 
 def test_the_pipeline_deploys_what_register_registered_or_skips_with_reasons(tmp_path, trained, registry):
@@ -156,7 +164,7 @@ def test_failed_infra_validation_leaves_production_and_records_the_attempt(tmp_p
         deploy(trained, registry, "models:/mnist-mlops/2", tmp_path / "second.json", max_canary_p99_ms=0.1)
     assert production_version(registry, "mnist-mlops") == "1"
     assert not (tmp_path / "second.json").exists()
-    last = json.loads(history_path(registry, "mnist-mlops").read_text().splitlines()[-1])
+    last = read_history(registry, "mnist-mlops")[-1]
     assert (last["model_version"], last["outcome"], last["traffic"]) == ("2", "failed", {"v1": 100})
     assert last["infra_validation"]["passed"] is False
 

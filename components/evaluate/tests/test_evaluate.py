@@ -16,6 +16,9 @@ from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
 from tests.datasets import small_splits, write_png_tree
+from tests.models import champion_folder
+
+pytestmark = pytest.mark.slow  # trains models or starts servers
 
 LENIENT = {
     "schema_version": 1,
@@ -54,7 +57,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "old": old,
         "current": current,
         "challenger": root / "challenger",
-        "champion": root / "champion",
+        "champion": champion_folder(root / "champion", root / "champion-v3", "3"),
         "thresholds": thresholds,
     }
 
@@ -95,7 +98,6 @@ def test_the_incident_better_on_old_data_is_not_blessed_on_current_data(tmp_path
         tmp_path / "old",
         "old",
         champion_dir=world["champion"],
-        champion_reference="models:/mnist-mlops/3",
     )
     assert old_report["accuracy"] > old_report["champion"]["accuracy"] + 0.2
 
@@ -104,7 +106,6 @@ def test_the_incident_better_on_old_data_is_not_blessed_on_current_data(tmp_path
         tmp_path / "current",
         "current",
         champion_dir=world["champion"],
-        champion_reference="models:/mnist-mlops/3",
     )
     assert report["champion"]["version"] == "3" and report["champion"]["accuracy"] > report["accuracy"]
     assert blessing["blessed"] is False and report["blessed"] is False
@@ -126,13 +127,12 @@ def test_bad_inputs_are_named_and_leave_nothing(tmp_path, world):
         run_evaluate(
             world["challenger"], world["old"], tmp_path / "e", tmp_path / "b.json", thresholds_path=broken
         )
-    with pytest.raises(UserInputError, match="champion_reference"):
+    with pytest.raises(contracts.ContractError, match=r"champion\.json"):
         run_evaluate(
             world["challenger"],
             world["old"],
             tmp_path / "e",
             tmp_path / "b.json",
-            champion_dir=world["champion"],
-            champion_reference="latest",
+            champion_dir=world["champion"] / "model",  # a bare model is not a champion folder
         )
     assert not (tmp_path / "e").exists() and not (tmp_path / "b.json").exists()

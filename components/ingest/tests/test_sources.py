@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import json
 import tarfile
+import threading
+import time
+import urllib.parse
 from pathlib import Path
+from typing import ClassVar
 
+import jwt
 import numpy as np
 import pytest
 
@@ -163,7 +170,11 @@ def test_azure_blob_png_tree_by_connection_string(
 @pytest.mark.azurite
 def test_azure_blob_errors_are_clear(tmp_path, azurite, blob_container, monkeypatch):
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
-    with pytest.raises(SourceError, match="AZURE_STORAGE_CONNECTION_STRING"):
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
+    with pytest.raises(
+        SourceError,
+        match="AZURE_STORAGE_ACCOUNT_URL .read with the job.s identity. or AZURE_STORAGE_CONNECTION_STRING",
+    ):
         ingest_to(tmp_path, f"azureblob://{blob_container.container_name}/v1")
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite["connection_string"])
     with pytest.raises(SourceError, match="no blobs found"):
@@ -211,3 +222,79 @@ def test_named_mnist_source_downloads_each_pinned_file_with_mirror_fallback(
     monkeypatch.setenv("MNIST_MLOPS_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(SourceError, match=r"every mirror failed.*but the pin is"):
         download_mnist((f"{base}/mnist/",), pins)
+
+
+class _ComputeIdentityEndpoint(http.server.BaseHTTPRequestHandler):
+    """The token endpoint an Azure ML compute gives its jobs (MSI_ENDPOINT, MSI_SECRET): answers with a
+    Microsoft Entra-shaped token for the requested resource and records which identity was asked for."""
+
+    requests: ClassVar[list[dict[str, str]]] = []
+    known = "11111111-2222-3333-4444-555555555555"  # the one user-assigned identity of this compute
+
+    def do_GET(self) -> None:
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+        self.requests.append(query | {"secret": self.headers.get("secret", "")})
+        if query.get("clientid") != self.known:
+            body = b'{"error": "invalid_request", "error_description": "no such identity on this compute"}'
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        expires = int(time.time()) + 3600
+        claims = {
+            "aud": query["resource"].removesuffix("/.default"),
+            "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000000/",
+            "iat": int(time.time()) - 60,
+            "nbf": int(time.time()) - 60,
+            "exp": expires,
+            "oid": query.get("clientid", ""),
+        }
+        token = jwt.encode(claims, "stand-in", "HS256")
+        body = json.dumps(
+            {
+                "access_token": token,
+                "expires_on": expires,
+                "resource": query["resource"],
+                "token_type": "Bearer",
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.azurite
+def test_azure_blob_is_read_with_the_jobs_user_assigned_identity_and_no_secret(
+    tmp_path, png_dataset, azurite_oauth, monkeypatch
+):
+    from azure.storage.blob import BlobServiceClient
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", azurite_oauth["ca_bundle"])
+    service = BlobServiceClient.from_connection_string(azurite_oauth["connection_string"])
+    container = service.create_container(f"mnist-{np.random.default_rng().integers(1 << 30)}")
+    tarball = make_tarball(png_dataset, tmp_path / "mnist.tar.gz")
+    container.upload_blob("v1/mnist.tar.gz", tarball.read_bytes())
+
+    handler = type("Endpoint", (_ComputeIdentityEndpoint,), {"requests": []})
+    endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", azurite_oauth["endpoint"])
+    monkeypatch.setenv("MSI_ENDPOINT", f"http://127.0.0.1:{endpoint.server_port}/msi/token")
+    monkeypatch.setenv("MSI_SECRET", "compute-secret")
+    monkeypatch.setenv("DEFAULT_IDENTITY_CLIENT_ID", handler.known)
+    try:
+        manifest, _, _ = ingest_to(tmp_path, f"azureblob://{container.container_name}/v1")
+        # the user-assigned identity Azure ML names, not whatever DefaultAzureCredential would find
+        assert {request["clientid"] for request in handler.requests} == {handler.known}
+        assert manifest["splits"]["training"]["count"] == 60
+        assert manifest["source_uri"] == f"azureblob://{container.container_name}/v1"
+    finally:
+        endpoint.shutdown()

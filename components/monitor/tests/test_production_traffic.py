@@ -23,6 +23,8 @@ from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 from tests.models import judged_model, register_model
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 LENIENT = {
     "schema_version": 1,
     "min_accuracy": 0.5,
@@ -45,6 +47,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
         root / "preprocessed",
         root / "deployment.json",
         registry=registry,
+        target="local",
         canary_count=16,
         max_canary_p99_ms=1000.0,
     )

@@ -19,6 +19,8 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.registry import READY_TAG, client
 from tests.datasets import small_splits, write_png_tree
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 LENIENT = {
     "schema_version": 1,
     "min_accuracy": 0.5,

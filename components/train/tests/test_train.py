@@ -19,6 +19,8 @@ from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
 from tests.datasets import small_splits, write_png_tree
 
+pytestmark = pytest.mark.slow  # trains models or starts servers
+
 SMALL = {"epochs": 10, "batch_size": 16, "learning_rate": 0.003}
 
 
