@@ -173,7 +173,7 @@ def test_azure_blob_errors_are_clear(tmp_path, azurite, blob_container, monkeypa
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
     with pytest.raises(
         SourceError,
-        match="AZURE_STORAGE_ACCOUNT_URL .read with the job.s identity. or AZURE_STORAGE_CONNECTION_STRING",
+        match=r"AZURE_STORAGE_ACCOUNT_URL \(read with the job's identity\) or AZURE_STORAGE_CONNECTION",
     ):
         ingest_to(tmp_path, f"azureblob://{blob_container.container_name}/v1")
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite["connection_string"])
