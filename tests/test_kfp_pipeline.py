@@ -117,7 +117,7 @@ def test_compile_writes_the_ir_with_every_component_and_edge(tmp_path):
     assert [entry.name for entry in path.parent.iterdir()] == [PIPELINE_FILE]
     ir = yaml.safe_load(path.read_text())
     assert ir["pipelineInfo"]["name"] == "mnist-mlops-training"
-    assert {f"comp-{stage}" for stage in TRAINING_STAGES} <= set(ir["components"])
+    assert {f"comp-{stage.replace('_', '-')}" for stage in TRAINING_STAGES} <= set(ir["components"])
     tasks = ir["root"]["dag"]["tasks"]
     edges = set()
     for consumer, task in tasks.items():
