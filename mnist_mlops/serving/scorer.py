@@ -16,6 +16,7 @@ import hmac
 import json
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -96,12 +97,19 @@ class RegistryModels:
         return str(found.version)
 
     def load(self, version: str) -> LoadedModel:
+        import mlflow.artifacts
         import mlflow.tensorflow
 
         from mnist_mlops.registry import client
 
+        # a `runs:/` source resolves through this registry's tracking store, not the process default
         source = client(self.registry).get_model_version_download_uri(self.name, version)
-        return LoadedModel(self.name, version, compile_predict(mlflow.tensorflow.load_model(source)))
+        with tempfile.TemporaryDirectory(prefix="mnist-mlops-model-") as scratch:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=scratch, tracking_uri=self.registry
+            )
+            model = mlflow.tensorflow.load_model(local)
+        return LoadedModel(self.name, version, compile_predict(model))
 
 
 def load_directory_model(model_dir: str | Path, name: str, version: str) -> LoadedModel:
