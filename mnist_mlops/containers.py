@@ -19,7 +19,6 @@ falling back to `podman` on the PATH.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -31,9 +30,10 @@ from typing import Any
 
 from mnist_mlops.environments import environment_dir
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.hashing import files_sha256
 from mnist_mlops.ports import load_spec
 from mnist_mlops.runner import is_artifact, render_command
-from mnist_mlops.snapshot import materialize
+from mnist_mlops.snapshot import copy_files, materialize
 
 
 def podman() -> list[str]:
@@ -55,11 +55,7 @@ def uploaded_context(folder: Path) -> dict[str, Path]:
 
 def image_tag(folder: Path) -> str:
     """Content-addressed tag over the build context as uploaded."""
-    digest = hashlib.sha256()
-    for relative, path in sorted(uploaded_context(folder).items()):
-        data = path.read_bytes()
-        digest.update(f"{relative}\0{len(data)}\0".encode() + data)
-    return f"localhost/mnist-mlops-{Path(folder).name}:{digest.hexdigest()[:16]}"
+    return f"localhost/mnist-mlops-{Path(folder).name}:{files_sha256(uploaded_context(folder))[:16]}"
 
 
 def build_image(folder: Path) -> str:
@@ -68,9 +64,7 @@ def build_image(folder: Path) -> str:
     if subprocess.run([*podman(), "image", "exists", tag], check=False).returncode == 0:
         return tag
     with tempfile.TemporaryDirectory(prefix="mnist-mlops-context-") as context:
-        for relative, path in uploaded_context(folder).items():
-            (Path(context) / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, Path(context) / relative)
+        copy_files(uploaded_context(folder), Path(context))
         subprocess.run([*podman(), "build", "--network", "host", "-t", tag, context], check=True)
     return tag
 

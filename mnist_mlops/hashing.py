@@ -28,6 +28,16 @@ def content_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def files_sha256(files: dict[str, Path]) -> str:
+    """One SHA-256 over files by their relative paths (path, size and bytes each), in path order, so
+    the same files give the same digest on any machine and in any folder."""
+    digest = hashlib.sha256()
+    for relative in sorted(files):
+        data = Path(files[relative]).read_bytes()
+        digest.update(f"{relative}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
 def image_digests(images: np.ndarray) -> np.ndarray:
     """sha256 of each image's pixels, as a (N, 32) uint8 array."""
     flat = np.ascontiguousarray(images).reshape(len(images), -1)

@@ -111,14 +111,22 @@ def pointer_version(uri: str, name: str, pointer: str) -> str | None:
     try:
         if has_aliases(uri):
             return str(registry.get_model_version_by_alias(name, pointer).version)
-        holders = [
-            (version.tags[POINTER_TAG + pointer], int(version.version))
-            for version in registry.search_model_versions(f"name='{name}'")
-            if POINTER_TAG + pointer in (version.tags or {})
-        ]
+        return _tagged_pointers(registry.search_model_versions(f"name='{name}'")).get(pointer)
     except MlflowException:
         return None
-    return str(max(holders)[1]) if holders else None
+
+
+def _tagged_pointers(versions: list) -> dict[str, str]:
+    """pointer -> version, from `pointer.<name>` version tags: the most recently set one wins."""
+    newest: dict[str, tuple[str, int]] = {}
+    for version in versions:
+        for tag, stamp in (version.tags or {}).items():
+            if tag.startswith(POINTER_TAG):
+                pointer = tag.removeprefix(POINTER_TAG)
+                newest[pointer] = max(
+                    newest.get(pointer, (stamp, int(version.version))), (stamp, int(version.version))
+                )
+    return {pointer: str(version) for pointer, (_, version) in newest.items()}
 
 
 def set_pointer(uri: str, name: str, pointer: str, version: str) -> None:
@@ -143,12 +151,8 @@ def pointers(uri: str, name: str, versions: list) -> dict[str, list[str]]:
         for alias, version in client(uri).get_registered_model(name).aliases.items():
             by_version.setdefault(str(version), []).append(alias)
         return by_version
-    for version in versions:
-        for tag in version.tags or {}:
-            if tag.startswith(POINTER_TAG) and pointer_version(
-                uri, name, tag.removeprefix(POINTER_TAG)
-            ) == str(version.version):
-                by_version.setdefault(str(version.version), []).append(tag.removeprefix(POINTER_TAG))
+    for pointer, version in _tagged_pointers(versions).items():
+        by_version.setdefault(version, []).append(pointer)
     return by_version
 
 

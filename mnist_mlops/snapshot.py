@@ -18,12 +18,12 @@ A source tree is a checkout (or a snapshot); an installed wheel has the same fol
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from importlib import resources
 from pathlib import Path
 
 from mnist_mlops import SOURCE_TREE_SUBPACKAGES
+from mnist_mlops.hashing import files_sha256
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 IGNORED_PARTS = {"tests", "__pycache__"}
@@ -53,10 +53,7 @@ def code_root() -> Path:
     from mnist_mlops import __version__
 
     cache_home = Path(os.environ.get("MNIST_MLOPS_CACHE", Path.home() / ".cache" / "mnist-mlops"))
-    digest = hashlib.sha256()
-    for relative, path in sorted(_installed_files().items()):
-        digest.update(relative.encode() + b"\0" + path.read_bytes())
-    root = cache_home / f"snapshot-{__version__}-{digest.hexdigest()[:12]}"
+    root = cache_home / f"snapshot-{__version__}-{files_sha256(_installed_files())[:12]}"
     if not root.is_dir():
         from mnist_mlops.atomic import staged_dir
 
@@ -74,10 +71,19 @@ def snapshot_files(root: Path) -> dict[str, Path]:
     return {relative: Path(absolute) for absolute, relative in files}
 
 
-def materialize(destination: Path) -> Path:
-    """Write the code snapshot (source tree layout) to `destination`, from a checkout or a wheel."""
+def materialize(destination: Path, root: Path | None = None) -> Path:
+    """Write the code snapshot (source tree layout) to `destination`: of the source tree `root`, else
+    of this checkout or wheel."""
+    if root is not None:
+        files = snapshot_files(root)
+    else:
+        files = snapshot_files(source_root()) if is_source_tree() else _installed_files()
+    return copy_files(files, destination)
+
+
+def copy_files(files: dict[str, Path], destination: Path) -> Path:
+    """Copy a {relative path: file} map into `destination`."""
     destination.mkdir(parents=True, exist_ok=True)
-    files = snapshot_files(source_root()) if is_source_tree() else _installed_files()
     for relative, source in files.items():
         target = destination / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,10 +122,7 @@ def component_fingerprint(name: str, root: Path | None = None) -> str:
     files = [folder / "spec.yaml", *folder.rglob("*.py"), *environment.iterdir()]
     files += [root / "components" / "__init__.py", *(root / "schemas").glob("*.json")]
     files += (root / "mnist_mlops").rglob("*.py")
-    digest = hashlib.sha256()
-    for path in sorted(files, key=lambda item: item.relative_to(root).as_posix()):
-        label = path.relative_to(root).as_posix()
-        if path.is_file() and IGNORED_PARTS.isdisjoint(label.split("/")):
-            data = path.read_bytes()
-            digest.update(f"{label}\0{len(data)}\0".encode() + data)
-    return digest.hexdigest()
+    labelled = {path.relative_to(root).as_posix(): path for path in files if path.is_file()}
+    return files_sha256(
+        {label: path for label, path in labelled.items() if IGNORED_PARTS.isdisjoint(label.split("/"))}
+    )

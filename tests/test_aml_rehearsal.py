@@ -36,7 +36,7 @@ from mnist_mlops import containers, contracts
 from mnist_mlops.pipelines.aml import compile_aml, training_job
 from mnist_mlops.pipelines.graph import NODE_OUTPUT, PARENT_INPUT
 from mnist_mlops.runner import is_artifact
-from mnist_mlops.snapshot import snapshot_files
+from mnist_mlops.snapshot import materialize, snapshot_files
 from tests.datasets import make_tarball, small_splits, write_png_tree
 
 pytestmark = [
@@ -193,10 +193,7 @@ def materialize_snapshot(spec_path: Path, spec: dict, destination: Path) -> Path
     code_root = (spec_path.parent / spec["code"]).resolve()
     files = snapshot_files(code_root)
     assert "mnist_mlops/__init__.py" in files and not any("/tests/" in name for name in files)
-    for relative, path in files.items():
-        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
-        (destination / relative).write_bytes(path.read_bytes())
-    return destination
+    return materialize(destination, code_root)
 
 
 def bind(value: Any, pipeline_inputs: dict, outputs: dict, compiled: Path) -> Any:
