@@ -169,7 +169,7 @@ def _compile_command(args: argparse.Namespace) -> int:
     else:
         from mnist_mlops.pipelines.kfp import compile_kfp
 
-        print(compile_kfp(Path(args.out)))
+        print(compile_kfp(Path(args.out), registry=args.image_registry))
     return 0
 
 
@@ -229,9 +229,10 @@ def _specs_command(args: argparse.Namespace) -> int:
 
 
 def _image_build_command(args: argparse.Namespace) -> int:
-    from mnist_mlops.containers import build_image, environment_of
+    from mnist_mlops.containers import build_image, build_job_image, environment_of
 
-    print(build_image(environment_of(args.component)))
+    build = build_job_image if args.job else build_image
+    print(build(environment_of(args.component)))
     return 0
 
 
@@ -309,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument("--target", choices=("aml", "kfp"), required=True)
     compile_.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    compile_.add_argument(
+        "--image-registry",
+        default="localhost/",
+        help="KFP: prefix of the job images the pipeline names, ending in '/' (default localhost/)",
+    )
     compile_.set_defaults(handler=_compile_command)
 
     submit = subparsers.add_parser("submit", help="validate and submit the pipeline to an Azure ML workspace")
@@ -316,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--data", default="azureml://datastores/workspaceblobstore/paths/mnist/")
     submit.add_argument("--experiment", default="mnist-mlops")
     submit.add_argument("--compute", default="cpu-cluster", help="default compute of every node")
-    submit.add_argument("--train-compute", default="gpu-cluster", help="compute of the train node")
+    submit.add_argument("--train-compute", help="compute of the train node (default: --compute)")
     submit.add_argument("--identity-client-id", help="user-assigned managed identity the job runs as")
     submit.add_argument("--deploy-target", choices=("azureml", "kubernetes"), default="azureml")
     submit.add_argument("--no-stream", action="store_true", help="return after submission")
@@ -340,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         "image", help="build a component's environment image with podman (no build args, as Azure ML)"
     )
     image.add_argument("component", choices=component_names())
+    image.add_argument(
+        "--job", action="store_true", help="the job image: the environment plus the code snapshot (Kubeflow)"
+    )
     image.set_defaults(handler=_image_build_command)
     return parser
 

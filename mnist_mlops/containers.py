@@ -9,9 +9,9 @@ never rebuilt and every component that shares it shares the image.
 A run mounts the code snapshot (what azure-ai-ml uploads for the spec's `code`) read-only as the
 working directory, the inputs read-only and a fresh staging folder per output, and has no network
 unless a network (a pod holding a tracking server, say) is given. Like a compute node that pulled the
-image once, every run starts from the image's own root filesystem, mounted read-only (`podman image
-mount`) with the image's environment, and fresh in-memory /tmp, /mnt and home: with podman's vfs
-storage a container of its own would cost a full copy of the image (about 40 s for the model image).
+image once, every run starts read-only from the image, with fresh in-memory /tmp, /mnt and home. With
+podman's vfs storage a container would cost a full copy of the image (about 40 s for the model image),
+so there a run starts from the image's root filesystem mounted once (`podman image mount`).
 
 Podman is used through `$MNIST_MLOPS_PODMAN` (a command, e.g. `../shared/containers/podman-here`),
 falling back to `podman` on the PATH.
@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import files_sha256
 from mnist_mlops.ports import load_spec
 from mnist_mlops.runner import is_artifact, render_command
-from mnist_mlops.snapshot import copy_files, materialize
+from mnist_mlops.snapshot import code_root, copy_files, materialize, snapshot_files
 
 
 def podman() -> list[str]:
@@ -70,12 +71,50 @@ def build_image(folder: Path) -> str:
 
 
 CODE = "/mnt/code"
-"""Where the code snapshot is mounted: the job's working directory."""
+"""Where the code snapshot is mounted (or, in a job image, copied): the job's working directory."""
+JOB_DOCKERFILE = f"FROM {{base}}\nCOPY code/ {CODE}/\nWORKDIR {CODE}\n"
+"""A job image: an environment image with the code snapshot as working directory, for orchestrators
+that have no code snapshot of their own (Kubeflow). Python finds the code there through the
+environment's `PYTHONPATH=.`."""
+
+
+def job_image_tag(folder: Path, registry: str = "localhost/") -> str:
+    """Content-addressed tag of the job image of an environment: over its build context and the code
+    snapshot, so a change to either is a new image and an unchanged pair is never rebuilt."""
+    files = {f"environment/{name}": path for name, path in uploaded_context(folder).items()}
+    files |= {f"code/{name}": path for name, path in snapshot_files(code_root()).items()}
+    return f"{registry}mnist-mlops-{Path(folder).name}-job:{files_sha256(files)[:16]}"
+
+
+def build_job_image(folder: Path, registry: str = "localhost/") -> str:
+    """Build (or reuse) the job image of an environment over this code; returns its tag."""
+    tag = job_image_tag(folder, registry)
+    if subprocess.run([*podman(), "image", "exists", tag], check=False).returncode == 0:
+        return tag
+    base = build_image(folder)
+    with tempfile.TemporaryDirectory(prefix="mnist-mlops-job-context-") as context:
+        copy_files(snapshot_files(code_root()), Path(context) / "code")
+        (Path(context) / "Dockerfile").write_text(JOB_DOCKERFILE.format(base=base))
+        subprocess.run([*podman(), "build", "--network", "none", "-t", tag, context], check=True)
+    return tag
 
 
 def image_root(tag: str) -> str:
     """The image's root filesystem on this machine (mounted once; runs use it read-only)."""
     result = subprocess.run([*podman(), "image", "mount", tag], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+@cache
+def storage_driver() -> str:
+    """Podman's storage driver here: with `vfs` a container costs a full copy of its image, so runs
+    start from the image's mounted root filesystem instead; `overlay` shares the image's layers."""
+    result = subprocess.run(
+        [*podman(), "info", "--format", "{{.Store.GraphDriverName}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.strip()
 
 
@@ -138,7 +177,8 @@ def run_in_container(
         settings = [arg for key, value in variables.items() for arg in ("-e", f"{key}={value}")]
         fresh = [arg for folder in ("/tmp", "/mnt", "/root") for arg in ("--tmpfs", folder)]
         command = [*podman(), "run", "--rm", "--network", network, "--read-only", *fresh, *mounts, *settings]
-        command += ["-w", CODE, "--rootfs", image_root(tag), *argv]
+        image = ["--rootfs", image_root(tag)] if storage_driver() == "vfs" else [tag]
+        command += ["-w", CODE, *image, *argv]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode == 0:
             for port, path in outputs.items():

@@ -1,20 +1,26 @@
 """Component specs (the checked-in `spec.yaml`) as data, and checks of parameter values against them.
 
 azure-ai-ml's own validation does not enforce `min`, `max` or `enum`, and `mldesigner execute` passes
-values through unchecked, so every entry point (component body, CLI, local runner) checks here.
+values through unchecked. So each executor's `run_<stage>` is `checked` against its spec: whoever calls
+it (the component body under mldesigner, Azure ML or Kubeflow, the CLI, the local runner, a Python
+caller) passes through the same checks, in one place.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from mnist_mlops.errors import UserInputError
 
+Executor = TypeVar("Executor", bound=Callable[..., Any])
 PRIMITIVE_TYPES = {"integer": int, "number": (int, float), "string": str, "boolean": bool}
 
 
@@ -64,6 +70,25 @@ def check_parameters(component: str | Path, values: dict[str, Any]) -> None:
         if port not in values:
             continue
         check_value(spec["name"], port, definition, values[port])
+
+
+def checked(stage: str) -> Callable[[Executor], Executor]:
+    """Check an executor's arguments named as `stage`'s primitive ports (type, min/max, enum) on
+    every call, defaults included, before it runs."""
+
+    def decorate(function: Executor) -> Executor:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def run_checked(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            check_parameters(stage, bound.arguments)
+            return function(*args, **kwargs)
+
+        return run_checked  # type: ignore[return-value]
+
+    return decorate
 
 
 def check_value(component: str, port: str, definition: dict[str, Any], value: Any) -> None:

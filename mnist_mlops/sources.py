@@ -7,7 +7,9 @@ as folders, so they are just local folders here.
 Source URIs:
   /path/to/folder or /path/to/data.tar.gz         local
   https://host/mnist.tar.gz  (+ sha256 pin)         downloaded with a progress bar, verified, cached
-  https://<account>.blob.core.windows.net/<container>[/<prefix>]?<SAS>   Azure Blob via a SAS token
+  https://<account>.blob.core.windows.net/<container>[/<prefix>]?<SAS>   Azure Blob via a SAS token,
+                                                    outside jobs only: a job's parameters are stored
+                                                    with its definition, so a job refuses it
   azureblob://<container>[/<prefix>]                Azure Blob with the job's identity at the account
                                                     AZURE_STORAGE_ACCOUNT_URL (no secret anywhere), or
                                                     via AZURE_STORAGE_CONNECTION_STRING
@@ -40,6 +42,8 @@ CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 ACCOUNT_URL_ENV = "AZURE_STORAGE_ACCOUNT_URL"
 """The storage account's URL (not a secret): azureblob:// sources are then read with the job's own
 identity (`mnist_mlops.azure_identity`), so no key or SAS token travels as a job parameter."""
+JOB_ENV = ("AZUREML_RUN_ID", "KFP_POD_NAME")
+"""Set in an Azure ML job and in a Kubeflow task."""
 CACHE_ENV = "MNIST_MLOPS_CACHE"
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
 MNIST = "mnist"
@@ -80,6 +84,11 @@ def open_source(uri: str, *, sha256: str | None = None) -> Iterator[LocalSource]
     if uri == MNIST:
         yield LocalSource(download_mnist(), f"{MNIST} ({MNIST_MIRRORS[0]})", "http")
     elif scheme == "azureblob" or is_blob_sas_url(uri):
+        if is_blob_sas_url(uri) and any(os.environ.get(name) for name in JOB_ENV):
+            raise SourceError(
+                f"source {redact(uri)}: a SAS token in a job parameter is stored in the job's definition;"
+                f" use azureblob://<container>/<prefix> with {ACCOUNT_URL_ENV} and the job's identity"
+            )
         with tempfile.TemporaryDirectory(prefix="mnist-mlops-blob-") as staging:
             download_blobs(uri, Path(staging))
             yield LocalSource(Path(staging), redact(uri), "azure_blob")

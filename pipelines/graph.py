@@ -40,6 +40,8 @@ class Param:
 
     name: str
     value: Any = None
+    required: bool = False
+    """The pipeline cannot run without it (an MLflow registry on Kubeflow, which has none of its own)."""
 
 
 @dataclass

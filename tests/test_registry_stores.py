@@ -14,8 +14,6 @@ import http.client
 import http.server
 import os
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from typing import ClassVar
 
 import pytest
 
-from conftest import free_port, self_signed_certificate
+from conftest import self_signed_certificate
 from mnist_mlops import registry
 from mnist_mlops.deployments import (
     append_history,
@@ -38,34 +36,6 @@ WORKSPACE_PATH = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg"
     "/providers/Microsoft.MachineLearningServices/workspaces/ws"
 )
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    command += [
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-        time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=20)
 
 
 class _AzureMLStandIn(http.server.BaseHTTPRequestHandler):

@@ -127,3 +127,34 @@ def test_executor_defaults_match_the_ports(name):
     for port, definition in load_spec(name)["inputs"].items():
         if "default" in definition and port in parameters:
             assert parameters[port].default == definition["default"], f"{name}.{port}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_python_caller_of_an_executor_passes_the_port_checks(name, tmp_path):
+    """An out-of-range value reaches no executor, whoever calls it: checked before any input is read."""
+    import importlib
+    import inspect
+
+    from mnist_mlops.errors import UserInputError
+
+    function = getattr(importlib.import_module(f"mnist_mlops.components.{name}.executor"), EXECUTORS[name])
+    parameters = inspect.signature(function).parameters
+    primitive = [
+        (port, definition)
+        for port, definition in load_spec(name)["inputs"].items()
+        if port in parameters and definition["type"] in ("integer", "number", "string", "boolean")
+    ]
+    if not primitive:
+        pytest.skip(f"{name} has no parameter ports")
+    port, definition = max(primitive, key=lambda item: ("max" in item[1], "enum" in item[1]))
+    if "max" in definition:
+        bad: object = definition["max"] + 1
+    else:
+        bad = "no-such-choice" if "enum" in definition else 42  # a number where a string belongs
+    required = {
+        parameter: str(tmp_path / parameter)
+        for parameter, value in parameters.items()
+        if value.default is inspect.Parameter.empty
+    }
+    with pytest.raises(UserInputError, match=rf"parameter {port}="):
+        function(**required, **{port: bad})

@@ -62,10 +62,8 @@ def batch_score(
 ):
     from mnist_mlops.components.batch_score.executor import run_batch_score
     from mnist_mlops.errors import exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         run_batch_score(
             model,
             images,

@@ -42,6 +42,7 @@ from mnist_mlops.archives import FileEntry
 from mnist_mlops.atomic import atomic_write_bytes
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import registry_uri, sqlite_file
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels, parse_model_uri
@@ -114,6 +115,7 @@ def score_mini_batch(model: LoadedModel, paths: Sequence[str], blobs: Sequence[b
     )
 
 
+@checked("batch_score")
 def run_batch_score(
     model: str,
     images: str | Path,

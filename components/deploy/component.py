@@ -100,10 +100,8 @@ def deploy(
 ):
     from mnist_mlops.components.deploy.executor import run_deploy
     from mnist_mlops.errors import exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         run_deploy(
             model,
             test_data,

@@ -35,6 +35,7 @@ from mnist_mlops.deployments import (
     production_version,
 )
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import READY_TAG, client, exclusive, registry_uri
 from mnist_mlops.serving.config import read_key
@@ -52,6 +53,7 @@ DEFAULT_INSTANCE_TYPES = {"azureml": "Standard_DS3_v2", "kubernetes": "defaultin
 """A managed endpoint takes an Azure VM size; a Kubernetes one an instance type defined on the cluster."""
 
 
+@checked("deploy")
 def run_deploy(
     model: str | None,
     test_data_dir: str | Path,

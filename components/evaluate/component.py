@@ -44,10 +44,8 @@ def evaluate(
 ):
     from mnist_mlops.components.evaluate.executor import run_evaluate
     from mnist_mlops.errors import exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         run_evaluate(
             challenger,
             preprocessed,

@@ -26,6 +26,7 @@ from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.inference import predict_in_batches
+from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 
 COMPONENT_NAME = "mnist_mlops_evaluate"
@@ -40,6 +41,7 @@ DEFAULT_THRESHOLDS = {
 LATENCY_SAMPLES = 200
 
 
+@checked("evaluate")
 def run_evaluate(
     challenger_dir: str | Path,
     preprocessed_dir: str | Path,

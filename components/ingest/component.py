@@ -82,10 +82,8 @@ def ingest(
 ):
     from mnist_mlops.components.ingest.executor import run_ingest
     from mnist_mlops.errors import UserInputError, exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         if (source_data is None) == (source_uri is None):
             raise UserInputError("give exactly one of source_data (a folder port) or source_uri (a URI)")
         run_ingest(

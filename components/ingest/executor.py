@@ -25,6 +25,7 @@ from mnist_mlops.atomic import staged_dir
 from mnist_mlops.dataset import save_array
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import image_digests, labelled_set_digest
+from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.sources import open_source, read_files
 
@@ -46,6 +47,7 @@ class DataValidationError(UserInputError):
     """The data failed a check whose policy is `fail`; nothing was written."""
 
 
+@checked("ingest")
 def run_ingest(
     source: str,
     dataset_dir: str | Path,

@@ -77,10 +77,8 @@ def monitor(
 ):
     from mnist_mlops.components.monitor.executor import run_monitor
     from mnist_mlops.errors import exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         run_monitor(
             requests,
             baseline,

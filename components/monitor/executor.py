@@ -31,6 +31,7 @@ from mnist_mlops.atomic import staged_dir
 from mnist_mlops.components.monitor import drift, plot, retrain
 from mnist_mlops.errors import ContractError, UserInputError
 from mnist_mlops.hashing import sha256_file
+from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Request:
     images: list[dict[str, Any]]
 
 
+@checked("monitor")
 def run_monitor(
     requests_dir: str | Path,
     baseline_dir: str | Path,

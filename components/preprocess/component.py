@@ -41,8 +41,6 @@ def preprocess(
 ):
     from mnist_mlops.components.preprocess.executor import run_preprocess
     from mnist_mlops.errors import exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         run_preprocess(dataset, preprocessed, validation_fraction=validation_fraction, seed=seed)

@@ -21,12 +21,14 @@ from mnist_mlops import __version__, contracts, features
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.dataset import load_split, save_array
 from mnist_mlops.hashing import sha256_file
+from mnist_mlops.ports import checked
 
 COMPONENT_NAME = "mnist_mlops_preprocess"
 FEATURE_BINS = 20
 """Fixed-width bins for the per-image feature histograms that drift checks (PSI) compare."""
 
 
+@checked("preprocess")
 def run_preprocess(
     dataset_dir: str | Path,
     output_dir: str | Path,

@@ -45,10 +45,8 @@ def register(
 ):
     from mnist_mlops.components.register.executor import run_register
     from mnist_mlops.errors import exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         run_register(
             model,
             blessing,

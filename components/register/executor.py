@@ -20,7 +20,7 @@ from mnist_mlops import contracts
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
-from mnist_mlops.ports import load_spec
+from mnist_mlops.ports import checked, load_spec
 from mnist_mlops.provenance import code_version, environment_hash
 from mnist_mlops.registry import (
     READY_TAG,
@@ -41,6 +41,7 @@ PRODUCERS = ("ingest", "preprocess", "train", "evaluate", "register")
 """The components whose versions a registered model's lineage records."""
 
 
+@checked("register")
 def run_register(
     model_dir: str | Path,
     blessing_path: str | Path,

@@ -40,8 +40,6 @@ def resolve_champion(
 ):
     from mnist_mlops.components.resolve_champion.executor import run_resolve_champion
     from mnist_mlops.errors import exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         run_resolve_champion(champion, model_name=model_name, pointer=pointer, registry=registry)

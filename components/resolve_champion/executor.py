@@ -16,6 +16,7 @@ from typing import Any
 
 from mnist_mlops import contracts
 from mnist_mlops.atomic import staged_dir
+from mnist_mlops.ports import checked
 from mnist_mlops.registry import client, pointer_version, registry_uri, sqlite_file
 from mnist_mlops.uris import redact
 
@@ -23,6 +24,7 @@ RECORD = "champion.json"
 MODEL = "model"
 
 
+@checked("resolve_champion")
 def run_resolve_champion(
     champion_dir: str | Path,
     *,

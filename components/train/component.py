@@ -61,10 +61,8 @@ def train(
 ):
     from mnist_mlops.components.train.executor import run_train
     from mnist_mlops.errors import exit_on_user_error
-    from mnist_mlops.ports import check_parameters
 
     with exit_on_user_error():
-        check_parameters(__file__, locals())
         run_train(
             preprocessed,
             model,

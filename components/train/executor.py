@@ -23,11 +23,13 @@ from mnist_mlops.atomic import staged_dir
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.inference import predict_in_batches
+from mnist_mlops.ports import checked
 from mnist_mlops.provenance import code_version, environment_hash
 
 COMPONENT_NAME = "mnist_mlops_train"
 
 
+@checked("train")
 def run_train(
     preprocessed_dir: str | Path,
     model_dir: str | Path,

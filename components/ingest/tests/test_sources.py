@@ -19,7 +19,7 @@ import pytest
 from mnist_mlops import contracts
 from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.sources import SourceError
+from mnist_mlops.sources import SourceError, open_source
 from tests.datasets import make_tarball, small_splits, write_idx, write_png_tree
 
 
@@ -298,3 +298,12 @@ def test_azure_blob_is_read_with_the_jobs_user_assigned_identity_and_no_secret(
         assert manifest["source_uri"] == f"azureblob://{container.container_name}/v1"
     finally:
         endpoint.shutdown()
+
+
+@pytest.mark.parametrize("job_variable", ["AZUREML_RUN_ID", "KFP_POD_NAME"])
+def test_a_job_refuses_a_sas_url_which_its_definition_would_store(job_variable, monkeypatch):
+    monkeypatch.setenv(job_variable, "run-1")
+    url = "https://acct.blob.core.windows.net/drops/mnist.tar.gz?sv=2024-01-01&sp=rl&sig=c2VjcmV0"
+    with pytest.raises(SourceError, match="azureblob://") as raised, open_source(url):
+        pass
+    assert "c2VjcmV0" not in str(raised.value)
