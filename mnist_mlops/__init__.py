@@ -32,4 +32,4 @@ class _SourceTreeSubpackages(importlib.abc.MetaPathFinder):
 
 _HERE = Path(__file__).resolve().parent
 if not (_HERE / "components").is_dir() and (_HERE.parent / "components" / "__init__.py").is_file():
-    sys.meta_path.append(_SourceTreeSubpackages(_HERE.parent))
+    sys.meta_path.insert(0, _SourceTreeSubpackages(_HERE.parent))  # before an editable install's mapping

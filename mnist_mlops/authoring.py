@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,11 @@ def generated_files() -> dict[Path, str]:
         for name in environments.EXTRAS
         for file_name, text in environments.render(name).items()
     }
-    for name in component_names():
+    names = component_names()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # one mldesigner process each
+        spec_texts = dict(zip(names, pool.map(render_spec, names), strict=True))
+    for name, spec_text in spec_texts.items():
         folder = component_dir(name)
-        spec_text = render_spec(name)
         files[folder / "spec.yaml"] = spec_text
         files[folder / "README.md"] = render_readme(name, yaml.safe_load(spec_text))
     return files

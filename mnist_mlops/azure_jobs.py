@@ -27,8 +27,8 @@ from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundErr
 
 from mnist_mlops.artifacts import artifact_of
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.pipelines.graph import NODE_OUTPUT, PARENT_INPUT
 from mnist_mlops.ports import check_value, component_names, load_spec
+from mnist_mlops.runner import NODE_OUTPUT, PARENT_INPUT
 from mnist_mlops.snapshot import code_root, component_fingerprint
 
 if TYPE_CHECKING:

@@ -236,6 +236,14 @@ def _image_build_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_component_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.scaffold import new_component
+
+    folder = new_component(args.name, environment=args.environment)
+    print(f"{folder}: add its node to pipelines/graph.py to put it in the training pipeline")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-mlops", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mnist-mlops {__version__}")
@@ -341,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     specs.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
     specs.set_defaults(handler=_specs_command)
+
+    scaffold = subparsers.add_parser(
+        "new-component", help="write a working component skeleton (ports, executor, spec, README, tests)"
+    )
+    scaffold.add_argument("name", help="lower_snake_case stage name")
+    scaffold.add_argument("--environment", choices=("data", "model"), default="data")
+    scaffold.set_defaults(handler=_new_component_command)
 
     image = subparsers.add_parser(
         "image", help="build a component's environment image with podman (no build args, as Azure ML)"

@@ -33,6 +33,7 @@ from mnist_mlops.environments import environment_dir
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import files_sha256
 from mnist_mlops.ports import load_spec
+from mnist_mlops.provenance import CODE_VERSION_ENV, code_version
 from mnist_mlops.runner import is_artifact, render_command
 from mnist_mlops.snapshot import code_root, copy_files, materialize, snapshot_files
 
@@ -72,7 +73,10 @@ def build_image(folder: Path) -> str:
 
 CODE = "/mnt/code"
 """Where the code snapshot is mounted (or, in a job image, copied): the job's working directory."""
-JOB_DOCKERFILE = f"FROM {{base}}\nCOPY code/ {CODE}/\nWORKDIR {CODE}\n"
+JOB_DOCKERFILE = (
+    f"FROM {{base}}\nCOPY code/ {CODE}/\nWORKDIR {CODE}\n"
+    f"ENV {CODE_VERSION_ENV}={{code_version}}\nLABEL org.opencontainers.image.revision={{code_version}}\n"
+)
 """A job image: an environment image with the code snapshot as working directory, for orchestrators
 that have no code snapshot of their own (Kubeflow). Python finds the code there through the
 environment's `PYTHONPATH=.`."""
@@ -94,7 +98,8 @@ def build_job_image(folder: Path, registry: str = "localhost/") -> str:
     base = build_image(folder)
     with tempfile.TemporaryDirectory(prefix="mnist-mlops-job-context-") as context:
         copy_files(snapshot_files(code_root()), Path(context) / "code")
-        (Path(context) / "Dockerfile").write_text(JOB_DOCKERFILE.format(base=base))
+        dockerfile = JOB_DOCKERFILE.format(base=base, code_version=code_version())
+        (Path(context) / "Dockerfile").write_text(dockerfile)
         subprocess.run([*podman(), "build", "--network", "none", "-t", tag, context], check=True)
     return tag
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from datetime import UTC, datetime
 from functools import cache
@@ -19,9 +20,19 @@ def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@cache
+CODE_VERSION_ENV = "MNIST_MLOPS_CODE_VERSION"
+"""The commit a job's code came from, stamped where no git checkout travels: on each Azure ML node
+(`pipelines/aml.py: training_job`) and in each Kubeflow job image (`containers.build_job_image`)."""
+
+
 def code_version() -> str:
-    """The git commit of a source checkout (`+dirty` with uncommitted changes), else the package version."""
+    """The stamped commit of a job, else the git commit of a source checkout (`+dirty` with uncommitted
+    changes), else the package version."""
+    return os.environ.get(CODE_VERSION_ENV) or _checkout_version()
+
+
+@cache
+def _checkout_version() -> str:
     try:
         commit = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True

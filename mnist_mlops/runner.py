@@ -18,8 +18,12 @@ from typing import Any
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import check_value, component_dir, load_spec
 
-_OPTIONAL_BLOCK = re.compile(r"\$\[\[(.*?)\]\]")
-_PLACEHOLDER = re.compile(r"'?\$\{\{(inputs|outputs)\.(\w+)\}\}'?")
+NODE_OUTPUT = re.compile(r"\$\{\{parent\.jobs\.(?P<node>\w+)\.outputs\.(?P<port>\w+)\}\}")
+PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(?P<name>\w+)\}\}")
+"""How an Azure ML pipeline job binds a node input to another node's output or a pipeline input."""
+OPTIONAL_BLOCK = re.compile(r"\$\[\[(.*?)\]\]")
+PLACEHOLDER = re.compile(r"'?\$\{\{(inputs|outputs)\.(\w+)\}\}'?")
+"""A spec command's optional `$[[...]]` blocks and its `${{inputs.x}}` / `${{outputs.y}}` placeholders."""
 
 
 def render_command(spec: dict[str, Any], inputs: dict[str, Any], outputs: dict[str, str]) -> list[str]:
@@ -43,13 +47,13 @@ def render_command(spec: dict[str, Any], inputs: dict[str, Any], outputs: dict[s
     bound |= {("outputs", port): path for port, path in outputs.items()}
 
     def keep_block(match: re.Match) -> str:
-        names = _PLACEHOLDER.findall(match.group(1))
+        names = PLACEHOLDER.findall(match.group(1))
         return match.group(1) if all(bound.get(name) is not None for name in names) else ""
 
     def substitute(match: re.Match) -> str:
         return shlex.quote(str(bound[(match.group(1), match.group(2))]))
 
-    command = _PLACEHOLDER.sub(substitute, _OPTIONAL_BLOCK.sub(keep_block, spec["command"]))
+    command = PLACEHOLDER.sub(substitute, OPTIONAL_BLOCK.sub(keep_block, spec["command"]))
     return shlex.split(command)
 
 

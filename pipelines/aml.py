@@ -31,6 +31,7 @@ from azure.ai.ml import Input, dsl
 from azure.ai.ml.entities import Component, ManagedIdentityConfiguration, PipelineJob
 
 from mnist_mlops.pipelines.graph import Node, Param, Ref, parameters, training_pipeline
+from mnist_mlops.provenance import CODE_VERSION_ENV, code_version
 from mnist_mlops.runner import is_artifact
 from mnist_mlops.snapshot import code_root
 
@@ -141,6 +142,8 @@ def training_job(
         trained.distribution = TensorFlowDistribution(
             worker_count=train_instance_count * train_workers_per_instance
         )
+    for node in job.jobs.values():  # code lineage: the snapshot carries no git history
+        node.environment_variables = {CODE_VERSION_ENV: code_version()}
     if dataset_asset:
         job.jobs["ingest"].outputs.dataset.name = dataset_asset
     if identity_client_id:

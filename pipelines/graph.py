@@ -11,18 +11,13 @@ flow). `pipelines/aml.py` composes the same graph for Azure ML; a test compares 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import check_value, component_names, load_spec, parse_value
-from mnist_mlops.runner import is_artifact
-
-NODE_OUTPUT = re.compile(r"\$\{\{parent\.jobs\.(?P<node>\w+)\.outputs\.(?P<port>\w+)\}\}")
-PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(?P<name>\w+)\}\}")
-"""How an Azure ML pipeline job binds a node input to another node's output or a pipeline input."""
+from mnist_mlops.runner import NODE_OUTPUT, PARENT_INPUT, is_artifact
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ scoring server inside its task, then the registry's `production` pointer moves.
 from __future__ import annotations
 
 import inspect
-import re
 import shlex
 import tempfile
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from mnist_mlops.atomic import atomic_write_bytes
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.pipelines.graph import Node, Param, Ref, parameters, training_pipeline
 from mnist_mlops.ports import load_spec
-from mnist_mlops.runner import is_artifact
+from mnist_mlops.runner import OPTIONAL_BLOCK, PLACEHOLDER, is_artifact
 
 PIPELINE_NAME = "mnist-mlops-training"
 PIPELINE_FILE = "mnist_mlops_training.yaml"
@@ -50,18 +49,16 @@ KFP_TYPES = {
 """Azure ML port type -> KFP type."""
 PYTHON_TYPES = {"string": str, "integer": int, "number": float, "boolean": bool}
 LAUNCHER = ["python", "-m", "mnist_mlops.kfp_executor", "{{$}}", "--"]
-_OPTIONAL_BLOCK = re.compile(r"\$\[\[(.*?)\]\]")
-_PLACEHOLDER = re.compile(r"\$\{\{(inputs|outputs)\.(\w+)\}\}")
 
 
 def command_arguments(spec: dict[str, Any]) -> list[Any]:
     """The spec's command as KFP (v1 component format) arguments."""
     arguments: list[Any] = []
     position = 0
-    for block in _OPTIONAL_BLOCK.finditer(spec["command"]):
+    for block in OPTIONAL_BLOCK.finditer(spec["command"]):
         arguments += _tokens(spec, spec["command"][position : block.start()])
         guarded: list[Any] = _tokens(spec, block.group(1))
-        for _, name in reversed(_PLACEHOLDER.findall(block.group(1))):
+        for _, name in reversed(PLACEHOLDER.findall(block.group(1))):
             guarded = [{"if": {"cond": {"isPresent": name}, "then": guarded}}]
         arguments += guarded
         position = block.end()
@@ -73,7 +70,7 @@ def _tokens(spec: dict[str, Any], text: str) -> list[Any]:
     for word in shlex.split(text):
         parts: list[Any] = []
         position = 0
-        for match in _PLACEHOLDER.finditer(word):
+        for match in PLACEHOLDER.finditer(word):
             parts += [word[position : match.start()]] if match.start() > position else []
             parts.append(_placeholder(spec, match.group(1), match.group(2)))
             position = match.end()

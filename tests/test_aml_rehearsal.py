@@ -34,8 +34,8 @@ from azure.ai.ml import Input
 
 from mnist_mlops import containers, contracts
 from mnist_mlops.pipelines.aml import compile_aml, training_job
-from mnist_mlops.pipelines.graph import NODE_OUTPUT, PARENT_INPUT
-from mnist_mlops.runner import is_artifact
+from mnist_mlops.provenance import code_version
+from mnist_mlops.runner import NODE_OUTPUT, PARENT_INPUT, is_artifact
 from mnist_mlops.snapshot import materialize, snapshot_files
 from tests.datasets import make_tarball, small_splits, write_png_tree
 
@@ -164,13 +164,17 @@ def run_pipeline(compiled: Path, raw_data: Path, run_dir: Path, server: str) -> 
             for port, definition in spec["outputs"].items()
         }
         run_id = _job_run(server, pipeline_run)
-        environment = WORKSPACE | {
-            "AZUREML_RUN_ID": run_id,
-            "AZUREML_ROOT_RUN_ID": pipeline_run,
-            "MLFLOW_TRACKING_URI": TRACKING,
-            "MLFLOW_RUN_ID": run_id,
-            "MLFLOW_EXPERIMENT_NAME": pipeline_run,
-        }
+        environment = (
+            WORKSPACE
+            | {
+                "AZUREML_RUN_ID": run_id,
+                "AZUREML_ROOT_RUN_ID": pipeline_run,
+                "MLFLOW_TRACKING_URI": TRACKING,
+                "MLFLOW_RUN_ID": run_id,
+                "MLFLOW_EXPERIMENT_NAME": pipeline_run,
+            }
+            | (node.get("environment_variables") or {})
+        )
         result = containers.run_in_container(
             spec["name"].removeprefix("mnist_mlops_"),
             tag,
@@ -232,6 +236,8 @@ def test_the_compiled_pipeline_runs_node_by_node_as_on_azure_ml_and_finds_its_ch
     registered = contracts.read_json(first["register"]["registration_record"], "registration_record")
     assert registered["registered"] and registered["version"] == "1"
     assert registered["lineage"]["pipeline_run_id"].startswith("rehearsal-")
+    summary = json.loads(first["train"]["training_summary"].read_text())
+    assert summary["code_version"] == code_version(), "the commit stamped on the node at submission"
     deployed = contracts.read_json(first["deploy"]["deployment_record"], "deployment_record")
     assert deployed["outcome"] == "deployed" and deployed["model_version"] == "1"
 

@@ -1,0 +1,59 @@
+"""`mnist-mlops new-component`: the skeleton works as written and is registered by its folder alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mnist_mlops.snapshot import materialize
+
+
+def test_a_new_component_passes_its_tests_loads_in_azure_ml_and_has_its_subcommand(tmp_path):
+    tree = materialize(tmp_path / "tree")  # a source tree of this code, to add the component to
+    environment = os.environ | {"PYTHONPATH": str(tree)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *args], cwd=tree, env=environment, capture_output=True, text=True, check=False
+        )
+
+    made = run("-m", "mnist_mlops.cli", "new-component", "count_files")
+    assert made.returncode == 0, made.stderr
+    folder = tree / "components" / "count_files"
+    assert sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()) == [
+        "README.md",
+        "__init__.py",
+        "component.py",
+        "executor.py",
+        "metadata.yaml",
+        "spec.yaml",
+        "tests/__init__.py",
+        "tests/test_count_files.py",
+    ]
+    tests = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "components/count_files/tests")
+    assert tests.returncode == 0 and "2 passed" in tests.stdout, tests.stdout + tests.stderr
+    lint = subprocess.run(
+        [str(Path(sys.executable).parent / "ruff"), "check", "--line-length", "110", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout
+    loaded = run(
+        "-c",
+        "from azure.ai.ml import load_component; from mnist_mlops.ports import load_metadata;"
+        " spec = load_component('components/count_files/spec.yaml');"
+        " print(spec.name, load_metadata('count_files')['name'])",
+    )
+    assert loaded.stdout.split() == ["mnist_mlops_count_files"] * 2, loaded.stderr
+    assert "| `max_files` | input | integer |" in (folder / "README.md").read_text()
+    usage = run("-m", "mnist_mlops.cli", "count_files", "--help")
+    assert usage.returncode == 0 and "--max-files" in usage.stdout, usage.stderr
+
+    again = run("-m", "mnist_mlops.cli", "new-component", "count_files")
+    assert again.returncode == 2 and "exists already" in again.stderr
+    bad = run("-m", "mnist_mlops.cli", "new-component", "Count-Files")
+    assert bad.returncode == 2 and "lower_snake_case" in bad.stderr
+    assert not (tree / "components" / "Count-Files").exists()
