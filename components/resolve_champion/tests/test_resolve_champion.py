@@ -32,8 +32,12 @@ def test_no_registry_yet_means_no_champion_and_creates_none(tmp_path, registry):
 def test_the_pointer_names_the_champion_and_its_model_is_handed_on(tmp_path, registry):
     mlflow.set_tracking_uri(registry)
     with mlflow.start_run():
-        mlflow.pyfunc.log_model(name="model", python_model=Constant(), registered_model_name="digits")
-        mlflow.pyfunc.log_model(name="model", python_model=Constant(), registered_model_name="digits")
+        mlflow.pyfunc.log_model(
+            name="model", python_model=Constant(), registered_model_name="digits", pip_requirements=[]
+        )
+        mlflow.pyfunc.log_model(
+            name="model", python_model=Constant(), registered_model_name="digits", pip_requirements=[]
+        )
     assert run_resolve_champion(tmp_path / "none", model_name="digits", registry=registry)["found"] is False
 
     set_pointer(registry, "digits", "production", "1")
