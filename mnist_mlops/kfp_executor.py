@@ -42,7 +42,15 @@ def executor_output(executor_input: dict[str, Any]) -> dict[str, Any]:
     artifacts = executor_input.get("outputs", {}).get("artifacts") or {}
     return {
         "artifacts": {
-            name: {"artifacts": [{"name": artifact["name"], "uri": artifact["uri"], "metadata": {}}]}
+            name: {
+                "artifacts": [
+                    {
+                        "name": artifact.get("name", ""),
+                        "uri": artifact["uri"],
+                        "metadata": artifact.get("metadata", {}),
+                    }
+                ]
+            }
             for name, listing in artifacts.items()
             for artifact in listing["artifacts"]
         }
