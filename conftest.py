@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import http.server
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -150,14 +151,8 @@ def docker_socket(podman_images: str, tmp_path_factory: pytest.TempPathFactory) 
     """Podman's Docker-compatible API on a Unix socket, over the same image store; yields DOCKER_HOST."""
     socket_path = tmp_path_factory.mktemp("podman-api") / "podman.sock"
     command = [*os.environ["MNIST_MLOPS_PODMAN"].split(), "system", "service", "--time=0"]
-    process = subprocess.Popen([*command, f"unix://{socket_path}"], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not socket_path.exists():
-        assert process.poll() is None and time.monotonic() < deadline, "podman system service did not start"
-        time.sleep(0.2)
-    yield f"unix://{socket_path}"
-    process.terminate()
-    process.wait(timeout=20)
+    with _service([*command, f"unix://{socket_path}"], socket_path.exists, "podman system service", 30):
+        yield f"unix://{socket_path}"
 
 
 @pytest.fixture(scope="session")
@@ -172,21 +167,46 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--artifacts-destination",
         str(root),
     ]
+    with _service(command, lambda: _healthy(port), "mlflow server", 60):
+        yield f"http://127.0.0.1:{port}"
+
+
+def _healthy(port: int) -> bool:
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        connection.request("GET", "/health")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _service(command: list[str], ready: Callable[[], bool], what: str, timeout: float) -> Iterator[None]:
+    """Run a background service until the block ends, once `ready()`; it is stopped also when it never
+    becomes ready or the block fails."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what} did not start")
+            time.sleep(0.2)
+        yield
+    finally:
+        process.terminate()
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-        time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=20)
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="session")
@@ -210,42 +230,27 @@ def _azurite(workspace: Path, options: list[str], scheme: str) -> Iterator[dict[
     if not Path(binary).exists():
         pytest.fail("Azurite is not installed: run `npm ci` in the repository (see README)")
     port = free_port()
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            "--location",
-            str(workspace / "data"),
-            "--silent",
-            "--skipApiVersionCheck",
-            "--loose",
-            *options,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("Azurite did not start")
-            time.sleep(0.2)
-    endpoint = f"{scheme}://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-    yield {
-        "endpoint": endpoint,
-        "account": AZURITE_ACCOUNT,
-        "key": AZURITE_KEY,
-        "connection_string": (
-            f"DefaultEndpointsProtocol={scheme};AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint={endpoint};"
-        ),
-    }
-    process.terminate()
-    process.wait(timeout=10)
+    command = [
+        str(binary),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(workspace / "data"),
+        "--silent",
+        "--skipApiVersionCheck",
+        "--loose",
+        *options,
+    ]
+    with _service(command, lambda: _accepts(port), "Azurite", 30):
+        endpoint = f"{scheme}://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        yield {
+            "endpoint": endpoint,
+            "account": AZURITE_ACCOUNT,
+            "key": AZURITE_KEY,
+            "connection_string": (
+                f"DefaultEndpointsProtocol={scheme};AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+                f"BlobEndpoint={endpoint};"
+            ),
+        }

@@ -82,22 +82,25 @@ that have no code snapshot of their own (Kubeflow). Python finds the code there 
 environment's `PYTHONPATH=.`."""
 
 
-def job_image_tag(folder: Path, registry: str = "localhost/") -> str:
+def job_image_tag(folder: Path, registry: str = "localhost/", code: dict[str, Path] | None = None) -> str:
     """Content-addressed tag of the job image of an environment: over its build context and the code
-    snapshot, so a change to either is a new image and an unchanged pair is never rebuilt."""
+    snapshot (`code`, default this code's), so a change to either is a new image and an unchanged pair
+    is never rebuilt."""
     files = {f"environment/{name}": path for name, path in uploaded_context(folder).items()}
-    files |= {f"code/{name}": path for name, path in snapshot_files(code_root()).items()}
+    code = snapshot_files(code_root()) if code is None else code
+    files |= {f"code/{name}": path for name, path in code.items()}
     return f"{registry}mnist-mlops-{Path(folder).name}-job:{files_sha256(files)[:16]}"
 
 
 def build_job_image(folder: Path, registry: str = "localhost/") -> str:
     """Build (or reuse) the job image of an environment over this code; returns its tag."""
-    tag = job_image_tag(folder, registry)
+    code = snapshot_files(code_root())  # azure-ai-ml's walk takes seconds: once for the tag and the copy
+    tag = job_image_tag(folder, registry, code)
     if subprocess.run([*podman(), "image", "exists", tag], check=False).returncode == 0:
         return tag
     base = build_image(folder)
     with tempfile.TemporaryDirectory(prefix="mnist-mlops-job-context-") as context:
-        copy_files(snapshot_files(code_root()), Path(context) / "code")
+        copy_files(code, Path(context) / "code")
         dockerfile = JOB_DOCKERFILE.format(base=base, code_version=code_version())
         (Path(context) / "Dockerfile").write_text(dockerfile)
         subprocess.run([*podman(), "build", "--network", "none", "-t", tag, context], check=True)

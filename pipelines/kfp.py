@@ -212,13 +212,15 @@ def _importer(uri: Any, definition: dict[str, Any]) -> Any:
 def training_pipeline_function(nodes: list[Node] | None = None, registry: str = "localhost/") -> Any:
     """The training pipeline for KFP; images under `registry` (a prefix such as `myacr.azurecr.io/`)."""
     from mnist_mlops.containers import environment_of, job_image_tag
+    from mnist_mlops.snapshot import code_root, snapshot_files
 
-    by_environment: dict[Path, str] = {}  # hashing the code snapshot takes seconds: once per environment
+    code = snapshot_files(code_root())  # azure-ai-ml's walk takes seconds: once for every image
+    by_environment: dict[Path, str] = {}
 
     def image(stage: str) -> str:
         folder = environment_of(stage)
         if folder not in by_environment:
-            by_environment[folder] = job_image_tag(folder, registry)
+            by_environment[folder] = job_image_tag(folder, registry, code)
         return by_environment[folder]
 
     return render(
