@@ -239,7 +239,10 @@ def _image_build_command(args: argparse.Namespace) -> int:
 def _new_component_command(args: argparse.Namespace) -> int:
     from mnist_mlops.scaffold import new_component
 
-    folder = new_component(args.name, environment=args.environment)
+    (commands,) = [
+        action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    folder = new_component(args.name, environment=args.environment, reserved=frozenset(commands.choices))
     print(f"{folder}: add its node to pipelines/graph.py to put it in the training pipeline")
     return 0
 

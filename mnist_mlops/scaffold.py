@@ -11,6 +11,7 @@ input folder; replace it, keeping the shape.
 
 from __future__ import annotations
 
+import keyword
 import re
 import shutil
 from pathlib import Path
@@ -135,13 +136,16 @@ What it does, why it exists, and what it refuses: replace this paragraph.
 """
 
 
-def new_component(name: str, environment: str = "data") -> Path:
-    """Write the skeleton of component `name` in this source tree, with its spec; returns its folder."""
+def new_component(name: str, environment: str = "data", reserved: frozenset[str] = frozenset()) -> Path:
+    """Write the skeleton of component `name` in this source tree, with its spec; returns its folder.
+    `reserved` are names taken already (the CLI's commands, whose subcommand a component becomes)."""
     from mnist_mlops import authoring
     from mnist_mlops.snapshot import source_root
 
     if not NAME.fullmatch(name):
         raise UserInputError(f"component name {name!r}: use lower_snake_case, 2 to 40 characters")
+    if keyword.iskeyword(name) or name in reserved:
+        raise UserInputError(f"component name {name!r} is taken (a Python keyword or a mnist-mlops command)")
     if environment not in ENVIRONMENTS:
         raise UserInputError(f"environment {environment!r}: one of {', '.join(ENVIRONMENTS)}")
     folder = source_root() / "components" / name

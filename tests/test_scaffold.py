@@ -52,8 +52,13 @@ def test_a_new_component_passes_its_tests_loads_in_azure_ml_and_has_its_subcomma
     usage = run("-m", "mnist_mlops.cli", "count_files", "--help")
     assert usage.returncode == 0 and "--max-files" in usage.stdout, usage.stderr
 
-    again = run("-m", "mnist_mlops.cli", "new-component", "count_files")
-    assert again.returncode == 2 and "exists already" in again.stderr
     bad = run("-m", "mnist_mlops.cli", "new-component", "Count-Files")
     assert bad.returncode == 2 and "lower_snake_case" in bad.stderr
     assert not (tree / "components" / "Count-Files").exists()
+    (tree / "components" / "leftover").mkdir()  # a folder that is no component (yet)
+    again = run("-m", "mnist_mlops.cli", "new-component", "leftover")
+    assert again.returncode == 2 and "exists already" in again.stderr
+    for taken in ("serve", "class", "count_files"):  # a command, a keyword, and now a command too
+        refused = run("-m", "mnist_mlops.cli", "new-component", taken)
+        assert refused.returncode == 2 and "is taken" in refused.stderr, taken
+    assert not (tree / "components" / "serve").exists() and not (tree / "components" / "class").exists()
