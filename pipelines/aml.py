@@ -143,7 +143,7 @@ def training_job(
             worker_count=train_instance_count * train_workers_per_instance
         )
     for node in job.jobs.values():  # code lineage: the snapshot carries no git history
-        node.environment_variables = {CODE_VERSION_ENV: code_version()}
+        node.environment_variables = {**(node.environment_variables or {}), CODE_VERSION_ENV: code_version()}
     if dataset_asset:
         job.jobs["ingest"].outputs.dataset.name = dataset_asset
     if identity_client_id:
