@@ -4,9 +4,10 @@ It writes `components/<name>/` in this source tree: `component.py` (mldesigner p
 executor), `executor.py` (the framework-free `run_<name>`, checked against the spec, its output staged
 and moved into place atomically), `metadata.yaml`, `README.md`, `tests/`, and then the spec.yaml and
 README ports table that `mnist-mlops specs` keeps in step. The CLI subcommand, the spec tests, the
-step cache, publish and the KFP and Azure ML renderers find a component by its folder, so the only
-other edit a new stage needs is its node in `pipelines/graph.py`. The example body summarizes an
-input folder; replace it, keeping the shape.
+step cache, publish and the KFP and Azure ML renderers find a component by its folder in a source
+tree. Two edits remain by hand: its node in `pipelines/graph.py` to put it in the training pipeline,
+and its two entries in `pyproject.toml` (`packages`, `package-data`) so that a wheel carries it. The
+example body summarizes an input folder; replace it, keeping the shape.
 """
 
 from __future__ import annotations
