@@ -19,6 +19,7 @@ falling back to `podman` on the PATH.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -83,18 +84,20 @@ environment's `PYTHONPATH=.`."""
 
 
 def job_image_tag(folder: Path, registry: str = "localhost/", code: dict[str, Path] | None = None) -> str:
-    """Content-addressed tag of the job image of an environment: over its build context and the code
-    snapshot (`code`, default this code's), so a change to either is a new image and an unchanged pair
-    is never rebuilt."""
+    """Content-addressed tag of the job image of an environment: over its build context, the code
+    snapshot (`code`, default this code's) and the code version the image is stamped with, so a change
+    to any of them is a new image (never a reused one with an old stamp) and an unchanged one is never
+    rebuilt."""
     files = {f"environment/{name}": path for name, path in uploaded_context(folder).items()}
     code = snapshot_files(code_root()) if code is None else code
     files |= {f"code/{name}": path for name, path in code.items()}
-    return f"{registry}mnist-mlops-{Path(folder).name}-job:{files_sha256(files)[:16]}"
+    digest = hashlib.sha256(f"{files_sha256(files)}\0{code_version()}".encode()).hexdigest()
+    return f"{registry}mnist-mlops-{Path(folder).name}-job:{digest[:16]}"
 
 
 def build_job_image(folder: Path, registry: str = "localhost/") -> str:
     """Build (or reuse) the job image of an environment over this code; returns its tag."""
-    code = snapshot_files(code_root())  # azure-ai-ml's walk takes seconds: once for the tag and the copy
+    code = snapshot_files(code_root())  # listed once for the tag and the copy
     tag = job_image_tag(folder, registry, code)
     if subprocess.run([*podman(), "image", "exists", tag], check=False).returncode == 0:
         return tag

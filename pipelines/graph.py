@@ -53,14 +53,21 @@ def training_pipeline(
     evaluate -> register -> deploy. `source` is ingest's source inputs (a URI and pin locally, a mounted
     folder on Azure ML); `registry` None means the platform's (MLFLOW_TRACKING_URI, else ./mlflow.db)."""
     seed = Param("seed")
+    model_name = Param("model_name")  # the champion is looked up under the name the challenger registers as
     return [
         Node("ingest", "ingest", source),
         Node("preprocess", "preprocess", {"dataset": Ref("ingest", "dataset"), "seed": seed}),
-        Node("resolve_champion", "resolve_champion", {"registry": registry}),
+        Node("resolve_champion", "resolve_champion", {"model_name": model_name, "registry": registry}),
         Node(
             "train",
             "train",
-            {"preprocessed": Ref("preprocess", "preprocessed"), "epochs": Param("epochs"), "seed": seed},
+            {
+                "preprocessed": Ref("preprocess", "preprocessed"),
+                "epochs": Param("epochs"),
+                "batch_size": Param("batch_size"),
+                "learning_rate": Param("learning_rate"),
+                "seed": seed,
+            },
         ),
         Node(
             "evaluate",
@@ -81,6 +88,7 @@ def training_pipeline(
                 "training_summary": Ref("train", "training_summary"),
                 "data_report": Ref("ingest", "data_report"),
                 "preprocessed": Ref("preprocess", "preprocessed"),
+                "model_name": model_name,
                 "registry": registry,
                 "pipeline_run_id": Param("pipeline_run_id"),
             },
@@ -94,6 +102,7 @@ def training_pipeline(
                 "registry": registry,
                 "target": Param("deploy_target", deploy_target),
                 "endpoint_name": Param("endpoint_name"),
+                "canary_count": Param("canary_count"),
             },
         ),
     ]

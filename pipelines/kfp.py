@@ -25,7 +25,7 @@ import shlex
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -58,7 +58,12 @@ def command_arguments(spec: dict[str, Any]) -> list[Any]:
     for block in OPTIONAL_BLOCK.finditer(spec["command"]):
         arguments += _tokens(spec, spec["command"][position : block.start()])
         guarded: list[Any] = _tokens(spec, block.group(1))
-        for _, name in reversed(PLACEHOLDER.findall(block.group(1))):
+        for kind, name in reversed(PLACEHOLDER.findall(block.group(1))):
+            if kind == "outputs":  # KFP's isPresent takes inputs only: an output is always there
+                raise UserInputError(
+                    f"{spec['name']}: output {name!r} inside the optional block {block.group(0)!r}: only"
+                    " inputs can be optional; move the output out of $[[...]]"
+                )
             guarded = [{"if": {"cond": {"isPresent": name}, "then": guarded}}]
         arguments += guarded
         position = block.end()
@@ -116,11 +121,22 @@ def component(stage: str, image: str) -> Any:
     return components.load_component_from_text(yaml.safe_dump(component_document(stage, image)))
 
 
-def job_image(stage: str, registry: str = "localhost/") -> str:
-    """The job image a stage runs in: its environment's, over this code."""
+def job_images(registry: str = "localhost/") -> Callable[[str], str]:
+    """stage -> the job image it runs in (its environment's, over this code) under `registry`; the code
+    snapshot is listed and hashed once for all the images, each environment's tag made once."""
     from mnist_mlops.containers import environment_of, job_image_tag
+    from mnist_mlops.snapshot import code_root, snapshot_files
 
-    return job_image_tag(environment_of(stage), registry)
+    code = snapshot_files(code_root())
+    by_environment: dict[Path, str] = {}
+
+    def image(stage: str) -> str:
+        folder = environment_of(stage)
+        if folder not in by_environment:
+            by_environment[folder] = job_image_tag(folder, registry, code)
+        return by_environment[folder]
+
+    return image
 
 
 def kfp_graph(deploy_target: str = "local") -> list[Node]:
@@ -139,19 +155,21 @@ def render(
     name: str = PIPELINE_NAME,
     description: str = "",
 ) -> Any:
-    """A `dsl.pipeline` over the graph: one pipeline parameter per Param (an artifact's as the URI an
-    importer reads), one task per Node named as the node, cached only where the spec is deterministic."""
+    """A `dsl.pipeline` over the graph: one pipeline parameter per Param but those KFP binds itself (an
+    artifact's as the URI an importer reads), one task per Node named as the node, cached only where
+    the spec is deterministic.
+
+    A Param of an optional port with no default (deploy's endpoint_name) is an optional pipeline
+    parameter: left unset, the task's input is unset and the command's isPresent block drops it, as on
+    Azure ML (KFP >= 2.5 on a cluster). kfp.local cannot leave a pipeline parameter unset: there, give
+    it a value or bind the port before rendering (`apply_overrides`)."""
     from kfp import dsl
 
     bound_by_kfp = {"pipeline_run_id": dsl.PIPELINE_JOB_NAME_PLACEHOLDER}
     params = {
         value.name: value for node in nodes for value in node.inputs.values() if isinstance(value, Param)
     }
-    definitions = {
-        name: (definition, default)
-        for name, (definition, default) in parameters(nodes).items()
-        if default is not None or params[name].required or is_artifact(definition)
-    }  # kfp.local cannot pass an unset optional parameter: one with no default is left to the component
+    definitions = {name: found for name, found in parameters(nodes).items() if name not in bound_by_kfp}
     made_components = {node.component: component(node.component, image(node.component)) for node in nodes}
 
     def body(*args, **kwargs):  # KFP reads the signature set below and passes every parameter
@@ -170,10 +188,8 @@ def render(
                     if value.name not in imported:
                         imported[value.name] = _importer(values[value.name], spec["inputs"][port])
                     bound[port] = imported[value.name].output
-                elif isinstance(value, Param) and value.name in definitions:
-                    bound[port] = values[value.name]
                 elif isinstance(value, Param):
-                    continue  # no default and not required: the component's own absence applies
+                    bound[port] = values[value.name]
                 elif isinstance(value, Path) or (value is not None and is_artifact(spec["inputs"][port])):
                     bound[port] = _importer(str(value), spec["inputs"][port]).output
                 elif value is not None:
@@ -184,12 +200,17 @@ def render(
 
     signature = []
     for param, (definition, default) in definitions.items():
-        kind = str if is_artifact(definition) else PYTHON_TYPES[definition["type"]]
+        kind: Any = str if is_artifact(definition) else PYTHON_TYPES[definition["type"]]
+        may_be_unset = bool(definition.get("optional")) and not params[param].required
+        may_be_unset &= not is_artifact(definition)  # an importer needs its URI
+        if default is None and may_be_unset:
+            # an optional pipeline parameter; KFP reads typing.Optional, not `X | None`
+            kind = Optional[kind]  # noqa: UP045
         signature.append(
             inspect.Parameter(
                 param,
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                default=inspect.Parameter.empty if default is None else default,
+                default=inspect.Parameter.empty if default is None and not may_be_unset else default,
                 annotation=kind,
             )
         )
@@ -211,21 +232,9 @@ def _importer(uri: Any, definition: dict[str, Any]) -> Any:
 
 def training_pipeline_function(nodes: list[Node] | None = None, registry: str = "localhost/") -> Any:
     """The training pipeline for KFP; images under `registry` (a prefix such as `myacr.azurecr.io/`)."""
-    from mnist_mlops.containers import environment_of, job_image_tag
-    from mnist_mlops.snapshot import code_root, snapshot_files
-
-    code = snapshot_files(code_root())  # azure-ai-ml's walk takes seconds: once for every image
-    by_environment: dict[Path, str] = {}
-
-    def image(stage: str) -> str:
-        folder = environment_of(stage)
-        if folder not in by_environment:
-            by_environment[folder] = job_image_tag(folder, registry, code)
-        return by_environment[folder]
-
     return render(
         nodes or kfp_graph(),
-        image,
+        job_images(registry),
         description=(
             "Ingest a versioned, validated MNIST dataset, train a CNN, judge it against the production "
             "champion and KPI thresholds, register it if blessed and deploy the registered version."

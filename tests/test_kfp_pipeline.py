@@ -16,18 +16,21 @@ import yaml
 from conftest import free_port
 from mnist_mlops import containers, contracts
 from mnist_mlops.deployments import production_version
-from mnist_mlops.pipelines.graph import Ref, apply_overrides
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.pipelines.graph import Param, Ref, apply_overrides
 from mnist_mlops.pipelines.kfp import (
     PIPELINE_FILE,
     command_arguments,
     compile_kfp,
     component,
-    job_image,
+    job_images,
     kfp_graph,
     training_pipeline_function,
 )
 from mnist_mlops.ports import load_spec
+from mnist_mlops.provenance import CODE_VERSION_ENV
 from mnist_mlops.registry import client
+from mnist_mlops.snapshot import snapshot_files
 from tests.datasets import make_tarball, small_splits, write_png_tree
 
 LENIENT = {
@@ -64,6 +67,77 @@ def test_the_spec_command_becomes_kfp_placeholders_by_port_type():
     ]
 
 
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        ("run $[[--log '${{outputs.log}}']]", "output 'log' inside the optional block"),
+        ("run $[[--label '${{inputs.label}}' --log '${{outputs.log}}']]", "output 'log'"),
+        ("run --log '${{outputs.log}}' $[[--label '${{inputs.label}}']]", None),
+    ],
+)
+def test_an_output_inside_an_optional_block_is_refused(command, refused):
+    spec = {
+        "name": "example",
+        "inputs": {"label": {"type": "string", "optional": True}},
+        "outputs": {"log": {"type": "uri_file"}},
+        "command": command,
+    }
+    if refused is None:
+        assert {"if": {"cond": {"isPresent": "label"}, "then": ["--label", {"inputValue": "label"}]}} in (
+            command_arguments(spec)
+        )
+    else:
+        with pytest.raises(UserInputError, match=refused):
+            command_arguments(spec)
+
+
+def test_the_job_image_tag_covers_the_stamped_code_version(tmp_path, monkeypatch):
+    (tmp_path / "module.py").write_text("VALUE = 1\n")
+    code = {"module.py": tmp_path / "module.py"}
+    environment = containers.environment_of("ingest")
+    monkeypatch.setenv(CODE_VERSION_ENV, "1111111")
+    first = containers.job_image_tag(environment, code=code)
+    assert containers.job_image_tag(environment, code=code) == first, "the same inputs, the same tag"
+    monkeypatch.setenv(CODE_VERSION_ENV, "2222222")
+    assert containers.job_image_tag(environment, code=code) != first
+
+
+TREE = [
+    ".amlignore",
+    "top.txt",
+    ".venv/lib/site.py",
+    ".venv/keep/notes.keep",
+    "node_modules/a/b.js",
+    "pkg/a.py",
+    "pkg/a.pyc",
+    "pkg/sub/b.py",
+    "pkg/tests/test_a.py",
+    "pkg/__pycache__/a.cpython-311.pyc",
+    "other/c.py",
+]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        "/*\n!/.amlignore\n!/pkg/\n**/tests/\n__pycache__/\n*.pyc\n",
+        "/*\n!/pkg/\n!*.keep\n",  # a `!` rule that reaches into any folder: nothing is skipped
+        "/*\n!/pkg/sub/\n",
+        "*.py\n",
+    ],
+)
+def test_the_code_snapshot_is_what_the_sdk_uploads_without_entering_dropped_folders(tmp_path, rules):
+    from azure.ai.ml._utils._asset_utils import get_upload_files_from_folder
+    from azure.ai.ml.entities._component.code import ComponentIgnoreFile
+
+    for name in TREE:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / ".amlignore").write_text(rules)
+    uploaded = get_upload_files_from_folder(tmp_path, ignore_file=ComponentIgnoreFile(tmp_path))
+    assert snapshot_files(tmp_path) == {relative: Path(absolute) for absolute, relative in uploaded}
+
+
 @pytest.mark.parametrize("stage", ["ingest", "train", "evaluate", "deploy"])
 def test_a_generated_component_takes_the_spec_ports_with_their_defaults(stage):
     spec = load_spec(stage)
@@ -98,7 +172,8 @@ def test_the_ir_has_the_graphs_tasks_edges_images_and_caching(tmp_path):
         if isinstance(value, Ref)
     }
     assert edges == expected | {("importer", "artifact", "ingest", "source_data")}
-    images = {stage: job_image(stage, "example.azurecr.io/") for stage in ("ingest", "train")}
+    image_of = job_images("example.azurecr.io/")
+    images = {stage: image_of(stage) for stage in ("ingest", "train")}
     assert images["ingest"].startswith("example.azurecr.io/mnist-mlops-data-job:")
     assert images["train"].startswith("example.azurecr.io/mnist-mlops-model-job:")
     by_environment = {containers.environment_of(stage): image for stage, image in images.items()}
@@ -114,7 +189,19 @@ def test_the_ir_has_the_graphs_tasks_edges_images_and_caching(tmp_path):
         )
     run_id = tasks["register"]["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]["constant"]
     assert run_id == "{{$.pipeline_job_name}}"
-    assert ir["root"]["inputDefinitions"]["parameters"]["raw_data"]["parameterType"] == "STRING"
+    parameters = ir["root"]["inputDefinitions"]["parameters"]
+    assert parameters["raw_data"]["parameterType"] == "STRING"
+    graph_parameters = {
+        value.name for node in graph for value in node.inputs.values() if isinstance(value, Param)
+    }
+    assert set(parameters) == graph_parameters - {"pipeline_run_id"}, "no parameter dropped"
+    assert {"batch_size", "learning_rate", "model_name", "endpoint_name", "canary_count"} <= set(parameters)
+    assert parameters["endpoint_name"] == {"isOptional": True, "parameterType": "STRING"}, "unset by default"
+    for node in graph:
+        bindings = tasks[node.name.replace("_", "-")]["inputs"].get("parameters", {})
+        for port, value in node.inputs.items():
+            if isinstance(value, Param) and value.name in parameters and value.name != "raw_data":
+                assert bindings[port] == {"componentInputParameter": value.name}, (node.name, port)
 
 
 def test_an_image_registry_must_be_a_prefix(tmp_path):
@@ -205,7 +292,7 @@ def test_the_pipeline_runs_in_the_job_images_under_kfp_local_and_finds_its_champ
     local.init(runner=local.DockerRunner(network_mode="host"), pipeline_root=str(root), raise_on_error=True)
     pipeline = training_pipeline_function(nodes)
 
-    pipeline(raw_data=str(drop), registry=mlflow_server, epochs=6)
+    pipeline(raw_data=str(drop), registry=mlflow_server, epochs=6, endpoint_name=MODEL)
     assert production_version(mlflow_server, MODEL) == "1"
     version = client(mlflow_server).get_model_version(MODEL, "1")
     assert version.tags["pipeline_run_id"].startswith("mnist-mlops-training-")
@@ -213,7 +300,7 @@ def test_the_pipeline_runs_in_the_job_images_under_kfp_local_and_finds_its_champ
     deployed = contracts.read_json(record, "deployment_record")
     assert (deployed["model_uri"], deployed["outcome"]) == (f"models:/{MODEL}/1", "deployed")
 
-    pipeline(raw_data=str(drop), registry=mlflow_server, epochs=6)
+    pipeline(raw_data=str(drop), registry=mlflow_server, epochs=6, endpoint_name=MODEL)
     (first, second) = sorted(root.rglob("evaluation_report.json"), key=lambda path: path.stat().st_mtime)
     assert contracts.read_json(first, "evaluation_report")["champion"] is None
     assert contracts.read_json(second, "evaluation_report")["champion"]["version"] == "1"
