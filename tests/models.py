@@ -38,7 +38,7 @@ def judged_model(
         root / "preprocessed",
         root / "evaluation",
         root / "blessing.json",
-        thresholds_path=root / "thresholds.json",
+        thresholds=root / "thresholds.json",
     )
     return root
 

@@ -119,14 +119,14 @@ def score_mini_batch(model: LoadedModel, paths: Sequence[str], blobs: Sequence[b
 def run_batch_score(
     model: str,
     images: str | Path,
-    predictions_path: str | Path,
-    summary_path: str | Path,
+    predictions: str | Path,
+    summary: str | Path,
     *,
     registry: str | None = None,
     mini_batch_size: int = 2048,
     workers: int = 1,
 ) -> dict[str, Any]:
-    """Score every file of `images` with registered `model`; write the predictions CSV and the summary.
+    """Score every file of `images` with registered `model`; write the CSV `predictions` and `summary`.
 
     Refusals (a local model path, an empty input, an unknown or unready version) raise UserInputError
     before anything is written. Returns the summary.
@@ -154,7 +154,7 @@ def run_batch_score(
         "model_version": version,
         "mini_batch_size": mini_batch_size,
     }
-    work = work_dir(Path(predictions_path))
+    work = work_dir(Path(predictions))
     done = _prepare(work, identity, batches)
     pending = [index for index in range(len(batches)) if index not in done]
     print(
@@ -172,8 +172,8 @@ def run_batch_score(
     if any(part is None for part in parts):
         raise RuntimeError(f"{work}: a mini-batch checkpoint is missing or damaged after scoring")
     rows = "".join(part.rows for part in parts)
-    atomic_write_bytes(Path(predictions_path), (",".join(COLUMNS) + "\n" + rows).encode(*_PATH_ENCODING))
-    summary = _summary(
+    atomic_write_bytes(Path(predictions), (",".join(COLUMNS) + "\n" + rows).encode(*_PATH_ENCODING))
+    totals = _summary(
         parts,
         model=model,
         version=version,
@@ -186,15 +186,15 @@ def run_batch_score(
         seconds=time.perf_counter() - started - load_seconds,
         load_seconds=load_seconds,
     )
-    contracts.write_json(summary_path, summary, "batch_score_summary")
+    contracts.write_json(summary, totals, "batch_score_summary")
     shutil.rmtree(work)
-    accuracy = f", accuracy {summary['accuracy']:.4f} on {summary['labelled']}" if summary["labelled"] else ""
+    accuracy = f", accuracy {totals['accuracy']:.4f} on {totals['labelled']}" if totals["labelled"] else ""
     print(
-        f"scored {summary['scored']} files, skipped {summary['skipped_count']}{accuracy}; "
-        f"{summary['images_per_s'] or 0:.0f} images/s",
+        f"scored {totals['scored']} files, skipped {totals['skipped_count']}{accuracy}; "
+        f"{totals['images_per_s'] or 0:.0f} images/s",
         flush=True,
     )
-    return summary
+    return totals
 
 
 def work_dir(predictions_path: Path) -> Path:

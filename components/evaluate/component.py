@@ -51,6 +51,6 @@ def evaluate(
             preprocessed,
             evaluation,
             blessing,
-            champion_dir=champion,
-            thresholds_path=thresholds,
+            champion=champion,
+            thresholds=thresholds,
         )

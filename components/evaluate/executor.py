@@ -43,46 +43,42 @@ LATENCY_SAMPLES = 200
 
 @checked("evaluate")
 def run_evaluate(
-    challenger_dir: str | Path,
-    preprocessed_dir: str | Path,
-    evaluation_dir: str | Path,
-    blessing_path: str | Path,
+    challenger: str | Path,
+    preprocessed: str | Path,
+    evaluation: str | Path,
+    blessing: str | Path,
     *,
-    champion_dir: str | Path | None = None,
-    thresholds_path: str | Path | None = None,
+    champion: str | Path | None = None,
+    thresholds: str | Path | None = None,
     challenger_name: str = "challenger",
 ) -> dict[str, Any]:
     """Score challenger (and champion) on the current test split; write the report and blessing."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    thresholds = (
-        contracts.read_json(thresholds_path, "kpi_thresholds") if thresholds_path else DEFAULT_THRESHOLDS
-    )
-    preprocessed_dir = Path(preprocessed_dir)
-    manifest = contracts.read_json(preprocessed_dir / "manifest.json", "preprocessed_manifest")
-    images, labels = load_split(preprocessed_dir, manifest, "test")
-    record, champion_model = read_champion(champion_dir) if champion_dir is not None else (None, None)
-    challenger, mistakes = score(load_model(challenger_dir), images, labels)
-    champion = None
+    kpis = contracts.read_json(thresholds, "kpi_thresholds") if thresholds else DEFAULT_THRESHOLDS
+    preprocessed = Path(preprocessed)
+    manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
+    images, labels = load_split(preprocessed, manifest, "test")
+    record, champion_model = read_champion(champion) if champion is not None else (None, None)
+    challenger_figures, mistakes = score(load_model(challenger), images, labels)
+    champion_figures = None
     if champion_model is not None:
         figures, _ = score(load_model(champion_model), images, labels)
-        champion = figures | {
+        champion_figures = figures | {
             "name": record["model_name"],
             "version": record["version"],
             "uri": record["model_uri"],
         }
-    itself = champion_model is not None and content_sha256(champion_model) == content_sha256(
-        Path(challenger_dir)
-    )
-    gates = evaluate_gates(challenger, champion, thresholds, champion_is_challenger=itself)
+    itself = champion_model is not None and content_sha256(champion_model) == content_sha256(Path(challenger))
+    gates = evaluate_gates(challenger_figures, champion_figures, kpis, champion_is_challenger=itself)
     blessed = all(gate["outcome"] != "fail" for gate in gates)
     now = utc_iso(datetime.now(UTC))
     report = {
         "schema_version": 1,
-        "model": {"name": challenger_name, "uri": str(Path(challenger_dir).resolve())},
+        "model": {"name": challenger_name, "uri": str(Path(challenger).resolve())},
         "dataset_version": manifest["dataset_version"],
         "test_count": len(labels),
-        **{key: challenger[key] for key in ("accuracy", "per_class", "confusion_matrix", "latency")},
-        "champion": champion,
+        **{key: challenger_figures[key] for key in ("accuracy", "per_class", "confusion_matrix", "latency")},
+        "champion": champion_figures,
         "thresholds": gates,
         "blessed": blessed,
         "generated_at": now,
@@ -90,29 +86,29 @@ def run_evaluate(
     contracts.validate(report, "evaluation_report", source="evaluation_report.json")
     from mnist_mlops.plots import confusion_matrix, image_grid
 
-    with staged_dir(Path(evaluation_dir)) as stage:
+    with staged_dir(Path(evaluation)) as stage:
         contracts.write_json(stage / "evaluation_report.json", report, "evaluation_report")
-        confusion_matrix(np.asarray(challenger["confusion_matrix"]), stage / "confusion_matrix.png")
+        confusion_matrix(np.asarray(challenger_figures["confusion_matrix"]), stage / "confusion_matrix.png")
         worst, predicted, confidence = mistakes
         captions = [f"true {labels[i]} -> {predicted[i]} ({confidence[i]:.2f})" for i in worst]
         image_grid(images[worst], captions, stage / "misclassified.png")
         atomic_write_text(stage / "model_card.md", model_card(report, manifest))
         report_sha = hashlib.sha256((stage / "evaluation_report.json").read_bytes()).hexdigest()
-    blessing = {
+    blessing_document = {
         "schema_version": 1,
         "blessed": blessed,
         "reasons": [gate["reason"] for gate in gates if gate["outcome"] == "fail"]
         if not blessed
         else [f"{gate['name']}: {gate['reason']}" for gate in gates],
-        "first_run_without_champion": champion is None,
+        "first_run_without_champion": champion_figures is None,
         "model_uri": report["model"]["uri"],
         "dataset_version": manifest["dataset_version"],
         "evaluation_report_sha256": report_sha,
         "generated_at": now,
     }
-    contracts.write_json(blessing_path, blessing, "blessing")
+    contracts.write_json(blessing, blessing_document, "blessing")
     verdict = "BLESSED" if blessed else "NOT BLESSED"
-    print(f"{verdict}: " + "; ".join(blessing["reasons"]), flush=True)
+    print(f"{verdict}: " + "; ".join(blessing_document["reasons"]), flush=True)
     return report
 
 

@@ -30,16 +30,16 @@ FEATURE_BINS = 20
 
 @checked("preprocess")
 def run_preprocess(
-    dataset_dir: str | Path,
-    output_dir: str | Path,
+    dataset: str | Path,
+    preprocessed: str | Path,
     *,
     validation_fraction: float = 0.1,
     seed: int = 42,
 ) -> dict[str, Any]:
-    """Split, describe and write the dataset at `dataset_dir`; returns the preprocessed manifest."""
-    dataset_dir = Path(dataset_dir)
-    source = contracts.read_json(dataset_dir / "manifest.json", "dataset_manifest")
-    splits = {name: load_split(dataset_dir, source, name) for name in ("training", "testing")}
+    """Split and describe the ingested `dataset` into the folder `preprocessed`; returns its manifest."""
+    dataset = Path(dataset)
+    source = contracts.read_json(dataset / "manifest.json", "dataset_manifest")
+    splits = {name: load_split(dataset, source, name) for name in ("training", "testing")}
 
     rng = np.random.default_rng(seed)
     train_rows, validation_rows = stratified_split(splits["training"][1], validation_fraction, rng)
@@ -59,7 +59,7 @@ def run_preprocess(
     manifest: dict[str, Any] = {
         "schema_version": 1,
         "dataset_version": source["dataset_version"],
-        "source_manifest_sha256": sha256_file(dataset_dir / "manifest.json"),
+        "source_manifest_sha256": sha256_file(dataset / "manifest.json"),
         "seed": seed,
         "validation_fraction": validation_fraction,
         "image_shape": [28, 28],
@@ -67,7 +67,7 @@ def run_preprocess(
         "splits": {},
         "producer": {"component": COMPONENT_NAME, "version": __version__},
     }
-    with staged_dir(Path(output_dir)) as stage:
+    with staged_dir(Path(preprocessed)) as stage:
         for name, (split_images, split_labels) in outputs.items():
             manifest["splits"][name] = {
                 "count": len(split_images),

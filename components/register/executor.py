@@ -43,13 +43,13 @@ PRODUCERS = ("ingest", "preprocess", "train", "evaluate", "register")
 
 @checked("register")
 def run_register(
-    model_dir: str | Path,
-    blessing_path: str | Path,
-    evaluation_dir: str | Path,
-    training_summary_path: str | Path,
-    data_report_path: str | Path,
-    preprocessed_dir: str | Path,
-    record_path: str | Path,
+    model: str | Path,
+    blessing: str | Path,
+    evaluation: str | Path,
+    training_summary: str | Path,
+    data_report: str | Path,
+    preprocessed: str | Path,
+    registration_record: str | Path,
     *,
     model_name: str = "mnist-mlops",
     registry: str | None = None,
@@ -57,14 +57,14 @@ def run_register(
 ) -> dict[str, Any]:
     """Register the model if blessed; always write the registration record. Returns the record."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    blessing = contracts.read_json(blessing_path, "blessing")
-    report_path = Path(evaluation_dir) / "evaluation_report.json"
+    blessing_document = contracts.read_json(blessing, "blessing")
+    report_path = Path(evaluation) / "evaluation_report.json"
     report = contracts.read_json(report_path, "evaluation_report")
-    summary = contracts.read_json(training_summary_path, "training_summary")
-    data_report = contracts.read_json(data_report_path, "data_report")
-    if blessing["evaluation_report_sha256"] != sha256_file(report_path):
-        raise UserInputError(f"{blessing_path}: was issued for another evaluation report than {report_path}")
-    versions = {report["dataset_version"], summary["dataset_version"], data_report["dataset_version"]}
+    summary = contracts.read_json(training_summary, "training_summary")
+    ingest_report = contracts.read_json(data_report, "data_report")
+    if blessing_document["evaluation_report_sha256"] != sha256_file(report_path):
+        raise UserInputError(f"{blessing}: was issued for another evaluation report than {report_path}")
+    versions = {report["dataset_version"], summary["dataset_version"], ingest_report["dataset_version"]}
     if len(versions) != 1:
         raise UserInputError(
             "lineage mismatch: the report, training summary and data report name different datasets"
@@ -72,7 +72,7 @@ def run_register(
     uri = registry_uri(registry)
     lineage = {
         "dataset_version": report["dataset_version"],
-        "data_report_sha256": sha256_file(data_report_path),
+        "data_report_sha256": sha256_file(data_report),
         "code_version": code_version(),
         "component_versions": {name: load_spec(name)["version"] for name in PRODUCERS},
         "environment_hash": environment_hash(),
@@ -82,7 +82,7 @@ def run_register(
             "p99_ms": report["latency"]["p99_ms"],
             "val_accuracy": summary["metrics"]["val_accuracy"],
         },
-        "blessed": blessing["blessed"],
+        "blessed": blessing_document["blessed"],
     }
     record = {
         "schema_version": 1,
@@ -94,17 +94,17 @@ def run_register(
         "reasons": [],
         "lineage": lineage,
     }
-    if not blessing["blessed"]:
-        record["reasons"] = ["not registered: the model was not blessed", *blessing["reasons"]]
-        contracts.write_json(record_path, record, "registration_record")
+    if not blessing_document["blessed"]:
+        record["reasons"] = ["not registered: the model was not blessed", *blessing_document["reasons"]]
+        contracts.write_json(registration_record, record, "registration_record")
         print("; ".join(record["reasons"]), flush=True)
         return record
 
-    preprocessed_dir = Path(preprocessed_dir)
-    manifest = contracts.read_json(preprocessed_dir / "manifest.json", "preprocessed_manifest")
-    golden, _ = load_split(preprocessed_dir, manifest, "test")
+    preprocessed = Path(preprocessed)
+    manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
+    golden, _ = load_split(preprocessed, manifest, "test")
     with exclusive(uri):
-        version = _register_verified(Path(model_dir), golden[:GOLDEN_BATCH], model_name, uri, lineage)
+        version = _register_verified(Path(model), golden[:GOLDEN_BATCH], model_name, uri, lineage)
     record |= {
         "registered": True,
         "version": version,
@@ -113,7 +113,7 @@ def run_register(
             f"registered {model_name} version {version}: blessed, verified on {GOLDEN_BATCH} golden images"
         ],
     }
-    contracts.write_json(record_path, record, "registration_record")
+    contracts.write_json(registration_record, record, "registration_record")
     print(record["reasons"][0], flush=True)
     return record
 

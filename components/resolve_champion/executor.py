@@ -26,13 +26,13 @@ MODEL = "model"
 
 @checked("resolve_champion")
 def run_resolve_champion(
-    champion_dir: str | Path,
+    champion: str | Path,
     *,
     model_name: str = "mnist-mlops",
     pointer: str = "production",
     registry: str | None = None,
 ) -> dict[str, Any]:
-    """Write the champion folder; returns its record."""
+    """Write the folder `champion`; returns its record."""
     uri = registry_uri(registry)
     database = sqlite_file(uri)
     version = (
@@ -52,7 +52,7 @@ def run_resolve_champion(
             else f"no champion: {model_name}@{pointer} names no version in {redact(uri)}"
         ),
     }
-    with staged_dir(Path(champion_dir)) as stage:
+    with staged_dir(Path(champion)) as stage:
         if version is not None:
             _download(uri, model_name, version, stage / MODEL)
         contracts.write_json(stage / RECORD, record, "champion_record")

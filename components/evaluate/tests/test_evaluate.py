@@ -68,7 +68,7 @@ def judge(world: dict, out: Path, data: str, **options) -> tuple[dict, dict]:
         world[data],
         out / "evaluation",
         out / "blessing.json",
-        thresholds_path=world["thresholds"],
+        thresholds=world["thresholds"],
         **options,
     )
     return (
@@ -97,7 +97,7 @@ def test_the_incident_better_on_old_data_is_not_blessed_on_current_data(tmp_path
         world,
         tmp_path / "old",
         "old",
-        champion_dir=world["champion"],
+        champion=world["champion"],
     )
     assert old_report["accuracy"] > old_report["champion"]["accuracy"] + 0.2
 
@@ -105,7 +105,7 @@ def test_the_incident_better_on_old_data_is_not_blessed_on_current_data(tmp_path
         world,
         tmp_path / "current",
         "current",
-        champion_dir=world["champion"],
+        champion=world["champion"],
     )
     assert report["champion"]["version"] == "3" and report["champion"]["accuracy"] > report["accuracy"]
     assert blessing["blessed"] is False and report["blessed"] is False
@@ -125,7 +125,7 @@ def test_bad_inputs_are_named_and_leave_nothing(tmp_path, world):
     broken.write_text(json.dumps(LENIENT | {"min_accuracy": 1.5}))
     with pytest.raises(contracts.ContractError, match=r"thresholds\.json: field \$\.min_accuracy"):
         run_evaluate(
-            world["challenger"], world["old"], tmp_path / "e", tmp_path / "b.json", thresholds_path=broken
+            world["challenger"], world["old"], tmp_path / "e", tmp_path / "b.json", thresholds=broken
         )
     with pytest.raises(contracts.ContractError, match=r"champion\.json"):
         run_evaluate(
@@ -133,6 +133,6 @@ def test_bad_inputs_are_named_and_leave_nothing(tmp_path, world):
             world["old"],
             tmp_path / "e",
             tmp_path / "b.json",
-            champion_dir=world["champion"] / "model",  # a bare model is not a champion folder
+            champion=world["champion"] / "model",  # a bare model is not a champion folder
         )
     assert not (tmp_path / "e").exists() and not (tmp_path / "b.json").exists()

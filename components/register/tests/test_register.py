@@ -52,7 +52,7 @@ def pipeline_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
             root / "preprocessed",
             root / name / "evaluation",
             root / name / "blessing.json",
-            thresholds_path=root / f"{name}.json",
+            thresholds=root / f"{name}.json",
         )
     return {"root": root}
 
