@@ -10,6 +10,10 @@ reuse bug users of path-keyed caches keep reporting).
 An entry is written only after the step succeeded and its outputs were moved into place, and it
 records each output's content hash; a hit re-verifies those hashes before hard-linking the outputs
 into the new run, so an interrupted step or an edited output is never reused.
+
+One more way to a hit, declared per component (metadata.yaml's `reuse_when_same_content`): a step
+that compares one input with another has nothing new to judge when both hold the same content
+(`SameContentRule`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,15 +37,70 @@ def _fingerprint(component: str) -> str:
     return component_fingerprint(component)
 
 
-def step_key(component: str, artifacts: dict[str, str], parameters: dict[str, Any]) -> str:
-    """The cache key: component fingerprint + input content hashes + parameter values."""
+def step_key(
+    component: str, artifacts: dict[str, str], parameters: dict[str, Any], *, regardless_of: str | None = None
+) -> str:
+    """The cache key: component fingerprint + input content hashes + parameter values. With
+    `regardless_of` (an input left out of `artifacts`), the key of a `SameContentRule`'s standing
+    result, which never equals the key of a step run without that input."""
     document = {
         "component": component,
         "fingerprint": _fingerprint(component),
         "artifacts": dict(sorted(artifacts.items())),
         "parameters": dict(sorted(parameters.items())),
     }
+    if regardless_of is not None:
+        document["regardless_of"] = regardless_of
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SameContentRule:
+    """When `input` (its `part`, a path inside it, if given) holds exactly the content of `same_as`, the
+    step would compare `same_as` with itself: nothing new to judge, so the result this component last
+    produced for the same `same_as`, every other input and every parameter, judged against anything
+    but `same_as` itself, stands.
+
+    For evaluate (input champion, part model, same_as challenger): after run 1 deployed its challenger
+    as v1, run 2's champion is that very model; the verdict that made it the champion stands, and
+    register's and deploy's records of it are reused as long as the registry still agrees.
+
+    Why this is safe: the standing key keeps everything else that decides the result (code, the
+    challenger's content, the data, the thresholds, the parameters), so new data or code misses it; a
+    champion with any other content is not the same content and is keyed by its content as always, so
+    it is judged again; and a result judged against `same_as` itself (no verdict at all) is never filed
+    as the standing one. The standing entry is rewritten by each new verdict, so the one that stands is
+    the latest (in a whole run, the one register and deploy acted on). Content, not a version number,
+    is what was judged: the same bytes registered again under another version are the same model, and
+    whether production should name that version is left to register's and deploy's registry policy.
+    """
+
+    input: str
+    same_as: str
+    part: str = ""
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> SameContentRule | None:
+        declared = metadata.get("reuse_when_same_content")
+        return None if declared is None else cls(**declared)
+
+    def holds(self, inputs: dict[str, Any], artifacts: dict[str, str]) -> bool:
+        """Whether `input` (its `part`) holds the content of `same_as`, by content hash, never by path."""
+        if inputs.get(self.input) is None or self.same_as not in artifacts:
+            return False
+        candidate = Path(inputs[self.input]) / self.part
+        return candidate.exists() and content_sha256(candidate) == artifacts[self.same_as]
+
+    def standing_key(self, component: str, artifacts: dict[str, str], parameters: dict[str, Any]) -> str:
+        """The key of the result that stands whatever `input` holds."""
+        others = {port: sha for port, sha in artifacts.items() if port != self.input}
+        return step_key(component, others, parameters, regardless_of=self.input)
+
+    def reason(self) -> str:
+        return (
+            f"{self.input} holds the same content as {self.same_as}: the result for this "
+            f"{self.same_as} stands"
+        )
 
 
 class StepCache:
@@ -69,9 +129,13 @@ class StepCache:
             port: {"path": str(Path(path).resolve()), "sha256": content_sha256(Path(path))}
             for port, path in outputs.items()
         }
+        self.record(key, recorded)
+        return recorded
+
+    def record(self, key: str, recorded: dict[str, dict[str, str]]) -> None:
+        """File outputs already recorded (by `store` or a hit) under one more key."""
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.root / f"{key}.json", json.dumps({"outputs": recorded}, indent=1))
-        return recorded
 
 
 def link_copy(source: Path, target: Path) -> None:

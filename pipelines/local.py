@@ -7,7 +7,10 @@ reused is each component's own `local_cache` policy in its metadata.yaml (`ports
 `content` (inputs and parameters decide the result), `never` (it reads the outside world: the
 registry's champion), `source` (ingest: keyed by its source's content and the day) or `registry` (the
 result lives in the registry too: reused only while the registry still agrees); `annotations` lists
-parameters that only label the result and stay out of the key.
+parameters that only label the result and stay out of the key; `reuse_when_same_content` names an input
+that adds nothing to judge when it holds the same content as another (`step_cache.SameContentRule`:
+evaluate's champion that is the challenger itself). A node reused that way is reported as cached, with
+the rule's reason on the console and in the run's outcome.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from mnist_mlops.pipelines.graph import (
 from mnist_mlops.ports import load_metadata, load_spec
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.runner import is_artifact, run_component
-from mnist_mlops.step_cache import StepCache, link_copy, step_key
+from mnist_mlops.step_cache import SameContentRule, StepCache, link_copy, step_key
 
 PIPELINE = "mnist_mlops_training"
 
@@ -75,8 +78,11 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     }
     _write_record(run_dir, record)
     known: dict[str, str] = {}  # output path -> content hash, so a downstream input is not hashed again
+    notes: list[str] = []  # why a node was reused other than by its own key
     for node in nodes:
-        entry = _run_node(node, nodes, run_dir, cache, options, known)
+        entry, note = _run_node(node, nodes, run_dir, cache, options, known)
+        if note:
+            notes.append(f"{node.name} reused: {note}")
         known |= {output["path"]: output["sha256"] for output in entry["outputs"].values()}
         record["nodes"].append(entry)
         _write_record(run_dir, record)
@@ -99,14 +105,21 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
             return 1
     _summary(record["nodes"])
     folders = _folders(nodes, run_dir)
-    _finish(run_dir, record, folders, "succeeded", _outcome(folders))
+    reused = {
+        node.component
+        for node, entry in zip(nodes, record["nodes"], strict=True)
+        if entry["status"] == "cached"
+    }
+    _finish(run_dir, record, folders, "succeeded", _outcome(folders, reused, notes))
     print(f"outputs: {run_dir}\nrun record: {run_dir / 'run.json'}")
     return 0
 
 
 def _run_node(
     node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions, known: dict[str, str]
-) -> dict:
+) -> tuple[dict, str | None]:
+    """Reuse or run one node; returns its run_record entry and, when a `SameContentRule` let it be
+    reused, the rule's reason."""
     spec = load_spec(node.component)
     inputs = {
         port: ref_path(run_dir, value, nodes) if isinstance(value, Ref) else value
@@ -127,6 +140,11 @@ def _run_node(
         from mnist_mlops.registry import registry_uri
 
         keyed["registry"] = registry_uri(options.registry)
+    reusable = policy != "never"
+    if policy == "source":
+        source = _source_identity(parameters.get("source_uri"), parameters.get("source_sha256"))
+        reusable = source is not None or "source_data" in artifacts
+        keyed |= {"source_content": source, "day": _today()}
     key = step_key(node.component, artifacts, keyed)
     log = run_dir / node.name / "log.txt"
     entry = {
@@ -141,36 +159,58 @@ def _run_node(
         "outputs": {},
         "log": str(log),
     }
-    reusable = policy != "never"
-    if policy == "source":
-        source = _source_identity(parameters.get("source_uri"), parameters.get("source_sha256"))
-        reusable = source is not None or "source_data" in artifacts
-        key = step_key(node.component, artifacts, keyed | {"source_content": source, "day": _today()})
-        entry["cache_key"] = key
-    cached = cache.lookup(key) if options.use_cache and reusable else None
-    if cached and (policy != "registry" or _registry_agrees(cached, options.registry)):
-        print(f"[{node.name}] cached ({key[:12]})", flush=True)
+    rule = SameContentRule.from_metadata(metadata)
+    candidates = [(key, None)]
+    also_file_under = None  # a result judged against anything but `same_as` itself becomes the standing one
+    if rule is not None:
+        standing = rule.standing_key(node.component, artifacts, keyed)
+        if rule.holds(inputs, artifacts):
+            candidates.insert(0, (standing, rule.reason()))
+        else:
+            also_file_under = standing
+    hit = (
+        _reusable_hit(cache, candidates, policy, options.registry) if options.use_cache and reusable else None
+    )
+    if hit:
+        found, note, cached = hit
+        if also_file_under:
+            cache.record(also_file_under, cached)
+        print(f"[{node.name}] cached ({found[:12]}){f': {note}' if note else ''}", flush=True)
         for port, path in outputs.items():
             link_copy(Path(cached[port]["path"]), path)
         entry |= {
             "status": "cached",
+            "cache_key": found,
             "outputs": {
                 port: {"path": str(outputs[port]), "sha256": cached[port]["sha256"]} for port in outputs
             },
         }
-        return entry
+        return entry, note
     print(f"[{node.name}] running", flush=True)
     started = time.perf_counter()
     code = _execute(node, inputs, outputs, log, options)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     if code != 0:
         entry["status"] = "failed"
-        return entry
+        return entry, None
     stored = cache.store(key, outputs)
+    if also_file_under:
+        cache.record(also_file_under, stored)
     entry["outputs"] = {
         port: {"path": str(outputs[port]), "sha256": stored[port]["sha256"]} for port in outputs
     }
-    return entry
+    return entry, None
+
+
+def _reusable_hit(
+    cache: StepCache, candidates: list[tuple[str, str | None]], policy: str, registry: str | None
+) -> tuple[str, str | None, dict[str, dict[str, str]]] | None:
+    """The first (key, reason) candidate with a cached result the policy lets us reuse, and that result."""
+    for key, note in candidates:
+        cached = cache.lookup(key)
+        if cached and (policy != "registry" or _registry_agrees(cached, registry)):
+            return key, note, cached
+    return None
 
 
 def _execute(node: Node, inputs: dict, outputs: dict, log: Path, options: RunOptions) -> int:
@@ -278,15 +318,23 @@ def _summary(entries: list[dict]) -> None:
         print(f"{entry['name']:<12} {entry['status']:<8} {entry['seconds']:>8.1f}")
 
 
-def _outcome(folders: dict[str, Path]) -> str:
-    """The gate's verdict, the registration and the deployment: the pipeline's answer, blessed or not."""
+def _outcome(folders: dict[str, Path], reused: set[str], notes: list[str]) -> str:
+    """The gate's verdict, the registration and the deployment: the pipeline's answer, blessed or not.
+    A registration or deployment reused from the cache changed nothing (the registry agreed with it),
+    so it is reported as what stays, with the reasons of any rule that let a node be reused."""
     if blessing := _artifact(folders, "evaluate", "blessing.json"):
-        print(f"\nmodel {'blessed' if blessing['blessed'] else 'NOT blessed'}:")
+        earlier = " (the verdict of an earlier run, reused)" if "evaluate" in reused else ""
+        print(f"\nmodel {'blessed' if blessing['blessed'] else 'NOT blessed'}{earlier}:")
         for reason in blessing["reasons"]:
             print(f"  - {reason}")
     summary = "finished"
     if registration := _artifact(folders, "register", "registration_record.json"):
-        if registration["registered"]:
+        if registration["registered"] and "register" in reused:
+            summary = "nothing new registered"
+            print(
+                f"{summary}: {registration['model_name']} v{registration['version']} was registered earlier"
+            )
+        elif registration["registered"]:
             summary = f"registered {registration['model_name']} v{registration['version']}"
             print(f"{summary} in {registration['registry_uri']}")
         else:
@@ -296,12 +344,18 @@ def _outcome(folders: dict[str, Path]) -> str:
         if deployment["outcome"] == "skipped":
             summary = f"not deployed: production stays at {deployment['previous_version'] or 'nothing'}"
             print(summary)
+        elif "deploy" in reused:
+            name, version = deployment["model_name"], deployment["model_version"]
+            summary = f"production stays at {version}, {summary}"
+            print(f"production stays at {name} v{version}, deployed earlier")
         else:
             summary = f"deployed {deployment['model_name']} v{deployment['model_version']}"
             was = deployment["previous_version"] or "-"
             print(f"{summary} to production (was {was}) at {deployment['endpoint']}; serve it with:")
             print(f"  mnist-mlops serve --model models:/{deployment['model_name']}@production")
-    return summary
+    for note in notes:
+        print(note)
+    return "; ".join([summary, *notes])
 
 
 def run_training_pipeline(

@@ -53,6 +53,12 @@ def statuses(record: dict) -> dict[str, str]:
     return {node["name"]: node["status"] for node in record["nodes"]}
 
 
+def judged_against(workspace: dict, record: dict) -> dict | None:
+    """The champion a run's evaluate judged its challenger against (None: there was none)."""
+    report = workspace["runs"] / record["run_id"] / "evaluate" / "evaluation" / "evaluation_report.json"
+    return contracts.read_json(report, "evaluation_report")["champion"]
+
+
 def test_a_rerun_is_served_from_cache_and_a_changed_parameter_reruns_from_its_node(workspace, capsys):
     code, first = run(workspace)
     assert code == 0, capsys.readouterr().out
@@ -60,22 +66,17 @@ def test_a_rerun_is_served_from_cache_and_a_changed_parameter_reruns_from_its_no
     assert first["status"] == "succeeded" and first["lineage"]["deployed"] is True
     assert first["outcome"] == "deployed mnist-mlops v1"
     assert production_version(workspace["registry"], "mnist-mlops") == "1"
+    capsys.readouterr()
 
-    code, again = run(workspace)  # the champion is now v1, which is this very model
+    # the champion is now v1, this very model: nothing new to judge, so run 1's verdict stands
+    code, again = run(workspace)
     assert code == 0
-    assert statuses(again) == {name: "cached" for name in ("ingest", "preprocess", "train")} | {
-        "resolve_champion": "done",
-        "evaluate": "done",
-        "register": "done",
-        "deploy": "done",
-    }
+    assert statuses(again) == {name: "cached" for name in statuses(again)} | {"resolve_champion": "done"}
     assert len(list_versions(workspace["registry"], "mnist-mlops")) == 1  # nothing new registered
-    assert "itself: nothing to promote" in capsys.readouterr().out
-    assert again["outcome"] == "not deployed: production stays at 1"
-
-    code, third = run(workspace)  # the same champion again: its folder, and so evaluate's key, are unchanged
-    assert code == 0
-    assert statuses(third) == {name: "cached" for name in statuses(third)} | {"resolve_champion": "done"}
+    assert production_version(workspace["registry"], "mnist-mlops") == "1"
+    reason = "champion holds the same content as challenger: the result for this challenger stands"
+    assert f"): {reason}" in capsys.readouterr().out
+    assert again["outcome"] == f"production stays at 1, nothing new registered; evaluate reused: {reason}"
 
     code, changed = run(workspace, "--set", "train.seed=7")
     assert code == 0
@@ -88,12 +89,13 @@ def test_a_rerun_is_served_from_cache_and_a_changed_parameter_reruns_from_its_no
         "register": "done",
         "deploy": "done",
     }
-    judged = contracts.read_json(
-        workspace["runs"] / changed["run_id"] / "evaluate" / "evaluation" / "evaluation_report.json",
-        "evaluation_report",
-    )
-    assert judged["champion"]["uri"] == "models:/mnist-mlops/1"
+    assert judged_against(workspace, changed)["uri"] == "models:/mnist-mlops/1"
     assert production_version(workspace["registry"], "mnist-mlops") == "2"
+
+    # production moved to another model: run 1's challenger is judged again, against v2
+    code, back = run(workspace, "--until", "evaluate")
+    assert code == 0 and statuses(back)["train"] == "cached" and statuses(back)["evaluate"] == "done"
+    assert judged_against(workspace, back)["uri"] == "models:/mnist-mlops/2"
 
 
 def test_changed_data_content_at_the_same_path_is_never_served_from_cache(workspace):

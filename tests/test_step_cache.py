@@ -1,0 +1,188 @@
+"""The step cache's same-content rule: when it holds, which key it reuses, and how the local runner
+applies it (a stand-in for the component's command, so nothing trains here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mnist_mlops.hashing import content_sha256
+from mnist_mlops.pipelines import local
+from mnist_mlops.pipelines.graph import Node
+from mnist_mlops.ports import component_names, load_metadata, load_spec
+from mnist_mlops.runner import is_artifact
+from mnist_mlops.step_cache import SameContentRule, StepCache, step_key
+
+RULE = SameContentRule(input="champion", part="model", same_as="challenger")
+SHA = {name: name[0] * 64 for name in ("challenger", "data", "other", "thresholds")}
+
+
+def model(folder: Path, weights: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "MLmodel").write_text("flavor: keras\n")
+    (folder / "weights.bin").write_text(weights)
+    return folder
+
+
+def champion(folder: Path, weights: str | None) -> Path:
+    """A champion folder: a record, and the model when there is one."""
+    if weights is not None:
+        model(folder / "model", weights)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "champion.json").write_text(json.dumps({"found": weights is not None}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("champion_weights", "challenger_weights", "holds"),
+    [
+        ("w1", "w1", True),  # the champion is the challenger itself
+        ("w2", "w1", False),  # another model in production
+        (None, "w1", False),  # no champion yet
+    ],
+)
+def test_the_rule_holds_only_for_the_same_model_content(
+    tmp_path, champion_weights, challenger_weights, holds
+):
+    challenger = model(tmp_path / "elsewhere" / "challenger", challenger_weights)
+    inputs = {"challenger": challenger, "champion": champion(tmp_path / "champion", champion_weights)}
+    artifacts = {port: content_sha256(path) for port, path in inputs.items()}
+    assert RULE.holds(inputs, artifacts) is holds
+
+
+def test_the_rule_needs_both_inputs(tmp_path):
+    folder = champion(tmp_path / "champion", "w1")
+    sha = content_sha256(folder / "model")
+    assert RULE.holds({"champion": folder}, {"champion": content_sha256(folder)}) is False
+    assert RULE.holds({}, {"challenger": sha}) is False
+
+
+def standing(artifacts: dict[str, str], parameters: dict | None = None) -> str:
+    return RULE.standing_key("evaluate", artifacts, parameters or {})
+
+
+def test_the_standing_key_ignores_only_the_champion():
+    base = {"challenger": SHA["challenger"], "preprocessed": SHA["data"], "champion": SHA["other"]}
+    assert (
+        standing(base)
+        == standing(base | {"champion": SHA["thresholds"]})
+        == standing({key: value for key, value in base.items() if key != "champion"})
+    )
+    changed = [
+        base | {"challenger": SHA["other"]},  # another model
+        base | {"preprocessed": SHA["other"]},  # new data
+        base | {"thresholds": SHA["thresholds"]},  # other KPIs
+    ]
+    assert len({standing(base), *map(standing, changed)}) == 4
+    assert standing(base, {"challenger_name": "x"}) != standing(base)
+    assert RULE.standing_key("train", base, {}) != standing(base)
+
+
+def test_the_standing_key_is_never_a_key_of_a_run_without_the_champion():
+    without = {"challenger": SHA["challenger"], "preprocessed": SHA["data"]}
+    assert standing(without) != step_key("evaluate", without, {})
+
+
+@pytest.mark.parametrize("name", component_names())
+def test_a_declared_rule_names_artifact_inputs_of_the_component(name):
+    rule = SameContentRule.from_metadata(load_metadata(name))
+    if rule is not None:
+        ports = load_spec(name)["inputs"]
+        assert is_artifact(ports[rule.input]) and is_artifact(ports[rule.same_as])
+
+
+def test_evaluate_declares_that_a_champion_which_is_the_challenger_leaves_nothing_to_judge():
+    assert SameContentRule.from_metadata(load_metadata("evaluate")) == RULE
+
+
+class Evaluations:
+    """Stands in for evaluate's command: writes a blessing that says what it was judged against."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, node: Node, inputs: dict, outputs: dict, log: Path, options) -> int:
+        self.count += 1
+        found = (Path(inputs["champion"]) / "model").is_dir()
+        against = content_sha256(Path(inputs["champion"]) / "model")[:8] if found else "nothing"
+        Path(outputs["evaluation"]).mkdir(parents=True)
+        (Path(outputs["evaluation"]) / "evaluation_report.json").write_text("{}")
+        blessing = {"blessed": True, "reasons": [f"evaluation {self.count} against {against}"]}
+        Path(outputs["blessing"]).write_text(json.dumps(blessing))
+        return 0
+
+
+@pytest.fixture
+def evaluations(monkeypatch) -> Evaluations:
+    fake = Evaluations()
+    monkeypatch.setattr(local, "_execute", fake)
+    return fake
+
+
+def evaluate(tmp_path: Path, champion_dir: Path, challenger: Path, data: Path, *, use_cache: bool = True):
+    """One evaluate node through the real runner and cache; returns its run record entry and outcome."""
+    inputs = {"challenger": challenger, "preprocessed": data, "champion": champion_dir}
+    run_dir = tmp_path / "runs" / f"run{len(list((tmp_path / 'runs').glob('run*')))}"
+    run_dir.mkdir(parents=True)
+    options = local.RunOptions(use_cache=use_cache)
+    assert (
+        local.run_nodes(
+            [Node("evaluate", "evaluate", inputs)], run_dir, StepCache(tmp_path / "cache"), options
+        )
+        == 0
+    )
+    record = json.loads((run_dir / "run.json").read_text())
+    blessing = json.loads((run_dir / "evaluate" / "blessing.json").read_text())
+    return record["nodes"][0], record["outcome"], blessing["reasons"][0]
+
+
+def test_the_runner_reuses_the_verdict_only_while_the_champion_is_the_challenger_itself(
+    tmp_path, evaluations, capsys
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.npz").write_text("split 1")
+    challenger = model(tmp_path / "train" / "model", "w1")
+    nobody = champion(tmp_path / "champions" / "none", None)
+    itself = champion(tmp_path / "champions" / "v1", "w1")
+    another = champion(tmp_path / "champions" / "v2", "w2")
+
+    first, _, verdict = evaluate(tmp_path, nobody, challenger, data)
+    assert first["status"] == "done" and verdict == "evaluation 1 against nothing"
+
+    capsys.readouterr()
+    again, outcome, verdict = evaluate(tmp_path, itself, challenger, data)
+    assert again["status"] == "cached" and verdict == "evaluation 1 against nothing"
+    assert again["cache_key"] != first["cache_key"] and evaluations.count == 1
+    reason = "champion holds the same content as challenger: the result for this challenger stands"
+    assert f"[evaluate] cached ({again['cache_key'][:12]}): {reason}" in capsys.readouterr().out
+    assert outcome == f"finished; evaluate reused: {reason}"
+
+    judged, _, verdict = evaluate(tmp_path, another, challenger, data)  # a new champion is judged
+    assert judged["status"] == "done" and verdict.startswith("evaluation 2 against ")
+
+    _, _, verdict = evaluate(tmp_path, itself, challenger, data)  # the latest verdict is the one that stands
+    assert verdict.startswith("evaluation 2 against ") and evaluations.count == 2
+
+    (data / "test.npz").write_text("split 2")  # new data: judged again, even against itself
+    fresh, _, verdict = evaluate(tmp_path, itself, challenger, data)
+    assert fresh["status"] == "done" and verdict == f"evaluation 3 against {content_sha256(challenger)[:8]}"
+    same, outcome, _ = evaluate(tmp_path, itself, challenger, data)  # its own key still serves it
+    assert same["status"] == "cached" and same["cache_key"] == fresh["cache_key"] and "reused" not in outcome
+
+
+def test_a_self_comparison_run_without_the_cache_does_not_replace_the_verdict_that_stands(
+    tmp_path, evaluations
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.npz").write_text("split 1")
+    challenger = model(tmp_path / "train" / "model", "w1")
+    evaluate(tmp_path, champion(tmp_path / "champions" / "none", None), challenger, data)
+    itself = champion(tmp_path / "champions" / "v1", "w1")
+    forced, _, _ = evaluate(tmp_path, itself, challenger, data, use_cache=False)
+    assert forced["status"] == "done" and evaluations.count == 2
+    again, _, verdict = evaluate(tmp_path, itself, challenger, data)
+    assert again["status"] == "cached" and verdict == "evaluation 1 against nothing"
