@@ -13,8 +13,9 @@ the CLI), the reasons are always written down, and no control output is needed t
 Settings (`training_job`): a default compute for every node; train's own compute, instance count and
 workers (`distribution: tensorflow`, whose TF_CONFIG the train component reads), CPU by default as
 the model environment is CPU-only; a user-assigned managed identity for data and registry access; reuse
-per node from each component's `is_deterministic`; ingest's dataset registered as a named, versioned
-data asset that later pipelines take as `azureml:<name>:<version>`.
+per node from each component's `is_deterministic`; ingest's dataset registered by ingest itself as a
+data asset versioned by its content (`mnist_mlops.data_assets`), which later pipelines take as
+`azureml:<name>:<version>`.
 """
 
 from __future__ import annotations
@@ -94,14 +95,20 @@ def render(nodes: list[Node], *, name: str = PIPELINE_NAME, description: str = "
     return dsl.pipeline(name=name, description=description)(body)
 
 
-def aml_graph(deploy_target: str = "azureml") -> list[Node]:
-    """The training graph with ingest reading a mounted folder, the registry the job's own MLflow."""
-    return training_pipeline({"source_data": Param("raw_data")}, registry=None, deploy_target=deploy_target)
+def aml_graph(deploy_target: str = "azureml", dataset_asset: str | None = DATASET_ASSET) -> list[Node]:
+    """The training graph with ingest reading a mounted folder and registering its dataset as the data
+    asset `dataset_asset` (a pipeline parameter; None registers none), the registry the job's own MLflow."""
+    source: dict[str, Any] = {"source_data": Param("raw_data")}
+    if dataset_asset:
+        source["asset_name"] = Param("dataset_asset", dataset_asset)
+    return training_pipeline(source, registry=None, deploy_target=deploy_target)
 
 
-def training_pipeline_function(deploy_target: str = "azureml") -> Any:
+def training_pipeline_function(
+    deploy_target: str = "azureml", dataset_asset: str | None = DATASET_ASSET
+) -> Any:
     return render(
-        aml_graph(deploy_target),
+        aml_graph(deploy_target, dataset_asset),
         description=(
             "Ingest a versioned, validated MNIST dataset, train a CNN, judge it against the production "
             "champion and KPI thresholds, register it if blessed and deploy it after infra validation."
@@ -132,7 +139,7 @@ def training_job(
     values: dict[str, Any] = {"raw_data": Input(type="uri_folder", path=raw_data)}
     if epochs is not None:
         values["epochs"] = epochs
-    job = training_pipeline_function(deploy_target)(**values)
+    job = training_pipeline_function(deploy_target, dataset_asset)(**values)
     job.settings.default_compute = compute
     job.settings.force_rerun = False  # reuse where a component is deterministic; see the module docstring
     trained = job.jobs["train"]
@@ -144,8 +151,6 @@ def training_job(
         )
     for node in job.jobs.values():  # code lineage: the snapshot carries no git history
         node.environment_variables = {**(node.environment_variables or {}), CODE_VERSION_ENV: code_version()}
-    if dataset_asset:
-        job.jobs["ingest"].outputs.dataset.name = dataset_asset
     if identity_client_id:
         job.identity = ManagedIdentityConfiguration(client_id=identity_client_id)
     return job

@@ -37,7 +37,8 @@ def test_the_aml_pipeline_renders_the_graph_node_for_node_with_its_settings(tmp_
     assert train["compute"] == "azureml:cpu-large"
     assert train["resources"]["instance_count"] == 2
     assert train["distribution"] == {"type": "tensorflow", "worker_count": 4, "parameter_server_count": 0}
-    assert document["jobs"]["ingest"]["outputs"]["dataset"]["name"] == DATASET_ASSET
+    assert document["inputs"]["dataset_asset"] == DATASET_ASSET  # ingest registers it, by content
+    assert "dataset" not in document["jobs"]["ingest"]["outputs"]  # no second, service-side registration
 
     graph_nodes = aml_graph()
     assert list(job.jobs) == [node.name for node in graph_nodes]  # in execution order

@@ -12,7 +12,9 @@ What Azure ML does with each node, and what this does in its place:
   variables Azure ML sets (`AZUREML_RUN_ID`, `MLFLOW_TRACKING_URI`, `MLFLOW_RUN_ID`, ...). Tracking and
   the registry are a real `mlflow server` (what Azure ML's MLflow is: a remote tracking server) in a
   container of its own whose network namespace has only loopback; each node joins that namespace, so
-  it reaches the tracking server and nothing else.
+  it reaches the tracking server and nothing else. Beside it in that namespace, `tests/azure_standin.py`
+  answers for Azure Resource Manager and the compute's token endpoint, so ingest registers its dataset
+  as a data asset through the real `MLClient` with the job's user-assigned identity.
 
 The pipeline runs twice on the same registry: the second run's resolve_champion node finds the first
 run's deployed model, and evaluate judges the new challenger against it.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -32,11 +35,14 @@ import pytest
 import yaml
 from azure.ai.ml import Input
 
+from conftest import REPO, self_signed_certificate
 from mnist_mlops import containers, contracts
-from mnist_mlops.pipelines.aml import compile_aml, training_job
+from mnist_mlops.data_assets import CONTENT_TAG, asset_version
+from mnist_mlops.pipelines.aml import DATASET_ASSET, compile_aml, training_job
 from mnist_mlops.provenance import code_version
 from mnist_mlops.runner import NODE_OUTPUT, PARENT_INPUT, is_artifact
 from mnist_mlops.snapshot import materialize, snapshot_files
+from tests import azure_standin
 from tests.datasets import make_tarball, small_splits, write_png_tree
 
 pytestmark = [
@@ -48,6 +54,9 @@ pytestmark = [
     ),
 ]
 TRACKING = "http://127.0.0.1:5000"
+AZURE_PORT = 5001
+AZURE_FOLDER = "/azure"
+"""Where the stand-in's script and TLS certificate are mounted, in the tracking container and every node."""
 LENIENT = {
     "schema_version": 1,
     "min_accuracy": 0.2,
@@ -59,13 +68,22 @@ WORKSPACE = {
     "AZUREML_ARM_SUBSCRIPTION": "00000000-0000-0000-0000-000000000000",
     "AZUREML_ARM_RESOURCEGROUP": "rehearsal-rg",
     "AZUREML_ARM_WORKSPACE_NAME": "rehearsal-ws",
-    "DEFAULT_IDENTITY_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
-}
+} | azure_standin.job_environment(AZURE_PORT, f"{AZURE_FOLDER}/cert.pem")
 
 
 @pytest.fixture(scope="module")
-def tracking_server(podman_images: str, tmp_path_factory: pytest.TempPathFactory):
-    """`mlflow server` on loopback inside a network namespace that has nothing else; yields its name."""
+def azure_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Azure stand-in's script and its TLS certificate, mounted at AZURE_FOLDER."""
+    folder = tmp_path_factory.mktemp("azure")
+    self_signed_certificate(folder)
+    shutil.copy(REPO / "tests" / "azure_standin.py", folder / "azure_standin.py")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tracking_server(podman_images: str, azure_folder: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server` on loopback inside a network namespace that has nothing else but the Azure stand-in;
+    yields its name."""
     store = tmp_path_factory.mktemp("mlflow-server")
     model_image = containers.build_image(containers.environment_of("train"))
     name = f"mnist-mlops-tracking-{uuid.uuid4().hex[:8]}"
@@ -87,12 +105,16 @@ def tracking_server(podman_images: str, tmp_path_factory: pytest.TempPathFactory
             "none",
             "-v",
             f"{store}:/mlflow",
+            "-v",
+            f"{azure_folder}:{AZURE_FOLDER}:ro",
             model_image,
             *command,
         ],
         check=True,
         capture_output=True,
     )
+    standin = f"{AZURE_FOLDER}/azure_standin.py {AZURE_FOLDER}/cert.pem {AZURE_FOLDER}/key.pem {AZURE_PORT}"
+    subprocess.run([*containers.podman(), "exec", "-d", name, "sh", "-c", f"python {standin}"], check=True)
     try:
         deadline = time.monotonic() + 120
         while _in_server(
@@ -142,7 +164,9 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_aml(root / "pipeline", job).parent
 
 
-def run_pipeline(compiled: Path, raw_data: Path, run_dir: Path, server: str) -> dict[str, dict[str, Path]]:
+def run_pipeline(
+    compiled: Path, raw_data: Path, run_dir: Path, server: str, azure_folder: Path
+) -> dict[str, dict[str, Path]]:
     """Run every node of the compiled pipeline in order; returns each node's outputs."""
     document = yaml.safe_load((compiled / "pipeline.yml").read_text())
     pipeline_inputs = {name: value for name, value in (document.get("inputs") or {}).items()}
@@ -181,6 +205,7 @@ def run_pipeline(compiled: Path, raw_data: Path, run_dir: Path, server: str) -> 
             inputs,
             outputs[node_name],
             network=f"container:{server}",
+            services={AZURE_FOLDER: azure_folder},
             environment=environment,
             snapshot=snapshot,
             spec_path=spec_path,
@@ -190,6 +215,24 @@ def run_pipeline(compiled: Path, raw_data: Path, run_dir: Path, server: str) -> 
             assert outputs[node_name][port].exists(), f"{node_name}.{port} was not written"
             assert is_artifact(definition)
     return outputs
+
+
+def _data_asset(server: str, version: str) -> dict:
+    """The properties of data asset version `version` as the Azure stand-in holds them."""
+    workspace = (
+        f"/subscriptions/{WORKSPACE['AZUREML_ARM_SUBSCRIPTION']}/resourceGroups/{WORKSPACE['AZUREML_ARM_RESOURCEGROUP']}"
+        f"/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE['AZUREML_ARM_WORKSPACE_NAME']}"
+    )
+    url = f"https://127.0.0.1:{AZURE_PORT}{workspace}/data/{DATASET_ASSET}/versions/{version}"
+    result = _in_server(
+        server,
+        "import json, ssl, urllib.request; "
+        f"context = ssl.create_default_context(cafile='{AZURE_FOLDER}/cert.pem'); "
+        f"request = urllib.request.Request('{url}', headers={{'Authorization': 'Bearer rehearsal'}}); "
+        "print(json.dumps(json.load(urllib.request.urlopen(request, context=context))['properties']))",
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def materialize_snapshot(spec_path: Path, spec: dict, destination: Path) -> Path:
@@ -214,14 +257,14 @@ def bind(value: Any, pipeline_inputs: dict, outputs: dict, compiled: Path) -> An
 
 
 def test_the_compiled_pipeline_runs_node_by_node_as_on_azure_ml_and_finds_its_champion(
-    tmp_path, compiled, tracking_server
+    tmp_path, compiled, tracking_server, azure_folder
 ):
     drop = tmp_path / "raw"
     drop.mkdir()
     source = write_png_tree(tmp_path / "src", small_splits(train_per_class=12, test_per_class=4))
     make_tarball(source, drop / "mnist.tar.gz")
 
-    first = run_pipeline(compiled, drop, tmp_path / "run-1", tracking_server)
+    first = run_pipeline(compiled, drop, tmp_path / "run-1", tracking_server, azure_folder)
     assert list(first) == [
         "ingest",
         "preprocess",
@@ -240,8 +283,12 @@ def test_the_compiled_pipeline_runs_node_by_node_as_on_azure_ml_and_finds_its_ch
     assert summary["code_version"] == code_version(), "the commit stamped on the node at submission"
     deployed = contracts.read_json(first["deploy"]["deployment_record"], "deployment_record")
     assert deployed["outcome"] == "deployed" and deployed["model_version"] == "1"
+    manifest = contracts.read_json(first["ingest"]["dataset"] / "manifest.json", "dataset_manifest")
+    asset = _data_asset(tracking_server, asset_version(manifest["dataset_version"]))
+    assert asset["tags"][CONTENT_TAG] == manifest["dataset_version"]
+    assert asset["dataUri"].startswith("azureml://jobs/") and asset["dataUri"].endswith("/outputs/dataset")
 
-    second = run_pipeline(compiled, drop, tmp_path / "run-2", tracking_server)
+    second = run_pipeline(compiled, drop, tmp_path / "run-2", tracking_server, azure_folder)
     champion = contracts.read_json(
         second["resolve_champion"]["champion"] / "champion.json", "champion_record"
     )
@@ -254,6 +301,8 @@ def test_the_compiled_pipeline_runs_node_by_node_as_on_azure_ml_and_finds_its_ch
     assert "champion mnist-mlops v1" in regression["reason"]
     again = contracts.read_json(second["deploy"]["deployment_record"], "deployment_record")
     assert (again["model_version"], again["previous_version"]) == ("2", "1")
+    # the same data: the first run's asset version stands, still pointing at the first run's output
+    assert _data_asset(tracking_server, asset_version(manifest["dataset_version"])) == asset
 
     history = _in_server(
         tracking_server,

@@ -79,17 +79,21 @@ def ingest(
         max=10.0,
         description="Relative change of pixel mean or ink that flags shift.",
     ) = 0.1,
+    asset_name: Input(
+        type="string",
+        optional=True,
+        description="In an Azure ML job: register the dataset as this data asset, versioned by content.",
+    ) = None,
 ):
     from mnist_mlops.components.ingest.executor import run_ingest
-    from mnist_mlops.errors import UserInputError, exit_on_user_error
+    from mnist_mlops.errors import exit_on_user_error
 
     with exit_on_user_error():
-        if (source_data is None) == (source_uri is None):
-            raise UserInputError("give exactly one of source_data (a folder port) or source_uri (a URI)")
         run_ingest(
-            str(source_data or source_uri),
+            source_uri,
             dataset,
             data_report,
+            source_data=source_data,
             source_sha256=source_sha256,
             reference_report=reference_report,
             max_age_days=max_age_days,
@@ -98,4 +102,5 @@ def ingest(
             max_invalid_fraction=max_invalid_fraction,
             max_prior_shift=max_prior_shift,
             max_stat_shift=max_stat_shift,
+            asset_name=asset_name,
         )

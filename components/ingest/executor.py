@@ -22,6 +22,7 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import staged_dir
+from mnist_mlops.data_assets import check_registrable, register_dataset
 from mnist_mlops.dataset import save_array
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import image_digests, labelled_set_digest
@@ -49,10 +50,11 @@ class DataValidationError(UserInputError):
 
 @checked("ingest")
 def run_ingest(
-    source: str,
-    dataset_dir: str | Path,
-    report_path: str | Path,
+    source_uri: str | None,
+    dataset: str | Path,
+    data_report: str | Path,
     *,
+    source_data: str | Path | None = None,
     source_sha256: str | None = None,
     reference_report: str | Path | None = None,
     max_age_days: int = 365,
@@ -61,12 +63,26 @@ def run_ingest(
     max_invalid_fraction: float = 0.001,
     max_prior_shift: float = 0.05,
     max_stat_shift: float = 0.1,
+    asset_name: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Ingest `source` into `dataset_dir` and write the validation report; returns the manifest.
+    """Ingest exactly one of `source_uri` (a path or URI) and `source_data` (a mounted folder) into
+    `dataset` and write the validation report `data_report`; returns the manifest.
 
-    Raises DataValidationError (exit 2 at the CLI) when a check fails, after writing nothing.
+    `source_uri` comes first (None when `source_data` is given) so that positional calls such as
+    `run_ingest("mnist.tar.gz", dataset, data_report)` keep working. Raises DataValidationError (exit 2
+    at the CLI) when a check fails, after writing nothing. With `asset_name`, inside an Azure ML job, the
+    written dataset is registered as that data asset, versioned by its content (`mnist_mlops.data_assets`),
+    before the report that names it is written.
     """
+    if (source_data is None) == (source_uri is None):
+        given = "both" if source_data is not None else "neither"
+        raise UserInputError(
+            f"ingest: give exactly one of source_data (a folder port) or source_uri (a URI), not {given}"
+        )
+    if asset_name is not None:
+        check_registrable(asset_name)
+    source = source_uri if source_data is None else str(source_data)
     policy = Policy(max_age_days, on_stale, on_invalid, max_invalid_fraction, max_prior_shift, max_stat_shift)
     reference = contracts.read_json(reference_report, "data_report") if reference_report else None
     now = now or datetime.now(UTC)
@@ -130,9 +146,8 @@ def run_ingest(
         "splits": {},
         "producer": {"component": COMPONENT_NAME, "version": __version__},
     }
-    report_path = Path(report_path)
-    contracts.validate(report, "data_report", source=str(report_path))
-    with staged_dir(Path(dataset_dir)) as stage:
+    contracts.validate(report, "data_report", source=str(data_report))
+    with staged_dir(Path(dataset)) as stage:
         for name, split in layout.splits.items():
             manifest["splits"][name] = {
                 "count": len(split.images),
@@ -144,7 +159,8 @@ def run_ingest(
                 },
             }
         contracts.write_json(stage / "manifest.json", manifest, "dataset_manifest")
-    contracts.write_json(report_path, report, "data_report")
+    report["data_asset"] = register_dataset(asset_name, manifest, "dataset") if asset_name else None
+    contracts.write_json(data_report, report, "data_report")
     return manifest
 
 

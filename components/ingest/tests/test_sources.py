@@ -69,6 +69,23 @@ def test_folder_holding_one_tarball_reads_the_tarball(tmp_path, png_dataset):
     assert manifest["splits"]["testing"]["count"] == 30
 
 
+def test_a_mounted_folder_port_reads_like_the_same_folder_given_as_uri(tmp_path, png_dataset):
+    from_uri, _, _ = ingest_to(tmp_path / "uri", str(png_dataset))
+    port = tmp_path / "port"
+    from_port = run_ingest(None, port / "dataset", port / "data_report.json", source_data=png_dataset)
+    assert from_port["dataset_version"] == from_uri["dataset_version"]
+    assert from_port["source_kind"] == from_uri["source_kind"] == "local_folder"
+
+
+@pytest.mark.parametrize("given", ["neither", "both"])
+def test_exactly_one_source_port_is_taken_and_the_refusal_names_both(tmp_path, png_dataset, given):
+    source = str(png_dataset) if given == "both" else None
+    out = tmp_path / "out"
+    with pytest.raises(UserInputError, match=rf"exactly one of source_data .* or source_uri .*, not {given}"):
+        run_ingest(source, out / "dataset", out / "data_report.json", source_data=source)
+    assert not out.exists()
+
+
 def test_idx_made_from_the_shared_pngs_matches_them(tmp_path, shared_tarball):
     """IDX files built from real MNIST PNGs ingest to the same pixels and the same version."""
     subset = tmp_path / "subset"
