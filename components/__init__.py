@@ -1,15 +1,13 @@
-"""The pipeline stages as mldesigner components, importable in notebooks and AML/KFP pipelines.
+"""The pipeline stages as mldesigner components, importable in notebooks and AML/KFP pipelines:
 
 from mnist_mlops.components import ingest, preprocess
+
+Every folder here with a component.py is one, found by being there (a component made by
+`mnist-mlops new-component` too); each is its package's function of the same name.
 """
 
-from mnist_mlops.components.batch_score import batch_score
-from mnist_mlops.components.deploy import deploy
-from mnist_mlops.components.evaluate import evaluate
-from mnist_mlops.components.ingest import ingest
-from mnist_mlops.components.monitor import monitor
-from mnist_mlops.components.preprocess import preprocess
-from mnist_mlops.components.register import register
-from mnist_mlops.components.train import train
+from importlib import import_module
+from pathlib import Path
 
-__all__ = ["batch_score", "deploy", "evaluate", "ingest", "monitor", "preprocess", "register", "train"]
+__all__ = sorted(path.parent.name for path in Path(__file__).parent.glob("*/component.py"))
+globals().update({stage: getattr(import_module(f"{__name__}.{stage}"), stage) for stage in __all__})

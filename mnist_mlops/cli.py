@@ -243,10 +243,7 @@ def _new_component_command(args: argparse.Namespace) -> int:
         action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)
     ]
     folder = new_component(args.name, environment=args.environment, reserved=frozenset(commands.choices))
-    print(
-        f"{folder}: add its node to pipelines/graph.py to put it in the training pipeline, and its"
-        " packages and package-data entries to pyproject.toml for wheels"
-    )
+    print(f"{folder}: add its node to pipelines/graph.py to put it in the training pipeline")
     return 0
 
 

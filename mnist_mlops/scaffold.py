@@ -5,9 +5,9 @@ executor), `executor.py` (the framework-free `run_<name>`, checked against the s
 and moved into place atomically), `metadata.yaml`, `README.md`, `tests/`, and then the spec.yaml and
 README ports table that `mnist-mlops specs` keeps in step. The CLI subcommand, the spec tests, the
 step cache, publish and the KFP and Azure ML renderers find a component by its folder in a source
-tree. Two edits remain by hand: its node in `pipelines/graph.py` to put it in the training pipeline,
-and its two entries in `pyproject.toml` (`packages`, `package-data`) so that a wheel carries it. The
-example body summarizes an input folder; replace it, keeping the shape.
+tree, and a wheel carries it (setup.py finds its package, pyproject.toml globs its files). One edit
+remains by hand: its node in `pipelines/graph.py` to put it in the training pipeline. The example body
+summarizes an input folder; replace it, keeping the shape.
 """
 
 from __future__ import annotations
@@ -160,7 +160,11 @@ def new_component(name: str, environment: str = "data", reserved: frozenset[str]
         "ports_end": authoring.PORTS_END,
     }
     files = {
-        "__init__.py": f'"""The {name} component."""\n',
+        "__init__.py": (
+            f'"""{name}: `{name}` is the mldesigner component."""\n\n'
+            f"from mnist_mlops.components.{name}.component import {name}\n\n"
+            f'__all__ = ["{name}"]\n'
+        ),
         "component.py": COMPONENT.format(**values),
         "executor.py": EXECUTOR.format(**values),
         "metadata.yaml": METADATA.format(**values),
