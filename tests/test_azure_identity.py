@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mnist_mlops import azure_identity
+from mnist_mlops.errors import UserInputError
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 
@@ -36,3 +37,31 @@ def test_the_managed_identity_is_the_one_azure_ml_names(monkeypatch):
     # which identity it asks the compute for is checked end to end in ingest's Blob test
     monkeypatch.delenv("DEFAULT_IDENTITY_CLIENT_ID")
     assert isinstance(azure_identity.credential(), DefaultAzureCredential)
+
+
+def test_the_workspace_client_names_missing_settings() -> None:
+    from azure.ai.ml import MLClient
+
+    with pytest.raises(UserInputError, match="missing subscription_id, workspace"):
+        azure_identity.workspace_client("", "rg", " ")
+    client = azure_identity.workspace_client(
+        "00000000-0000-0000-0000-000000000000", "rg", "ws"
+    )  # no call yet
+    assert isinstance(client, MLClient)
+    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == (
+        "00000000-0000-0000-0000-000000000000",
+        "rg",
+        "ws",
+    )
+
+
+def test_inside_an_azure_ml_job_the_client_targets_the_jobs_own_workspace(monkeypatch) -> None:
+    monkeypatch.setenv("AZUREML_ARM_SUBSCRIPTION", "00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv("AZUREML_ARM_RESOURCEGROUP", "rg")
+    monkeypatch.setenv("AZUREML_ARM_WORKSPACE_NAME", "ws")
+    client = azure_identity.workspace_client()
+    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == (
+        "00000000-0000-0000-0000-000000000000",
+        "rg",
+        "ws",
+    )

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
         KubernetesOnlineEndpoint,
         ManagedOnlineDeployment,
         ManagedOnlineEndpoint,
+        OnlineDeployment,
         OnlineEndpoint,
     )
     from azure.ai.ml.operations import OnlineDeploymentOperations, OnlineEndpointOperations
@@ -63,36 +65,6 @@ DEPLOYED, ROLLED_BACK, FAILED = "deployed", "rolled_back", "failed"
 _ENDPOINT_NAME = re.compile(r"^[A-Za-z](?:[-A-Za-z0-9]{1,30}[A-Za-z0-9])$")  # the service's rule, 3..32
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _MODEL_VERSION = re.compile(r"^[1-9][0-9]{0,9}$")  # registry versions are 1, 2, ...
-
-
-WORKSPACE_ENVIRONMENT = {
-    "subscription_id": "AZUREML_ARM_SUBSCRIPTION",
-    "resource_group": "AZUREML_ARM_RESOURCEGROUP",
-    "workspace": "AZUREML_ARM_WORKSPACE_NAME",
-}
-"""What Azure ML sets in every job: a deploy step inside a pipeline targets its own workspace."""
-
-
-def azure_ml_client(
-    subscription_id: str | None, resource_group: str | None, workspace: str | None
-) -> MLClient:
-    """An MLClient for the workspace (given, else the running job's), with Azure ML's credential order."""
-    given = {"subscription_id": subscription_id, "resource_group": resource_group, "workspace": workspace}
-    values = {name: value or os.environ.get(WORKSPACE_ENVIRONMENT[name]) for name, value in given.items()}
-    subscription_id, resource_group, workspace = values.values()
-    missing = [name for name, value in values.items() if not (value and value.strip())]
-    if missing:
-        raise UserInputError(f"Azure ML workspace not fully specified: missing {', '.join(missing)}")
-    from azure.ai.ml import MLClient
-
-    from mnist_mlops.azure_identity import credential
-
-    return MLClient(
-        credential=credential(),
-        subscription_id=subscription_id.strip(),
-        resource_group_name=resource_group.strip(),
-        workspace_name=workspace.strip(),
-    )
 
 
 def default_endpoint_name(ml_client: MLClient) -> str:
@@ -252,95 +224,231 @@ def rollout(
     )
     new_deployment(deployment_name=BLUE)  # refuse bad deployment inputs before anything is created
     _check_rollout_inputs(canary_request, expected_classes, invalid_requests, mirror_percent, traffic_steps)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    canary_file = _write_json(workdir / "canary_request.json", canary_request)
-    invalid_files = [
-        _write_json(workdir / f"invalid_request_{index}.json", request["body"])
-        for index, request in enumerate(invalid_requests)
-    ]
-    endpoints, deployments = ml_client.online_endpoints, ml_client.online_deployments
-    steps: list[str] = []
-
-    try:
-        endpoint = endpoints.get(endpoint_name)
-        steps.append(f"endpoint {endpoint_name} exists")
-    except ResourceNotFoundError:
-        endpoint = endpoints.begin_create_or_update(wanted_endpoint).result()
-        steps.append(f"endpoint {endpoint_name} created ({target}, auth_mode=key)")
+    canary_file, invalid_files = _write_requests(Path(workdir), canary_request, invalid_requests)
+    run = _Rollout(
+        ml_client.online_endpoints,
+        ml_client.online_deployments,
+        target=target,
+        endpoint_name=endpoint_name,
+        model_name=model_name,
+        model_version=model_version,
+        expected_classes=expected_classes,
+        canary_file=canary_file,
+        invalid_files=invalid_files,
+    )
+    endpoint = run.open_endpoint(wanted_endpoint)
     live = _live_deployment(endpoint, target, compute)
-    new = GREEN if live == BLUE else BLUE
-    previous_version = None
-    if live:
-        variables = deployments.get(name=live, endpoint_name=endpoint_name).environment_variables or {}
-        previous_version = variables.get(MODEL_VERSION_VARIABLE)
-        steps.append(
-            f"live deployment {live} (100% of traffic) serves version {previous_version or 'unknown'}"
-        )
-    else:
-        steps.append("no live deployment: nothing to roll back to")
-    serving = {live: 100} if live else {}
-    model_ref = f"azureml:{model_name}:{model_version}"
+    return run.deploy_next_to(live, endpoint, new_deployment, mirror_percent, traffic_steps)
 
-    def result(traffic: dict[str, int], outcome: str, validation: dict[str, Any]) -> dict[str, Any]:
+
+@dataclass
+class _Rollout:
+    """One rollout's fixed context (operation groups, model, requests) and its log of steps, so that
+    each stage takes only what varies between them."""
+
+    endpoints: OnlineEndpointOperations
+    deployments: OnlineDeploymentOperations
+    target: str
+    endpoint_name: str
+    model_name: str
+    model_version: str
+    expected_classes: list[int]
+    canary_file: Path
+    invalid_files: list[Path]
+    steps: list[str] = field(default_factory=list)
+
+    def open_endpoint(self, wanted: OnlineEndpoint) -> OnlineEndpoint:
+        """The existing endpoint, else the wanted one, created without traffic."""
+        try:
+            endpoint = self.endpoints.get(self.endpoint_name)
+            self.steps.append(f"endpoint {self.endpoint_name} exists")
+        except ResourceNotFoundError:
+            endpoint = self.endpoints.begin_create_or_update(wanted).result()
+            self.steps.append(f"endpoint {self.endpoint_name} created ({self.target}, auth_mode=key)")
+        return endpoint
+
+    def deploy_next_to(
+        self,
+        live: str | None,
+        endpoint: OnlineEndpoint,
+        new_deployment: Callable[..., OnlineDeployment],
+        mirror_percent: int,
+        traffic_steps: tuple[int, ...],
+    ) -> dict[str, Any]:
+        """The new version in the colour that is not live: smoke-tested, then given traffic; on any
+        failure the endpoint is left (or put back) as it served before. Returns rollout's result."""
+        new = GREEN if live == BLUE else BLUE
+        serving = {live: 100} if live else {}
+        previous_version = self.serving_version(live)
+        result = functools.partial(self.result, endpoint, new, previous_version)
+        validation = self.create_and_smoke_test(new_deployment, new)
+        if not validation["passed"]:
+            self.discard(new)
+            self.steps.append(f"traffic unchanged: {_format(serving)}")
+            return result(serving, FAILED, validation)
+        try:
+            traffic = self.shift_traffic(endpoint, live, new, mirror_percent, traffic_steps)
+        except (AzureError, _ml_exception(), ValueError, ContractError, _CanaryFailed) as error:
+            self.roll_back(endpoint, serving, new, error)
+            return result(serving, ROLLED_BACK if live else FAILED, validation)
+        if live:
+            self.steps.append(f"{live} kept at 0% traffic for an instant rollback")
+        return result(traffic, DEPLOYED, validation)
+
+    def serving_version(self, live: str | None) -> str | None:
+        """The model version the live deployment serves (its environment says), if there is one."""
+        if not live:
+            self.steps.append("no live deployment: nothing to roll back to")
+            return None
+        deployment = self.deployments.get(name=live, endpoint_name=self.endpoint_name)
+        version = (deployment.environment_variables or {}).get(MODEL_VERSION_VARIABLE)
+        self.steps.append(f"live deployment {live} (100% of traffic) serves version {version or 'unknown'}")
+        return version
+
+    def create_and_smoke_test(
+        self, new_deployment: Callable[..., OnlineDeployment], new: str
+    ) -> dict[str, Any]:
+        """Create the new deployment at 0% traffic and smoke-test it; a failed creation fails validation."""
+        try:
+            self.deployments.begin_create_or_update(new_deployment(deployment_name=new)).result()
+        except (AzureError, _ml_exception()) as error:
+            self.steps.append(f"deployment {new} could not be created: {_describe(error)}")
+            return _validation(len(self.expected_classes), 0, [], len(self.invalid_files), 0)
+        model_ref = f"azureml:{self.model_name}:{self.model_version}"
+        self.steps.append(f"deployment {new} created with {model_ref} at 0% traffic")
+        return self.smoke_test(new)
+
+    def smoke_test(self, deployment: str) -> dict[str, Any]:
+        """Canary and malformed requests sent to the new deployment only (header routing, 0% traffic)."""
+        correct, latencies = self.canary_through_header(deployment)
+        rejected = self.invalid_requests_rejected(deployment)
+        validation = _validation(
+            len(self.expected_classes), correct, latencies, len(self.invalid_files), rejected
+        )
+        p99 = "-" if validation["p99_ms"] is None else f"{validation['p99_ms']:.1f} ms"
+        verdict = "passed" if validation["passed"] else "FAILED"
+        self.steps.append(
+            f"smoke test on {deployment}: canary {correct}/{len(self.expected_classes)} as expected, "
+            f"p99 {p99}, invalid requests rejected {rejected}/{len(self.invalid_files)}: {verdict}"
+        )
+        return validation
+
+    def canary_through_header(self, deployment: str) -> tuple[int, list[float]]:
+        """The canary answered by `deployment` itself: images predicted as expected (none if another
+        model answered), and the call's latency in ms if it was answered at all."""
+        correct, latencies = 0, []
+        try:
+            started = time.perf_counter()
+            response = _score(self.endpoints, self.endpoint_name, self.canary_file, deployment)
+            latencies.append((time.perf_counter() - started) * 1000)
+            served = (response["model_name"], response["model_version"])
+            if served != (self.model_name, self.model_version):
+                wanted = f"{self.model_name} v{self.model_version}"
+                self.steps.append(f"canary answered by {served[0]} v{served[1]}, not {wanted}")
+            else:
+                correct = _count_correct(response, self.expected_classes)
+        except (AzureError, _ml_exception(), ValueError, ContractError) as error:
+            self.steps.append(f"canary request failed: {_describe(error)}")
+        return correct, latencies
+
+    def invalid_requests_rejected(self, deployment: str) -> int:
+        """How many of the malformed requests `deployment` refused with a 4xx, as it must."""
+        rejected = 0
+        for index, request_file in enumerate(self.invalid_files):
+            try:
+                self.endpoints.invoke(
+                    endpoint_name=self.endpoint_name,
+                    deployment_name=deployment,
+                    request_file=str(request_file),
+                )
+                self.steps.append(f"invalid request {index} was accepted")
+            except HttpResponseError as error:
+                if error.status_code is not None and 400 <= error.status_code < 500:
+                    rejected += 1
+                else:
+                    self.steps.append(f"invalid request {index}: HTTP {error.status_code} instead of a 4xx")
+            except (AzureError, _ml_exception()) as error:
+                self.steps.append(f"invalid request {index}: {_describe(error)} instead of a 4xx")
+        return rejected
+
+    def shift_traffic(
+        self,
+        endpoint: OnlineEndpoint,
+        live: str | None,
+        new: str,
+        mirror_percent: int,
+        traffic_steps: tuple[int, ...],
+    ) -> dict[str, int]:
+        """Mirror if asked, then move traffic to `new` step by step, the canary checked after each
+        (raises _CanaryFailed on wrong answers); returns the final traffic."""
+        if mirror_percent and live:
+            self.mirror(endpoint, live, new, mirror_percent)
+        elif mirror_percent:
+            self.steps.append("mirroring skipped: there is no live traffic to mirror")
+        plan = _traffic_plan(live, new, traffic_steps)
+        for traffic in plan:
+            endpoint.traffic = dict(traffic)
+            self.endpoints.begin_create_or_update(endpoint).result()
+            response = _score(self.endpoints, self.endpoint_name, self.canary_file, None)
+            correct = _count_correct(response, self.expected_classes)
+            expected = len(self.expected_classes)
+            if correct != expected:
+                raise _CanaryFailed(f"{correct}/{expected} canary images as expected")
+            self.steps.append(f"traffic {_format(traffic)}: canary {correct}/{expected} as expected")
+        return dict(plan[-1])
+
+    def mirror(self, endpoint: OnlineEndpoint, live: str, new: str, percent: int) -> None:
+        """Shadow live traffic to the new deployment; its answers are discarded, so only the call is checked.
+
+        Errors of the mirrored copies show in the deployment's metrics and logs, not here.
+        """
+        endpoint.traffic = {live: 100}
+        endpoint.mirror_traffic = {new: percent}
+        self.endpoints.begin_create_or_update(endpoint).result()
+        _score(self.endpoints, endpoint.name, self.canary_file, None)
+        endpoint.mirror_traffic = {}
+        self.endpoints.begin_create_or_update(endpoint).result()
+        self.steps.append(f"mirrored {percent}% of live traffic to {new}, then stopped mirroring")
+
+    def roll_back(
+        self, endpoint: OnlineEndpoint, serving: dict[str, int], new: str, error: Exception
+    ) -> None:
+        """Traffic back to what served before, mirroring off, then the new deployment deleted (only once
+        it holds no traffic: a failing rollback raises before that)."""
+        self.steps.append(f"rollout stopped: {_describe(error)}")
+        endpoint.traffic = dict(serving)
+        endpoint.mirror_traffic = {}
+        self.endpoints.begin_create_or_update(endpoint).result()
+        self.steps.append(f"rolled back: traffic {_format(serving)}")
+        self.discard(new)
+
+    def discard(self, name: str) -> None:
+        """Delete the new deployment (it holds no traffic); already gone is fine."""
+        try:
+            self.deployments.begin_delete(name=name, endpoint_name=self.endpoint_name).result()
+            self.steps.append(f"deployment {name} deleted")
+        except ResourceNotFoundError:
+            self.steps.append(f"deployment {name} was not created")
+
+    def result(
+        self,
+        endpoint: OnlineEndpoint,
+        new: str,
+        previous_version: str | None,
+        traffic: dict[str, int],
+        outcome: str,
+        validation: dict[str, Any],
+    ) -> dict[str, Any]:
+        """rollout's return value (see there)."""
         return {
-            "endpoint": _scoring_uri(endpoint, target, endpoint_name),
+            "endpoint": _scoring_uri(endpoint, self.target, self.endpoint_name),
             "deployment": new,
             "previous_version": previous_version,
             "infra_validation": validation,
             "traffic": traffic,
             "outcome": outcome,
-            "steps": steps,
+            "steps": self.steps,
         }
-
-    try:
-        deployments.begin_create_or_update(new_deployment(deployment_name=new)).result()
-    except (AzureError, _ml_exception()) as error:
-        steps.append(f"deployment {new} could not be created: {_describe(error)}")
-        validation = _validation(len(expected_classes), 0, [], len(invalid_files), 0)
-    else:
-        steps.append(f"deployment {new} created with {model_ref} at 0% traffic")
-        validation = _smoke_test(
-            endpoints,
-            endpoint_name,
-            new,
-            canary_file,
-            invalid_files,
-            expected_classes,
-            model_name,
-            model_version,
-            steps,
-        )
-    if not validation["passed"]:
-        _discard(deployments, new, endpoint_name, steps)
-        steps.append(f"traffic unchanged: {_format(serving)}")
-        return result(serving, FAILED, validation)
-
-    try:
-        if mirror_percent and live:
-            _mirror(endpoints, endpoint, live, new, mirror_percent, canary_file, steps)
-        elif mirror_percent:
-            steps.append("mirroring skipped: there is no live traffic to mirror")
-        plan = _traffic_plan(live, new, traffic_steps)
-        for traffic in plan:
-            endpoint.traffic = dict(traffic)
-            endpoints.begin_create_or_update(endpoint).result()
-            response = _score(endpoints, endpoint_name, canary_file, None)
-            correct = _count_correct(response, expected_classes)
-            if correct != len(expected_classes):
-                raise _CanaryFailed(f"{correct}/{len(expected_classes)} canary images as expected")
-            steps.append(f"traffic {_format(traffic)}: canary {correct}/{len(expected_classes)} as expected")
-    except (AzureError, _ml_exception(), ValueError, ContractError, _CanaryFailed) as error:
-        steps.append(f"rollout stopped: {_describe(error)}")
-        endpoint.traffic = dict(serving)
-        endpoint.mirror_traffic = {}
-        endpoints.begin_create_or_update(endpoint).result()
-        steps.append(f"rolled back: traffic {_format(serving)}")
-        _discard(deployments, new, endpoint_name, steps)
-        return result(serving, ROLLED_BACK if live else FAILED, validation)
-    if live:
-        steps.append(f"{live} kept at 0% traffic for an instant rollback")
-    return result(dict(plan[-1]), DEPLOYED, validation)
 
 
 class _CanaryFailed(Exception):
@@ -393,8 +501,20 @@ def _check_rollout_inputs(
         )
 
 
+def _write_requests(
+    workdir: Path, canary_request: dict, invalid_requests: list[dict]
+) -> tuple[Path, list[Path]]:
+    """The canary and invalid request bodies as files in `workdir` (`invoke` takes its body from a file)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    canary_file = _write_json(workdir / "canary_request.json", canary_request)
+    invalid_files = [
+        _write_json(workdir / f"invalid_request_{index}.json", request["body"])
+        for index, request in enumerate(invalid_requests)
+    ]
+    return canary_file, invalid_files
+
+
 def _write_json(path: Path, document: Any) -> Path:
-    """`invoke` takes its body from a file."""
     path.write_text(json.dumps(document))
     return path
 
@@ -418,54 +538,6 @@ def _live_deployment(endpoint: OnlineEndpoint, target: str, compute: str | None)
             f"mirror {_format(mirrored)}): send all traffic to one deployment and clear mirroring first"
         )
     return next(iter(serving), None)
-
-
-def _smoke_test(
-    endpoints: OnlineEndpointOperations,
-    endpoint_name: str,
-    deployment: str,
-    canary_file: Path,
-    invalid_files: list[Path],
-    expected_classes: list[int],
-    model_name: str,
-    model_version: str,
-    steps: list[str],
-) -> dict[str, Any]:
-    """Canary and malformed requests sent to the new deployment only (header routing, 0% traffic)."""
-    correct, latencies = 0, []
-    try:
-        started = time.perf_counter()
-        response = _score(endpoints, endpoint_name, canary_file, deployment)
-        latencies.append((time.perf_counter() - started) * 1000)
-        served = (response["model_name"], response["model_version"])
-        if served != (model_name, model_version):
-            steps.append(f"canary answered by {served[0]} v{served[1]}, not {model_name} v{model_version}")
-        else:
-            correct = _count_correct(response, expected_classes)
-    except (AzureError, _ml_exception(), ValueError, ContractError) as error:
-        steps.append(f"canary request failed: {_describe(error)}")
-    rejected = 0
-    for index, request_file in enumerate(invalid_files):
-        try:
-            endpoints.invoke(
-                endpoint_name=endpoint_name, deployment_name=deployment, request_file=str(request_file)
-            )
-            steps.append(f"invalid request {index} was accepted")
-        except HttpResponseError as error:
-            if error.status_code is not None and 400 <= error.status_code < 500:
-                rejected += 1
-            else:
-                steps.append(f"invalid request {index}: HTTP {error.status_code} instead of a 4xx")
-        except (AzureError, _ml_exception()) as error:
-            steps.append(f"invalid request {index}: {_describe(error)} instead of a 4xx")
-    validation = _validation(len(expected_classes), correct, latencies, len(invalid_files), rejected)
-    p99 = "-" if validation["p99_ms"] is None else f"{validation['p99_ms']:.1f} ms"
-    verdict = "passed" if validation["passed"] else "FAILED"
-    steps.append(
-        f"smoke test on {deployment}: canary {correct}/{len(expected_classes)} as expected, p99 {p99}, "
-        f"invalid requests rejected {rejected}/{len(invalid_files)}: {verdict}"
-    )
-    return validation
 
 
 def _validation(
@@ -503,44 +575,11 @@ def _count_correct(response: dict[str, Any], expected_classes: list[int]) -> int
     )
 
 
-def _mirror(
-    endpoints: OnlineEndpointOperations,
-    endpoint: OnlineEndpoint,
-    live: str,
-    new: str,
-    percent: int,
-    canary_file: Path,
-    steps: list[str],
-) -> None:
-    """Shadow live traffic to the new deployment; its answers are discarded, so only the call is checked.
-
-    Errors of the mirrored copies show in the deployment's metrics and logs, not here.
-    """
-    endpoint.traffic = {live: 100}
-    endpoint.mirror_traffic = {new: percent}
-    endpoints.begin_create_or_update(endpoint).result()
-    _score(endpoints, endpoint.name, canary_file, None)
-    endpoint.mirror_traffic = {}
-    endpoints.begin_create_or_update(endpoint).result()
-    steps.append(f"mirrored {percent}% of live traffic to {new}, then stopped mirroring")
-
-
 def _traffic_plan(live: str | None, new: str, traffic_steps: tuple[int, ...]) -> list[dict[str, int]]:
     """Traffic after each step; without a live deployment the only possible split is all-new."""
     if live is None:
         return [{new: 100}]
     return [{live: 100 - pct, new: pct} for pct in traffic_steps]
-
-
-def _discard(
-    deployments: OnlineDeploymentOperations, name: str, endpoint_name: str, steps: list[str]
-) -> None:
-    """Delete the new deployment (it holds no traffic); already gone is fine."""
-    try:
-        deployments.begin_delete(name=name, endpoint_name=endpoint_name).result()
-        steps.append(f"deployment {name} deleted")
-    except ResourceNotFoundError:
-        steps.append(f"deployment {name} was not created")
 
 
 def _scoring_uri(endpoint: OnlineEndpoint, target: str, endpoint_name: str) -> str | None:

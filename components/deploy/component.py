@@ -106,7 +106,7 @@ def deploy(
             model,
             test_data,
             deployment_record,
-            registration_record_path=registration_record,
+            registration_record=registration_record,
             target=target,
             registry=registry,
             endpoint_name=endpoint_name,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,26 @@ DEFAULT_INSTANCE_TYPES = {"azureml": "Standard_DS3_v2", "kubernetes": "defaultin
 """A managed endpoint takes an Azure VM size; a Kubernetes one an instance type defined on the cluster."""
 
 
+@dataclass(frozen=True)
+class AzureSettings:
+    """The ports that only the azureml and kubernetes targets read, carried to the cloud path as one."""
+
+    subscription_id: str | None
+    resource_group: str | None
+    workspace: str | None
+    compute: str | None
+    instance_type: str | None
+    instance_count: int
+    mirror_percent: int
+
+
 @checked("deploy")
 def run_deploy(
     model: str | None,
-    test_data_dir: str | Path,
-    record_path: str | Path,
+    test_data: str | Path,
+    deployment_record: str | Path,
     *,
-    registration_record_path: str | Path | None = None,
+    registration_record: str | Path | None = None,
     target: str = "azureml",
     registry: str | None = None,
     endpoint_name: str | None = None,
@@ -79,26 +93,18 @@ def run_deploy(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if target not in TARGETS:
         raise UserInputError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
-    if (model is None) == (registration_record_path is None):
+    if (model is None) == (registration_record is None):
         raise UserInputError("give exactly one of model (a registry reference) or registration_record")
     uri = registry_uri(registry)
-    if registration_record_path is not None:
-        registration = contracts.read_json(registration_record_path, "registration_record")
+    if registration_record is not None:
+        registration = contracts.read_json(registration_record, "registration_record")
         if not registration["registered"]:
-            return _skip(registration, uri, target, record_path)
+            return _skip(registration, uri, target, deployment_record)
         model = f"models:/{registration['model_name']}/{registration['version']}"
     models = RegistryModels(model, uri)
     version = _blessed_version(models)
-    images, expected = _canaries(models, version, Path(test_data_dir), canary_count)
-    record = {
-        "schema_version": 1,
-        "action": "deploy",
-        "target": target,
-        "model_uri": model,
-        "model_name": models.name,
-        "model_version": version,
-        "previous_version": production_version(uri, models.name),
-    }
+    images, expected = _canaries(models, version, Path(test_data), canary_count)
+    record = _attempt(target, model, models, version, uri)
     if target == "local":
         endpoint_name = endpoint_name or LOCAL_ENDPOINT
         record |= _deploy_locally(
@@ -107,62 +113,58 @@ def run_deploy(
         if record["outcome"] != "deployed" and record["previous_version"]:
             record["traffic"] = {f"v{record['previous_version']}": 100}
     else:
-        from mnist_mlops.components.deploy.azure_targets import (
-            azure_ml_client,
-            default_endpoint_name,
-            rollout,
-        )
-        from mnist_mlops.environments import environment_dir
-        from mnist_mlops.snapshot import materialize
-
-        ml_client = azure_ml_client(subscription_id, resource_group, workspace)
-        endpoint_name = endpoint_name or default_endpoint_name(ml_client)
-        workdir = Path(tempfile.mkdtemp(prefix="mnist-mlops-deploy-"))
-        rolled = rollout(
-            ml_client,
-            target=target,
-            endpoint_name=endpoint_name,
-            model_name=models.name,
-            model_version=version,
-            canary_request={"instances": images.astype(int).tolist()},
-            expected_classes=[int(value) for value in expected],
-            invalid_requests=[
-                {"body": {"instances": [[[300] * 28] * 28]}},
-                {"body": {"images": ["not base64"]}},
-            ],
-            # the scoring code is the project's code snapshot, so score.py finds everything it imports
-            code_dir=materialize(workdir / "code"),
-            scoring_script=SCORING_SCRIPT,
-            environment_dir=environment_dir("model"),
-            instance_type=instance_type or DEFAULT_INSTANCE_TYPES[target],
-            instance_count=instance_count,
+        cloud = AzureSettings(
+            subscription_id=subscription_id,
+            resource_group=resource_group,
+            workspace=workspace,
             compute=compute,
+            instance_type=instance_type,
+            instance_count=instance_count,
             mirror_percent=mirror_percent,
-            workdir=workdir,
         )
-        record |= {key: rolled[key] for key in ("previous_version", "infra_validation", "traffic", "outcome")}
-        record["endpoint"] = rolled["endpoint"] or f"https://{endpoint_name}.unreported/score"
-        print("\n".join(rolled["steps"]), flush=True)
+        record |= _deploy_to_azure(models, version, images, expected, target, endpoint_name, cloud)
+    return _conclude(record, uri, deployment_record)
+
+
+def _attempt(target: str, model: str, models: RegistryModels, version: str, uri: str) -> dict[str, Any]:
+    """The record's fields known before the target is touched, production's current version included."""
+    return {
+        "schema_version": 1,
+        "action": "deploy",
+        "target": target,
+        "model_uri": model,
+        "model_name": models.name,
+        "model_version": version,
+        "previous_version": production_version(uri, models.name),
+    }
+
+
+def _conclude(record: dict[str, Any], uri: str, deployment_record: str | Path) -> dict[str, Any]:
+    """Append the attempt to the history (moving `production` if it deployed), then either refuse with
+    the reason or write the record: a failed deployment leaves no output."""
+    name, version = record["model_name"], record["model_version"]
     record["deployed_at"] = utc_iso(datetime.now(UTC))
     with exclusive(uri):
         if record["outcome"] == "deployed":
-            move_production(uri, models.name, version)
+            move_production(uri, name, version)
         history = append_history(uri, record)
     if record["outcome"] != "deployed":
         raise UserInputError(
-            f"{models.name} v{version} was not deployed ({record['outcome']}): infra validation failed;"
+            f"{name} v{version} was not deployed ({record['outcome']}): infra validation failed;"
             f" production stays at {record['previous_version'] or 'nothing'} (attempt recorded in {history})"
         )
-    contracts.write_json(record_path, record, "deployment_record")
+    contracts.write_json(deployment_record, record, "deployment_record")
     print(
-        f"deployed {models.name} v{version} to {target}: production was {record['previous_version'] or '-'}"
-        f", now {version} (history: {history})",
+        f"deployed {name} v{version} to {record['target']}: production was"
+        f" {record['previous_version'] or '-'}, now {version} (history: {history})",
         flush=True,
     )
     return record
 
 
-def _skip(registration: dict[str, Any], uri: str, target: str, record_path: str | Path) -> dict[str, Any]:
+def _skip(
+    registration: dict[str, Any], uri: str, target: str, deployment_record: str | Path
+) -> dict[str, Any]:
     """register declined the model: nothing to deploy, which is the pipeline doing its job (exit 0)."""
     previous = production_version(uri, registration["model_name"])
     record = {
@@ -180,7 +182,7 @@ def _skip(registration: dict[str, Any], uri: str, target: str, record_path: str 
         "outcome": "skipped",
         "reasons": registration["reasons"],
     }
-    contracts.write_json(record_path, record, "deployment_record")
+    contracts.write_json(deployment_record, record, "deployment_record")
     print(f"not deployed: {'; '.join(registration['reasons'])}", flush=True)
     return record
 
@@ -201,11 +203,11 @@ def _blessed_version(models: RegistryModels) -> str:
 
 
 def _canaries(
-    models: RegistryModels, version: str, test_data_dir: Path, count: int
+    models: RegistryModels, version: str, test_data: Path, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Canary images from the current test split and the classes the registered artifact predicts."""
-    manifest = contracts.read_json(test_data_dir / "manifest.json", "preprocessed_manifest")
-    images, _ = load_split(test_data_dir, manifest, "test")
+    manifest = contracts.read_json(test_data / "manifest.json", "preprocessed_manifest")
+    images, _ = load_split(test_data, manifest, "test")
     images = images[:count]
     expected = models.load(version).predict(images).argmax(axis=1)
     return images, expected
@@ -241,3 +243,50 @@ def _deploy_locally(
         "traffic": {f"v{version}": 100} if checks["passed"] else {},
         "outcome": "deployed" if checks["passed"] else "failed",
     }
+
+
+def _deploy_to_azure(
+    models: RegistryModels,
+    version: str,
+    images: np.ndarray,
+    expected: np.ndarray,
+    target: str,
+    endpoint_name: str | None,
+    cloud: AzureSettings,
+) -> dict[str, Any]:
+    """Blue/green rollout on the workspace's online endpoint (see `azure_targets`); prints its steps and
+    returns the record fields it settles."""
+    from mnist_mlops.azure_identity import workspace_client
+    from mnist_mlops.components.deploy.azure_targets import default_endpoint_name, rollout
+    from mnist_mlops.environments import environment_dir
+    from mnist_mlops.snapshot import materialize
+
+    ml_client = workspace_client(cloud.subscription_id, cloud.resource_group, cloud.workspace)
+    endpoint_name = endpoint_name or default_endpoint_name(ml_client)
+    workdir = Path(tempfile.mkdtemp(prefix="mnist-mlops-deploy-"))
+    rolled = rollout(
+        ml_client,
+        target=target,
+        endpoint_name=endpoint_name,
+        model_name=models.name,
+        model_version=version,
+        canary_request={"instances": images.astype(int).tolist()},
+        expected_classes=[int(value) for value in expected],
+        invalid_requests=[
+            {"body": {"instances": [[[300] * 28] * 28]}},
+            {"body": {"images": ["not base64"]}},
+        ],
+        # the scoring code is the project's code snapshot, so score.py finds everything it imports
+        code_dir=materialize(workdir / "code"),
+        scoring_script=SCORING_SCRIPT,
+        environment_dir=environment_dir("model"),
+        instance_type=cloud.instance_type or DEFAULT_INSTANCE_TYPES[target],
+        instance_count=cloud.instance_count,
+        compute=cloud.compute,
+        mirror_percent=cloud.mirror_percent,
+        workdir=workdir,
+    )
+    settled = {key: rolled[key] for key in ("previous_version", "infra_validation", "traffic", "outcome")}
+    settled["endpoint"] = rolled["endpoint"] or f"https://{endpoint_name}.unreported/score"
+    print("\n".join(rolled["steps"]), flush=True)
+    return settled

@@ -1,24 +1,28 @@
 """train: fit the CNN on preprocessed MNIST and write an MLflow model, a training summary and curves.
 
-Framework-free interface (plain paths and scalars); TensorFlow is imported inside. One custom training
-loop serves one process and many: under AML's `distribution: {type: tensorflow, worker_count: N}`,
-`TF_CONFIG` names the cluster and the loop runs under `MultiWorkerMirroredStrategy` (Keras 3
-`model.fit` fails there with a PerReplica error; `strategy.run` works). Reproducible: the seed fixes
-initialization, shuffling, dropout and augmentation, and TF op determinism is on.
+Framework-free interface (plain paths and scalars, named as the component's ports); TensorFlow is
+imported inside. One custom training loop serves one process and many: under AML's `distribution:
+{type: tensorflow, worker_count: N}`, `TF_CONFIG` names the cluster and the loop runs under
+`MultiWorkerMirroredStrategy` (Keras 3 `model.fit` fails there with a PerReplica error; `strategy.run`
+works). Reproducible: the seed fixes initialization, shuffling, dropout and augmentation, and TF op
+determinism is on.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
 import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_mlops import __version__, contracts
+from mnist_mlops import __version__, contracts, plots
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
@@ -29,12 +33,21 @@ from mnist_mlops.provenance import code_version, environment_hash
 COMPONENT_NAME = "mnist_mlops_train"
 
 
+@dataclass(frozen=True)
+class _Splits:
+    """What train reads from preprocess: the manifest and the train and validation (images, labels)."""
+
+    manifest: dict[str, Any]
+    train: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+
+
 @checked("train")
 def run_train(
-    preprocessed_dir: str | Path,
-    model_dir: str | Path,
-    summary_path: str | Path,
-    curves_path: str | Path,
+    preprocessed: str | Path,
+    model: str | Path,
+    training_summary: str | Path,
+    training_curves: str | Path,
     *,
     epochs: int = 12,
     batch_size: int = 128,
@@ -51,36 +64,89 @@ def run_train(
     import keras
     import tensorflow as tf
 
-    from .model import build_model, shift_images, training_dataset
+    from .model import training_dataset
 
-    preprocessed_dir = Path(preprocessed_dir)
-    manifest = contracts.read_json(preprocessed_dir / "manifest.json", "preprocessed_manifest")
-    train_images, train_labels = load_split(preprocessed_dir, manifest, "train")
-    validation_images, validation_labels = load_split(preprocessed_dir, manifest, "validation")
-    if max_train_images:
-        train_images, train_labels = train_images[:max_train_images], train_labels[:max_train_images]
-
+    splits = _read_splits(Path(preprocessed), max_train_images)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     strategy, cluster = _strategy()
-    replicas = strategy.num_replicas_in_sync
-    global_batch = batch_size * replicas
-    if len(train_images) < global_batch:
+    global_batch = batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = _steps_per_epoch(Path(preprocessed), len(splits.train[0]), global_batch)
+    network, optimizer = _network_and_optimizer(
+        strategy, splits.manifest["normalization"], learning_rate, epochs, steps_per_epoch
+    )
+    dataset = strategy.experimental_distribute_dataset(training_dataset(*splits.train, global_batch, seed))
+    train_step = _distributed_train_step(strategy, network, optimizer, global_batch, seed, augment)
+    images_per_epoch = steps_per_epoch * global_batch
+    started = time.perf_counter()
+    history = _fit(network, train_step, dataset, splits.validation, epochs, images_per_epoch)
+    wall = time.perf_counter() - started
+    hyperparameters = {
+        "epochs": epochs,
+        "batch_size": global_batch,
+        "per_replica_batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "augment": augment,
+        "max_train_images": max_train_images,
+    }
+    summary = _summary(
+        splits.manifest, seed, hyperparameters, history, wall, epochs * images_per_epoch, cluster
+    )
+    contracts.validate(summary, "training_summary", source=str(training_summary))
+    if cluster and not cluster["is_chief"]:
+        return summary  # workers train in lockstep; only the chief writes outputs
+    _save_model(network, Path(model), splits.validation[0][:2], summary)
+    plots.training_curves(history, Path(training_curves))
+    contracts.write_json(training_summary, summary, "training_summary")
+    return summary
+
+
+def _read_splits(preprocessed: Path, max_train_images: int) -> _Splits:
+    manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
+    train_images, train_labels = load_split(preprocessed, manifest, "train")
+    if max_train_images:
+        train_images, train_labels = train_images[:max_train_images], train_labels[:max_train_images]
+    return _Splits(manifest, (train_images, train_labels), load_split(preprocessed, manifest, "validation"))
+
+
+def _steps_per_epoch(preprocessed: Path, train_count: int, global_batch: int) -> int:
+    """Whole global batches per epoch (the remainder is dropped), refusing data smaller than one."""
+    if train_count < global_batch:
         raise UserInputError(
-            f"{preprocessed_dir}: {len(train_images)} training images, fewer than one batch of {global_batch}"
+            f"{preprocessed}: {train_count} training images, fewer than one batch of {global_batch}"
         )
-    steps_per_epoch = len(train_images) // global_batch
-    normalization = manifest["normalization"]
+    return train_count // global_batch
+
+
+def _network_and_optimizer(
+    strategy: Any, normalization: dict[str, float], learning_rate: float, epochs: int, steps_per_epoch: int
+) -> tuple[Any, Any]:
+    """The CNN and Adam (one warm-up epoch, then cosine decay), created in the strategy's scope so
+    their variables are mirrored across replicas."""
+    import keras
+
+    from .model import build_model
+
     with strategy.scope():
-        model = build_model(normalization["mean"], normalization["std"])
+        network = build_model(normalization["mean"], normalization["std"])
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, epochs * steps_per_epoch, warmup_target=learning_rate, warmup_steps=steps_per_epoch
         )
         optimizer = keras.optimizers.Adam(schedule)
+    return network, optimizer
+
+
+def _distributed_train_step(
+    strategy: Any, network: Any, optimizer: Any, global_batch: int, seed: int, augment: bool
+) -> Callable[..., Any]:
+    """One optimizer step on every replica (`strategy.run`, which works where Keras 3 `fit` does not);
+    returns the step's summed per-image loss and count of correct predictions over all replicas."""
+    import keras
+    import tensorflow as tf
+
+    from .model import shift_images
+
     loss_of = keras.losses.SparseCategoricalCrossentropy(reduction="none")
-    dataset = strategy.experimental_distribute_dataset(
-        training_dataset(train_images, train_labels, global_batch, seed)
-    )
 
     @tf.function
     def train_step(images: tf.Tensor, labels: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -89,11 +155,11 @@ def run_train(
                 replica = tf.distribute.get_replica_context().replica_id_in_sync_group
                 images = shift_images(images, tf.stack([tf.cast(step, tf.int32), seed + replica]))
             with tf.GradientTape() as tape:
-                probabilities = model(images, training=True)
+                probabilities = network(images, training=True)
                 losses = loss_of(labels, probabilities)
                 loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
-            gradients = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+            gradients = tape.gradient(loss, network.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, network.trainable_variables, strict=True))
             correct = tf.reduce_sum(
                 tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), labels), tf.float32)
             )
@@ -105,40 +171,75 @@ def run_train(
             strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
         )
 
+    return train_step
+
+
+def _fit(
+    network: Any,
+    train_step: Callable[..., Any],
+    dataset: Iterable[Any],
+    validation: tuple[np.ndarray, np.ndarray],
+    epochs: int,
+    images_per_epoch: int,
+) -> list[dict[str, float]]:
+    """Train for `epochs`, scoring the validation split after each; one history row per epoch."""
+    import tensorflow as tf
+
     @tf.function
     def predict(images: tf.Tensor) -> tf.Tensor:
-        return model(images, training=False)
+        return network(images, training=False)
 
     history = []
-    started = time.perf_counter()
-    step = 0
+    steps = itertools.count()  # the global step numbers the augmentation is keyed by
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
-        total_loss = total_correct = 0.0
-        for images, labels in dataset:
-            loss, correct = train_step(images, labels, tf.constant(step, tf.int64))
-            total_loss += float(loss)
-            total_correct += float(correct)
-            step += 1
-        seen = steps_per_epoch * global_batch
-        val_loss, val_accuracy = _evaluate(predict, validation_images, validation_labels)
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": total_loss / seen,
-                "accuracy": total_correct / seen,
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "seconds": time.perf_counter() - epoch_started,
-            }
-        )
+        total_loss, total_correct = _train_epoch(train_step, dataset, steps)
+        val_loss, val_accuracy = _evaluate(predict, *validation)
+        row = {
+            "epoch": epoch,
+            "loss": total_loss / images_per_epoch,
+            "accuracy": total_correct / images_per_epoch,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "seconds": time.perf_counter() - epoch_started,
+        }
+        history.append(row)
         print(
-            f"epoch {epoch}/{epochs}: loss {history[-1]['loss']:.4f} accuracy {history[-1]['accuracy']:.4f} "
-            f"val_loss {val_loss:.4f} val_accuracy {val_accuracy:.4f} ({history[-1]['seconds']:.1f}s)",
+            f"epoch {epoch}/{epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.4f} "
+            f"val_loss {val_loss:.4f} val_accuracy {val_accuracy:.4f} ({row['seconds']:.1f}s)",
             flush=True,
         )
-    wall = time.perf_counter() - started
-    summary = {
+    return history
+
+
+def _train_epoch(
+    train_step: Callable[..., Any], dataset: Iterable[Any], steps: Iterator[int]
+) -> tuple[float, float]:
+    """One pass over the data: the summed per-image loss and the number of correct predictions."""
+    import tensorflow as tf
+
+    total_loss = total_correct = 0.0
+    for images, labels in dataset:
+        loss, correct = train_step(images, labels, tf.constant(next(steps), tf.int64))
+        total_loss += float(loss)
+        total_correct += float(correct)
+    return total_loss, total_correct
+
+
+def _summary(
+    manifest: dict[str, Any],
+    seed: int,
+    hyperparameters: dict[str, Any],
+    history: list[dict[str, float]],
+    wall: float,
+    images_trained: int,
+    cluster: dict | None,
+) -> dict[str, Any]:
+    """The training_summary document: what was trained on which data with which code, and how fast."""
+    import keras
+    import tensorflow as tf
+
+    return {
         "schema_version": 1,
         "seed": seed,
         "tf_version": tf.__version__,
@@ -146,17 +247,10 @@ def run_train(
         "environment_hash": environment_hash(),
         "dataset_version": manifest["dataset_version"],
         "code_version": code_version(),
-        "hyperparameters": {
-            "epochs": epochs,
-            "batch_size": global_batch,
-            "per_replica_batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "augment": augment,
-            "max_train_images": max_train_images,
-        },
+        "hyperparameters": hyperparameters,
         "history": history,
         "wall_time_seconds": wall,
-        "images_per_second": epochs * steps_per_epoch * global_batch / wall,
+        "images_per_second": images_trained / wall,
         "metrics": {key: history[-1][key] for key in ("loss", "accuracy", "val_loss", "val_accuracy")},
         "distributed": {
             "strategy": "MultiWorkerMirroredStrategy" if cluster else "default",
@@ -164,15 +258,6 @@ def run_train(
             "is_chief": cluster["is_chief"] if cluster else True,
         },
     }
-    contracts.validate(summary, "training_summary", source=str(summary_path))
-    if cluster and not cluster["is_chief"]:
-        return summary  # workers train in lockstep; only the chief writes outputs
-    _save_model(model, Path(model_dir), validation_images[:2], summary)
-    from mnist_mlops.plots import training_curves
-
-    training_curves(history, Path(curves_path))
-    contracts.write_json(summary_path, summary, "training_summary")
-    return summary
 
 
 def _evaluate(predict, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -203,7 +288,7 @@ def _strategy() -> tuple[Any, dict | None]:
     return tf.distribute.MultiWorkerMirroredStrategy(), {"workers": workers, "is_chief": is_chief}
 
 
-def _save_model(model, target: Path, example: np.ndarray, summary: dict) -> None:
+def _save_model(network: Any, target: Path, example: np.ndarray, summary: dict) -> None:
     """Save as an MLflow model (TensorFlow flavor) with a uint8 (-1, 28, 28) signature."""
     import mlflow.tensorflow
     from mlflow.models import ModelSignature
@@ -221,7 +306,7 @@ def _save_model(model, target: Path, example: np.ndarray, summary: dict) -> None
     ]
     with staged_dir(target) as stage:
         mlflow.tensorflow.save_model(
-            model,
+            network,
             str(stage / "model"),
             signature=signature,
             input_example=example,

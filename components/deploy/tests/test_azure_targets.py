@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from azure.ai.ml import MLClient, load_online_deployment, load_online_endpoint
+from azure.ai.ml import load_online_deployment, load_online_endpoint
 from azure.ai.ml._utils._endpoint_utils import validate_response, validate_scoring_script  # the SDK's checks
 from azure.ai.ml.entities import (
     KubernetesOnlineDeployment,
@@ -34,7 +34,6 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from mnist_mlops import contracts
 from mnist_mlops.components.deploy.azure_targets import (
-    azure_ml_client,
     build_deployment,
     build_endpoint,
     rollout,
@@ -692,18 +691,6 @@ def test_rollout_refuses_bad_inputs_before_any_call(
     assert fake.calls == []
 
 
-def test_azure_ml_client_names_missing_settings() -> None:
-    with pytest.raises(UserInputError, match="missing subscription_id, workspace"):
-        azure_ml_client("", "rg", " ")
-    client = azure_ml_client("00000000-0000-0000-0000-000000000000", "rg", "ws")  # no network until used
-    assert isinstance(client, MLClient)
-    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == (
-        "00000000-0000-0000-0000-000000000000",
-        "rg",
-        "ws",
-    )
-
-
 # --- entities against the SDK's YAML schemas -------------------------------------------------------
 
 
@@ -771,15 +758,3 @@ def test_deployment_round_trips_through_the_sdk_schema(
     for probe in (loaded.liveness_probe, loaded.readiness_probe):
         assert probe.period > 0 and probe.timeout > 0 and probe.failure_threshold >= 1
     assert loaded.liveness_probe.success_threshold == 1  # the service's only allowed value
-
-
-def test_inside_an_azure_ml_job_the_client_targets_the_jobs_own_workspace(monkeypatch) -> None:
-    monkeypatch.setenv("AZUREML_ARM_SUBSCRIPTION", "00000000-0000-0000-0000-000000000000")
-    monkeypatch.setenv("AZUREML_ARM_RESOURCEGROUP", "rg")
-    monkeypatch.setenv("AZUREML_ARM_WORKSPACE_NAME", "ws")
-    client = azure_ml_client(None, None, None)
-    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == (
-        "00000000-0000-0000-0000-000000000000",
-        "rg",
-        "ws",
-    )

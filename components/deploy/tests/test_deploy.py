@@ -96,8 +96,8 @@ def test_the_production_version_is_the_next_runs_champion(tmp_path, trained, reg
         trained / "preprocessed",
         tmp_path / "evaluation",
         tmp_path / "blessing.json",
-        thresholds_path=trained / "thresholds.json",
-        champion_dir=tmp_path / "champion",
+        thresholds=trained / "thresholds.json",
+        champion=tmp_path / "champion",
     )
     assert report["champion"]["version"] == "2" and again == found
     assert report["champion"]["accuracy"] == report["accuracy"]  # the same model, the same test split
@@ -113,7 +113,7 @@ def test_the_pipeline_deploys_what_register_registered_or_skips_with_reasons(tmp
         trained / "preprocessed",
         tmp_path / "record.json",
         registry=registry,
-        registration_record_path=tmp_path / "registered.json",
+        registration_record=tmp_path / "registered.json",
         **DEPLOY,
     )
     assert (record["model_uri"], record["outcome"]) == (
@@ -133,7 +133,7 @@ def test_the_pipeline_deploys_what_register_registered_or_skips_with_reasons(tmp
         trained / "preprocessed",
         tmp_path / "skipped.json",
         registry=registry,
-        registration_record_path=tmp_path / "declined.json",
+        registration_record=tmp_path / "declined.json",
         **DEPLOY,
     )
     assert contracts.read_json(tmp_path / "skipped.json", "deployment_record") == skipped
