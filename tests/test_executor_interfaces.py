@@ -10,22 +10,8 @@ import pytest
 
 from mnist_mlops.ports import component_names, load_spec
 
-NOT_YET_CONVERTED = {"train", "deploy", "monitor"}
-"""Executors still being renamed to their port names; this set goes when they are converted."""
 
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                name in NOT_YET_CONVERTED, reason="executor not yet renamed to its ports", strict=False
-            ),
-        )
-        for name in component_names()
-    ],
-)
+@pytest.mark.parametrize("name", component_names())
 def test_every_port_is_a_parameter_of_the_executor(name):
     executor = importlib.import_module(f"mnist_mlops.components.{name}.executor")
     parameters = inspect.signature(getattr(executor, f"run_{name}")).parameters

@@ -1,7 +1,8 @@
 """The monitor component: typed ports over `executor.run_monitor`.
 
 Not deterministic: it reads a request log that grows between runs (and may start a retraining), so a
-cached report would describe traffic that is long gone.
+cached report would describe traffic that is long gone. The retrain ports configure the handler
+`on_breach` names (`mnist_mlops.retraining`); the monitor passes them through.
 """
 
 from mldesigner import Input, Output, command_component
@@ -17,8 +18,9 @@ VERSION = "0.1.0"
         "Compare the scoring server's recent requests with the training baseline: input drift (PSI and KS "
         "distance of mean intensity and ink fraction), prediction drift (total variation against the class "
         "priors), low-confidence share, 4xx/5xx rates and p50/p99 latency, each over a window of recent "
-        "requests against a threshold. Writes the report and a drift-over-time plot; on a breach it alerts "
-        "and can start a local training run or submit the Azure ML training pipeline."
+        "requests against a threshold. Writes the report and a drift-over-time plot; on a breach it alerts, "
+        "writes a retrain request and hands it to a handler: the training pipeline run here, the Azure ML "
+        "training pipeline submitted, or your own."
     ),
     is_deterministic=False,
     tags={"stage": "monitor", "project": "mnist-mlops", "framework": "numpy"},
@@ -33,7 +35,9 @@ def monitor(
         type="uri_folder",
         description="preprocess output of the serving model's training data (its baseline_statistics.json).",
     ),
-    report: Output(type="uri_folder", description="monitor_report.json and drift.png."),
+    report: Output(
+        type="uri_folder", description="monitor_report.json, drift.png; on an alert retrain_request.json."
+    ),
     thresholds: Input(
         type="uri_file",
         optional=True,
@@ -52,8 +56,10 @@ def monitor(
     on_breach: Input(
         type="string",
         default="alert",
-        enum=["alert", "retrain_local", "retrain_aml"],
-        description="On an alert: only report it, run the training pipeline here, or submit it to Azure ML.",
+        description=(
+            "Who gets the retrain request on an alert: alert (nobody), retrain_local (the training pipeline "
+            "run here), retrain_aml (submitted to Azure ML) or your handler as package.module:function."
+        ),
     ) = "alert",
     retrain_data: Input(
         type="string",
@@ -83,7 +89,7 @@ def monitor(
             requests,
             baseline,
             report,
-            thresholds_path=thresholds,
+            thresholds=thresholds,
             model_version=model_version,
             min_samples=min_samples,
             on_breach=on_breach,

@@ -10,10 +10,13 @@ threshold: input drift of mean intensity and ink fraction (PSI and binned KS dis
 baseline's histogram), prediction drift (total variation between served classes and the training
 class priors), the share of low-confidence predictions, the shares of 5xx and of 4xx responses, and
 p50/p99 latency of successful requests. Fewer than `min_samples` images (requests, for error rates and
-latency) is "insufficient_data", never an alert. On an alert the report carries the reasons, and
-`on_breach` may start a local training run or submit the Azure ML training pipeline.
+latency) is "insufficient_data", never an alert. On an alert the report carries the reasons, a retrain
+request (schema `retrain_request`) is written beside it, and the request is handed to the handler
+`on_breach` names (`mnist_mlops.retraining`: run the training pipeline here, submit it to Azure ML, or a
+user's own `package.module:function`); the monitor imports no orchestrator itself.
 
-Output folder (staged, renamed into place whole): ``monitor_report.json`` and ``drift.png``.
+Output folder (staged, renamed into place whole): ``monitor_report.json``, ``drift.png`` and, on an
+alert, ``retrain_request.json``.
 """
 
 from __future__ import annotations
@@ -22,24 +25,20 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from mnist_mlops import contracts
+from mnist_mlops import contracts, retraining
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.components.monitor import drift, plot, retrain
+from mnist_mlops.components.monitor import drift, plot
 from mnist_mlops.errors import ContractError, UserInputError
 from mnist_mlops.hashing import sha256_file
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 
-if TYPE_CHECKING:
-    from azure.ai.ml import MLClient
-
 COMPONENT_NAME = "mnist_mlops_monitor"
 FEATURES = ("mean_intensity", "ink_fraction")
-ON_BREACH = ("alert", "retrain_local", "retrain_aml")
 DEFAULT_WINDOW = 1000
 LOW_CONFIDENCE = 0.9
 """A prediction below this confidence counts as low-confidence."""
@@ -61,6 +60,9 @@ REQUEST_METRICS = {"error_rate_5xx", "error_rate_4xx", "latency_p50_ms", "latenc
 """Measured over requests; every other metric over the images of the window."""
 REPORT_FILE = "monitor_report.json"
 PLOT_FILE = "drift.png"
+REQUEST_FILE = "retrain_request.json"
+BREACH_FIELDS = ("metric", "value", "threshold", "window", "samples")
+"""What a retrain request keeps of each breached check."""
 MAX_EXAMPLES = 5
 
 
@@ -75,14 +77,14 @@ class Request:
 
 @checked("monitor")
 def run_monitor(
-    requests_dir: str | Path,
-    baseline_dir: str | Path,
-    report_dir: str | Path,
+    requests: str | Path,
+    baseline: str | Path,
+    report: str | Path,
     *,
-    thresholds_path: str | Path | None = None,
+    thresholds: str | Path | None = None,
     model_version: str | None = None,
     min_samples: int = 100,
-    on_breach: str = "alert",
+    on_breach: str = retraining.ALERT_ONLY,
     retrain_data: str | None = None,
     retrain_until: str | None = None,
     registry: str | None = None,
@@ -90,76 +92,72 @@ def run_monitor(
     resource_group: str | None = None,
     workspace: str | None = None,
 ) -> dict[str, Any]:
-    """Check the recent traffic, act on a breach as `on_breach` says, write the report; returns it."""
-    client = _retrain_client(on_breach, retrain_data, subscription_id, resource_group, workspace)
-    baseline = read_baseline(Path(baseline_dir))
-    rules = read_thresholds(Path(thresholds_path) if thresholds_path else None)
-    requests, log = read_requests(Path(requests_dir), model_version)
-    with staged_dir(Path(report_dir)) as stage:
+    """Check the recent traffic, hand a breach to `on_breach`'s handler, write the report; returns it."""
+    settings = retraining.RetrainSettings(
+        retrain_data, retrain_until, registry, subscription_id, resource_group, workspace
+    )
+    handler = retraining.handler_for(on_breach, settings)  # refuses what it could not act on, before any work
+    statistics = read_baseline(Path(baseline))
+    rules = read_thresholds(Path(thresholds) if thresholds else None)
+    served, log = read_requests(Path(requests), model_version)
+    with staged_dir(Path(report)) as stage:
         measured: dict[int, dict[str, tuple[float | None, int]]] = {}
         checks = []
         for metric, (threshold, window) in rules.items():
             if window not in measured:
-                measured[window] = measure(requests[-window:], baseline)
+                measured[window] = measure(served[-window:], statistics)
             value, samples = measured[window][metric]
             checks.append(_check(metric, value, threshold, window, samples, min_samples))
-        widest = requests[-max(window for _, window in rules.values()) :]
-        report = {
+        widest = served[-max(window for _, window in rules.values()) :]
+        document = {
             "schema_version": 1,
             "generated_at": utc_iso(datetime.now(UTC)),
-            "baseline": {"dataset_version": baseline["dataset_version"], "count": baseline["count"]},
+            "baseline": {"dataset_version": statistics["dataset_version"], "count": statistics["count"]},
             "model_version_filter": model_version,
             "model_versions": sorted({request.model_version for request in widest}),
             "log": log,
             "time_range": {"from": utc_iso(widest[0].time), "to": utc_iso(widest[-1].time)},
             "samples": {"requests": len(widest), "images": sum(len(r.images) for r in widest)},
-            "summary": _summary(widest, baseline),
+            "summary": _summary(widest, statistics),
             "checks": checks,
             **_verdict(checks),
-            "retrain": retrain.not_triggered(on_breach),
+            "retrain": retraining.not_triggered(on_breach),
         }
         plot.drift_over_time(
-            [request.time for request in requests for _ in request.images],
-            {name: np.array([i[name] for r in requests for i in r.images]) for name in FEATURES},
-            baseline["features"],
+            [request.time for request in served for _ in request.images],
+            {name: np.array([i[name] for r in served for i in r.images]) for name in FEATURES},
+            statistics["features"],
             {name: rules[f"psi_{name}"][0] for name in FEATURES},
             stage / PLOT_FILE,
         )
-        _announce(report)
-        if report["alert"] and on_breach == "retrain_local":
-            report["retrain"] = retrain.retrain_local(retrain_data, registry=registry, until=retrain_until)
-        elif report["alert"] and on_breach == "retrain_aml":
-            report["retrain"] = retrain.retrain_aml(client, retrain_data)
-        if report["retrain"]["status"] != "not_triggered":
-            print(f"retrain {report['retrain']['status']}: {report['retrain']['detail']}", flush=True)
-        contracts.write_json(stage / REPORT_FILE, report, "monitor_report")
-    return report
+        _announce(document)
+        if document["alert"]:
+            breach_request = retrain_request(document, on_breach, retrain_data)
+            contracts.write_json(stage / REQUEST_FILE, breach_request, "retrain_request")
+            if handler is not None:
+                document["retrain"] = retraining.hand_over(on_breach, handler, breach_request)
+        if document["retrain"]["status"] != "not_triggered":
+            print(f"retrain {document['retrain']['status']}: {document['retrain']['detail']}", flush=True)
+        contracts.write_json(stage / REPORT_FILE, document, "monitor_report")
+    return document
 
 
-def _retrain_client(
-    on_breach: str,
-    retrain_data: str | None,
-    subscription_id: str | None,
-    resource_group: str | None,
-    workspace: str | None,
-) -> MLClient | None:
-    """Refuse a breach action that could not run before any monitoring, not when the alert comes."""
-    if on_breach not in ON_BREACH:
-        raise UserInputError(f"on_breach {on_breach!r}: expected one of {', '.join(ON_BREACH)}")
-    if on_breach == "retrain_local" and not retrain_data:
-        raise UserInputError("on_breach=retrain_local needs retrain_data (what the training pipeline reads)")
-    if on_breach != "retrain_aml":
-        return None
-    try:
-        from mnist_mlops.azure_jobs import ml_client
-    except ImportError:
-        raise UserInputError(
-            "on_breach=retrain_aml needs azure-ai-ml: pip install 'mnist-mlops[azure]'"
-        ) from None
-    try:
-        return ml_client(None, subscription_id, resource_group, workspace)
-    except UserInputError as error:
-        raise UserInputError(f"on_breach=retrain_aml: {error}") from None
+def retrain_request(report: dict[str, Any], on_breach: str, data: str | None) -> dict[str, Any]:
+    """The retrain request (schema `retrain_request`) for an alerting report: why, for which model
+    versions and training data, on what new data, and when."""
+    breached = [check for check in report["checks"] if check["outcome"] == "alert"]
+    return {
+        "schema_version": 1,
+        "requested_at": report["generated_at"],
+        "on_breach": on_breach,
+        "model_versions": report["model_versions"],
+        "baseline_dataset_version": report["baseline"]["dataset_version"],
+        "data": data,
+        "time_range": report["time_range"],
+        "breached_checks": [{key: check[key] for key in BREACH_FIELDS} for check in breached],
+        "drifting_features": report["drifting_features"],
+        "reasons": report["alert_reasons"],
+    }
 
 
 def read_baseline(folder: Path) -> dict[str, Any]:

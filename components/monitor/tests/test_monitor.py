@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnist_mlops import contracts, features
+from mnist_mlops import contracts, features, retraining
 from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.monitor import retrain
 from mnist_mlops.components.monitor.executor import DEFAULT_THRESHOLDS, read_thresholds, run_monitor
 from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.errors import ContractError, UserInputError
+from mnist_mlops.pipelines import retrain
 from mnist_mlops.pipelines.aml import aml_graph
 from tests.datasets import digit_images, small_splits, write_png_tree
 from tests.test_azure_jobs import SUBSCRIPTION, RecordingMLClient
@@ -129,7 +132,7 @@ def test_shifted_traffic_alerts_and_names_the_drifting_features(tmp_path, baseli
     entries = records(images, labels, START) + records(shifted(images), labels, START + timedelta(hours=1))
     log = write_log(tmp_path / "log" / "requests-1.jsonl", entries)
     (tmp_path / "recent.json").write_text(json.dumps({"schema_version": 1, "window": 200, "checks": []}))
-    report = run_monitor(log, baseline, tmp_path / "report", thresholds_path=tmp_path / "recent.json")
+    report = run_monitor(log, baseline, tmp_path / "report", thresholds=tmp_path / "recent.json")
     assert report["alert"] is True
     assert report["drifting_features"] == ["mean_intensity", "ink_fraction"]
     for metric in ("psi_mean_intensity", "psi_ink_fraction", "ks_mean_intensity", "ks_ink_fraction"):
@@ -152,7 +155,7 @@ def test_each_check_has_its_own_window(tmp_path, baseline):
         "checks": [{"metric": "psi_ink_fraction", "threshold": 0.2, "window": 400}],
     }
     (tmp_path / "rules.json").write_text(json.dumps(rules))
-    report = run_monitor(log, baseline, tmp_path / "report", thresholds_path=tmp_path / "rules.json")
+    report = run_monitor(log, baseline, tmp_path / "report", thresholds=tmp_path / "rules.json")
     assert (
         check(report, "psi_ink_fraction")["window"] == 400
         and check(report, "psi_mean_intensity")["window"] == 200
@@ -285,11 +288,11 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, baseline):
         json.dumps({"schema_version": 1, "checks": [{"metric": "x", "threshold": 1}]})
     )
     with pytest.raises(ContractError, match=r"field \$.checks\[0\].metric"):
-        run_monitor(log, baseline, out, thresholds_path=tmp_path / "unknown.json")
+        run_monitor(log, baseline, out, thresholds=tmp_path / "unknown.json")
     twice = {"schema_version": 1, "checks": [{"metric": "prediction_tv", "threshold": 0.1}] * 2}
     (tmp_path / "twice.json").write_text(json.dumps(twice))
     with pytest.raises(UserInputError, match="metric prediction_tv is listed twice"):
-        run_monitor(log, baseline, out, thresholds_path=tmp_path / "twice.json")
+        run_monitor(log, baseline, out, thresholds=tmp_path / "twice.json")
     with pytest.raises(UserInputError, match="retrain_local needs retrain_data"):
         run_monitor(log, baseline, out, on_breach="retrain_local")
     assert not out.exists()
@@ -388,3 +391,135 @@ def test_retrain_aml_submits_on_a_breach_and_records_the_job_or_the_refusal(tmp_
     refused = run_monitor(log, baseline, tmp_path / "refused", on_breach="retrain_aml", **WORKSPACE)
     assert refused["retrain"]["status"] == "failed" and refused["retrain"]["run_id"] is None
     assert refused["retrain"]["detail"] == "PermissionError: the identity may not create jobs in ws"
+
+
+HOOKS = '''
+RECEIVED = []
+
+
+def page_on_call(settings):
+    """A handler of a user's own: made from the settings, then given the request on a breach."""
+    if settings.data is None:
+        from mnist_mlops.errors import UserInputError
+
+        raise UserInputError("page_on_call needs retrain_data")
+
+    def page(request):
+        RECEIVED.append(request)
+        return {"status": "submitted", "run_id": "ticket-7", "detail": f"paged about {request['data']}"}
+
+    return page
+'''
+
+
+@pytest.fixture
+def hooks(tmp_path, monkeypatch) -> Iterator[str]:
+    """A user's module of retrain handlers, importable as `retrain_hooks`; its handler's reference."""
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "retrain_hooks.py").write_text(HOOKS)
+    monkeypatch.syspath_prepend(str(tmp_path / "hooks"))
+    yield "retrain_hooks:page_on_call"
+    sys.modules.pop("retrain_hooks", None)
+
+
+def test_an_alert_writes_the_retrain_request_whoever_acts_on_it(tmp_path, baseline):
+    images, labels = clean_traffic()
+    calm = run_monitor(
+        write_log(tmp_path / "calm" / "r.jsonl", records(images, labels, START)), baseline, tmp_path / "c"
+    )
+    assert calm["alert"] is False and not (tmp_path / "c" / "retrain_request.json").exists()
+
+    log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
+    report = run_monitor(log, baseline, tmp_path / "report", retrain_data="new-data.tar.gz")
+    request = contracts.read_json(tmp_path / "report" / "retrain_request.json", "retrain_request")
+    alerted = [entry for entry in report["checks"] if entry["outcome"] == "alert"]
+    assert [entry["metric"] for entry in request["breached_checks"]] == [entry["metric"] for entry in alerted]
+    assert request["breached_checks"][0] == {key: alerted[0][key] for key in request["breached_checks"][0]}
+    assert (request["on_breach"], request["data"], request["model_versions"]) == (
+        "alert",
+        "new-data.tar.gz",
+        ["1"],
+    )
+    assert request["drifting_features"] == report["drifting_features"] == ["mean_intensity", "ink_fraction"]
+    assert request["reasons"] == report["alert_reasons"] and request["time_range"] == report["time_range"]
+    assert request["requested_at"] == report["generated_at"]
+    assert request["baseline_dataset_version"] == report["baseline"]["dataset_version"]
+    assert report["retrain"]["status"] == "not_triggered"  # alert hands it to nobody
+
+
+def test_a_handler_of_your_own_receives_the_schema_valid_request(tmp_path, baseline, hooks):
+    images, labels = clean_traffic()
+    log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
+    run_monitor(log, baseline, tmp_path / "report", retrain_data="new-data.tar.gz")
+    written = contracts.read_json(tmp_path / "report" / "retrain_request.json", "retrain_request")
+
+    with pytest.raises(UserInputError, match="page_on_call needs retrain_data"):
+        retraining.handler_for(hooks, retraining.RetrainSettings())
+    handler = retraining.handler_for(hooks, retraining.RetrainSettings(data="new-data.tar.gz"))
+    assert retraining.hand_over(hooks, handler, written) == {
+        "on_breach": hooks,
+        "status": "submitted",
+        "run_id": "ticket-7",
+        "exit_code": None,
+        "command": None,
+        "detail": "paged about new-data.tar.gz",
+    }
+    received = sys.modules["retrain_hooks"].RECEIVED
+    assert received == [written]
+
+
+def test_the_monitor_hands_a_breach_to_a_handler_of_your_own(tmp_path, baseline, hooks):
+    images, labels = clean_traffic()
+    log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
+    with pytest.raises(UserInputError, match="page_on_call needs retrain_data"):
+        run_monitor(log, baseline, tmp_path / "refused", on_breach=hooks)
+    assert not (tmp_path / "refused").exists()
+    report = run_monitor(log, baseline, tmp_path / "report", on_breach=hooks, retrain_data="new.tar.gz")
+    request = contracts.read_json(tmp_path / "report" / "retrain_request.json", "retrain_request")
+    received = sys.modules["retrain_hooks"].RECEIVED
+    assert received == [request] and request["on_breach"] == hooks
+    assert (report["retrain"]["status"], report["retrain"]["run_id"]) == ("submitted", "ticket-7")
+
+
+@pytest.mark.parametrize(
+    ("on_breach", "message"),
+    [
+        ("retrain_cloud", "expected one of alert, retrain_local, retrain_aml or a package.module:function"),
+        ("no_such_package_here.hooks:act", r"cannot import no_such_package_here\.hooks"),
+        ("json:no_such_handler", "json has no function no_such_handler"),
+    ],
+)
+def test_an_on_breach_that_names_no_handler_is_refused_before_any_work(
+    tmp_path, baseline, on_breach, message
+):
+    log = write_log(tmp_path / "log" / "requests-1.jsonl", records(*clean_traffic(), START))
+    with pytest.raises(UserInputError, match=rf"on_breach '{on_breach}': {message}"):
+        run_monitor(log, baseline, tmp_path / "report", on_breach=on_breach)
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_handler_that_fails_or_answers_nonsense_is_recorded_as_failed():
+    def crash(request):
+        raise RuntimeError("queue full\nretry later")
+
+    crashed = retraining.hand_over("hooks:crash", crash, {})
+    assert (crashed["status"], crashed["detail"]) == ("failed", "RuntimeError: queue full")
+    odd = retraining.hand_over("hooks:odd", lambda request: {"state": "done"}, {})
+    assert odd["status"] == "failed" and odd["run_id"] is None
+    assert odd["detail"].startswith(
+        "the handler returned {'state': 'done'}, not a dict with status and any of"
+    )
+
+
+def test_the_monitor_imports_no_orchestrator():
+    """Components -> shared runtime only: the pipelines, Azure ML jobs and CLI come in through a handler."""
+    probe = (
+        "import sys\n"
+        "import mnist_mlops.components.monitor, mnist_mlops.components.monitor.executor\n"
+        "from mnist_mlops import retraining\n"
+        "retraining.handler_for('alert', retraining.RetrainSettings())\n"
+        "layers = ('mnist_mlops.pipelines', 'mnist_mlops.azure_jobs', 'mnist_mlops.cli')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(layers)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,8 +1,9 @@
 """monitor against the real serving stack: a tiny model is trained, registered and deployed, the scoring
 server follows `@production` and logs every request, and the monitor reads that log.
 
-Traffic from the test split passes; the same images corrupted with strong noise alert on input drift and
-start a retraining run (cut after preprocess to stay fast).
+Traffic from the test split passes; the same images corrupted with strong noise alert on input drift, and
+the retrain request goes to the local handler, which starts a retraining run (cut after preprocess to stay
+fast).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def test_drifted_traffic_alerts_and_retrains_where_normal_traffic_passes(
         tmp_path / "requests",
         baseline,
         tmp_path / "drifted",
-        thresholds_path=tmp_path / "recent.json",
+        thresholds=tmp_path / "recent.json",
         on_breach="retrain_local",
         retrain_data=str(deployed["source"]),
         retrain_until="preprocess",
@@ -110,6 +111,8 @@ def test_drifted_traffic_alerts_and_retrains_where_normal_traffic_passes(
     assert (
         report["summary"]["mean_intensity"]["served"] > report["summary"]["mean_intensity"]["baseline"] + 20
     )
+    request = contracts.read_json(tmp_path / "drifted" / "retrain_request.json", "retrain_request")
+    assert (request["on_breach"], request["data"]) == ("retrain_local", str(deployed["source"]))
     run = report["retrain"]
     assert (run["status"], run["exit_code"], run["detail"]) == ("succeeded", 0, "finished")
     record = contracts.read_json(tmp_path / "runs" / run["run_id"] / "run.json", "run_record")
