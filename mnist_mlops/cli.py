@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(handler=_publish_command)
 
     specs = subparsers.add_parser(
-        "specs", help="regenerate each component's spec.yaml and README ports table"
+        "specs",
+        help="regenerate each component's spec.yaml and README ports table, and README.md's import picture",
     )
     specs.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
     specs.set_defaults(handler=_specs_command)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from importlib import resources
 from pathlib import Path
 
+from mnist_mlops.ports import components_root
 from mnist_mlops.snapshot import source_root
 
 BASE_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
@@ -46,7 +46,7 @@ ENV PATH=/opt/mnist-mlops/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=.
 
 def environment_dir(name: str) -> Path:
     """The build context of environment `name`, in a checkout or an installed package."""
-    return Path(str(resources.files("mnist_mlops.components") / "environments" / name))
+    return components_root() / "environments" / name
 
 
 def pins(pyproject: dict, extras: tuple[str, ...]) -> list[str]:

@@ -9,6 +9,7 @@ caller) passes through the same checks, in one place.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import math
 from collections.abc import Callable
@@ -24,18 +25,21 @@ Executor = TypeVar("Executor", bound=Callable[..., Any])
 PRIMITIVE_TYPES = {"integer": int, "number": (int, float), "string": str, "boolean": bool}
 
 
+@cache
+def components_root() -> Path:
+    """The folder of `mnist_mlops.components` (components/ in a checkout), found without importing it:
+    the runtime sits below the components and must not run them to find their files."""
+    spec = importlib.util.find_spec("mnist_mlops.components")
+    return Path(spec.submodule_search_locations[0])
+
+
 def component_names() -> list[str]:
     """Stage folders under components/ that hold a component, sorted by name."""
-    import mnist_mlops.components as package
-
-    root = Path(package.__file__).parent
-    return sorted(p.parent.name for p in root.glob("*/component.py"))
+    return sorted(p.parent.name for p in components_root().glob("*/component.py"))
 
 
 def component_dir(name: str) -> Path:
-    import mnist_mlops.components as package
-
-    folder = Path(package.__file__).parent / name
+    folder = components_root() / name
     if not (folder / "component.py").is_file():
         raise UserInputError(f"no component named {name!r}; known: {', '.join(component_names())}")
     return folder

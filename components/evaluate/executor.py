@@ -21,7 +21,7 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import atomic_write_text, staged_dir
-from mnist_mlops.components.resolve_champion.executor import read_champion
+from mnist_mlops.champions import read_champion
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import content_sha256

@@ -16,12 +16,10 @@ from typing import Any
 
 from mnist_mlops import contracts
 from mnist_mlops.atomic import staged_dir
+from mnist_mlops.champions import MODEL, RECORD
 from mnist_mlops.ports import checked
 from mnist_mlops.registry import client, pointer_version, registry_uri, sqlite_file
 from mnist_mlops.uris import redact
-
-RECORD = "champion.json"
-MODEL = "model"
 
 
 @checked("resolve_champion")
@@ -73,10 +71,3 @@ def _download(uri: str, model_name: str, version: str, destination: Path) -> Non
     (model_dir / "registered_model_meta").unlink(missing_ok=True)
     model_dir.rename(destination)
     shutil.rmtree(scratch, ignore_errors=True)
-
-
-def read_champion(champion_dir: str | Path) -> tuple[dict[str, Any], Path | None]:
-    """The record of a champion folder and its model folder (None when there is no champion)."""
-    folder = Path(champion_dir)
-    record = contracts.read_json(folder / RECORD, "champion_record")
-    return record, (folder / MODEL if record["found"] else None)

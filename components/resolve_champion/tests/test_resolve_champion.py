@@ -5,7 +5,8 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from mnist_mlops.components.resolve_champion.executor import read_champion, run_resolve_champion
+from mnist_mlops.champions import read_champion
+from mnist_mlops.components.resolve_champion.executor import run_resolve_champion
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.registry import set_pointer
 
