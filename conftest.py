@@ -161,6 +161,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", "1"]  # each of the default 4 imports MLflow: a minute of CPU on two cores
     command += [
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",

@@ -7,17 +7,15 @@ the YAML that AML loads and the README a user reads always match the code.
 
 from __future__ import annotations
 
+import importlib
 import os
-import subprocess
-import sys
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mnist_mlops import environments
+from mnist_mlops import environments, layers
+from mnist_mlops.generated import replace_block
 from mnist_mlops.ports import component_dir, component_names
 from mnist_mlops.snapshot import source_root
 
@@ -27,25 +25,9 @@ SPEC_HEADER = "# Generated from component.py by `mnist-mlops specs`; do not edit
 
 
 def render_spec(name: str) -> str:
-    """Compile component `name` with `mldesigner compile` and return the portable spec.yaml text."""
+    """Compile component `name` as `mldesigner compile` does and return the portable spec.yaml text."""
     folder = component_dir(name)
-    with tempfile.TemporaryDirectory() as out:
-        subprocess.run(
-            [
-                str(Path(sys.executable).parent / "mldesigner"),
-                "compile",
-                "--source",
-                "component.py",
-                "--output",
-                out,
-            ],
-            cwd=folder,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        (compiled,) = Path(out).glob("*/mnist_mlops_*.yaml")
-        spec = yaml.safe_load(compiled.read_text())
+    spec = _compiled_spec(name)
     # mldesigner writes the code root as the compile output and the build context as absolute paths;
     # the checked-in spec names both relative to its own folder, so it works from any clone.
     spec["code"] = Path(os.path.relpath(source_root(), folder)).as_posix()
@@ -53,6 +35,36 @@ def render_spec(name: str) -> str:
     build["path"] = Path(os.path.relpath(Path(build["path"]).resolve(), folder.resolve())).as_posix()
     spec["environment"] = {"build": build}
     return SPEC_HEADER + yaml.safe_dump(spec, sort_keys=False, width=110)
+
+
+def _compiled_spec(name: str) -> dict[str, Any]:
+    """The spec `mldesigner compile --source component.py` writes, by its own collector and compiler,
+    from the component module as imported (once per process, like every other use of the components).
+
+    Without the code snapshot compile would copy beside it: the snapshot walk visits every file under
+    `code` (the source tree, with `.venv` and `node_modules`) and costs seconds per component, while
+    the spec does not depend on it. Nor the fresh import compile makes of component.py: mldesigner's
+    decorator calls `inspect.stack()`, whose cost grows with every module loaded in the process."""
+    from mldesigner._compile._compile_collector import CompileCollector
+    from mldesigner._compile._component_compiler import CommandComponentCompiler
+    from mldesigner._utils import _remove_empty_key_in_dict
+
+    class SpecOnlyCompiler(CommandComponentCompiler):
+        def _get_component_snapshot(self, code: str | None) -> list[tuple[str, str]]:
+            return []
+
+    importlib.invalidate_caches()  # a folder new-component has just written is found
+    module = importlib.import_module(f"mnist_mlops.components.{name}.component")
+    (component,) = CompileCollector._collect_compile_targets_from_py_module(module)
+    collector = CompileCollector()
+    try:
+        compiler = SpecOnlyCompiler(component, collector)  # validates the component, as compile does
+        compiler._update_compile_content()
+        content = _remove_empty_key_in_dict(compiler._get_reordered_dict(compiler._component_content))
+    finally:
+        collector._temp_dir.cleanup()
+    # compile writes the spec with yaml.dump and render_spec read it back: the same round trip
+    return yaml.safe_load(yaml.dump(content, sort_keys=False))
 
 
 def ports_table(spec: dict[str, Any]) -> str:
@@ -81,29 +93,23 @@ def ports_table(spec: dict[str, Any]) -> str:
 def render_readme(name: str, spec: dict[str, Any]) -> str:
     """The component README with its ports table replaced by a freshly generated one."""
     path = component_dir(name) / "README.md"
-    text = path.read_text()
-    if PORTS_START not in text or PORTS_END not in text:
-        raise ValueError(f"{path}: missing the ports table markers")
-    head, rest = text.split(PORTS_START, 1)
-    _, tail = rest.split(PORTS_END, 1)
-    return f"{head}{PORTS_START}\n{ports_table(spec)}\n{PORTS_END}{tail}"
+    return replace_block(path.read_text(), PORTS_START, PORTS_END, ports_table(spec), str(path))
 
 
 def generated_files() -> dict[Path, str]:
     """Every generated file with its text: the environments' pins and Dockerfiles, each component's
-    spec.yaml and README ports table."""
+    spec.yaml and README ports table, and the import picture in README.md (`mnist_mlops.layers`)."""
     files = {
         environments.environment_dir(name) / file_name: text
         for name in environments.EXTRAS
         for file_name, text in environments.render(name).items()
     }
-    names = component_names()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # one mldesigner process each
-        spec_texts = dict(zip(names, pool.map(render_spec, names), strict=True))
-    for name, spec_text in spec_texts.items():
+    for name in component_names():
+        spec_text = render_spec(name)
         folder = component_dir(name)
         files[folder / "spec.yaml"] = spec_text
         files[folder / "README.md"] = render_readme(name, yaml.safe_load(spec_text))
+    files.update(layers.generated_files())
     return files
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_mlops import SOURCE_TREE_SUBPACKAGES
+from mnist_mlops.generated import replace_block
 from mnist_mlops.snapshot import IGNORED_PARTS, source_root
 
 PACKAGE = "mnist_mlops"
@@ -237,11 +238,7 @@ def readme_block(folders: Mapping[str, Path]) -> str:
 
 def render_readme(text: str, folders: Mapping[str, Path]) -> str:
     """README.md's text with the block between the layer markers replaced by a freshly generated one."""
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"README.md: missing the layer picture markers {README_START} ... {README_END}")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    return f"{head}{README_START}\n{readme_block(folders)}\n{README_END}{tail}"
+    return replace_block(text, README_START, README_END, readme_block(folders), "README.md")
 
 
 def generated_files() -> dict[Path, str]:

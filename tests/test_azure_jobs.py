@@ -129,7 +129,6 @@ def client() -> RecordingMLClient:
     return RecordingMLClient()
 
 
-@pytest.fixture
 # --- publish ---------------------------------------------------------------------------------------
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 from mnist_mlops import contracts
+from mnist_mlops.cli import build_parser
+from mnist_mlops.ports import component_names
 
 
 def test_components_import_as_mldesigner_components():
@@ -32,8 +37,13 @@ def test_specs_and_schemas_ship_as_package_data():
 
 
 def test_console_script_lists_the_components():
-    result = subprocess.run(
-        [sys.executable, "-m", "mnist_mlops.cli", "--help"], capture_output=True, text=True, check=True
-    )
-    for command in ("run", "ingest", "preprocess", "specs", "image"):
-        assert command in result.stdout
+    """Every command of the parser, each component among them, in the installed script's help."""
+    script = Path(sys.executable).with_name("mnist-mlops")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    commands = result.stdout.split("positional arguments:", 1)[1].split("\n\n", 1)[0]
+    listed = re.findall(r"^ {4}(\S+)", commands, re.MULTILINE)
+    (subcommands,) = [
+        action.choices for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    assert listed == list(subcommands)
+    assert {"run", *component_names(), "specs", "new-component", "image"} <= set(listed)

@@ -136,7 +136,13 @@ def _record(name: str, version: str, previous: str | None, when: str) -> dict:
     }
 
 
-@pytest.fixture(params=["sqlite", "mlflow_server", "azureml"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("mlflow_server", marks=pytest.mark.slow),  # starts a real `mlflow server`
+        pytest.param("azureml", marks=pytest.mark.slow),  # the stand-in forwards to that server
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -12,6 +12,7 @@ from mnist_mlops.cli import main
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import load_spec
 from mnist_mlops.runner import render_command
+from tests.datasets import small_splits, write_png_tree
 
 
 def test_render_command_binds_values_and_drops_unbound_optional_blocks():
@@ -38,20 +39,25 @@ def test_render_command_refuses_values_outside_the_contract(inputs, message):
         render_command(load_spec("ingest"), inputs, {"dataset": "/o/d", "data_report": "/o/r.json"})
 
 
-def test_cli_runs_a_component_and_leaves_nothing_on_failure(tmp_path, png_dataset, capsys):
-    code = main(
-        [
-            "ingest",
-            "--source-uri",
-            str(png_dataset),
-            "--dataset",
-            str(tmp_path / "d"),
-            "--data-report",
-            str(tmp_path / "r.json"),
-        ]
-    )
+@pytest.fixture(scope="module")
+def ingested_by_the_cli(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
+    """`mnist-mlops ingest` run once, with paths relative to the caller's working directory; returns
+    its exit code and that directory. Each run is a component process paying the SDK imports, so the
+    tests of a successful CLI run share this one."""
+    folder = tmp_path_factory.mktemp("cli-ingest")
+    source = write_png_tree(folder / "source", small_splits())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        relative = str(source.relative_to(folder))
+        code = main(["ingest", "--source-uri", relative, "--dataset", "d", "--data-report", "r.json"])
+    return code, folder
+
+
+def test_cli_runs_a_component_and_leaves_nothing_on_failure(tmp_path, ingested_by_the_cli, capsys):
+    code, folder = ingested_by_the_cli
     assert code == 0
-    contracts.read_json(tmp_path / "d" / "manifest.json", "dataset_manifest")
+    contracts.read_json(folder / "d" / "manifest.json", "dataset_manifest")
+    contracts.read_json(folder / "r.json", "data_report")
     code = main(
         [
             "ingest",
@@ -165,11 +171,9 @@ def test_spec_paths_are_relative(tmp_path: Path):
     assert (spec["code"], spec["environment"]["build"]["path"]) == ("../..", "../environments/data")
 
 
-def test_relative_paths_mean_the_callers_working_directory(tmp_path, png_dataset, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    relative = str(png_dataset.relative_to(tmp_path))
-    code = main(["ingest", "--source-uri", relative, "--dataset", "d", "--data-report", "r.json"])
-    assert code == 0 and (tmp_path / "d" / "manifest.json").is_file()
+def test_relative_paths_mean_the_callers_working_directory(ingested_by_the_cli):
+    code, folder = ingested_by_the_cli
+    assert code == 0 and (folder / "d" / "manifest.json").is_file() and (folder / "r.json").is_file()
 
 
 def test_non_finite_numbers_are_refused(tmp_path, png_dataset, capsys):

@@ -7,7 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+from azure.ai.ml import load_component
+
+from mnist_mlops import contracts
 from mnist_mlops.snapshot import materialize
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 
 def test_a_new_component_passes_its_tests_loads_in_azure_ml_and_has_its_subcommand(tmp_path):
@@ -22,7 +30,8 @@ def test_a_new_component_passes_its_tests_loads_in_azure_ml_and_has_its_subcomma
     made = run("-m", "mnist_mlops.cli", "new-component", "count_files")
     assert made.returncode == 0, made.stderr
     folder = tree / "components" / "count_files"
-    assert sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()) == [
+    written = files_in(folder)
+    assert written == [
         "README.md",
         "__init__.py",
         "component.py",
@@ -41,24 +50,23 @@ def test_a_new_component_passes_its_tests_loads_in_azure_ml_and_has_its_subcomma
         check=False,
     )
     assert lint.returncode == 0, lint.stdout
-    loaded = run(
-        "-c",
-        "from azure.ai.ml import load_component; from mnist_mlops.ports import load_metadata;"
-        " spec = load_component('components/count_files/spec.yaml');"
-        " print(spec.name, load_metadata('count_files')['name'])",
-    )
-    assert loaded.stdout.split() == ["mnist_mlops_count_files"] * 2, loaded.stderr
+    spec = load_component(folder / "spec.yaml")
+    assert (Path(spec.base_path) / spec.code).resolve() == tree.resolve()
+    metadata = yaml.safe_load((folder / "metadata.yaml").read_text())
+    contracts.validate(metadata, "component_metadata", source=str(folder / "metadata.yaml"))
+    assert spec.name == metadata["name"] == "mnist_mlops_count_files"
     assert "| `max_files` | input | integer |" in (folder / "README.md").read_text()
-    usage = run("-m", "mnist_mlops.cli", "count_files", "--help")
+
+    usage = run("-m", "mnist_mlops.cli", "count_files", "--help")  # a later process: its folder registers it
     assert usage.returncode == 0 and "--max-files" in usage.stdout, usage.stderr
 
     bad = run("-m", "mnist_mlops.cli", "new-component", "Count-Files")
     assert bad.returncode == 2 and "lower_snake_case" in bad.stderr
-    assert not (tree / "components" / "Count-Files").exists()
     (tree / "components" / "leftover").mkdir()  # a folder that is no component (yet)
     again = run("-m", "mnist_mlops.cli", "new-component", "leftover")
     assert again.returncode == 2 and "exists already" in again.stderr
     for taken in ("serve", "class", "count_files"):  # a command, a keyword, and now a command too
         refused = run("-m", "mnist_mlops.cli", "new-component", taken)
         assert refused.returncode == 2 and "is taken" in refused.stderr, taken
-    assert not (tree / "components" / "serve").exists() and not (tree / "components" / "class").exists()
+    assert not [name for name in ("Count-Files", "serve", "class") if (tree / "components" / name).exists()]
+    assert files_in(folder) == written  # the refusals left the component as it was

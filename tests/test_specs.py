@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,28 @@ def test_every_stage_folder_is_a_complete_component():
 def test_specs_and_readme_port_tables_have_not_drifted():
     drifted = authoring.sync(check=True)
     assert not drifted, f"run `mnist-mlops specs` and commit: {drifted}"
+
+
+def test_specs_are_rendered_as_mldesigner_compile_writes_them(tmp_path):
+    """`authoring` compiles in-process and leaves out the code snapshot compile copies (see
+    `authoring._compiled_spec`); what it renders must still be the CLI's, here on ingest (optional,
+    enum and ranged ports). The CLI runs on a tree of just the component and its environment, since it
+    walks every file under `code` (here the checkout, with .venv and node_modules)."""
+    name = "ingest"
+    environment = environment_dir(Path(load_spec(name)["environment"]["build"]["path"]).name)
+    tree = tmp_path / "tree"
+    (tree / "components" / name).mkdir(parents=True)
+    shutil.copy2(component_dir(name) / "component.py", tree / "components" / name)
+    shutil.copytree(environment, tree / "components" / "environments" / environment.name)
+    out = tmp_path / "compiled"
+    compiler = [str(Path(sys.executable).parent / "mldesigner"), "compile", "--source", "component.py"]
+    subprocess.run([*compiler, "--output", str(out)], cwd=tree / "components" / name, check=True)
+    (compiled,) = out.glob(f"*/mnist_mlops_{name}.yaml")
+    by_cli, in_process = yaml.safe_load(compiled.read_text()), authoring._compiled_spec(name)
+    for spec, root in ((by_cli, tree), (in_process, REPO)):
+        build = spec["environment"]["build"]
+        build["path"] = Path(build["path"]).resolve().relative_to(root.resolve()).as_posix()
+    assert by_cli == in_process
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -113,7 +138,8 @@ def test_executor_defaults_match_the_ports(name):
     function = executor(name)
     parameters = inspect.signature(function).parameters
     for port, definition in load_spec(name)["inputs"].items():
-        if "default" in definition and port in parameters:
+        if "default" in definition:
+            assert port in parameters, f"run_{name} has no parameter {port}"
             assert parameters[port].default == definition["default"], f"{name}.{port}"
 
 
@@ -129,7 +155,7 @@ def test_a_python_caller_of_an_executor_passes_the_port_checks(name, tmp_path):
     primitive = [
         (port, definition)
         for port, definition in load_spec(name)["inputs"].items()
-        if port in parameters and definition["type"] in ("integer", "number", "string", "boolean")
+        if definition["type"] in ("integer", "number", "string", "boolean")
     ]
     if not primitive:
         pytest.skip(f"{name} has no parameter ports")
