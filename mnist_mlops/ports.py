@@ -12,10 +12,11 @@ import functools
 import importlib.util
 import inspect
 import math
+import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -57,12 +58,28 @@ def load_spec(name_or_path: str | Path) -> dict[str, Any]:
     return _load((folder / "spec.yaml").resolve())
 
 
+class _DatesAsText(yaml.SafeLoader):
+    """YAML reads an unquoted 2026-12-06 as a date (and fails outright on 2026-13-01); metadata keeps it
+    as the text it is, so the schema judges `last_verified` and names the field when it is wrong."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+@cache
+def _load_metadata_file(path: Path) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=_DatesAsText)
+
+
 def load_metadata(name: str) -> dict[str, Any]:
-    """A component's metadata.yaml (schema `component_metadata`): catalog fields and runner policy."""
+    """A component's metadata.yaml (schema `component_metadata`): the catalog fields that the spec's tags
+    and the README carry, and the local runner's policy. Name, version and environment are the spec's."""
     from mnist_mlops import contracts
 
     path = (component_dir(name) / "metadata.yaml").resolve()
-    document = _load(path)
+    document = _load_metadata_file(path)
     contracts.validate(document, "component_metadata", source=str(path))
     return document
 

@@ -2,8 +2,9 @@
 
 It writes `components/<name>/` in this source tree: `component.py` (mldesigner ports over the
 executor), `executor.py` (the framework-free `run_<name>`, checked against the spec, its output staged
-and moved into place atomically), `metadata.yaml`, `README.md`, `tests/`, and then the spec.yaml and
-README ports table that `mnist-mlops specs` keeps in step. The CLI subcommand, the spec tests, the
+and moved into place atomically), `metadata.yaml` (stability alpha, verified today: its tests pass as
+written), `README.md`, `tests/`, and then the spec.yaml and the README's catalog line and ports table
+that `mnist-mlops specs` keeps in step. The CLI subcommand, the spec tests, the
 step cache, publish and the KFP and Azure ML renderers find a component by its folder in a source
 tree, and a wheel carries it (setup.py finds its package, pyproject.toml globs its files). One edit
 remains by hand: its node in `pipelines/graph.py` to put it in the training pipeline. The example body
@@ -12,6 +13,7 @@ summarizes an input folder; replace it, keeping the shape.
 
 from __future__ import annotations
 
+import datetime
 import keyword
 import re
 import shutil
@@ -117,18 +119,19 @@ def test_bad_input_names_the_problem_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 '''
 
-METADATA = """name: mnist_mlops_{name}
-version: 0.1.0
-stability: alpha
+METADATA = """stability: alpha
 owners:
   - mnist-mlops maintainers
-dependencies:
-  python: "3.11"
-  runtime: ../environments/{environment}
+tags:
+  - {environment}
+last_verified: "{today}"
 local_cache: content
 """
 
 README = """# {title}
+
+{catalog_start}
+{catalog_end}
 
 What it does, why it exists, and what it refuses: replace this paragraph.
 
@@ -156,6 +159,9 @@ def new_component(name: str, environment: str = "data", reserved: frozenset[str]
         "name": name,
         "title": name.replace("_", " ").capitalize(),
         "environment": environment,
+        "today": datetime.date.today().isoformat(),
+        "catalog_start": authoring.CATALOG_START,
+        "catalog_end": authoring.CATALOG_END,
         "ports_start": authoring.PORTS_START,
         "ports_end": authoring.PORTS_END,
     }

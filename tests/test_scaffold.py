@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import yaml
@@ -54,8 +55,13 @@ def test_a_new_component_passes_its_tests_loads_in_azure_ml_and_has_its_subcomma
     assert (Path(spec.base_path) / spec.code).resolve() == tree.resolve()
     metadata = yaml.safe_load((folder / "metadata.yaml").read_text())
     contracts.validate(metadata, "component_metadata", source=str(folder / "metadata.yaml"))
-    assert spec.name == metadata["name"] == "mnist_mlops_count_files"
-    assert "| `max_files` | input | integer |" in (folder / "README.md").read_text()
+    assert spec.name == "mnist_mlops_count_files"
+    today = date.today().isoformat()  # its tests have just passed
+    assert (metadata["stability"], metadata["last_verified"]) == ("alpha", today)
+    assert (spec.tags["stability"], spec.tags["last_verified"]) == ("alpha", today)
+    readme = (folder / "README.md").read_text()
+    assert "| `max_files` | input | integer |" in readme
+    assert "**Stability** alpha;" in readme and f"**last verified** {today}" in readme
 
     usage = run("-m", "mnist_mlops.cli", "count_files", "--help")  # a later process: its folder registers it
     assert usage.returncode == 0 and "--max-files" in usage.stdout, usage.stderr

@@ -1,5 +1,6 @@
-"""The artifact JSON Schemas: every schema is well-formed, and each later-stage schema accepts a realistic
-document and rejects targeted mistakes with a ContractError that names the offending field."""
+"""The artifact JSON Schemas: every schema is well-formed, and each later-stage schema (and the component
+metadata's) accepts a realistic document and rejects targeted mistakes with a ContractError that names the
+offending field."""
 
 from __future__ import annotations
 
@@ -312,6 +313,17 @@ def run_record_running() -> dict[str, Any]:
     return record
 
 
+def component_metadata() -> dict[str, Any]:
+    """A metadata.yaml as `ports.load_metadata` reads it: catalog fields and the runner's policy."""
+    return {
+        "stability": "beta",
+        "owners": ["mnist-mlops maintainers"],
+        "tags": ["data", "validation"],
+        "last_verified": "2026-12-06",
+        "local_cache": "source",
+    }
+
+
 VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("training_summary", training_summary),
     ("kpi_thresholds", kpi_thresholds),
@@ -330,6 +342,7 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("scoring_response", scoring_response),
     ("run_record", run_record),
     ("run_record", run_record_running),
+    ("component_metadata", component_metadata),
 ]
 
 
@@ -700,6 +713,63 @@ INVALID: list[tuple[str, str, Callable[[], Any], str, str]] = [
     ),
     ("run_record", "finished without time", _succeeded_without_finish, "$.finished_at", "None"),
     ("run_record", "run status enum", lambda: _set(run_record(), ("status",), "done"), "$.status", "done"),
+    # component_metadata
+    (
+        "component_metadata",
+        "no such day",
+        lambda: _set(component_metadata(), ("last_verified",), "2026-13-06"),
+        "$.last_verified",
+        "is not a 'date'",
+    ),
+    (
+        "component_metadata",
+        "not iso",
+        lambda: _set(component_metadata(), ("last_verified",), "06/12/2026"),
+        "$.last_verified",
+        "is not a 'date'",
+    ),
+    (
+        "component_metadata",
+        "never verified",
+        lambda: _set(component_metadata(), ("last_verified",), DELETE),
+        "$",
+        "last_verified",
+    ),
+    (
+        "component_metadata",
+        "stability enum",
+        lambda: _set(component_metadata(), ("stability",), "experimental"),
+        "$.stability",
+        "experimental",
+    ),
+    (
+        "component_metadata",
+        "a copy of the spec's version",
+        lambda: _set(component_metadata(), ("version",), "0.1.0"),
+        "$",
+        "'version' was unexpected",
+    ),
+    (
+        "component_metadata",
+        "comma in an owner",
+        lambda: _set(component_metadata(), ("owners", 0), "data team, ml team"),
+        "$.owners[0]",
+        "does not match",
+    ),
+    (
+        "component_metadata",
+        "no tags",
+        lambda: _set(component_metadata(), ("tags",), []),
+        "$.tags",
+        "should be non-empty",
+    ),
+    (
+        "component_metadata",
+        "tag with a space",
+        lambda: _set(component_metadata(), ("tags", 1), "data validation"),
+        "$.tags[1]",
+        "does not match",
+    ),
 ]
 
 

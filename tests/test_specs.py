@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from azure.ai.ml import load_component
 
 from mnist_mlops import authoring
 from mnist_mlops.environments import BASE_IMAGE, EXTRAS, environment_dir
-from mnist_mlops.ports import component_dir, component_names, load_spec
+from mnist_mlops.errors import ContractError, UserInputError
+from mnist_mlops.ports import component_dir, component_names, load_metadata, load_spec
 from mnist_mlops.snapshot import code_root
 
 NAMES = component_names()
@@ -70,14 +72,63 @@ def test_spec_loads_and_round_trips_in_azure_ai_ml(name, tmp_path):
     assert reloaded._to_dict()["inputs"] == component._to_dict()["inputs"]
     assert reloaded._to_dict()["outputs"] == component._to_dict()["outputs"]
     assert reloaded.command == component.command
+    assert all(isinstance(value, str) for value in component.tags.values()), component.tags
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_metadata_and_spec_agree(name):
-    metadata = yaml.safe_load((component_dir(name) / "metadata.yaml").read_text())
-    spec = load_spec(name)
-    assert metadata["name"] == spec["name"] and metadata["version"] == spec["version"]
-    assert metadata["stability"] in ("alpha", "beta", "stable")
+def test_metadata_was_verified_no_later_than_today(name):
+    """The schema checks that last_verified is a date (load_metadata validates); whether that day has
+    come yet only the calendar knows."""
+    assert date.fromisoformat(load_metadata(name)["last_verified"]) <= date.today()
+
+
+def test_an_unquoted_last_verified_is_judged_by_the_schema_too(tmp_path, monkeypatch):
+    """YAML alone reads an unquoted 2026-12-06 as a date, and fails with no field named on 2026-13-06."""
+    from mnist_mlops import ports
+
+    catalog = "stability: beta\nowners: [maintainers]\ntags: [data]\nlast_verified: {}\n"
+    for day in ("2026-12-06", "2026-13-06"):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "metadata.yaml").write_text(catalog.format(day))
+    monkeypatch.setattr(ports, "component_dir", lambda name: tmp_path / name)
+    assert ports.load_metadata("2026-12-06")["last_verified"] == "2026-12-06"
+    with pytest.raises(ContractError, match=r"field \$\.last_verified .*'2026-13-06' is not a 'date'"):
+        ports.load_metadata("2026-13-06")
+
+
+def test_the_catalog_fields_reach_the_spec_tags_and_the_readme_from_metadata(monkeypatch):
+    """What Azure ML's designer and registry list and what the README says come from metadata.yaml,
+    beside the tags component.py declares."""
+    metadata = {
+        "stability": "stable",
+        "owners": ["data team", "ml platform"],
+        "tags": ["data", "ingestion"],
+        "last_verified": "2026-01-31",
+    }
+    monkeypatch.setattr(authoring, "load_metadata", lambda name: metadata)
+    spec = yaml.safe_load(authoring.render_spec("ingest"))
+    catalog = {
+        "stability": "stable",
+        "owners": "data team, ml platform",
+        "keywords": "data, ingestion",
+        "last_verified": "2026-01-31",
+    }
+    assert spec["tags"] == {**authoring._compiled_spec("ingest")["tags"], **catalog}
+    assert spec["tags"]["stage"] == "ingest"
+    readme = authoring.render_readme("ingest", spec)
+    assert (
+        f"{authoring.CATALOG_START}\n**Stability** stable; **owners** data team, ml platform; "
+        f"**tags** `data`, `ingestion`; **last verified** 2026-01-31\n{authoring.CATALOG_END}"
+    ) in readme
+
+
+def test_a_decorator_tag_that_metadata_owns_is_refused(monkeypatch):
+    """A catalog field is written once, in metadata.yaml: the same tag in component.py is an error."""
+    monkeypatch.setattr(authoring, "catalog_tags", lambda name: {"stage": "ingest"})
+    with pytest.raises(
+        UserInputError, match=r"ingest/component\.py: tag\(s\) stage come from metadata\.yaml"
+    ):
+        authoring.render_spec("ingest")
 
 
 def test_the_model_environment_co_installs_with_azureml_mlflow():
