@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mnist_mlops import __version__
+from mnist_mlops.data_assets import DATASET_ASSET
 from mnist_mlops.errors import USER_ERROR_EXIT_CODE, UserInputError, exit_on_user_error
 from mnist_mlops.ports import component_dir, component_names, load_spec, parse_value
 
@@ -195,6 +196,7 @@ def _submit_command(args: argparse.Namespace) -> int:
         train_compute=args.train_compute,
         identity_client_id=args.identity_client_id,
         deploy_target=args.deploy_target,
+        dataset_asset=None if args.dataset_asset == "none" else args.dataset_asset,
     )
     result = submit(_azure_client(args), job, experiment_name=args.experiment, stream=not args.no_stream)
     print(f"{result['name']}: {result['status']} {result['studio_url'] or ''}")
@@ -336,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--train-compute", help="compute of the train node (default: --compute)")
     submit.add_argument("--identity-client-id", help="user-assigned managed identity the job runs as")
     submit.add_argument("--deploy-target", choices=("azureml", "kubernetes"), default="azureml")
+    submit.add_argument(
+        "--dataset-asset",
+        default=DATASET_ASSET,
+        help=f"data asset ingest registers its dataset as, versioned by content (default {DATASET_ASSET});"
+        " 'none' registers none. The job's identity needs write access to the workspace's data assets",
+    )
     submit.add_argument("--no-stream", action="store_true", help="return after submission")
     submit.set_defaults(handler=_submit_command)
 

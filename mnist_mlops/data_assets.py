@@ -20,6 +20,8 @@ from typing import Any
 from mnist_mlops.azure_identity import WORKSPACE_ENVIRONMENT
 from mnist_mlops.errors import UserInputError
 
+DATASET_ASSET = "mnist-mlops-dataset"
+"""The data asset the training pipeline registers ingest's dataset as, unless told otherwise."""
 VERSION_DIGITS = 16
 CONTENT_TAG = "dataset_version"
 JOB_ENVIRONMENT = ("AZUREML_RUN_ID", *WORKSPACE_ENVIRONMENT.values())
@@ -47,47 +49,69 @@ def asset_version(dataset_version: str) -> str:
 
 def register_dataset(name: str, manifest: dict[str, Any], output: str, client: Any = None) -> str:
     """Register the job output `output` holding the dataset of `manifest` as `name`, versioned by its
-    content (or find it registered already); returns `azureml:<name>:<version>`."""
-    from azure.ai.ml.entities import Data
-    from azure.core.exceptions import ResourceNotFoundError
+    content (or find it registered already: by an earlier run, or by a concurrent one that got there
+    first); returns `azureml:<name>:<version>`. A refusal by the service is one UserInputError line."""
+    from azure.core.exceptions import AzureError, ResourceExistsError
 
     from mnist_mlops.azure_identity import workspace_client
-    from mnist_mlops.provenance import code_version
 
     check_registrable(name)
     content = manifest["dataset_version"]
+    reference = f"azureml:{name}:{asset_version(content)}"
+    try:
+        client = client or workspace_client()
+        if _registered(client, name, content):
+            print(f"dataset: {reference} already holds this content; nothing registered", flush=True)
+            return reference
+        try:
+            client.data.create_or_update(_asset(name, manifest, output))
+        except ResourceExistsError:
+            if not _registered(client, name, content):
+                raise
+        print(f"dataset: registered {reference}", flush=True)
+        return reference
+    except AzureError as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserInputError(f"registering data asset {reference} failed: {first_line}") from None
+
+
+def _registered(client: Any, name: str, content: str) -> bool:
+    """Whether the version for `content` exists; raises if it exists holding other content."""
+    from azure.core.exceptions import ResourceNotFoundError
+
     version = asset_version(content)
-    reference = f"azureml:{name}:{version}"
-    client = client or workspace_client()
     try:
         existing = client.data.get(name=name, version=version)
     except ResourceNotFoundError:
-        existing = None
-    if existing is not None:
-        if (existing.tags or {}).get(CONTENT_TAG) != content:
-            raise UserInputError(
-                f"data asset {reference} exists but holds other content "
-                f"({CONTENT_TAG}={(existing.tags or {}).get(CONTENT_TAG)!r}, this dataset: {content})"
-            )
-        print(f"dataset: {reference} already holds this content; nothing registered", flush=True)
-        return reference
-    counts = {f"{split}_count": str(entry["count"]) for split, entry in manifest["splits"].items()}
-    client.data.create_or_update(
-        Data(
-            name=name,
-            version=version,
-            type="uri_folder",
-            path=f"azureml://jobs/{os.environ['AZUREML_RUN_ID']}/outputs/{output}",
-            description=f"Validated dataset from {manifest['source_uri']}; manifest.json inside lists it.",
-            tags={
-                CONTENT_TAG: content,
-                "source_format": manifest["source_format"],
-                "fetched_at": manifest["fetched_at"],
-                "producer_job": os.environ["AZUREML_RUN_ID"],
-                "code_version": code_version(),
-                **counts,
-            },
+        return False
+    found = (existing.tags or {}).get(CONTENT_TAG)
+    if found != content:
+        raise UserInputError(
+            f"data asset azureml:{name}:{version} exists but holds other content "
+            f"({CONTENT_TAG}={found!r}, this dataset: {content})"
         )
+    return True
+
+
+def _asset(name: str, manifest: dict[str, Any], output: str) -> Any:
+    from azure.ai.ml.entities import Data
+
+    from mnist_mlops.provenance import code_version
+
+    job = os.environ["AZUREML_RUN_ID"]
+    counts = {f"{split}_count": str(entry["count"]) for split, entry in manifest["splits"].items()}
+    return Data(
+        name=name,
+        version=asset_version(manifest["dataset_version"]),
+        type="uri_folder",
+        path=f"azureml://jobs/{job}/outputs/{output}",
+        description=f"Validated, content-hashed {manifest['source_format']} dataset written by job {job}.",
+        tags={
+            CONTENT_TAG: manifest["dataset_version"],
+            "source_format": manifest["source_format"],
+            "fetched_at": manifest["fetched_at"],
+            "producer_job": job,
+            "code_version": code_version(),
+            **counts,
+        },
     )
-    print(f"dataset: registered {reference}", flush=True)
-    return reference

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mnist_mlops import contracts
 from mnist_mlops.errors import UserInputError
 
 ALERT_ONLY = "alert"
@@ -89,6 +90,21 @@ def hand_over(on_breach: str, handler: Handler, request: dict[str, Any]) -> dict
         return record | {"status": "failed", "detail": f"{type(error).__name__}: {first_line}"}
     if not isinstance(outcome, dict) or "status" not in outcome or set(outcome) - set(OUTCOME_FIELDS):
         expected = f"a dict with status and any of {', '.join(OUTCOME_FIELDS[1:])}"
-        detail = f"the handler returned {outcome!r:.200}, not {expected}"
-        return record | {"status": "failed", "detail": detail}
+        return record | {
+            "status": "failed",
+            "detail": f"the handler returned {outcome!r:.200}, not {expected}",
+        }
+    problem = _record_problem(record | outcome)
+    if problem:
+        return record | {"status": "failed", "detail": f"the handler returned {outcome!r:.200}: {problem}"}
     return record | outcome
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """What makes `record` unfit for the monitor report's `retrain` field (its schema), if anything: a
+    handler's answer is checked here, so that it can never keep the report from being written."""
+    from jsonschema import Draft202012Validator, exceptions
+
+    schema = contracts.load_schema("monitor_report")["properties"]["retrain"]
+    error = exceptions.best_match(Draft202012Validator(schema).iter_errors(record))
+    return None if error is None else f"{error.json_path}: {error.message}"

@@ -31,13 +31,13 @@ import yaml
 from azure.ai.ml import Input, dsl
 from azure.ai.ml.entities import Component, ManagedIdentityConfiguration, PipelineJob
 
+from mnist_mlops.data_assets import DATASET_ASSET
 from mnist_mlops.pipelines.graph import Node, Param, Ref, parameters, training_pipeline
 from mnist_mlops.provenance import CODE_VERSION_ENV, code_version
 from mnist_mlops.runner import is_artifact
 from mnist_mlops.snapshot import code_root
 
 PIPELINE_NAME = "mnist_mlops_training"
-DATASET_ASSET = "mnist-mlops-dataset"
 OUTPUTS = {
     "data_report": ("ingest", "data_report"),
     "model": ("train", "model"),

@@ -75,13 +75,15 @@ def retrain_aml(settings: RetrainSettings) -> Handler:
     """Submit the training pipeline job on the request's data to the workspace the settings name and
     return at once (a monitor does not wait hours for training)."""
     try:
-        from mnist_mlops.azure_jobs import ml_client, submit
+        from mnist_mlops.azure_jobs import submit
     except ImportError:
         raise UserInputError(
             "on_breach=retrain_aml needs azure-ai-ml: pip install 'mnist-mlops[azure]'"
         ) from None
-    try:
-        client = ml_client(None, settings.subscription_id, settings.resource_group, settings.workspace)
+    from mnist_mlops.azure_identity import workspace_client
+
+    try:  # a scheduled monitor running as an Azure ML job retrains in its own workspace by default
+        client = workspace_client(settings.subscription_id, settings.resource_group, settings.workspace)
     except UserInputError as error:
         raise UserInputError(f"on_breach=retrain_aml: {error}") from None
 

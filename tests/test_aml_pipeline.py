@@ -92,3 +92,15 @@ def test_compile_writes_a_portable_pipeline_that_loads_back(tmp_path, capsys):
     assert (tmp_path / "aml" / "components" / "environments" / "model" / "Dockerfile").is_file()
     loaded = load_job(tmp_path / "aml" / "pipeline.yml")
     assert loaded._validate().passed and list(loaded.jobs) == STAGES
+
+
+def test_the_data_asset_is_a_submission_choice_and_none_registers_none():
+    from mnist_mlops.cli import build_parser
+
+    named = training_job(dataset_asset="team-mnist")._to_dict()
+    assert named["inputs"]["dataset_asset"] == "team-mnist"
+    assert named["jobs"]["ingest"]["inputs"]["asset_name"]["path"] == "${{parent.inputs.dataset_asset}}"
+    none = training_job(dataset_asset=None)._to_dict()
+    assert "dataset_asset" not in none["inputs"] and "asset_name" not in none["jobs"]["ingest"]["inputs"]
+    assert build_parser().parse_args(["submit"]).dataset_asset == DATASET_ASSET
+    assert build_parser().parse_args(["submit", "--dataset-asset", "none"]).dataset_asset == "none"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, self_signed_certificate
-from mnist_mlops import contracts
+from mnist_mlops import contracts, data_assets
 from mnist_mlops.data_assets import CONTENT_TAG, VERSION_DIGITS, asset_version, register_dataset
 from mnist_mlops.errors import UserInputError
 from tests import azure_standin
@@ -85,6 +85,36 @@ def test_other_content_under_the_same_version_is_refused(standin):
         register_dataset("mnist-mlops-dataset", _manifest(clash), "dataset")
 
 
+def test_a_concurrent_registration_of_the_same_content_is_accepted(standin, monkeypatch):
+    """Two jobs on the same data: both find no version, the other one registers first, ours gets 409."""
+    content = "12" * 32
+    register_dataset("mnist-mlops-dataset", _manifest(content), "dataset")  # the other job's
+    registered, looked = data_assets._registered, []
+
+    def not_yet_the_first_time(*arguments):
+        looked.append(arguments)
+        return len(looked) > 1 and registered(*arguments)
+
+    monkeypatch.setattr(data_assets, "_registered", not_yet_the_first_time)
+    monkeypatch.setenv("AZUREML_RUN_ID", "ingest_job_2")
+    standin.requests.clear()
+
+    assert register_dataset("mnist-mlops-dataset", _manifest(content), "dataset").endswith(content[:16])
+    assert [r["method"] for r in standin.requests if "/data/" in r["path"]] == ["PUT", "GET"]  # 409, found
+    properties = standin.assets[("mnist-mlops-dataset", content[:VERSION_DIGITS])]["properties"]
+    assert properties["dataUri"] == "azureml://jobs/ingest_job_1/outputs/dataset"  # the first one stands
+
+
+def test_a_refusal_by_azure_is_one_line_naming_the_asset(standin, monkeypatch):
+    monkeypatch.setenv("DEFAULT_IDENTITY_CLIENT_ID", "99999999-0000-0000-0000-000000000000")  # not ours
+    with pytest.raises(
+        UserInputError, match=r"registering data asset azureml:mnist-mlops-dataset:3434"
+    ) as error:
+        register_dataset("mnist-mlops-dataset", _manifest("34" * 32), "dataset")
+    assert "\n" not in str(error.value)
+    assert standin.assets == {}
+
+
 @pytest.mark.parametrize("name", ["", "-leading-dash", "has space", "x" * 256, "semi;colon"])
 def test_a_bad_asset_name_is_refused_before_any_call(name, standin):
     with pytest.raises(UserInputError, match="data asset name"):
@@ -131,4 +161,13 @@ def test_the_ingest_component_refuses_an_asset_name_outside_a_job_before_reading
 
     assert result.returncode == 2
     assert "needs an Azure ML job" in result.stderr and "does-not-exist" not in result.stderr
+    assert [path for path in (tmp_path / "outputs").rglob("*") if path.is_file()] == []
+
+
+def test_a_refused_registration_leaves_no_dataset_behind(standin, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFAULT_IDENTITY_CLIENT_ID", "99999999-0000-0000-0000-000000000000")  # not ours
+    result = _ingest_in_a_job(write_png_tree(tmp_path / "src", small_splits()), tmp_path / "outputs")
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "registering data asset azureml:mnist-mlops-dataset:" in result.stderr
     assert [path for path in (tmp_path / "outputs").rglob("*") if path.is_file()] == []

@@ -42,6 +42,8 @@ from .validation import (
 )
 
 COMPONENT_NAME = "mnist_mlops_ingest"
+DATASET_PORT = "dataset"
+"""The output port the dataset is written to: what a registered data asset points at in the job."""
 
 
 class DataValidationError(UserInputError):
@@ -159,7 +161,8 @@ def run_ingest(
                 },
             }
         contracts.write_json(stage / "manifest.json", manifest, "dataset_manifest")
-    report["data_asset"] = register_dataset(asset_name, manifest, "dataset") if asset_name else None
+        # registered before the dataset is committed: a refused registration leaves no output behind
+        report["data_asset"] = register_dataset(asset_name, manifest, DATASET_PORT) if asset_name else None
     contracts.write_json(data_report, report, "data_report")
     return manifest
 
