@@ -178,6 +178,7 @@ def _run_node(
         print(f"[{node.name}] cached ({found[:12]}){f': {note}' if note else ''}", flush=True)
         for port, path in outputs.items():
             link_copy(Path(cached[port]["path"]), path)
+        entry |= {"reused_because": note} if note else {}
         entry |= {
             "status": "cached",
             "cache_key": found,

@@ -158,7 +158,7 @@ def test_the_runner_reuses_the_verdict_only_while_the_champion_is_the_challenger
     assert again["cache_key"] != first["cache_key"] and evaluations.count == 1
     reason = "champion holds the same content as challenger: the result for this challenger stands"
     assert f"[evaluate] cached ({again['cache_key'][:12]}): {reason}" in capsys.readouterr().out
-    assert outcome == f"finished; evaluate reused: {reason}"
+    assert outcome == f"finished; evaluate reused: {reason}" and again["reused_because"] == reason
 
     judged, _, verdict = evaluate(tmp_path, another, challenger, data)  # a new champion is judged
     assert judged["status"] == "done" and verdict.startswith("evaluation 2 against ")
@@ -171,6 +171,7 @@ def test_the_runner_reuses_the_verdict_only_while_the_champion_is_the_challenger
     assert fresh["status"] == "done" and verdict == f"evaluation 3 against {content_sha256(challenger)[:8]}"
     same, outcome, _ = evaluate(tmp_path, itself, challenger, data)  # its own key still serves it
     assert same["status"] == "cached" and same["cache_key"] == fresh["cache_key"] and "reused" not in outcome
+    assert "reused_because" not in same
 
 
 def test_a_self_comparison_run_without_the_cache_does_not_replace_the_verdict_that_stands(
