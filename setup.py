@@ -14,9 +14,11 @@ NOT_INSTALLED = ["tests", "*.tests", "*.tests.*"]
 def packages() -> list[str]:
     """Every package under each `package-dir` entry, named under the package its folder installs as."""
     found = []
-    config = tomllib.loads(Path(__file__).with_name("pyproject.toml").read_text())
+    here = Path(__file__).resolve().parent
+    config = tomllib.loads((here / "pyproject.toml").read_text())
     for package, folder in config["tool"]["setuptools"]["package-dir"].items():
-        found += [package, *(f"{package}.{sub}" for sub in find_packages(folder, exclude=NOT_INSTALLED))]
+        subpackages = find_packages(str(here / folder), exclude=NOT_INSTALLED)
+        found += [package, *(f"{package}.{sub}" for sub in subpackages)]
     return found
 
 

@@ -347,7 +347,7 @@ def _outcome(folders: dict[str, Path], reused: set[str], notes: list[str]) -> st
             print(summary)
         elif "deploy" in reused:
             name, version = deployment["model_name"], deployment["model_version"]
-            summary = f"production stays at {version}, {summary}"
+            summary = f"production stays at {name} v{version}, {summary}"
             print(f"production stays at {name} v{version}, deployed earlier")
         else:
             summary = f"deployed {deployment['model_name']} v{deployment['model_version']}"

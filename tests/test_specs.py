@@ -39,24 +39,27 @@ def test_specs_and_readme_port_tables_have_not_drifted():
 
 def test_specs_are_rendered_as_mldesigner_compile_writes_them(tmp_path):
     """`authoring` compiles in-process and leaves out the code snapshot compile copies (see
-    `authoring._compiled_spec`); what it renders must still be the CLI's, here on ingest (optional,
-    enum and ranged ports). The CLI runs on a tree of just the component and its environment, since it
-    walks every file under `code` (here the checkout, with .venv and node_modules)."""
-    name = "ingest"
-    environment = environment_dir(Path(load_spec(name)["environment"]["build"]["path"]).name)
+    `authoring._compiled_spec`); what it renders must still be the CLI's, for every component (one CLI
+    call compiles them all). The CLI runs on a tree of just the components and their environments, since
+    it walks every file under `code` (here the checkout, with .venv and node_modules)."""
     tree = tmp_path / "tree"
-    (tree / "components" / name).mkdir(parents=True)
-    shutil.copy2(component_dir(name) / "component.py", tree / "components" / name)
-    shutil.copytree(environment, tree / "components" / "environments" / environment.name)
+    for name in NAMES:
+        (tree / "components" / name).mkdir(parents=True)
+        shutil.copy2(component_dir(name) / "component.py", tree / "components" / name)
+    for environment in {Path(load_spec(name)["environment"]["build"]["path"]).name for name in NAMES}:
+        shutil.copytree(environment_dir(environment), tree / "components" / "environments" / environment)
     out = tmp_path / "compiled"
-    compiler = [str(Path(sys.executable).parent / "mldesigner"), "compile", "--source", "component.py"]
-    subprocess.run([*compiler, "--output", str(out)], cwd=tree / "components" / name, check=True)
-    (compiled,) = out.glob(f"*/mnist_mlops_{name}.yaml")
-    by_cli, in_process = yaml.safe_load(compiled.read_text()), authoring._compiled_spec(name)
-    for spec, root in ((by_cli, tree), (in_process, REPO)):
-        build = spec["environment"]["build"]
-        build["path"] = Path(build["path"]).resolve().relative_to(root.resolve()).as_posix()
-    assert by_cli == in_process
+    compiler = [str(Path(sys.executable).parent / "mldesigner"), "compile"]
+    subprocess.run(
+        [*compiler, "--source", "components/*/component.py", "--output", str(out)], cwd=tree, check=True
+    )
+    for name in NAMES:
+        (compiled,) = out.glob(f"*/mnist_mlops_{name}.yaml")
+        by_cli, in_process = yaml.safe_load(compiled.read_text()), authoring._compiled_spec(name)
+        for spec, root in ((by_cli, tree), (in_process, REPO)):
+            build = spec["environment"]["build"]
+            build["path"] = Path(build["path"]).resolve().relative_to(root.resolve()).as_posix()
+        assert by_cli == in_process, name
 
 
 @pytest.mark.parametrize("name", NAMES)
