@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_mlops.serving.server import free_port, stop_process
 from tests.datasets import small_splits, write_png_tree
 
 REPO = Path(__file__).resolve().parent
@@ -29,12 +30,6 @@ SHARED_TARBALL = SHARED / "data" / "mnist_png.tar.gz"
 STAND_IN_BASE = "localhost/py311-base:bookworm"
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
@@ -202,12 +197,7 @@ def _service(command: list[str], ready: Callable[[], bool], what: str, timeout: 
             time.sleep(0.2)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,23 @@ _DATA_VERSION = re.compile(
 )
 
 
-class AzureStandIn(http.server.BaseHTTPRequestHandler):
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """A quiet request handler whose every answer is a JSON document: the shape of the Azure endpoints
+    the stand-ins play."""
+
+    def answer(self, status: int, document: Any) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class AzureStandIn(JsonHandler):
     requests: ClassVar[list[dict[str, Any]]] = []
     assets: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
 
@@ -57,28 +73,28 @@ class AzureStandIn(http.server.BaseHTTPRequestHandler):
             }
         )
         if url.path == "/metadata/endpoints":
-            return self._answer(200, self._cloud())
+            return self.answer(200, self._cloud())
         if url.path == "/msi/token":
             return self._token(query)
         match = _DATA_VERSION.fullmatch(url.path)
         if match is None:
-            return self._answer(404, {"error": {"code": "NotFound", "message": f"no route {url.path}"}})
+            return self.answer(404, {"error": {"code": "NotFound", "message": f"no route {url.path}"}})
         if not self.requests[-1]["authorized"]:
-            return self._answer(401, {"error": {"code": "AuthenticationFailed", "message": "no token"}})
+            return self.answer(401, {"error": {"code": "AuthenticationFailed", "message": "no token"}})
         key = (match["name"], match["version"])
         if self.command == "GET":
             if key not in self.assets:
-                return self._answer(404, {"error": {"code": "UserError", "message": "Not found"}})
-            return self._answer(200, self.assets[key])
+                return self.answer(404, {"error": {"code": "UserError", "message": "Not found"}})
+            return self.answer(200, self.assets[key])
         if key in self.assets and self.assets[key]["properties"]["dataUri"] != body["properties"]["dataUri"]:
-            return self._answer(409, {"error": {"code": "UserError", "message": "version is immutable"}})
+            return self.answer(409, {"error": {"code": "UserError", "message": "version is immutable"}})
         self.assets[key] = {
             "id": url.path,
             "name": match["version"],
             "type": "Microsoft.MachineLearningServices/workspaces/data/versions",
             "properties": {**body["properties"], "isArchived": False, "isAnonymous": False},
         }
-        return self._answer(201, self.assets[key])
+        return self.answer(201, self.assets[key])
 
     def _cloud(self) -> list[dict[str, Any]]:
         base = f"https://127.0.0.1:{self.server.server_port}/"
@@ -94,9 +110,9 @@ class AzureStandIn(http.server.BaseHTTPRequestHandler):
 
     def _token(self, query: dict[str, str]) -> None:
         if query.get("clientid") != IDENTITY or self.headers.get("secret") != SECRET:
-            return self._answer(400, {"error": "invalid_request", "error_description": "no such identity"})
+            return self.answer(400, {"error": "invalid_request", "error_description": "no such identity"})
         expires = int(time.time()) + 3600
-        return self._answer(
+        return self.answer(
             200,
             {
                 "access_token": f"token-for-{IDENTITY}",
@@ -104,17 +120,6 @@ class AzureStandIn(http.server.BaseHTTPRequestHandler):
                 "resource": query.get("resource"),
             },
         )
-
-    def _answer(self, status: int, document: Any) -> None:
-        body = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def serve(cert: str, key: str, port: int = 0) -> tuple[http.server.ThreadingHTTPServer, type[AzureStandIn]]:

@@ -24,19 +24,12 @@ from mnist_mlops import contracts
 from mnist_mlops.ports import component_names, load_spec
 from mnist_mlops.serving.server import ScoringClient
 from tests.datasets import digit_images, make_tarball, small_splits, write_png_tree
-from tests.models import judged_model, register_model
+from tests.models import ANY_MODEL, judged_model, register_model
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 COMPONENT_FILES = ("component.py", "executor.py", "spec.yaml", "metadata.yaml", "README.md")
 BUILD_FILES = ("pyproject.toml", "setup.py", "README.md")
 """What the build reads besides the package folders named in pyproject.toml's package-dir."""
-ANY_MODEL = {
-    "schema_version": 1,
-    "min_accuracy": 0.0,
-    "min_class_recall": 0.0,
-    "max_regression": 1.0,
-    "max_p99_latency_ms": 10000.0,
-}
 
 
 def component_folders() -> list[str]:

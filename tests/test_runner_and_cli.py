@@ -99,24 +99,22 @@ def test_cli_rejects_bad_parameters_with_exit_2(tmp_path, png_dataset, capsys, a
     assert not (tmp_path / "d").exists()
 
 
+def run_pipeline(data: Path, runs_dir: Path, *settings: str, registry: str | None = None) -> int:
+    """`mnist-mlops run` on `data` into `runs_dir`, each of `settings` (NODE.PARAM=VALUE) as a `--set`."""
+    argv = ["run", "--data", str(data), "--runs-dir", str(runs_dir)]
+    argv += [word for setting in settings for word in ("--set", setting)]
+    return main(argv + (["--registry", registry] if registry else []))
+
+
 @pytest.mark.slow
 def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, capsys):
-    code = main(
-        [
-            "run",
-            "--data",
-            str(png_dataset),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--set",
-            "preprocess.validation_fraction=0.5",
-            "--set",
-            "train.batch_size=8",
-            "--set",
-            "train.epochs=2",
-            "--registry",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-        ]
+    code = run_pipeline(
+        png_dataset,
+        tmp_path / "runs",
+        "preprocess.validation_fraction=0.5",
+        "train.batch_size=8",
+        "train.epochs=2",
+        registry=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     output = capsys.readouterr().out
     assert code == 0, output
@@ -142,7 +140,7 @@ def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, c
 
 def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code = main(["run", "--data", str(tmp_path / "empty"), "--runs-dir", str(tmp_path / "runs")])
+    code = run_pipeline(tmp_path / "empty", tmp_path / "runs")
     output = capsys.readouterr().out
     assert code == 1
     assert "node ingest failed" in output and "no MNIST data found" in output
@@ -161,7 +159,7 @@ def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
     ],
 )
 def test_run_rejects_bad_overrides_before_running(tmp_path, png_dataset, capsys, override, message):
-    code = main(["run", "--data", str(png_dataset), "--runs-dir", str(tmp_path / "runs"), "--set", override])
+    code = run_pipeline(png_dataset, tmp_path / "runs", override)
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
@@ -177,15 +175,5 @@ def test_relative_paths_mean_the_callers_working_directory(ingested_by_the_cli):
 
 
 def test_non_finite_numbers_are_refused(tmp_path, png_dataset, capsys):
-    code = main(
-        [
-            "run",
-            "--data",
-            str(png_dataset),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--set",
-            "preprocess.validation_fraction=nan",
-        ]
-    )
+    code = run_pipeline(png_dataset, tmp_path / "runs", "preprocess.validation_fraction=nan")
     assert code == 2 and "must be a finite number" in capsys.readouterr().err

@@ -125,12 +125,18 @@ def running_server(
         _wait_until_healthy(server, startup_seconds)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, grace_seconds: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace_seconds`: a child that hangs on shutdown
+    must not outlive its caller."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_until_healthy(server: RunningServer, startup_seconds: float) -> None:

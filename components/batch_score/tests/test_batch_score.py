@@ -22,17 +22,10 @@ from mnist_mlops.imaging import decode_pngs
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
 from mnist_mlops.serving.validation import png_bomb
 from tests.datasets import digit_images, make_tarball, png_bytes
-from tests.models import judged_model, register_model
+from tests.models import ANY_MODEL, judged_model, register_model
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
 
-ANY_MODEL = {
-    "schema_version": 1,
-    "min_accuracy": 0.0,
-    "min_class_recall": 0.0,
-    "max_regression": 1.0,
-    "max_p99_latency_ms": 10000.0,
-}
 MODEL = "models:/mnist-mlops@challenger"
 MINI_BATCH = 8
 

@@ -25,17 +25,10 @@ from mnist_mlops.imaging import encode_png
 from mnist_mlops.registry import READY_TAG, client
 from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.server import ScoringClient, free_port, running_server, server_environment
-from tests.models import judged_model, register_model
+from tests.models import LENIENT, judged_model, register_model
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
 
-LENIENT = {
-    "schema_version": 1,
-    "min_accuracy": 0.5,
-    "min_class_recall": 0.0,
-    "max_regression": 1.0,
-    "max_p99_latency_ms": 1000.0,
-}
 SERVE = [sys.executable, "-m", "mnist_mlops.cli", "serve"]
 DEPLOY = {"target": "local", "canary_count": 16, "max_canary_p99_ms": 1000.0}
 
@@ -59,7 +52,7 @@ def registry(tmp_path: Path, trained: Path) -> str:
     return uri
 
 
-def deploy(trained: Path, registry: str, model: str, record: Path, **options) -> dict:
+def deploy(trained: Path, registry: str, model: str | None, record: Path, **options) -> dict:
     return run_deploy(model, trained / "preprocessed", record, registry=registry, **(DEPLOY | options))
 
 
@@ -108,13 +101,8 @@ def test_the_production_version_is_the_next_runs_champion(tmp_path, trained, reg
 def test_the_pipeline_deploys_what_register_registered_or_skips_with_reasons(tmp_path, trained, registry):
     registration = json.loads((trained / "registration-1.json").read_text())
     (tmp_path / "registered.json").write_text(json.dumps(registration))
-    record = run_deploy(
-        None,
-        trained / "preprocessed",
-        tmp_path / "record.json",
-        registry=registry,
-        registration_record=tmp_path / "registered.json",
-        **DEPLOY,
+    record = deploy(
+        trained, registry, None, tmp_path / "record.json", registration_record=tmp_path / "registered.json"
     )
     assert (record["model_uri"], record["outcome"]) == (
         f"models:/mnist-mlops/{registration['version']}",
@@ -128,13 +116,8 @@ def test_the_pipeline_deploys_what_register_registered_or_skips_with_reasons(tmp
         "reasons": ["accuracy 0.91 < 0.99"],
     }
     (tmp_path / "declined.json").write_text(json.dumps(declined))
-    skipped = run_deploy(
-        None,
-        trained / "preprocessed",
-        tmp_path / "skipped.json",
-        registry=registry,
-        registration_record=tmp_path / "declined.json",
-        **DEPLOY,
+    skipped = deploy(
+        trained, registry, None, tmp_path / "skipped.json", registration_record=tmp_path / "declined.json"
     )
     assert contracts.read_json(tmp_path / "skipped.json", "deployment_record") == skipped
     assert skipped["outcome"] == "skipped" and skipped["reasons"] == ["accuracy 0.91 < 0.99"]

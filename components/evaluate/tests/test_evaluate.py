@@ -11,28 +11,15 @@ import pytest
 
 from mnist_mlops import contracts
 from mnist_mlops.components.evaluate.executor import run_evaluate
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
-from tests.datasets import small_splits, write_png_tree
-from tests.models import champion_folder
+from tests import models
+from tests.datasets import small_splits
+from tests.models import champion_folder, preprocessed_digits
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
 
-LENIENT = {
-    "schema_version": 1,
-    "min_accuracy": 0.8,
-    "min_class_recall": 0.5,
-    "max_regression": 0.02,
-    "max_p99_latency_ms": 1000.0,
-}
-
-
-def prepare(root: Path, splits: dict) -> Path:
-    run_ingest(str(write_png_tree(root / "src", splits)), root / "dataset", root / "report.json")
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    return root / "preprocessed"
+LENIENT = models.LENIENT | {"min_accuracy": 0.8, "min_class_recall": 0.5, "max_regression": 0.02}
 
 
 def rotated(splits: dict) -> dict:
@@ -46,8 +33,10 @@ def rotated(splits: dict) -> dict:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("evaluate")
-    old = prepare(root / "old", small_splits(train_per_class=24, test_per_class=8, seed=1))
-    current = prepare(root / "current", rotated(small_splits(train_per_class=24, test_per_class=8, seed=2)))
+    old = preprocessed_digits(root / "old", small_splits(train_per_class=24, test_per_class=8, seed=1))
+    current = preprocessed_digits(
+        root / "current", rotated(small_splits(train_per_class=24, test_per_class=8, seed=2))
+    )
     for name, data in (("challenger", old), ("champion", current)):
         run_train(data, root / name, root / f"{name}.json", root / f"{name}.png", epochs=10, batch_size=16)
     thresholds = root / "thresholds.json"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import json
 import tarfile
 import threading
 import time
@@ -20,6 +19,7 @@ from mnist_mlops import contracts
 from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.sources import SourceError, open_source
+from tests.azure_standin import IDENTITY, JsonHandler
 from tests.datasets import make_tarball, small_splits, write_idx, write_png_tree
 
 
@@ -241,24 +241,20 @@ def test_named_mnist_source_downloads_each_pinned_file_with_mirror_fallback(
         download_mnist((f"{base}/mnist/",), pins)
 
 
-class _ComputeIdentityEndpoint(http.server.BaseHTTPRequestHandler):
+class _ComputeIdentityEndpoint(JsonHandler):
     """The token endpoint an Azure ML compute gives its jobs (MSI_ENDPOINT, MSI_SECRET): answers with a
     Microsoft Entra-shaped token for the requested resource and records which identity was asked for."""
 
     requests: ClassVar[list[dict[str, str]]] = []
-    known = "11111111-2222-3333-4444-555555555555"  # the one user-assigned identity of this compute
+    known = IDENTITY  # the one user-assigned identity of this compute
 
     def do_GET(self) -> None:
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
         self.requests.append(query | {"secret": self.headers.get("secret", "")})
         if query.get("clientid") != self.known:
-            body = b'{"error": "invalid_request", "error_description": "no such identity on this compute"}'
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
+            return self.answer(
+                400, {"error": "invalid_request", "error_description": "no such identity on this compute"}
+            )
         expires = int(time.time()) + 3600
         claims = {
             "aud": query["resource"].removesuffix("/.default"),
@@ -269,22 +265,15 @@ class _ComputeIdentityEndpoint(http.server.BaseHTTPRequestHandler):
             "oid": query.get("clientid", ""),
         }
         token = jwt.encode(claims, "stand-in", "HS256")
-        body = json.dumps(
+        return self.answer(
+            200,
             {
                 "access_token": token,
                 "expires_on": expires,
                 "resource": query["resource"],
                 "token_type": "Bearer",
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+            },
+        )
 
 
 @pytest.mark.azurite

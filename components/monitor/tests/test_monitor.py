@@ -18,13 +18,12 @@ import numpy as np
 import pytest
 
 from mnist_mlops import contracts, features, retraining
-from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.components.monitor.executor import DEFAULT_THRESHOLDS, read_thresholds, run_monitor
-from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.errors import ContractError, UserInputError
 from mnist_mlops.pipelines import retrain
 from mnist_mlops.pipelines.aml import aml_graph
-from tests.datasets import digit_images, small_splits, write_png_tree
+from tests.datasets import digit_images, small_splits
+from tests.models import preprocessed_digits
 from tests.test_azure_jobs import SUBSCRIPTION, RecordingMLClient
 
 START = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
@@ -34,11 +33,9 @@ WORKSPACE = {"subscription_id": SUBSCRIPTION, "resource_group": "rg", "workspace
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real preprocess output (baseline statistics of 240 training digits)."""
-    root = tmp_path_factory.mktemp("monitor")
-    source = write_png_tree(root / "src", small_splits(train_per_class=24, test_per_class=2))
-    run_ingest(str(source), root / "dataset", root / "data_report.json")
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    return root / "preprocessed"
+    return preprocessed_digits(
+        tmp_path_factory.mktemp("monitor"), small_splits(train_per_class=24, test_per_class=2)
+    )
 
 
 def shifted(images: np.ndarray, seed: int = 7) -> np.ndarray:
@@ -355,17 +352,17 @@ def test_retrain_aml_builds_a_valid_pipeline_job_on_the_new_data():
 def test_retrain_aml_without_a_workspace_fails_before_monitoring(tmp_path, baseline):
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(*clean_traffic(), START))
     with pytest.raises(
-        UserInputError, match="on_breach=retrain_aml: Azure ML subscription_id, resource_group"
+        UserInputError, match=r"on_breach=retrain_aml: .* missing subscription_id, resource_group, workspace"
     ):
         run_monitor(log, baseline, tmp_path / "report", on_breach="retrain_aml")
     assert not (tmp_path / "report").exists()
 
 
 def test_retrain_aml_submits_on_a_breach_and_records_the_job_or_the_refusal(tmp_path, baseline, monkeypatch):
-    from mnist_mlops import azure_jobs
+    from mnist_mlops import azure_identity
 
     client = RecordingMLClient()
-    monkeypatch.setattr(azure_jobs, "ml_client", lambda *args, **kwargs: client)
+    monkeypatch.setattr(azure_identity, "workspace_client", lambda *args, **kwargs: client)
     images, labels = clean_traffic()
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
     quiet = write_log(tmp_path / "quiet" / "requests-1.jsonl", records(images, labels, START))
@@ -509,6 +506,10 @@ def test_a_handler_that_fails_or_answers_nonsense_is_recorded_as_failed():
     assert odd["detail"].startswith(
         "the handler returned {'state': 'done'}, not a dict with status and any of"
     )
+    off_schema = retraining.hand_over("hooks:off", lambda request: {"status": "done", "run_id": 42}, {})
+    assert off_schema["status"] == "failed" and off_schema["run_id"] is None
+    assert off_schema["detail"].startswith("the handler returned {'status': 'done', 'run_id': 42}: $.")
+    assert retraining._record_problem(off_schema) is None  # what the report records is always valid
 
 
 def test_the_monitor_imports_no_orchestrator():

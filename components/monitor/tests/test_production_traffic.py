@@ -22,17 +22,9 @@ from mnist_mlops.deployments import key_path
 from mnist_mlops.imaging import encode_png
 from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
-from tests.models import judged_model, register_model
+from tests.models import LENIENT, judged_model, register_model
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
-
-LENIENT = {
-    "schema_version": 1,
-    "min_accuracy": 0.5,
-    "min_class_recall": 0.0,
-    "max_regression": 1.0,
-    "max_p99_latency_ms": 1000.0,
-}
 
 
 @pytest.fixture(scope="module")

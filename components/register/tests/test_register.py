@@ -10,66 +10,28 @@ from pathlib import Path
 import pytest
 
 from mnist_mlops import contracts
-from mnist_mlops.components.evaluate.executor import run_evaluate
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.components.register.executor import run_register
-from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.registry import READY_TAG, client
-from tests.datasets import small_splits, write_png_tree
+from tests.models import LENIENT, judge, judged_model, register_model
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
 
-LENIENT = {
-    "schema_version": 1,
-    "min_accuracy": 0.5,
-    "min_class_recall": 0.0,
-    "max_regression": 1.0,
-    "max_p99_latency_ms": 1000.0,
-}
 IMPOSSIBLE = LENIENT | {"min_accuracy": 1.0, "min_class_recall": 1.0}
 
 
 @pytest.fixture(scope="module")
 def pipeline_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("register")
-    source = write_png_tree(root / "src", small_splits(train_per_class=24, test_per_class=6))
-    run_ingest(str(source), root / "dataset", root / "data_report.json")
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    run_train(
-        root / "preprocessed",
-        root / "model",
-        root / "summary.json",
-        root / "curves.png",
-        epochs=8,
-        batch_size=16,
+    """One tiny model, blessed by lenient thresholds (its verdict in `root`) and declined by impossible
+    ones (its verdict in `root`/declined)."""
+    root = judged_model(
+        tmp_path_factory.mktemp("register"), LENIENT, train_per_class=24, test_per_class=6, epochs=8
     )
-    for name, thresholds in (("blessed", LENIENT), ("declined", IMPOSSIBLE)):
-        (root / f"{name}.json").write_text(json.dumps(thresholds))
-        run_evaluate(
-            root / "model",
-            root / "preprocessed",
-            root / name / "evaluation",
-            root / name / "blessing.json",
-            thresholds=root / f"{name}.json",
-        )
-    return {"root": root}
+    return {"root": root, "blessed": root, "declined": judge(root, IMPOSSIBLE, root / "declined")}
 
 
 def register(outputs: dict, verdict: str, record: Path, registry: str, **options) -> dict:
-    root = outputs["root"]
-    return run_register(
-        root / "model",
-        root / verdict / "blessing.json",
-        root / verdict / "evaluation",
-        root / "summary.json",
-        root / "data_report.json",
-        root / "preprocessed",
-        record,
-        registry=registry,
-        **options,
-    )
+    return register_model(outputs["root"], registry, record, verdict=outputs[verdict], **options)
 
 
 def test_a_blessed_model_is_registered_verified_and_aliased(tmp_path, pipeline_outputs):
@@ -124,8 +86,8 @@ def test_a_blessing_for_another_report_is_refused(tmp_path, pipeline_outputs):
     with pytest.raises(UserInputError, match="another evaluation report"):
         run_register(
             root / "model",
-            root / "declined" / "blessing.json",
-            root / "blessed" / "evaluation",
+            pipeline_outputs["declined"] / "blessing.json",
+            pipeline_outputs["blessed"] / "evaluation",
             root / "summary.json",
             root / "data_report.json",
             root / "preprocessed",
@@ -160,7 +122,7 @@ def test_two_registrations_at_once_get_two_intact_versions(tmp_path, pipeline_ou
         "import sys; from pathlib import Path; "
         "from mnist_mlops.components.register.executor import run_register; "
         f"root = Path({str(root)!r}); "
-        "run_register(root / 'model', root / 'blessed' / 'blessing.json', root / 'blessed' / 'evaluation', "
+        "run_register(root / 'model', root / 'blessing.json', root / 'evaluation', "
         "root / 'summary.json', root / 'data_report.json', root / 'preprocessed', Path(sys.argv[1]), "
         f"registry={registry!r})"
     )

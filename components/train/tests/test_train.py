@@ -13,11 +13,10 @@ import pytest
 
 from conftest import free_port
 from mnist_mlops import contracts
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
-from tests.datasets import small_splits, write_png_tree
+from tests.datasets import small_splits
+from tests.models import preprocessed_digits
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
 
@@ -26,11 +25,9 @@ SMALL = {"epochs": 10, "batch_size": 16, "learning_rate": 0.003}
 
 @pytest.fixture(scope="module")
 def preprocessed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train-data")
-    source = write_png_tree(root / "src", small_splits(train_per_class=24, test_per_class=6))
-    run_ingest(str(source), root / "dataset", root / "data_report.json")
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    return root / "preprocessed"
+    return preprocessed_digits(
+        tmp_path_factory.mktemp("train-data"), small_splits(train_per_class=24, test_per_class=6)
+    )
 
 
 def train_into(folder: Path, preprocessed: Path, **options) -> dict:
