@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from mnist_mlops import __version__
-from mnist_mlops.data_assets import DATASET_ASSET
 from mnist_mlops.errors import USER_ERROR_EXIT_CODE, UserInputError, exit_on_user_error
+from mnist_mlops.pipelines.job_options import add_job_options, job_from_options
 from mnist_mlops.ports import component_dir, component_names, load_spec, parse_value
 
 
@@ -188,16 +188,8 @@ def _azure_client(args: argparse.Namespace, registry_name: str | None = None):
 
 def _submit_command(args: argparse.Namespace) -> int:
     from mnist_mlops.azure_jobs import submit
-    from mnist_mlops.pipelines.aml import training_job
 
-    job = training_job(
-        args.data,
-        compute=args.compute,
-        train_compute=args.train_compute,
-        identity_client_id=args.identity_client_id,
-        deploy_target=args.deploy_target,
-        dataset_asset=None if args.dataset_asset == "none" else args.dataset_asset,
-    )
+    job = job_from_options(args)
     result = submit(_azure_client(args), job, experiment_name=args.experiment, stream=not args.no_stream)
     print(f"{result['name']}: {result['status']} {result['studio_url'] or ''}")
     return 0
@@ -332,18 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = subparsers.add_parser("submit", help="validate and submit the pipeline to an Azure ML workspace")
     _add_workspace_options(submit)
-    submit.add_argument("--data", default="azureml://datastores/workspaceblobstore/paths/mnist/")
+    add_job_options(submit)
     submit.add_argument("--experiment", default="mnist-mlops")
-    submit.add_argument("--compute", default="cpu-cluster", help="default compute of every node")
-    submit.add_argument("--train-compute", help="compute of the train node (default: --compute)")
-    submit.add_argument("--identity-client-id", help="user-assigned managed identity the job runs as")
-    submit.add_argument("--deploy-target", choices=("azureml", "kubernetes"), default="azureml")
-    submit.add_argument(
-        "--dataset-asset",
-        default=DATASET_ASSET,
-        help=f"data asset ingest registers its dataset as, versioned by content (default {DATASET_ASSET});"
-        " 'none' registers none. The job's identity needs write access to the workspace's data assets",
-    )
     submit.add_argument("--no-stream", action="store_true", help="return after submission")
     submit.set_defaults(handler=_submit_command)
 

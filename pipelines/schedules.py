@@ -46,6 +46,7 @@ from azure.ai.ml.constants import TimeZone
 from azure.ai.ml.entities import JobSchedule, PipelineJob, RecurrencePattern, RecurrenceTrigger
 
 from mnist_mlops.errors import UserInputError, exit_on_user_error
+from mnist_mlops.pipelines.job_options import add_job_options, job_from_options
 
 WEEKLY_NAME = "mnist-mlops-weekly-retrain"
 FRESHNESS_NAME = "mnist-mlops-data-freshness"
@@ -171,28 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mnist_mlops.pipelines.schedules", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", required=True, help="output folder (the compiled pipeline is replaced)")
-    parser.add_argument("--data", default="azureml://datastores/workspaceblobstore/paths/mnist/")
-    parser.add_argument("--compute", default="cpu-cluster")
-    parser.add_argument("--train-compute", default="gpu-cluster")
-    parser.add_argument("--identity-client-id")
-    parser.add_argument("--deploy-target", choices=("azureml", "kubernetes"), default="azureml")
+    add_job_options(parser)
     parser.add_argument("--freshness-hours", type=int, help="also write the every-N-hours schedule")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Write the schedule files CD applies with `az ml schedule create --file`; prints their paths."""
-    from mnist_mlops.pipelines.aml import training_job
-
     args = build_parser().parse_args(argv)
     with exit_on_user_error():
-        job = training_job(
-            args.data,
-            compute=args.compute,
-            train_compute=args.train_compute,
-            identity_client_id=args.identity_client_id,
-            deploy_target=args.deploy_target,
-        )
+        job = job_from_options(args)
         for path in compile_schedules(Path(args.out), job, freshness_hours=args.freshness_hours):
             print(path)
     return 0

@@ -1,0 +1,42 @@
+"""The command-line options that shape the Azure ML training job, declared once for every command that
+makes one (`mnist-mlops submit`, `python -m mnist_mlops.pipelines.schedules`), so a scheduled pipeline
+is the one CD submits. Light on purpose: the CLI builds its parser from it at every start, and
+azure-ai-ml is imported only when a job is made."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mnist_mlops.data_assets import DATASET_ASSET
+
+RAW_DATA = "azureml://datastores/workspaceblobstore/paths/mnist/"
+NO_ASSET = "none"
+
+
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=RAW_DATA, help=f"the raw data ingest reads (default {RAW_DATA})")
+    parser.add_argument("--compute", default="cpu-cluster", help="default compute of every node")
+    parser.add_argument("--train-compute", help="compute of the train node (default: --compute)")
+    parser.add_argument("--identity-client-id", help="user-assigned managed identity the job runs as")
+    parser.add_argument("--deploy-target", choices=("azureml", "kubernetes"), default="azureml")
+    parser.add_argument(
+        "--dataset-asset",
+        default=DATASET_ASSET,
+        help=f"data asset ingest registers its dataset as, versioned by content (default {DATASET_ASSET});"
+        f" '{NO_ASSET}' registers none. The job's identity needs write access to the workspace's data assets",
+    )
+
+
+def job_from_options(args: argparse.Namespace) -> Any:
+    """The training pipeline job the options describe (`pipelines.aml.training_job`)."""
+    from mnist_mlops.pipelines.aml import training_job
+
+    return training_job(
+        args.data,
+        compute=args.compute,
+        train_compute=args.train_compute,
+        identity_client_id=args.identity_client_id,
+        deploy_target=args.deploy_target,
+        dataset_asset=None if args.dataset_asset == NO_ASSET else args.dataset_asset,
+    )
