@@ -262,12 +262,18 @@ def _today() -> str:
 
 
 def _registry_agrees(cached: dict[str, dict[str, str]], registry: str | None) -> bool:
-    """A cached registration or deployment record is reused only if the registry still says the same."""
+    """A cached champion, registration or deployment record is reused only if the registry still says
+    the same: the pointer names the same version (or still none), the version is still ready, production
+    is still where the deployment left it."""
+    from mnist_mlops.champions import RECORD
     from mnist_mlops.deployments import production_version
-    from mnist_mlops.registry import READY_TAG, client, registry_uri
+    from mnist_mlops.registry import READY_TAG, client, pointer_version, registry_uri
 
     uri = registry_uri(registry)
-    document = json.loads(Path(next(iter(cached.values()))["path"]).read_text())
+    path = Path(next(iter(cached.values()))["path"])
+    document = json.loads((path / RECORD if path.is_dir() else path).read_text())
+    if "pointer" in document:  # a champion_record
+        return pointer_version(uri, document["model_name"], document["pointer"]) == document["version"]
     if "registered" in document:  # a registration_record
         if not document["registered"]:
             return True

@@ -75,12 +75,16 @@ def test_a_rerun_is_served_from_cache_and_a_changed_parameter_reruns_from_its_no
         f"production stays at mnist-mlops v1, nothing new registered; evaluate reused: {reason}"
     )
 
+    # and while production stays where it is, so does the champion: every node is served from the cache
+    code, third = run(workspace)
+    assert code == 0 and set(statuses(third).values()) == {"cached"}
+
     code, changed = run(workspace, "--set", "train.seed=7")
     assert code == 0
     assert statuses(changed) == {
         "ingest": "cached",
         "preprocess": "cached",
-        "resolve_champion": "done",
+        "resolve_champion": "cached",  # production is still v1, as the registry confirms
         "train": "done",
         "evaluate": "done",
         "register": "done",
@@ -121,7 +125,7 @@ def test_a_failed_node_leaves_nothing_cached_and_a_rerun_resumes_after_the_last_
     assert statuses(resumed) == {
         "ingest": "cached",
         "preprocess": "cached",
-        "resolve_champion": "done",
+        "resolve_champion": "cached",  # still no production version
         "train": "cached",
         "evaluate": "done",
     }
