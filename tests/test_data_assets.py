@@ -143,6 +143,7 @@ def _ingest_in_a_job(source: Path, outputs: Path) -> subprocess.CompletedProcess
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
 
 
+@pytest.mark.slow  # the component in its own process beside a server (the stand-in)
 def test_the_ingest_component_registers_its_output_in_a_job(standin, tmp_path):
     source = write_png_tree(tmp_path / "src", small_splits())
     result = _ingest_in_a_job(source, tmp_path / "outputs")
@@ -155,6 +156,7 @@ def test_the_ingest_component_registers_its_output_in_a_job(standin, tmp_path):
     assert tags[CONTENT_TAG] == manifest["dataset_version"]
 
 
+@pytest.mark.slow  # the component in its own process beside a server (the stand-in)
 def test_the_ingest_component_refuses_an_asset_name_outside_a_job_before_reading(tmp_path, monkeypatch):
     monkeypatch.delenv("AZUREML_RUN_ID", raising=False)
     result = _ingest_in_a_job(tmp_path / "does-not-exist", tmp_path / "outputs")
@@ -164,6 +166,7 @@ def test_the_ingest_component_refuses_an_asset_name_outside_a_job_before_reading
     assert [path for path in (tmp_path / "outputs").rglob("*") if path.is_file()] == []
 
 
+@pytest.mark.slow  # the component in its own process beside a server (the stand-in)
 def test_a_refused_registration_leaves_no_dataset_behind(standin, tmp_path, monkeypatch):
     monkeypatch.setenv("DEFAULT_IDENTITY_CLIENT_ID", "99999999-0000-0000-0000-000000000000")  # not ours
     result = _ingest_in_a_job(write_png_tree(tmp_path / "src", small_splits()), tmp_path / "outputs")
