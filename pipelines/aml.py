@@ -33,6 +33,7 @@ from azure.ai.ml.entities import Component, ManagedIdentityConfiguration, Pipeli
 
 from mnist_mlops.data_assets import DATASET_ASSET
 from mnist_mlops.pipelines.graph import Node, Param, Ref, parameters, training_pipeline
+from mnist_mlops.pipelines.job_options import RAW_DATA
 from mnist_mlops.provenance import CODE_VERSION_ENV, code_version
 from mnist_mlops.runner import is_artifact
 from mnist_mlops.snapshot import code_root
@@ -117,7 +118,7 @@ def training_pipeline_function(
 
 
 def training_job(
-    raw_data: str = "azureml://datastores/workspaceblobstore/paths/mnist/",
+    raw_data: str = RAW_DATA,
     *,
     compute: str = "cpu-cluster",
     train_compute: str | None = None,

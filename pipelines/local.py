@@ -4,9 +4,10 @@ folders under a run directory, through a content-addressed step cache, writing a
 
 The graph comes from `pipelines/graph.py`. The runner knows no component by name: how a step may be
 reused is each component's own `local_cache` policy in its metadata.yaml (`ports.load_metadata`):
-`content` (inputs and parameters decide the result), `never` (it reads the outside world: the
-registry's champion), `source` (ingest: keyed by its source's content and the day) or `registry` (the
-result lives in the registry too: reused only while the registry still agrees); `annotations` lists
+`content` (inputs and parameters decide the result), `never` (it reads the outside world), `source`
+(ingest: keyed by its source's content and the day) or `registry` (the result comes from or lives in
+the registry too, as the champion, a registration, a deployment: reused only while the registry still
+agrees); `annotations` lists
 parameters that only label the result and stay out of the key; `reuse_when_same_content` names an input
 that adds nothing to judge when it holds the same content as another (`step_cache.SameContentRule`:
 evaluate's champion that is the challenger itself). A node reused that way is reported as cached, with
