@@ -22,6 +22,7 @@ ARTIFACTS: dict[tuple[str, str], str] = {
     ("evaluate", "challenger"): "mlflow_model",
     ("evaluate", "champion"): "champion_record",
     ("resolve_champion", "champion"): "champion_record",
+    ("resolve_champion", "request_log"): "request_record",
     ("evaluate", "preprocessed"): "preprocessed_manifest",
     ("evaluate", "thresholds"): "kpi_thresholds",
     ("evaluate", "evaluation"): "evaluation_report",

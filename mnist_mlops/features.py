@@ -7,10 +7,18 @@ two formulas.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 INK_THRESHOLD = 128
 """A pixel at or above this 8-bit value counts as ink (MNIST digits are white on black)."""
+
+PER_IMAGE = {"mean_intensity": (0.0, 255.0), "ink_fraction": (0.0, 1.0)}
+"""The per-image features baselined in training and recorded per served image, with their value ranges."""
+FEATURE_BINS = 20
+"""Fixed-width bins over each feature's range: training data and traffic are binned alike, so their
+histograms compare bin by bin (PSI)."""
 
 NUM_CLASSES = 10
 _HISTOGRAM_CHUNK = 1 << 20
@@ -25,6 +33,24 @@ def ink_fraction(images: np.ndarray) -> np.ndarray:
     """Fraction of pixels per image that are ink."""
     flat = images.reshape(len(images), -1)
     return np.count_nonzero(flat >= INK_THRESHOLD, axis=1) / max(flat.shape[1], 1)
+
+
+def per_image(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Every per-image feature of `images`, by name."""
+    return {"mean_intensity": mean_intensity(images), "ink_fraction": ink_fraction(images)}
+
+
+def feature_histogram(name: str, values: np.ndarray) -> dict[str, Any]:
+    """Mean, std, fixed bin edges and the share of `values` per bin, for the per-image feature `name`;
+    values outside its range count in the end bins."""
+    low, high = PER_IMAGE[name]
+    counts, edges = np.histogram(np.clip(values, low, high), bins=FEATURE_BINS, range=(low, high))
+    return {
+        "mean": float(values.mean()) if len(values) else 0.0,
+        "std": float(values.std()) if len(values) else 0.0,
+        "bin_edges": edges.tolist(),
+        "fractions": (counts / max(counts.sum(), 1)).tolist(),
+    }
 
 
 def class_counts(labels: np.ndarray) -> list[int]:

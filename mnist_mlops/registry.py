@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from mnist_mlops.data_shift import DECISION_TAG
 from mnist_mlops.errors import UserInputError
 
 DEFAULT_REGISTRY_FILE = "mlflow.db"
@@ -157,7 +158,8 @@ def pointers(uri: str, name: str, versions: list) -> dict[str, list[str]]:
 
 
 def list_versions(uri: str, name: str) -> list[dict[str, str]]:
-    """Every version of model `name`, newest first: aliases, readiness, dataset and headline metrics."""
+    """Every version of model `name`, newest first: aliases, readiness, headline metrics, dataset and
+    evaluate's data-shift decision on it (`accepted` marks a shift promoted on purpose)."""
     from mlflow.exceptions import MlflowException
 
     registry = client(uri)
@@ -177,6 +179,7 @@ def list_versions(uri: str, name: str) -> list[dict[str, str]]:
                 "accuracy": tags.get("metric.accuracy", "-"),
                 "p99_ms": tags.get("metric.p99_ms", "-"),
                 "dataset": tags.get("dataset_version", "-")[:12],
+                "shift": tags.get(DECISION_TAG, "-"),
                 "run": tags.get("pipeline_run_id", "-"),
             }
         )

@@ -15,7 +15,8 @@ anything. The handler it returns takes the request on a breach and returns its o
 The settings (`retrain_data`, `retrain_until`, `registry`, and the Azure ML workspace) stay ports of
 the monitor: on Azure ML and Kubeflow a component's ports are its only declared configuration, shown in
 the studio and checked by `mnist-mlops specs`, so a scheduled monitor shows where it would retrain. The
-monitor passes them through without reading them; what each means belongs to its handler.
+monitor passes them through (it reads only `registry`, for the serving model's baseline); what each
+means to a retraining belongs to its handler.
 """
 
 from __future__ import annotations

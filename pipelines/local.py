@@ -264,17 +264,22 @@ def _today() -> str:
 
 def _registry_agrees(cached: dict[str, dict[str, str]], registry: str | None) -> bool:
     """A cached champion, registration or deployment record is reused only if the registry still says
-    the same: the pointer names the same version (or still none), the version is still ready, production
-    is still where the deployment left it."""
+    the same: the pointer names the same version (or still none) and the request log the champion's
+    traffic was read from is unchanged, the version is still ready, production is still where the
+    deployment left it."""
     from mnist_mlops.champions import RECORD
     from mnist_mlops.deployments import production_version
     from mnist_mlops.registry import READY_TAG, client, pointer_version, registry_uri
+    from mnist_mlops.serving.request_log import log_state
 
     uri = registry_uri(registry)
     path = Path(next(iter(cached.values()))["path"])
     document = json.loads((path / RECORD if path.is_dir() else path).read_text())
     if "pointer" in document:  # a champion_record
-        return pointer_version(uri, document["model_name"], document["pointer"]) == document["version"]
+        traffic = document["traffic"]
+        return pointer_version(uri, document["model_name"], document["pointer"]) == document["version"] and (
+            traffic["folder"] is None or log_state(Path(traffic["folder"])) == traffic["log_state"]
+        )
     if "registered" in document:  # a registration_record
         if not document["registered"]:
             return True
@@ -307,6 +312,8 @@ def _finish(run_dir: Path, record: dict, folders: dict[str, Path], status: str, 
     record |= {"status": status, "finished_at": utc_iso(datetime.now(UTC)), "outcome": outcome}
     if report := _artifact(folders, "ingest", "data_report.json"):
         record["lineage"]["dataset_version"] = report["dataset_version"]
+    if blessing := _artifact(folders, "evaluate", "blessing.json"):
+        record["lineage"]["data_shift"] = blessing["data_shift"]["decision"]
     if registration := _artifact(folders, "register", "registration_record.json"):
         record["lineage"]["model_version"] = registration["version"]
     if deployment := _artifact(folders, "deploy", "deployment_record.json"):

@@ -84,13 +84,44 @@ def register_model(
     )
 
 
-def champion_folder(model_dir: Path, destination: Path, version: str) -> Path:
-    """A champion folder as resolve_champion writes it, for a model registered as `version`."""
+def champion_folder(
+    model_dir: Path,
+    destination: Path,
+    version: str,
+    *,
+    trained_on: Path | None = None,
+    traffic: dict | None = None,
+) -> Path:
+    """A champion folder as resolve_champion writes it, for a model registered as `version`: with the
+    reference bundle of the data it was `trained_on` (a `preprocessed_digits` folder, its
+    data_report.json beside it) and a `traffic_summary`, when given."""
     import shutil
 
-    from mnist_mlops import contracts
+    from mnist_mlops import contracts, references
+    from mnist_mlops.champions import MODEL, RECORD, REFERENCE, TRAFFIC
 
-    shutil.copytree(model_dir, destination / "model")
+    shutil.copytree(model_dir, destination / MODEL)
+    reference = {"found": False, "uri": None, "dataset_version": None, "reason": "no reference given"}
+    if trained_on is not None:
+        bundle = references.write_bundle(
+            destination / REFERENCE, trained_on, trained_on.parent / "data_report.json"
+        )
+        reference = {
+            "found": True,
+            "uri": "runs:/0123/reference",
+            "dataset_version": bundle["dataset_version"],
+            "reason": f"mnist-mlops v{version} was trained on dataset {bundle['dataset_version'][:12]}",
+        }
+    seen = {"found": False, "folder": None, "log_state": None, "images": 0, "reason": "no traffic given"}
+    if traffic is not None:
+        contracts.write_json(destination / TRAFFIC, traffic, "traffic_summary")
+        seen = {
+            "found": True,
+            "folder": traffic["folder"],
+            "log_state": "0" * 64,
+            "images": traffic["images"],
+            "reason": f"{traffic['images']} recent images",
+        }
     record = {
         "schema_version": 1,
         "found": True,
@@ -100,6 +131,8 @@ def champion_folder(model_dir: Path, destination: Path, version: str) -> Path:
         "model_uri": f"models:/mnist-mlops/{version}",
         "registry_uri": "sqlite:///elsewhere/mlflow.db",
         "reason": f"mnist-mlops@production is version {version}",
+        "reference": reference,
+        "traffic": seen,
     }
-    contracts.write_json(destination / "champion.json", record, "champion_record")
+    contracts.write_json(destination / RECORD, record, "champion_record")
     return destination

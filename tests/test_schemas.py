@@ -119,7 +119,65 @@ def evaluation_report() -> dict[str, Any]:
                 "reason": "ok",
             },
             {"name": "max_p99_latency_ms", "threshold": 50, "value": 7.9, "outcome": "pass", "reason": "ok"},
+            {
+                "name": "max_data_shift",
+                "threshold": 0.02,
+                "value": 0.0012,
+                "outcome": "pass",
+                "reason": "training data like mnist-classifier v3's (dataset 3f2a9c1e3f2a): closest to its "
+                "limit is mean_image mean absolute pixel difference 0.0012 <= 0.02",
+            },
+            {
+                "name": "max_traffic_shift",
+                "threshold": None,
+                "value": None,
+                "outcome": "no_reference",
+                "reason": "only 12 images served recently, fewer than 100",
+            },
+            {
+                "name": "max_reference_regression",
+                "threshold": 0.01,
+                "value": 0.0004,
+                "outcome": "pass",
+                "reason": "challenger 0.9851 vs champion mnist-classifier v3 0.9855 on the champion's own "
+                "test split (10000 images of dataset 3f2a9c1e3f2a): drop +0.0004 (within the allowed 0.01)",
+            },
         ],
+        "data_shift": {
+            "decision": "within_limits",
+            "accepted": False,
+            "reference": {
+                "model_version": "3",
+                "dataset_version": DATASET_VERSION,
+                "found": True,
+                "reason": "mnist-classifier v3 was trained on dataset 3f2a9c1e3f2a",
+            },
+            "training_data": [
+                {
+                    "feature": "mean_intensity",
+                    "measure": "PSI",
+                    "value": 0.004,
+                    "limit": 0.2,
+                    "shifted": False,
+                    "means": [33.3, 33.5],
+                },
+                {
+                    "feature": "mean_image",
+                    "measure": "mean absolute pixel difference",
+                    "value": 0.0012,
+                    "limit": 0.02,
+                    "shifted": False,
+                    "means": None,
+                },
+            ],
+            "traffic": None,
+            "reference_split": {
+                "dataset_version": DATASET_VERSION,
+                "test_count": 10000,
+                "challenger_accuracy": 0.9851,
+                "champion_accuracy": 0.9855,
+            },
+        },
         "blessed": True,
         "generated_at": NOW,
     }
@@ -135,6 +193,15 @@ def evaluation_report_first_run() -> dict[str, Any]:
         "outcome": "skipped",
         "reason": "no champion registered yet",
     }
+    for gate in report["thresholds"][4:]:
+        gate.update(value=None, outcome="no_reference", reason="no production model: nothing to compare")
+    report["thresholds"][4]["threshold"] = None
+    report["data_shift"] |= {
+        "decision": "no_reference",
+        "reference": {"model_version": None, "dataset_version": None, "found": False, "reason": "none"},
+        "training_data": [],
+        "reference_split": None,
+    }
     return report
 
 
@@ -142,6 +209,16 @@ def evaluation_report_not_blessed() -> dict[str, Any]:
     report = evaluation_report()
     report["thresholds"][0].update(value=0.97, outcome="fail", reason="accuracy 0.97 < 0.98")
     report["blessed"] = False
+    return report
+
+
+def evaluation_report_shift_accepted() -> dict[str, Any]:
+    report = evaluation_report()
+    report["thresholds"][4].update(
+        value=15.9, threshold=0.2, outcome="accepted", reason="accepted by evaluate.accept_data_shift: ..."
+    )
+    report["data_shift"]["training_data"][0].update(value=15.9, shifted=True, means=[33.3, 190.2])
+    report["data_shift"] |= {"decision": "accepted", "accepted": True}
     return report
 
 
@@ -154,6 +231,17 @@ def blessing() -> dict[str, Any]:
         "model_uri": "azureml://jobs/train-7f3a/outputs/model",
         "dataset_version": DATASET_VERSION,
         "evaluation_report_sha256": SHA_B,
+        "data_shift": {
+            "decision": "accepted",
+            "accepted": True,
+            "reference_model_version": "3",
+            "reference_dataset_version": SHA_A,
+            "reasons": [
+                "max_data_shift: accepted by evaluate.accept_data_shift: training data shifted from "
+                "mnist-classifier v3's (dataset aaaaaaaaaaaa): mean_intensity PSI 15.9 > 0.2 "
+                "(mean 33.3 -> 190.2)"
+            ],
+        },
         "generated_at": "2025-03-14T09:26:53.123456+00:00",
     }
 
@@ -176,6 +264,11 @@ def registration_record() -> dict[str, Any]:
             "pipeline_run_id": "run-20250314-092653",
             "metrics": {"accuracy": 0.985, "p99_ms": 7.9},
             "blessed": True,
+            "data_shift": {
+                "decision": "within_limits",
+                "reference_model_version": "3",
+                "reference_dataset_version": DATASET_VERSION,
+            },
         },
     }
 
@@ -330,6 +423,7 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("evaluation_report", evaluation_report),
     ("evaluation_report", evaluation_report_first_run),
     ("evaluation_report", evaluation_report_not_blessed),
+    ("evaluation_report", evaluation_report_shift_accepted),
     ("blessing", blessing),
     ("registration_record", registration_record),
     ("registration_record", registration_record_refused),
@@ -492,7 +586,35 @@ INVALID: list[tuple[str, str, Callable[[], Any], str, str]] = [
         "$.generated_at",
         "14/03/2025",
     ),
+    (
+        "evaluation_report",
+        "accepted without a value",
+        lambda: _set(evaluation_report_shift_accepted(), ("thresholds", 4, "value"), None),
+        "$.thresholds[4].value",
+        "None",
+    ),
+    (
+        "evaluation_report",
+        "finding feature",
+        lambda: _set(evaluation_report(), ("data_shift", "training_data", 0, "feature"), "brightness"),
+        "$.data_shift.training_data[0].feature",
+        "brightness",
+    ),
     # blessing
+    (
+        "blessing",
+        "shifted yet blessed",
+        lambda: _set(blessing(), ("data_shift", "decision"), "shifted"),
+        "$.blessed",
+        "False was expected",
+    ),
+    (
+        "blessing",
+        "accepted without the flag",
+        lambda: _set(blessing(), ("data_shift", "accepted"), False),
+        "$.data_shift.accepted",
+        "True was expected",
+    ),
     (
         "blessing",
         "no reasons",

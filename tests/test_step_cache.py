@@ -4,15 +4,19 @@ applies it (a stand-in for the component's command, so nothing trains here)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from mnist_mlops.components.resolve_champion.executor import run_resolve_champion
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.pipelines import local
 from mnist_mlops.pipelines.graph import Node
 from mnist_mlops.ports import component_names, load_metadata, load_spec
 from mnist_mlops.runner import is_artifact
+from mnist_mlops.serving.request_log import RequestLog
 from mnist_mlops.step_cache import SameContentRule, StepCache, step_key
 
 RULE = SameContentRule(input="champion", part="model", same_as="challenger")
@@ -187,3 +191,34 @@ def test_a_self_comparison_run_without_the_cache_does_not_replace_the_verdict_th
     assert forced["status"] == "done" and evaluations.count == 2
     again, _, verdict = evaluate(tmp_path, itself, challenger, data)
     assert again["status"] == "cached" and verdict == "evaluation 1 against nothing"
+
+
+def test_a_cached_champion_is_reused_only_while_the_request_log_is_unchanged(tmp_path):
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    requests = tmp_path / "requests"
+
+    def resolved(run: int) -> dict[str, dict[str, str]]:
+        """A champion resolved now, as the step cache holds it."""
+        folder = tmp_path / f"champion-{run}"
+        run_resolve_champion(folder, registry=registry, request_log=requests)
+        return {"champion": {"path": str(folder)}}
+
+    def client_sends_an_image() -> None:
+        RequestLog(requests).record(
+            model_name="mnist-mlops",
+            model_version="1",
+            status=200,
+            started=time.perf_counter(),
+            images=np.zeros((1, 28, 28), np.uint8),
+            probabilities=np.full((1, 10), 0.1),
+        )
+
+    cached = resolved(1)
+    assert local._registry_agrees(cached, registry)  # nothing served, nothing changed
+    client_sends_an_image()
+    assert not local._registry_agrees(cached, registry)  # the first request: read the log
+
+    cached = resolved(2)
+    assert local._registry_agrees(cached, registry)
+    client_sends_an_image()
+    assert not local._registry_agrees(cached, registry)

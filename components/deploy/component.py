@@ -65,7 +65,11 @@ def deploy(
         description="local: the port `mnist-mlops serve` uses.",
     ) = 5001,
     canary_count: Input(
-        type="integer", default=64, min=1, max=1024, description="Canary test images sent one per request."
+        type="integer",
+        default=64,
+        min=1,
+        max=1024,
+        description="Canary test images sent one per request, as many again from production's test split.",
     ) = 64,
     max_canary_p99_ms: Input(
         type="number",

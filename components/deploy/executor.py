@@ -5,11 +5,13 @@ Framework-free interface. Only a registry reference is accepted (``models:/<name
 local folder or a hand-built image can never reach production.
 
 Infra validation (before any traffic moves): the model is loaded by the real server (the Azure ML
-inference server with our entry script), answers canary requests built from the current test split
-with exactly the classes the registered artifact predicts offline and within a latency bound, and
-rejects a catalogue of invalid requests with the right 4xx. Only then does the `production` alias move
-(a local server following `@production` switches within seconds). Every attempt, passed or not, is
-appended to the model's deployment history beside the registry, and the record is the output.
+inference server with our entry script), answers canary requests with exactly the classes the
+registered artifact predicts offline and within a latency bound, and rejects a catalogue of invalid
+requests with the right 4xx. The canaries come from the current test split and from the test split of
+the production version's own data (its reference bundle in the registry): what clients sent yesterday
+must still get an answer. Only then does the `production` alias move (a local server following
+`@production` switches within seconds). Every attempt, passed or not, is appended to the model's
+deployment history beside the registry, and the record is the output.
 
 Targets: `local` (default) as above; `azureml` and `kubernetes` run a blue/green rollout on an Azure ML
 online endpoint (see `azure_targets`; built from the real SDK entities, tested offline only).
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlops import contracts
+from mnist_mlops import contracts, references
 from mnist_mlops.dataset import load_split
 from mnist_mlops.deployments import (
     append_history,
@@ -103,8 +105,10 @@ def run_deploy(
         model = f"models:/{registration['model_name']}/{registration['version']}"
     models = RegistryModels(model, uri)
     version = _blessed_version(models)
-    images, expected = _canaries(models, version, Path(test_data), canary_count)
     record = _attempt(target, model, models, version, uri)
+    images, expected, sources = _canaries(
+        models, version, Path(test_data), canary_count, uri, record["previous_version"]
+    )
     if target == "local":
         endpoint_name = endpoint_name or LOCAL_ENDPOINT
         record |= _deploy_locally(
@@ -123,6 +127,8 @@ def run_deploy(
             mirror_percent=mirror_percent,
         )
         record |= _deploy_to_azure(models, version, images, expected, target, endpoint_name, cloud)
+    if record["infra_validation"] is not None:
+        record["infra_validation"]["canary_sources"] = sources
     return _conclude(record, uri, deployment_record)
 
 
@@ -203,14 +209,43 @@ def _blessed_version(models: RegistryModels) -> str:
 
 
 def _canaries(
-    models: RegistryModels, version: str, test_data: Path, count: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Canary images from the current test split and the classes the registered artifact predicts."""
+    models: RegistryModels, version: str, test_data: Path, count: int, uri: str, production: str | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Canary images, the classes the registered artifact predicts for them offline, and how many came
+    from where: the first `count` of the current test split, then as many of the `production` version's
+    reference test split as the one batch request of every canary may still carry (max_batch)."""
     manifest = contracts.read_json(test_data / "manifest.json", "preprocessed_manifest")
-    images, _ = load_split(test_data, manifest, "test")
-    images = images[:count]
+    current, _ = load_split(test_data, manifest, "test")
+    current = current[:count]
+    room = min(count, Limits().max_batch - len(current))
+    reference, note = _production_test_images(uri, models.name, production, room)
+    images = np.concatenate([current, reference])
+    sources = {"test_split": len(current), "production_reference": len(reference)}
+    print(f"canaries: {len(current)} from the current test split, {note}", flush=True)
     expected = models.load(version).predict(images).argmax(axis=1)
-    return images, expected
+    return images, expected, sources
+
+
+def _production_test_images(
+    uri: str, model_name: str, production: str | None, count: int
+) -> tuple[np.ndarray, str]:
+    """The first `count` images of the `production` version's reference test split and where they came
+    from, or none and why (no production, no room, its reference cannot be read)."""
+    if production is None:
+        why = "no production model"
+    elif count <= 0:
+        why = "the batch request is full"
+    else:
+        with tempfile.TemporaryDirectory(prefix="reference-") as scratch:
+            fetched = references.fetch(uri, model_name, production, Path(scratch) / "reference")
+            if fetched["found"]:
+                images = references.test_split(Path(scratch) / "reference")[0][:count]
+                return images, (
+                    f"{len(images)} from production v{production}'s test split"
+                    f" (dataset {fetched['dataset_version'][:12]})"
+                )
+        why = fetched["reason"]
+    return np.empty((0, 28, 28), np.uint8), f"none from production's test split: {why}"
 
 
 def _deploy_locally(

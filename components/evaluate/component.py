@@ -15,8 +15,9 @@ VERSION = "0.1.0"
     display_name="Evaluate and bless",
     description=(
         "Score the challenger and the production champion on this run's test split against KPI thresholds "
-        "(accuracy, per-class recall, regression vs champion, p99 latency); always writes the report, a "
-        "model card, figures and the blessing with its reasons."
+        "(accuracy, per-class recall, regression vs champion, p99 latency); compare the training data with "
+        "the data production was trained on and with recent traffic, and both models on production's own "
+        "test split; always writes the report, a model card, figures and the blessing with its reasons."
     ),
     is_deterministic=False,
     tags={"stage": "evaluate", "project": "mnist-mlops", "framework": "tensorflow"},
@@ -41,6 +42,14 @@ def evaluate(
     thresholds: Input(
         type="uri_file", optional=True, description="kpi_thresholds JSON; defaults built in."
     ) = None,
+    accept_data_shift: Input(
+        type="boolean",
+        default=False,
+        description=(
+            "Promote even when the training data shifted from production's: an explicit decision, recorded "
+            "in the blessing, model card and registry tags."
+        ),
+    ) = False,
 ):
     from mnist_mlops.components.evaluate.executor import run_evaluate
     from mnist_mlops.errors import exit_on_user_error
@@ -53,4 +62,5 @@ def evaluate(
             blessing,
             champion=champion,
             thresholds=thresholds,
+            accept_data_shift=accept_data_shift,
         )

@@ -1,9 +1,10 @@
 """evaluate: the production-validation gate. Judges a challenger against explicit KPI thresholds and
-against the current champion, both scored on the same current test split in the same run.
+against the current champion, both scored on the same current test split in the same run, and judges
+the new training data against the data the champion was trained on and what clients send (`shift`).
 
 Framework-free interface. Always writes its outputs, blessed or not: the blessing and its reasons are
 the record a reviewer and the register/deploy stages read. Output folder `evaluation/`:
-    evaluation_report.json   evaluation_report schema: metrics, champion, every threshold with reason
+    evaluation_report.json   evaluation_report schema: metrics, champion, every gate with reason, data shift
     confusion_matrix.png, misclassified.png, model_card.md
 and `blessing.json` (blessing schema).
 """
@@ -21,7 +22,9 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import atomic_write_text, staged_dir
+from mnist_mlops.baselines import read_baseline
 from mnist_mlops.champions import read_champion
+from mnist_mlops.components.evaluate import shift
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import content_sha256
@@ -37,7 +40,9 @@ DEFAULT_THRESHOLDS = {
     "max_regression": 0.002,
     "max_p99_latency_ms": 25.0,
 }
-"""Used when no thresholds file is given; a thresholds file replaces them all (kpi_thresholds schema)."""
+"""Used when no thresholds file is given; a thresholds file replaces them all (kpi_thresholds schema).
+The data-shift limits are optional in either: missing ones take `data_shift.DEFAULT_LIMITS` and
+`shift.DEFAULT_REFERENCE_REGRESSION`, so older threshold files still judge shifted data."""
 LATENCY_SAMPLES = 200
 
 
@@ -51,25 +56,41 @@ def run_evaluate(
     champion: str | Path | None = None,
     thresholds: str | Path | None = None,
     challenger_name: str = "challenger",
+    accept_data_shift: bool = False,
 ) -> dict[str, Any]:
-    """Score challenger (and champion) on the current test split; write the report and blessing."""
+    """Score challenger (and champion) on the current test split and the champion's own; compare the
+    training data with production's and with recent traffic; write the report and blessing."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     kpis = contracts.read_json(thresholds, "kpi_thresholds") if thresholds else DEFAULT_THRESHOLDS
     preprocessed = Path(preprocessed)
     manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
     images, labels = load_split(preprocessed, manifest, "test")
-    record, champion_model = read_champion(champion) if champion is not None else (None, None)
-    challenger_figures, mistakes = score(load_model(challenger), images, labels)
-    champion_figures = None
-    if champion_model is not None:
-        figures, _ = score(load_model(champion_model), images, labels)
+    training = read_baseline(preprocessed)
+    current = read_champion(champion) if champion is not None else None
+    reference = shift.read_reference(current)
+    challenger_predict = model_function(load_model(challenger))
+    challenger_figures, mistakes = score(challenger_predict, images, labels)
+    champion_dir = current.model if current is not None else None
+    champion_figures = split_accuracy = None
+    if champion_dir is not None:
+        champion_predict = model_function(load_model(champion_dir))
+        figures, _ = score(champion_predict, images, labels)
         champion_figures = figures | {
-            "name": record["model_name"],
-            "version": record["version"],
-            "uri": record["model_uri"],
+            "name": current.record["model_name"],
+            "version": current.record["version"],
+            "uri": current.record["model_uri"],
         }
-    itself = champion_model is not None and content_sha256(champion_model) == content_sha256(Path(challenger))
+        if reference.test_split is not None:
+            split_accuracy = (
+                accuracy(challenger_predict, *reference.test_split),
+                accuracy(champion_predict, *reference.test_split),
+            )
+    itself = champion_dir is not None and content_sha256(champion_dir) == content_sha256(Path(challenger))
     gates = evaluate_gates(challenger_figures, champion_figures, kpis, champion_is_challenger=itself)
+    shift_gates, data_shift = shift.judge(
+        current, reference, training, split_accuracy, kpis, accept=accept_data_shift
+    )
+    gates += shift_gates
     blessed = all(gate["outcome"] != "fail" for gate in gates)
     now = utc_iso(datetime.now(UTC))
     report = {
@@ -80,6 +101,7 @@ def run_evaluate(
         **{key: challenger_figures[key] for key in ("accuracy", "per_class", "confusion_matrix", "latency")},
         "champion": champion_figures,
         "thresholds": gates,
+        "data_shift": data_shift,
         "blessed": blessed,
         "generated_at": now,
     }
@@ -104,6 +126,7 @@ def run_evaluate(
         "model_uri": report["model"]["uri"],
         "dataset_version": manifest["dataset_version"],
         "evaluation_report_sha256": report_sha,
+        "data_shift": shift.blessing_record(data_shift, shift_gates),
         "generated_at": now,
     }
     contracts.write_json(blessing, blessing_document, "blessing")
@@ -125,12 +148,22 @@ def load_model(model_dir: str | Path):
         raise UserInputError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from None
 
 
-def score(model, images: np.ndarray, labels: np.ndarray) -> tuple[dict[str, Any], tuple]:
-    """Report figures (accuracy, per-class precision/recall, confusion matrix, single-image latency)
-    and the mistakes (the 25 most confident wrong rows, all predictions, their confidences)."""
+def model_function(model):
+    """The model's forward pass as one traced function, made once per model: every split and the
+    latency samples reuse its traces."""
     import tensorflow as tf
 
-    predict = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    return tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+
+
+def accuracy(predict, images: np.ndarray, labels: np.ndarray) -> float:
+    return float((predict_in_batches(predict, images).argmax(axis=1) == labels).mean())
+
+
+def score(predict, images: np.ndarray, labels: np.ndarray) -> tuple[dict[str, Any], tuple]:
+    """Report figures (accuracy, per-class precision/recall, confusion matrix, single-image latency)
+    of a `model_function` and the mistakes (the 25 most confident wrong rows, all predictions, their
+    confidences)."""
     probabilities = predict_in_batches(predict, images)
     predicted = probabilities.argmax(axis=1)
     matrix = np.zeros((10, 10), dtype=np.int64)
@@ -263,9 +296,8 @@ def model_card(report: dict, manifest: dict) -> str:
     ]
     for gate in report["thresholds"]:
         value = "-" if gate["value"] is None else f"{gate['value']:.4f}"
-        lines.append(
-            f"| {gate['name']} | {gate['threshold']} | {value} | {gate['outcome']} | {gate['reason']} |"
-        )
+        threshold = "-" if gate["threshold"] is None else gate["threshold"]
+        lines.append(f"| {gate['name']} | {threshold} | {value} | {gate['outcome']} | {gate['reason']} |")
     lines += [
         "",
         "## Per-class quality",
@@ -284,8 +316,8 @@ def model_card(report: dict, manifest: dict) -> str:
         if champion
         else "None: this is the first model (no production version to compare with)."
     )
+    lines += ["", *shift.card_lines(report["data_shift"], report["thresholds"])]
     lines += [
-        "",
         "## Figures",
         "- `confusion_matrix.png`: rows are true classes, columns predictions.",
         "- `misclassified.png`: the most confident mistakes.",

@@ -1,8 +1,9 @@
 """The monitor component: typed ports over `executor.run_monitor`.
 
-Not deterministic: it reads a request log that grows between runs (and may start a retraining), so a
-cached report would describe traffic that is long gone. The retrain ports configure the handler
-`on_breach` names (`mnist_mlops.retraining`); the monitor passes them through.
+Not deterministic: it reads a request log that grows between runs and a registry whose serving version
+moves (and may start a retraining), so a cached report would describe traffic that is long gone. The
+retrain ports configure the handler `on_breach` names (`mnist_mlops.retraining`); the monitor passes
+them through, and reads `registry` itself only to find the serving model's training data.
 """
 
 from mldesigner import Input, Output, command_component
@@ -15,12 +16,13 @@ VERSION = "0.1.0"
     version=VERSION,
     display_name="Monitor production traffic",
     description=(
-        "Compare the scoring server's recent requests with the training baseline: input drift (PSI and KS "
-        "distance of mean intensity and ink fraction), prediction drift (total variation against the class "
-        "priors), low-confidence share, 4xx/5xx rates and p50/p99 latency, each over a window of recent "
-        "requests against a threshold. Writes the report and a drift-over-time plot; on a breach it alerts, "
-        "writes a retrain request and hands it to a handler: the training pipeline run here, the Azure ML "
-        "training pipeline submitted, or your own."
+        "Compare the scoring server's recent requests with the serving model's training data (by default its "
+        "reference in the registry): input drift (PSI and KS distance of mean intensity and ink fraction), "
+        "prediction drift (total variation against the class priors), low-confidence share, 4xx/5xx rates "
+        "and p50/p99 latency, each over a window of recent requests against a threshold. After an accepted "
+        "data shift it also says whether clients moved with the data. Writes the report and a "
+        "drift-over-time plot; on a breach it alerts, writes a retrain request and hands it to a handler: "
+        "the training pipeline run here, the Azure ML training pipeline submitted, or your own."
     ),
     is_deterministic=False,
     tags={"stage": "monitor", "project": "mnist-mlops", "framework": "numpy"},
@@ -31,13 +33,17 @@ def monitor(
     requests: Input(
         type="uri_folder", description="The scoring server's request log folder (*.jsonl request records)."
     ),
-    baseline: Input(
-        type="uri_folder",
-        description="preprocess output of the serving model's training data (its baseline_statistics.json).",
-    ),
     report: Output(
         type="uri_folder", description="monitor_report.json, drift.png; on an alert retrain_request.json."
     ),
+    baseline: Input(
+        type="uri_folder",
+        optional=True,
+        description=(
+            "preprocess output of the serving model's training data (its baseline_statistics.json); "
+            "default: the reference bundle in the registry of the version that served the newest request."
+        ),
+    ) = None,
     thresholds: Input(
         type="uri_file",
         optional=True,
@@ -75,7 +81,10 @@ def monitor(
     registry: Input(
         type="string",
         optional=True,
-        description="retrain_local: MLflow registry URI (default $MLFLOW_TRACKING_URI or ./mlflow.db).",
+        description=(
+            "MLflow registry URI (default $MLFLOW_TRACKING_URI or ./mlflow.db): where the serving model's "
+            "training data is found without a baseline, and where retrain_local registers."
+        ),
     ) = None,
     subscription_id: Input(type="string", optional=True, description="retrain_aml: subscription.") = None,
     resource_group: Input(type="string", optional=True, description="retrain_aml: resource group.") = None,
@@ -87,8 +96,8 @@ def monitor(
     with exit_on_user_error():
         run_monitor(
             requests,
-            baseline,
             report,
+            baseline=baseline,
             thresholds=thresholds,
             model_version=model_version,
             min_samples=min_samples,

@@ -2,8 +2,15 @@
 
 Framework-free interface. Inputs: the scoring server's request log folder (every ``*.jsonl`` below it,
 one `request_record` per line; lines that are not are counted and skipped, a line still being written
-at the end of a file is left for the next run) and the preprocess output of the training data (its
-`baseline_statistics.json`, found and checked through its manifest).
+at the end of a file is left for the next run) and the baseline: the preprocess output of the serving
+model's training data (its `baseline_statistics.json`, found and checked through its manifest) or, by
+default, that model's own reference bundle in the registry (`mnist_mlops.references`): the version that
+served the newest request, so the traffic is compared with the data the serving model was trained on.
+
+When that version was promoted with an accepted data shift (its `data_shift` tags, written by register
+from the blessing), the traffic is also compared with the training data of the version it shifted from:
+if clients still send what that older data looked like, the alert says the clients did not move with
+the data, which is the risk that was accepted.
 
 Each check measures one metric over the most recent N requests (its window) and alerts above its
 threshold: input drift of mean intensity and ink fraction (PSI and binned KS distance against the
@@ -22,6 +29,7 @@ alert, ``retrain_request.json``.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,13 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlops import contracts, retraining
+from mnist_mlops import contracts, data_shift, drift, references, retraining
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.components.monitor import drift, plot
-from mnist_mlops.errors import ContractError, UserInputError
-from mnist_mlops.hashing import sha256_file
+from mnist_mlops.baselines import read_baseline
+from mnist_mlops.components.monitor import plot
+from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
+from mnist_mlops.registry import client, registry_uri, sqlite_file
+from mnist_mlops.serving.request_log import read_records
 
 COMPONENT_NAME = "mnist_mlops_monitor"
 FEATURES = ("mean_intensity", "ink_fraction")
@@ -58,17 +68,18 @@ DEFAULT_THRESHOLDS = {
 tune per endpoint with a thresholds file."""
 REQUEST_METRICS = {"error_rate_5xx", "error_rate_4xx", "latency_p50_ms", "latency_p99_ms"}
 """Measured over requests; every other metric over the images of the window."""
+INPUT_DRIFT_METRICS = {f"{measure}_{name}" for measure in ("psi", "ks") for name in FEATURES}
 REPORT_FILE = "monitor_report.json"
 PLOT_FILE = "drift.png"
 REQUEST_FILE = "retrain_request.json"
 BREACH_FIELDS = ("metric", "value", "threshold", "window", "samples")
 """What a retrain request keeps of each breached check."""
-MAX_EXAMPLES = 5
 
 
 @dataclass(frozen=True)
 class Request:
     time: datetime
+    model_name: str
     model_version: str
     status: int
     latency_ms: float
@@ -78,9 +89,9 @@ class Request:
 @checked("monitor")
 def run_monitor(
     requests: str | Path,
-    baseline: str | Path,
     report: str | Path,
     *,
+    baseline: str | Path | None = None,
     thresholds: str | Path | None = None,
     model_version: str | None = None,
     min_samples: int = 100,
@@ -97,9 +108,21 @@ def run_monitor(
         retrain_data, retrain_until, registry, subscription_id, resource_group, workspace
     )
     handler = retraining.handler_for(on_breach, settings)  # refuses what it could not act on, before any work
-    statistics = read_baseline(Path(baseline))
     rules = read_thresholds(Path(thresholds) if thresholds else None)
     served, log = read_requests(Path(requests), model_version)
+    accepted_shift = None
+    if baseline is not None:
+        statistics = read_baseline(Path(baseline))
+        origin = {"source": str(baseline), "model_version": None}
+    else:
+        uri = registry_uri(registry)
+        newest = served[-1]
+        statistics, origin = registry_baseline(uri, newest.model_name, newest.model_version)
+        drift_window = max(window for metric, (_, window) in rules.items() if metric in INPUT_DRIFT_METRICS)
+        accepted_shift = check_accepted_shift(
+            uri, newest.model_name, newest.model_version, served[-drift_window:], Path(requests), min_samples
+        )
+    print(f"baseline: {origin['source']}", flush=True)
     with staged_dir(Path(report)) as stage:
         measured: dict[int, dict[str, tuple[float | None, int]]] = {}
         checks = []
@@ -112,7 +135,11 @@ def run_monitor(
         document = {
             "schema_version": 1,
             "generated_at": utc_iso(datetime.now(UTC)),
-            "baseline": {"dataset_version": statistics["dataset_version"], "count": statistics["count"]},
+            "baseline": {
+                "dataset_version": statistics["dataset_version"],
+                "count": statistics["count"],
+                **origin,
+            },
             "model_version_filter": model_version,
             "model_versions": sorted({request.model_version for request in widest}),
             "log": log,
@@ -121,8 +148,13 @@ def run_monitor(
             "summary": _summary(widest, statistics),
             "checks": checks,
             **_verdict(checks),
+            "accepted_shift": accepted_shift,
             "retrain": retraining.not_triggered(on_breach),
         }
+        if document["drifting_features"] and accepted_shift and accepted_shift["clients_moved"] is False:
+            document["alert_reasons"].append(
+                f"clients did not move with the data: {accepted_shift['reason']}"
+            )
         plot.drift_over_time(
             [request.time for request in served for _ in request.images],
             {name: np.array([i[name] for r in served for i in r.images]) for name in FEATURES},
@@ -160,15 +192,87 @@ def retrain_request(report: dict[str, Any], on_breach: str, data: str | None) ->
     }
 
 
-def read_baseline(folder: Path) -> dict[str, Any]:
-    """The training baseline from a preprocess output, checked against the sha256 its manifest records."""
-    manifest = contracts.read_json(folder / "manifest.json", "preprocessed_manifest")
-    entry = manifest["baseline_statistics"]
-    path = folder / entry["path"]
-    baseline = contracts.read_json(path, "baseline_statistics")
-    if sha256_file(path) != entry["sha256"]:
-        raise UserInputError(f"{path}: differs from the sha256 recorded in {folder / 'manifest.json'}")
-    return baseline
+def registry_baseline(uri: str, name: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Version `version`'s own training baseline, from its reference bundle in the registry, and where
+    it came from; a version without a readable bundle is a UserInputError that says what to pass."""
+    database = sqlite_file(uri)
+    if database is not None and not database.is_file():
+        raise UserInputError(
+            f"no registry at {database} to find {name} v{version}'s training data in;"
+            " pass --registry, or --baseline (the preprocess output it was trained on)"
+        )
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "reference"
+        fetched = references.fetch(uri, name, version, folder)
+        if not fetched["found"]:
+            raise UserInputError(
+                f"no baseline for {name} v{version}: {fetched['reason']};"
+                " pass --baseline (the preprocess output it was trained on)"
+            )
+        _, statistics = references.read_bundle(folder)
+    origin = {
+        "source": f"registry: {name} v{version}'s reference ({fetched['uri']})",
+        "model_version": version,
+    }
+    return statistics, origin
+
+
+def check_accepted_shift(
+    uri: str, name: str, version: str, window: list[Request], log_folder: Path, min_samples: int
+) -> dict[str, Any] | None:
+    """When `version` was promoted with an accepted data shift: whether the clients moved with the data,
+    i.e. whether `window`'s traffic differs from the training data of the version it shifted from.
+    None when no shift was accepted; a reference that cannot be read is a warning, never a verdict."""
+    tags = client(uri).get_model_version(name, version).tags or {}
+    if tags.get(data_shift.DECISION_TAG) != "accepted":
+        return None
+    reference_version = tags.get(data_shift.REFERENCE_VERSION_TAG, "-")
+    result = {
+        "model_version": version,
+        "reference_version": None if reference_version == "-" else reference_version,
+        "reference_dataset_version": None,
+        "findings": [],
+        "clients_moved": None,
+    }
+    images = [image for request in window for image in request.images]
+    if result["reference_version"] is None:
+        return result | {"reason": f"v{version}'s accepted shift names no version it shifted from"}
+    if len(images) < min_samples:
+        return result | {
+            "reason": f"{len(images)} images in the window, fewer than {min_samples}: too few to tell"
+            f" whether clients moved from {name} v{reference_version}'s training data"
+        }
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "reference"
+        fetched = references.fetch(uri, name, reference_version, folder)
+        if not fetched["found"]:
+            print(
+                f"warning: cannot tell whether clients moved with the data: {fetched['reason']}", flush=True
+            )
+            return result | {"reason": fetched["reason"]}
+        _, training = references.read_bundle(folder)
+    source = {
+        "folder": str(log_folder),
+        "requests": len(window),
+        "window": len(window),
+        "time_range": {"from": utc_iso(window[0].time), "to": utc_iso(window[-1].time)},
+    }
+    findings = data_shift.compare_with_traffic(data_shift.traffic_summary(images, source), training, {})
+    moved = bool(data_shift.shifted(findings))
+    evidence = f"dataset {fetched['dataset_version'][:12]}; {', '.join(map(data_shift.describe, findings))}"
+    reason = (
+        f"traffic differs from {name} v{reference_version}'s training data ({evidence}), as does the data"
+        f" v{version} was trained on (shift accepted at evaluate)"
+        if moved
+        else f"traffic matches {name} v{reference_version}'s training data ({evidence}) but v{version} was"
+        " trained on data shifted from it (accepted at evaluate)"
+    )
+    return result | {
+        "reference_dataset_version": fetched["dataset_version"],
+        "findings": findings,
+        "clients_moved": moved,
+        "reason": reason,
+    }
 
 
 def read_thresholds(path: Path | None) -> dict[str, tuple[float, int]]:
@@ -191,35 +295,25 @@ def read_requests(folder: Path, model_version: str | None) -> tuple[list[Request
     """Every valid record below `folder` (optionally of one model version), oldest first; what was read."""
     if not folder.is_dir():
         raise UserInputError(f"{folder}: request log folder not found")
-    files = sorted(folder.rglob("*.jsonl"))
-    requests: list[Request] = []
-    lines = bad = 0
-    examples: list[str] = []
-    for file in files:
-        text = file.read_text(encoding="utf-8", errors="replace")
-        complete = text.split("\n")[:-1]  # after the last newline: a line the server is still writing
-        for number, line in enumerate(complete, start=1):
-            if not line.strip():
-                continue
-            lines += 1
-            where = f"{file.relative_to(folder)}:{number}"
-            try:
-                entry = json.loads(line)
-                contracts.validate(entry, "request_record", source=where)
-            except (ValueError, ContractError) as error:
-                bad += 1
-                if len(examples) < MAX_EXAMPLES:
-                    message = str(error) if isinstance(error, ContractError) else f"{where}: not JSON"
-                    examples.append(message[:300])
-                continue
-            time = datetime.fromisoformat(entry["time"]).astimezone(UTC)  # the schema checked it is RFC 3339
-            requests.append(
-                Request(time, entry["model_version"], entry["status"], entry["latency_ms"], entry["images"])
-            )
-    if not lines:
+    records, log = read_records(folder)
+    if not log["lines"]:
         raise UserInputError(f"{folder}: no request records (no non-empty *.jsonl lines); is the log set?")
-    if not requests:
-        raise UserInputError(f"{folder}: none of the {lines} lines is a request record, e.g. {examples[0]}")
+    if not records:
+        example = log["bad_line_examples"][0]
+        raise UserInputError(
+            f"{folder}: none of the {log['lines']} lines is a request record, e.g. {example}"
+        )
+    requests = [
+        Request(
+            entry["time"],
+            entry["model_name"],
+            entry["model_version"],
+            entry["status"],
+            entry["latency_ms"],
+            entry["images"],
+        )
+        for entry in records
+    ]
     if model_version is not None:
         versions = sorted({request.model_version for request in requests})
         requests = [request for request in requests if request.model_version == model_version]
@@ -227,16 +321,12 @@ def read_requests(folder: Path, model_version: str | None) -> tuple[list[Request
             raise UserInputError(
                 f"{folder}: no requests served by model version {model_version}; the log has {versions}"
             )
-    requests.sort(key=lambda request: request.time)
-    log = {
-        "files": len(files),
-        "lines": lines,
-        "bad_lines": bad,
-        "bad_line_examples": examples,
-        "requests": len(requests),
-    }
-    if bad:
-        print(f"skipped {bad} of {lines} log lines that are not request records, e.g. {examples[0]}")
+    log["requests"] = len(requests)
+    if log["bad_lines"]:
+        print(
+            f"skipped {log['bad_lines']} of {log['lines']} log lines that are not request records,"
+            f" e.g. {log['bad_line_examples'][0]}"
+        )
     return requests, log
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mnist_mlops import drift
 from mnist_mlops.atomic import atomic_write_bytes
-from mnist_mlops.components.monitor import drift
 from mnist_mlops.plots import figure_bytes
 
 BUCKETS = 12

@@ -15,8 +15,9 @@ VERSION = "0.1.0"
     display_name="Register blessed model",
     description=(
         "Register a blessed model in the MLflow registry with its lineage (dataset, data report, code, "
-        "components, environment, run, metrics); verified by loading it back before it is marked ready "
-        "and aliased 'challenger'. An unblessed model is declined with the gate's reasons."
+        "components, environment, run, metrics, data-shift decision) and its reference bundle (the data "
+        "it was trained and tested on); verified by loading it back before it is marked ready and "
+        "aliased 'challenger'. An unblessed model is declined with the gate's reasons."
     ),
     is_deterministic=False,
     tags={"stage": "register", "project": "mnist-mlops", "framework": "mlflow"},
@@ -25,12 +26,20 @@ VERSION = "0.1.0"
 )
 def register(
     model: Input(type="mlflow_model", description="The trained model."),
-    blessing: Input(type="uri_file", description="blessing.json from evaluate."),
+    blessing: Input(
+        type="uri_file", description="blessing.json from evaluate (its data_shift decision goes to the tags)."
+    ),
     evaluation: Input(type="uri_folder", description="evaluate's folder (evaluation_report.json)."),
     training_summary: Input(type="uri_file", description="training_summary.json from train."),
-    data_report: Input(type="uri_file", description="data_report.json from ingest."),
+    data_report: Input(
+        type="uri_file", description="data_report.json from ingest; kept in the reference bundle."
+    ),
     preprocessed: Input(
-        type="uri_folder", description="preprocess output; its test images are the golden batch."
+        type="uri_folder",
+        description=(
+            "preprocess output; its test images are the golden batch, its baseline and test split the "
+            "reference bundle."
+        ),
     ),
     registration_record: Output(type="uri_file", description="registration_record.json: version or reasons."),
     model_name: Input(

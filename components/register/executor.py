@@ -1,22 +1,26 @@
 """register: put a blessed model in the registry with its lineage, verified, or decline with reasons.
 
 Framework-free interface. Only a blessed model is registered (an unblessed one ends cleanly with
-"not registered" and the evaluate gate's reasons). The new version carries lineage tags, is loaded
-back from the registry and must reproduce the trained model's predictions on a golden batch of test
-images before it is tagged `validation_status=ready` and given the alias `challenger`; any failure
-deletes the version, so a half-registered version is never usable. Concurrent registrations get
-distinct versions (the registry numbers them; SQLite lock contention is retried).
+"not registered" and the evaluate gate's reasons). The new version carries lineage tags, evaluate's
+data-shift decision among them, and its reference bundle (`mnist_mlops.references`: what it was
+trained and tested on, logged in the same run as the model and named by the `reference_uri` tag), so a
+later run can compare new data with production's without this run's folder. It is loaded back from the
+registry and must reproduce the trained model's predictions on a golden batch of test images before it
+is tagged `validation_status=ready` and given the alias `challenger`; any failure deletes the version,
+so a half-registered version is never usable. Concurrent registrations get distinct versions (the
+registry numbers them; SQLite lock contention is retried).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_mlops import contracts
+from mnist_mlops import contracts, data_shift, references
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
@@ -83,6 +87,10 @@ def run_register(
             "val_accuracy": summary["metrics"]["val_accuracy"],
         },
         "blessed": blessing_document["blessed"],
+        "data_shift": {
+            key: blessing_document["data_shift"][key]
+            for key in ("decision", "reference_model_version", "reference_dataset_version")
+        },
     }
     record = {
         "schema_version": 1,
@@ -103,8 +111,12 @@ def run_register(
     preprocessed = Path(preprocessed)
     manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
     golden, _ = load_split(preprocessed, manifest, "test")
-    with exclusive(uri):
-        version = _register_verified(Path(model), golden[:GOLDEN_BATCH], model_name, uri, lineage)
+    with tempfile.TemporaryDirectory(prefix="reference-") as bundle:
+        references.write_bundle(Path(bundle), preprocessed, Path(data_report))
+        with exclusive(uri):
+            version = _register_verified(
+                Path(model), Path(bundle), golden[:GOLDEN_BATCH], model_name, uri, lineage
+            )
     record |= {
         "registered": True,
         "version": version,
@@ -118,7 +130,11 @@ def run_register(
     return record
 
 
-def _register_verified(model_dir: Path, golden: np.ndarray, name: str, uri: str, lineage: dict) -> str:
+def _register_verified(
+    model_dir: Path, reference: Path, golden: np.ndarray, name: str, uri: str, lineage: dict
+) -> str:
+    """Log the model and its `reference` bundle in one run, create the version (tagged with both) and
+    verify it; returns the version."""
     import mlflow
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
@@ -135,9 +151,14 @@ def _register_verified(model_dir: Path, golden: np.ndarray, name: str, uri: str,
             raise
     with _job_run(uri) as run:
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        mlflow.log_artifacts(str(reference), artifact_path=references.ARTIFACT_PATH)
         mlflow.log_metrics(lineage["metrics"])
         source = f"runs:/{run.info.run_id}/model"
-    tags = {**_lineage_tags(lineage), READY_TAG: "pending"}
+    tags = {
+        **_lineage_tags(lineage),
+        references.TAG: f"runs:/{run.info.run_id}/{references.ARTIFACT_PATH}",
+        READY_TAG: "pending",
+    }
     created = with_retries(
         lambda: registry.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
     )
@@ -171,7 +192,16 @@ def _job_run(uri: str):
 
 
 def _lineage_tags(lineage: dict) -> dict[str, str]:
-    tags = {key: str(value) for key, value in lineage.items() if key not in ("metrics", "component_versions")}
+    """The lineage as flat version tags; the data-shift decision as `data_shift` (what `mnist-mlops
+    models` lists) and the reference it was judged against ("-" when there was none)."""
+    nested = ("metrics", "component_versions", "data_shift")
+    tags = {key: str(value) for key, value in lineage.items() if key not in nested}
     tags |= {f"component.{name}": version for name, version in lineage["component_versions"].items()}
     tags |= {f"metric.{name}": f"{value:.6g}" for name, value in lineage["metrics"].items()}
+    shift = lineage["data_shift"]
+    tags |= {
+        data_shift.DECISION_TAG: shift["decision"],
+        data_shift.REFERENCE_VERSION_TAG: shift["reference_model_version"] or "-",
+        data_shift.REFERENCE_DATASET_TAG: shift["reference_dataset_version"] or "-",
+    }
     return tags

@@ -1,25 +1,41 @@
 """resolve_champion: the champion as a node of the graph, in the spirit of TFX's Resolver.
 
 Framework-free interface. Reads which version a registry pointer (`production`) names and writes a
-folder: `champion.json` (schema `champion_record`) and, when there is a champion, the registered
-artifact in `model/`, exactly as registered (MLflow's download note removed), so the folder's content
-identifies the model and an unchanged champion keeps evaluate's inputs, and its cache key, unchanged.
-No production model is not an error: the record says there is none and why.
+folder (`mnist_mlops.champions`): `champion.json` (schema `champion_record`) and, when there is a
+champion, the registered artifact in `model/`, exactly as registered (MLflow's download note removed),
+and its reference bundle in `reference/` (`mnist_mlops.references`: what it was trained and tested on),
+so evaluate can tell whether new data still describes production. Beside them `traffic.json`
+(schema `traffic_summary`): the newest images clients sent, from the scoring server's request log.
+
+No production model, a reference the registry no longer holds, or a quiet request log are not errors:
+the record says what is missing and why (a missing reference also as a warning). No timestamps of our
+own, so the same champion and the same log give the same folder, and evaluate's cache key stays.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-from mnist_mlops import contracts
+from mnist_mlops import contracts, data_shift, references
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.champions import MODEL, RECORD
+from mnist_mlops.champions import MODEL, RECORD, REFERENCE, TRAFFIC
+from mnist_mlops.deployments import request_log_dir
 from mnist_mlops.ports import checked
+from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import client, pointer_version, registry_uri, sqlite_file
+from mnist_mlops.serving.request_log import log_state, read_records
 from mnist_mlops.uris import redact
+
+NO_REFERENCE = {
+    "found": False,
+    "uri": None,
+    "dataset_version": None,
+    "reason": "no production model: nothing to compare new data with",
+}
 
 
 @checked("resolve_champion")
@@ -29,8 +45,11 @@ def run_resolve_champion(
     model_name: str = "mnist-mlops",
     pointer: str = "production",
     registry: str | None = None,
+    request_log: str | Path | None = None,
+    traffic_window: int = 1000,
 ) -> dict[str, Any]:
-    """Write the folder `champion`; returns its record."""
+    """Write the folder `champion`; returns its record. `request_log` defaults to the folder a local
+    server for `model_name` writes (`mnist-mlops serve`), beside the registry."""
     uri = registry_uri(registry)
     database = sqlite_file(uri)
     version = (
@@ -49,13 +68,64 @@ def run_resolve_champion(
             if version
             else f"no champion: {model_name}@{pointer} names no version in {redact(uri)}"
         ),
+        "reference": NO_REFERENCE,
     }
+    log_folder = Path(request_log) if request_log else request_log_dir(uri, model_name)
+    traffic, record["traffic"] = _recent_traffic(log_folder, traffic_window)
     with staged_dir(Path(champion)) as stage:
         if version is not None:
             _download(uri, model_name, version, stage / MODEL)
+            record["reference"] = references.fetch(uri, model_name, version, stage / REFERENCE)
+        if traffic is not None:
+            contracts.write_json(stage / TRAFFIC, traffic, "traffic_summary")
         contracts.write_json(stage / RECORD, record, "champion_record")
     print(f"champion: {record['reason']}", flush=True)
+    if version is not None and not record["reference"]["found"]:
+        print(f"warning: {record['reference']['reason']}", file=sys.stderr, flush=True)
+    else:
+        print(f"reference: {record['reference']['reason']}", flush=True)
+    print(f"traffic: {record['traffic']['reason']}", flush=True)
     return record
+
+
+def _recent_traffic(folder: Path, window: int) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The `traffic_summary` of the newest `window` images answered (2xx) from the log in `folder`, or
+    None when there are too few; and the record's account of it. Every model version's requests count:
+    what clients send does not depend on which version answered."""
+    state = log_state(folder)  # before reading: a request logged meanwhile makes the next run read again
+    seen = {"found": False, "folder": str(folder), "log_state": state, "images": 0}
+    if not folder.is_dir():
+        return None, seen | {"reason": f"no request log at {folder}"}
+    records, log = read_records(folder)
+    served = [
+        (entry, image) for entry in records if 200 <= entry["status"] < 300 for image in entry["images"]
+    ]
+    newest = served[-window:]
+    skipped = f"; {log['bad_lines']} unreadable lines skipped" if log["bad_lines"] else ""
+    if len(newest) < data_shift.MIN_TRAFFIC_IMAGES:
+        reason = (
+            f"traffic_window {window} is below the {data_shift.MIN_TRAFFIC_IMAGES} images a comparison needs"
+            if len(served) > window
+            else f"only {len(served)} images served recently at {folder},"
+            f" fewer than {data_shift.MIN_TRAFFIC_IMAGES}"
+        )
+        return None, seen | {"images": len(newest), "reason": reason + skipped}
+    times = utc_iso(newest[0][0]["time"]), utc_iso(newest[-1][0]["time"])
+    requests = len({entry["request_id"] for entry, _ in newest})
+    summary = data_shift.traffic_summary(
+        [image for _, image in newest],
+        {
+            "folder": str(folder),
+            "requests": requests,
+            "window": window,
+            "time_range": {"from": times[0], "to": times[1]},
+        },
+    )
+    reason = (
+        f"{len(newest)} images served between {times[0]} and {times[1]}"
+        f" ({requests} requests, the newest of {len(served)} images in {folder}){skipped}"
+    )
+    return summary, seen | {"found": True, "images": len(newest), "reason": reason}
 
 
 def _download(uri: str, model_name: str, version: str, destination: Path) -> None:

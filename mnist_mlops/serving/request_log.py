@@ -5,21 +5,28 @@ and for each image its mean intensity and ink fraction (the features preprocess 
 predicted class and its confidence. Never the payload itself. Each server worker process writes its
 own file (``requests-<pid>.jsonl`` in the log folder), so workers never interleave or rotate each
 other's files; a file past `max_bytes` is renamed with a timestamp and a fresh one started, and the
-oldest are removed beyond `keep` files per worker.
+oldest are removed beyond `keep` files per worker. `read_records` reads them back, for the monitor and
+for resolve_champion's picture of what clients send.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from mnist_mlops import contracts
+from mnist_mlops.errors import ContractError
 from mnist_mlops.features import ink_fraction, mean_intensity
+
+MAX_EXAMPLES = 5
 
 
 class RequestLog:
@@ -80,3 +87,43 @@ class RequestLog:
                 old.unlink(missing_ok=True)
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line)
+
+
+def read_records(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every valid `request_record` below `folder`, oldest first, and what was read (files, lines, bad
+    lines with a few examples). A line after a file's last newline is one the server is still writing:
+    left for the next reader. A missing folder reads as no records."""
+    files = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
+    records: list[dict[str, Any]] = []
+    lines = bad = 0
+    examples: list[str] = []
+    for file in files:
+        text = file.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.split("\n")[:-1], start=1):
+            if not line.strip():
+                continue
+            lines += 1
+            where = f"{file.relative_to(folder)}:{number}"
+            try:
+                entry = json.loads(line)
+                contracts.validate(entry, "request_record", source=where)
+            except (ValueError, ContractError) as error:
+                bad += 1
+                if len(examples) < MAX_EXAMPLES:
+                    message = str(error) if isinstance(error, ContractError) else f"{where}: not JSON"
+                    examples.append(message[:300])
+                continue
+            entry["time"] = datetime.fromisoformat(entry["time"]).astimezone(
+                UTC
+            )  # the schema checked RFC 3339
+            records.append(entry)
+    records.sort(key=lambda entry: entry["time"])
+    log = {"files": len(files), "lines": lines, "bad_lines": bad, "bad_line_examples": examples}
+    return records, log
+
+
+def log_state(folder: Path) -> str:
+    """A cheap fingerprint of the log's files (names and sizes): it changes whenever a request is logged."""
+    files = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
+    listing = [f"{file.relative_to(folder)}:{file.stat().st_size}" for file in files]
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_mlops import cli, contracts
+from mnist_mlops import cli, contracts, references
 from mnist_mlops.components.deploy.executor import run_deploy
 from mnist_mlops.components.evaluate.executor import run_evaluate
 from mnist_mlops.deployments import key_path, production_version, read_history, rollback
@@ -56,21 +57,37 @@ def deploy(trained: Path, registry: str, model: str | None, record: Path, **opti
     return run_deploy(model, trained / "preprocessed", record, registry=registry, **(DEPLOY | options))
 
 
-def test_deploy_validates_in_the_real_server_then_moves_production(tmp_path, trained, registry):
+def test_deploy_validates_in_the_real_server_then_moves_production(tmp_path, trained, registry, capsys):
     record = deploy(trained, registry, "models:/mnist-mlops/1", tmp_path / "record.json")
     assert contracts.read_json(tmp_path / "record.json", "deployment_record") == record
     checks = record["infra_validation"]
     assert record["outcome"] == "deployed" and record["previous_version"] is None
     assert checks["passed"] and checks["canary_correct"] == checks["canary_requests"] == 17
+    assert checks["canary_sources"] == {"test_split": 16, "production_reference": 0}  # no production yet
     assert checks["invalid_rejected"] == checks["invalid_requests"] >= 25
     assert production_version(registry, "mnist-mlops") == "1"
     key = key_path(registry, "mnist-mlops")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(read_key(str(key))) >= 32
 
+    capsys.readouterr()
     second = deploy(trained, registry, "models:/mnist-mlops@challenger", tmp_path / "second.json")
     assert (second["model_version"], second["previous_version"]) == ("2", "1")
+    checks = second["infra_validation"]
+    assert checks["canary_sources"] == {"test_split": 16, "production_reference": 16}
+    assert checks["passed"] and checks["canary_correct"] == checks["canary_requests"] == 33
+    assert "16 from production v1's test split" in capsys.readouterr().out
     history = read_history(registry, "mnist-mlops")
     assert [record["model_version"] for record in history] == ["1", "2"]
+
+    run_id = client(registry).get_model_version("mnist-mlops", "2").run_id
+    (bundle,) = (
+        path.parent for path in (tmp_path / "registry").rglob(references.MANIFEST) if run_id in str(path)
+    )
+    shutil.rmtree(bundle)  # production's reference is gone: the current split alone, said so
+    third = deploy(trained, registry, "models:/mnist-mlops/1", tmp_path / "third.json")
+    assert third["outcome"] == "deployed"
+    assert third["infra_validation"]["canary_sources"] == {"test_split": 16, "production_reference": 0}
+    assert "none from production's test split: mnist-mlops v2's reference" in capsys.readouterr().out
 
 
 def test_the_production_version_is_the_next_runs_champion(tmp_path, trained, registry):

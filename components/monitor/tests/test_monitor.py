@@ -109,7 +109,7 @@ def check(report: dict, metric: str) -> dict:
 
 def test_traffic_like_the_training_data_passes_every_check(tmp_path, baseline, capsys):
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(*clean_traffic(), START))
-    report = run_monitor(log, baseline, tmp_path / "report")
+    report = run_monitor(log, tmp_path / "report", baseline=baseline)
     assert contracts.read_json(tmp_path / "report" / "monitor_report.json", "monitor_report") == report
     assert (tmp_path / "report" / "drift.png").read_bytes().startswith(b"\x89PNG")
     assert {entry["metric"] for entry in report["checks"]} == set(DEFAULT_THRESHOLDS)
@@ -129,7 +129,7 @@ def test_shifted_traffic_alerts_and_names_the_drifting_features(tmp_path, baseli
     entries = records(images, labels, START) + records(shifted(images), labels, START + timedelta(hours=1))
     log = write_log(tmp_path / "log" / "requests-1.jsonl", entries)
     (tmp_path / "recent.json").write_text(json.dumps({"schema_version": 1, "window": 200, "checks": []}))
-    report = run_monitor(log, baseline, tmp_path / "report", thresholds=tmp_path / "recent.json")
+    report = run_monitor(log, tmp_path / "report", baseline=baseline, thresholds=tmp_path / "recent.json")
     assert report["alert"] is True
     assert report["drifting_features"] == ["mean_intensity", "ink_fraction"]
     for metric in ("psi_mean_intensity", "psi_ink_fraction", "ks_mean_intensity", "ks_ink_fraction"):
@@ -152,7 +152,7 @@ def test_each_check_has_its_own_window(tmp_path, baseline):
         "checks": [{"metric": "psi_ink_fraction", "threshold": 0.2, "window": 400}],
     }
     (tmp_path / "rules.json").write_text(json.dumps(rules))
-    report = run_monitor(log, baseline, tmp_path / "report", thresholds=tmp_path / "rules.json")
+    report = run_monitor(log, tmp_path / "report", baseline=baseline, thresholds=tmp_path / "rules.json")
     assert (
         check(report, "psi_ink_fraction")["window"] == 400
         and check(report, "psi_mean_intensity")["window"] == 200
@@ -167,14 +167,14 @@ def test_each_check_has_its_own_window(tmp_path, baseline):
 def test_too_few_images_is_insufficient_data_not_an_alert(tmp_path, baseline, capsys):
     images, labels = clean_traffic()
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images[:30]), labels[:30], START))
-    report = run_monitor(log, baseline, tmp_path / "report")
+    report = run_monitor(log, tmp_path / "report", baseline=baseline)
     assert report["alert"] is False and report["drifting_features"] == []
     assert {entry["outcome"] for entry in report["checks"]} == {"insufficient_data"}
     assert check(report, "psi_mean_intensity")["samples"] == 30
     assert check(report, "psi_mean_intensity")["value"] > 1  # measured, shown, but not judged
     assert "insufficient data for psi_mean_intensity" in capsys.readouterr().out
 
-    assert run_monitor(log, baseline, tmp_path / "lenient", min_samples=30)["alert"] is True
+    assert run_monitor(log, tmp_path / "lenient", baseline=baseline, min_samples=30)["alert"] is True
 
 
 def test_error_rates_and_latency_come_from_the_requests(tmp_path, baseline):
@@ -186,7 +186,7 @@ def test_error_rates_and_latency_come_from_the_requests(tmp_path, baseline):
     entries += [request(later, [], status=500), request(later, [], status=500)]
     entries += [request(later, [], status=401, latency_ms=0.1) for _ in range(3)]
     log = write_log(tmp_path / "log" / "requests-1.jsonl", entries)
-    report = run_monitor(log, baseline, tmp_path / "report")
+    report = run_monitor(log, tmp_path / "report", baseline=baseline)
     assert check(report, "error_rate_5xx") | {"value": None} == {
         "metric": "error_rate_5xx",
         "value": None,
@@ -209,7 +209,9 @@ def test_error_rates_and_latency_come_from_the_requests(tmp_path, baseline):
 
 def test_a_window_without_scored_images_is_judged_on_its_requests_only(tmp_path, baseline):
     refused = [request(START + timedelta(seconds=n), [], status=401, latency_ms=0.1) for n in range(120)]
-    report = run_monitor(write_log(tmp_path / "log" / "requests-1.jsonl", refused), baseline, tmp_path / "r")
+    report = run_monitor(
+        write_log(tmp_path / "log" / "requests-1.jsonl", refused), tmp_path / "r", baseline=baseline
+    )
     measured = {
         entry["metric"]: (entry["value"], entry["samples"], entry["outcome"]) for entry in report["checks"]
     }
@@ -231,7 +233,7 @@ def test_bad_lines_are_counted_and_skipped_and_rotated_files_are_read(tmp_path, 
     bad = ["not json", json.dumps({"schema_version": 1}), json.dumps(entries[100] | {"status": 700})]
     lines = "".join(json.dumps(entry) + "\n" for entry in entries[100:]) + "\n".join(bad) + "\n"
     (tmp_path / "log" / "requests-7.jsonl").write_text(lines + '{"schema_version": 1, "request_')
-    report = run_monitor(tmp_path / "log", baseline, tmp_path / "report")
+    report = run_monitor(tmp_path / "log", tmp_path / "report", baseline=baseline)
     assert report["log"]["files"] == 2 and report["log"]["lines"] == 203 and report["log"]["bad_lines"] == 3
     examples = report["log"]["bad_line_examples"]
     assert examples[0] == "requests-7.jsonl:101: not JSON"
@@ -244,7 +246,7 @@ def test_bad_lines_are_counted_and_skipped_and_rotated_files_are_read(tmp_path, 
     with pytest.raises(
         UserInputError, match=r"none of the 3 lines is a request record, e\.g\. requests-1\.jsonl:1"
     ):
-        run_monitor(tmp_path / "bad", baseline, tmp_path / "none")
+        run_monitor(tmp_path / "bad", tmp_path / "none", baseline=baseline)
 
 
 def test_model_version_keeps_only_that_versions_requests(tmp_path, baseline):
@@ -252,50 +254,50 @@ def test_model_version_keeps_only_that_versions_requests(tmp_path, baseline):
     entries = records(images[::2], labels[::2], START, version="1")  # every class in both halves
     entries += records(shifted(images[1::2]), labels[1::2], START + timedelta(hours=1), version="2")
     log = write_log(tmp_path / "log" / "requests-1.jsonl", entries)
-    everything = run_monitor(log, baseline, tmp_path / "all")
+    everything = run_monitor(log, tmp_path / "all", baseline=baseline)
     assert everything["model_versions"] == ["1", "2"] and everything["model_version_filter"] is None
-    one = run_monitor(log, baseline, tmp_path / "one", model_version="1")
+    one = run_monitor(log, tmp_path / "one", baseline=baseline, model_version="1")
     assert one["model_versions"] == ["1"] and one["log"]["requests"] == 100 and one["alert"] is False
-    two = run_monitor(log, baseline, tmp_path / "two", model_version="2")
+    two = run_monitor(log, tmp_path / "two", baseline=baseline, model_version="2")
     assert two["alert"] is True and two["model_versions"] == ["2"]
     with pytest.raises(
         UserInputError, match=r"no requests served by model version 3; the log has \['1', '2'\]"
     ):
-        run_monitor(log, baseline, tmp_path / "three", model_version="3")
+        run_monitor(log, tmp_path / "three", baseline=baseline, model_version="3")
 
 
 def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, baseline):
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(*clean_traffic(), START))
     out = tmp_path / "report"
     with pytest.raises(ContractError, match=r"manifest\.json: file not found"):
-        run_monitor(log, tmp_path / "nowhere", out)
+        run_monitor(log, out, baseline=tmp_path / "nowhere")
     tampered = tmp_path / "tampered"
     shutil.copytree(baseline, tampered)
     statistics = json.loads((tampered / "baseline_statistics.json").read_text()) | {"count": 1}
     (tampered / "baseline_statistics.json").write_text(json.dumps(statistics))
     with pytest.raises(UserInputError, match="differs from the sha256 recorded"):
-        run_monitor(log, tampered, out)
+        run_monitor(log, out, baseline=tampered)
     with pytest.raises(UserInputError, match="request log folder not found"):
-        run_monitor(tmp_path / "no-log", baseline, out)
+        run_monitor(tmp_path / "no-log", out, baseline=baseline)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "requests-1.jsonl").write_text("")
     with pytest.raises(UserInputError, match="no request records"):
-        run_monitor(tmp_path / "empty", baseline, out)
+        run_monitor(tmp_path / "empty", out, baseline=baseline)
     (tmp_path / "unknown.json").write_text(
         json.dumps({"schema_version": 1, "checks": [{"metric": "x", "threshold": 1}]})
     )
     with pytest.raises(ContractError, match=r"field \$.checks\[0\].metric"):
-        run_monitor(log, baseline, out, thresholds=tmp_path / "unknown.json")
+        run_monitor(log, out, baseline=baseline, thresholds=tmp_path / "unknown.json")
     twice = {"schema_version": 1, "checks": [{"metric": "prediction_tv", "threshold": 0.1}] * 2}
     (tmp_path / "twice.json").write_text(json.dumps(twice))
     with pytest.raises(UserInputError, match="metric prediction_tv is listed twice"):
-        run_monitor(log, baseline, out, thresholds=tmp_path / "twice.json")
+        run_monitor(log, out, baseline=baseline, thresholds=tmp_path / "twice.json")
     with pytest.raises(UserInputError, match="retrain_local needs retrain_data"):
-        run_monitor(log, baseline, out, on_breach="retrain_local")
+        run_monitor(log, out, baseline=baseline, on_breach="retrain_local")
     assert not out.exists()
     (out / "old").mkdir(parents=True)
     with pytest.raises(UserInputError, match="already exists and is not an empty folder"):
-        run_monitor(log, baseline, out)
+        run_monitor(log, out, baseline=baseline)
 
 
 def test_the_component_exits_2_with_one_clear_line(tmp_path, baseline, capfd):
@@ -327,8 +329,8 @@ def test_retrain_local_records_a_failed_run(tmp_path, baseline, monkeypatch, cap
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
     report = run_monitor(
         log,
-        baseline,
         tmp_path / "report",
+        baseline=baseline,
         on_breach="retrain_local",
         retrain_data=str(tmp_path / "no-such-data"),
         retrain_until="ingest",
@@ -354,7 +356,7 @@ def test_retrain_aml_without_a_workspace_fails_before_monitoring(tmp_path, basel
     with pytest.raises(
         UserInputError, match=r"on_breach=retrain_aml: .* missing subscription_id, resource_group, workspace"
     ):
-        run_monitor(log, baseline, tmp_path / "report", on_breach="retrain_aml")
+        run_monitor(log, tmp_path / "report", baseline=baseline, on_breach="retrain_aml")
     assert not (tmp_path / "report").exists()
 
 
@@ -366,10 +368,10 @@ def test_retrain_aml_submits_on_a_breach_and_records_the_job_or_the_refusal(tmp_
     images, labels = clean_traffic()
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
     quiet = write_log(tmp_path / "quiet" / "requests-1.jsonl", records(images, labels, START))
-    calm = run_monitor(quiet, baseline, tmp_path / "calm", on_breach="retrain_aml", **WORKSPACE)
+    calm = run_monitor(quiet, tmp_path / "calm", baseline=baseline, on_breach="retrain_aml", **WORKSPACE)
     assert calm["retrain"]["status"] == "not_triggered" and client.calls == []
 
-    report = run_monitor(log, baseline, tmp_path / "report", on_breach="retrain_aml", **WORKSPACE)
+    report = run_monitor(log, tmp_path / "report", baseline=baseline, on_breach="retrain_aml", **WORKSPACE)
     assert report["retrain"] | {"detail": None} == {
         "on_breach": "retrain_aml",
         "status": "submitted",
@@ -385,7 +387,7 @@ def test_retrain_aml_submits_on_a_breach_and_records_the_job_or_the_refusal(tmp_
         raise PermissionError("the identity may not create jobs in ws")
 
     monkeypatch.setattr(client.jobs, "create_or_update", refuse)
-    refused = run_monitor(log, baseline, tmp_path / "refused", on_breach="retrain_aml", **WORKSPACE)
+    refused = run_monitor(log, tmp_path / "refused", baseline=baseline, on_breach="retrain_aml", **WORKSPACE)
     assert refused["retrain"]["status"] == "failed" and refused["retrain"]["run_id"] is None
     assert refused["retrain"]["detail"] == "PermissionError: the identity may not create jobs in ws"
 
@@ -422,12 +424,14 @@ def hooks(tmp_path, monkeypatch) -> Iterator[str]:
 def test_an_alert_writes_the_retrain_request_whoever_acts_on_it(tmp_path, baseline):
     images, labels = clean_traffic()
     calm = run_monitor(
-        write_log(tmp_path / "calm" / "r.jsonl", records(images, labels, START)), baseline, tmp_path / "c"
+        write_log(tmp_path / "calm" / "r.jsonl", records(images, labels, START)),
+        tmp_path / "c",
+        baseline=baseline,
     )
     assert calm["alert"] is False and not (tmp_path / "c" / "retrain_request.json").exists()
 
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
-    report = run_monitor(log, baseline, tmp_path / "report", retrain_data="new-data.tar.gz")
+    report = run_monitor(log, tmp_path / "report", baseline=baseline, retrain_data="new-data.tar.gz")
     request = contracts.read_json(tmp_path / "report" / "retrain_request.json", "retrain_request")
     alerted = [entry for entry in report["checks"] if entry["outcome"] == "alert"]
     assert [entry["metric"] for entry in request["breached_checks"]] == [entry["metric"] for entry in alerted]
@@ -447,7 +451,7 @@ def test_an_alert_writes_the_retrain_request_whoever_acts_on_it(tmp_path, baseli
 def test_a_handler_of_your_own_receives_the_schema_valid_request(tmp_path, baseline, hooks):
     images, labels = clean_traffic()
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
-    run_monitor(log, baseline, tmp_path / "report", retrain_data="new-data.tar.gz")
+    run_monitor(log, tmp_path / "report", baseline=baseline, retrain_data="new-data.tar.gz")
     written = contracts.read_json(tmp_path / "report" / "retrain_request.json", "retrain_request")
 
     with pytest.raises(UserInputError, match="page_on_call needs retrain_data"):
@@ -469,9 +473,11 @@ def test_the_monitor_hands_a_breach_to_a_handler_of_your_own(tmp_path, baseline,
     images, labels = clean_traffic()
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(shifted(images), labels, START))
     with pytest.raises(UserInputError, match="page_on_call needs retrain_data"):
-        run_monitor(log, baseline, tmp_path / "refused", on_breach=hooks)
+        run_monitor(log, tmp_path / "refused", baseline=baseline, on_breach=hooks)
     assert not (tmp_path / "refused").exists()
-    report = run_monitor(log, baseline, tmp_path / "report", on_breach=hooks, retrain_data="new.tar.gz")
+    report = run_monitor(
+        log, tmp_path / "report", baseline=baseline, on_breach=hooks, retrain_data="new.tar.gz"
+    )
     request = contracts.read_json(tmp_path / "report" / "retrain_request.json", "retrain_request")
     received = sys.modules["retrain_hooks"].RECEIVED
     assert received == [request] and request["on_breach"] == hooks
@@ -491,7 +497,7 @@ def test_an_on_breach_that_names_no_handler_is_refused_before_any_work(
 ):
     log = write_log(tmp_path / "log" / "requests-1.jsonl", records(*clean_traffic(), START))
     with pytest.raises(UserInputError, match=rf"on_breach '{on_breach}': {message}"):
-        run_monitor(log, baseline, tmp_path / "report", on_breach=on_breach)
+        run_monitor(log, tmp_path / "report", baseline=baseline, on_breach=on_breach)
     assert not (tmp_path / "report").exists()
 
 

@@ -88,8 +88,8 @@ def test_drifted_traffic_alerts_and_retrains_where_normal_traffic_passes(
     capsys.readouterr()
     report = run_monitor(
         tmp_path / "requests",
-        baseline,
         tmp_path / "drifted",
+        baseline=baseline,
         thresholds=tmp_path / "recent.json",
         on_breach="retrain_local",
         retrain_data=str(deployed["source"]),

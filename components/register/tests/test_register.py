@@ -1,15 +1,17 @@
-"""register: only blessed models, lineage tags, verified before ready, concurrent and failed registrations."""
+"""register: only blessed models, lineage tags and the data-shift decision, the reference bundle, verified
+before ready, concurrent and failed registrations."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mnist_mlops import contracts
+from mnist_mlops import contracts, references
 from mnist_mlops.components.register.executor import run_register
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.registry import READY_TAG, client
@@ -59,6 +61,57 @@ def test_a_blessed_model_is_registered_verified_and_aliased(tmp_path, pipeline_o
     assert model.metadata.signature.inputs.inputs[0].shape == (-1, 28, 28)
 
 
+def test_the_version_keeps_its_reference_in_the_registry(tmp_path, pipeline_outputs):
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = register(pipeline_outputs, "blessed", tmp_path / "record.json", registry)
+    version = client(registry).get_model_version("mnist-mlops", record["version"])
+    assert version.tags[references.TAG] == f"runs:/{version.run_id}/{references.ARTIFACT_PATH}"
+
+    fetched = references.fetch(registry, "mnist-mlops", record["version"], tmp_path / "reference")
+    assert fetched["found"] and fetched["uri"] == version.tags[references.TAG]
+    assert fetched["dataset_version"] == record["lineage"]["dataset_version"]
+    manifest, baseline = references.read_bundle(tmp_path / "reference")
+    preprocessed = pipeline_outputs["root"] / "preprocessed"
+    trained_on = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
+    assert baseline == contracts.read_json(
+        preprocessed / trained_on["baseline_statistics"]["path"], "baseline_statistics"
+    )
+    images, labels = references.test_split(tmp_path / "reference")
+    assert len(images) == len(labels) == manifest["splits"]["test"]["count"] == 60
+
+
+def shift_tags(registry: str, version: str) -> tuple[str, str, str]:
+    tags = client(registry).get_model_version("mnist-mlops", version).tags
+    return tags["data_shift"], tags["data_shift.reference_version"], tags["data_shift.reference_dataset"]
+
+
+def test_the_data_shift_decision_goes_to_the_lineage_and_the_tags(tmp_path, pipeline_outputs):
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = register(pipeline_outputs, "blessed", tmp_path / "first.json", registry)
+    shift = {"decision": "no_reference", "reference_model_version": None, "reference_dataset_version": None}
+    assert first["lineage"]["data_shift"] == shift  # judged with no champion
+    assert shift_tags(registry, first["version"]) == ("no_reference", "-", "-")
+
+    accepted = tmp_path / "accepted"
+    shutil.copytree(pipeline_outputs["blessed"] / "evaluation", accepted / "evaluation")
+    blessing = json.loads((pipeline_outputs["blessed"] / "blessing.json").read_text())
+    blessing["data_shift"] = {
+        "decision": "accepted",
+        "accepted": True,
+        "reference_model_version": first["version"],
+        "reference_dataset_version": "d" * 64,
+        "reasons": ["max_data_shift: accepted: mean_intensity PSI 15.9 > 0.2 (mean 33.3 -> 190.2)"],
+    }
+    contracts.write_json(accepted / "blessing.json", blessing, "blessing")
+    second = register_model(pipeline_outputs["root"], registry, tmp_path / "second.json", verdict=accepted)
+    assert second["lineage"]["data_shift"] == {
+        "decision": "accepted",
+        "reference_model_version": first["version"],
+        "reference_dataset_version": "d" * 64,
+    }
+    assert shift_tags(registry, second["version"]) == ("accepted", first["version"], "d" * 64)
+
+
 def test_models_lists_versions_with_alias_status_and_metrics(tmp_path, pipeline_outputs, capsys):
     from mnist_mlops.cli import main
 
@@ -68,8 +121,11 @@ def test_models_lists_versions_with_alias_status_and_metrics(tmp_path, pipeline_
     capsys.readouterr()
     assert main(["models", "--registry", registry]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split() == ["version", "aliases", "status", "accuracy", "p99_ms", "dataset", "run"]
-    assert row.split()[:3] == ["1", "challenger", "ready"]
+    columns = ["version", "aliases", "status", "accuracy", "p99_ms", "dataset", "shift", "run"]
+    assert header.split() == columns
+    listed = dict(zip(columns, row.split(), strict=True))
+    assert (listed["version"], listed["aliases"], listed["status"]) == ("1", "challenger", "ready")
+    assert listed["shift"] == "no_reference"
 
 
 def test_an_unblessed_model_is_declined_with_the_gates_reasons(tmp_path, pipeline_outputs):

@@ -1,4 +1,5 @@
-"""The distances the monitor compares served traffic with the training baseline by.
+"""The distances between two distributions that the monitor (served traffic against the training
+baseline) and the evaluate gate (new training data against production's, and against traffic) use.
 
 Both feature distances work on the baseline's own histogram bins (preprocess keeps only the binned
 fractions, not the raw values), so served values are binned exactly as the training values were.

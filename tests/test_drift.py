@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mnist_mlops.components.monitor.drift import (
+from mnist_mlops.drift import (
     PSI_FLOOR,
     binned_fractions,
     ks_distance,

@@ -1,0 +1,243 @@
+"""evaluate's data-shift gates: is the new training data still like the data production was trained on
+and like what clients send now, and is the challenger as good as the champion on the champion's own
+test split? A model can beat the champion on a new test split that no client sends (issue 15).
+
+Framework-free: the executor scores the models. A gate without anything to compare with says
+"no_reference" (never a silent pass); a gate that would fail says "accepted" when
+evaluate.accept_data_shift was set, an explicit decision recorded in the blessing and the model card.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mnist_mlops import data_shift, references
+from mnist_mlops.champions import Champion
+from mnist_mlops.errors import UserInputError
+
+DEFAULT_REFERENCE_REGRESSION = 0.01
+"""Largest allowed accuracy drop below the champion on its own test split when the thresholds file
+sets none: one point, well above the noise of a retrained MNIST model."""
+ACCEPTED = "accepted by evaluate.accept_data_shift: "
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The production model's training data and test split, or why evaluate has none."""
+
+    reason: str
+    model: str | None = None
+    """e.g. "mnist-mlops v1"."""
+    model_version: str | None = None
+    dataset_version: str | None = None
+    baseline: dict[str, Any] | None = None
+    test_split: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def read_reference(champion: Champion | None) -> Reference:
+    """The champion's reference bundle, read and verified. A missing or unreadable one is a warning
+    (stderr) and a Reference without data: the registry may outlive a run's artifacts."""
+    if champion is None:
+        return Reference("no champion given")
+    record = champion.record
+    if not record["found"]:
+        return Reference("no production model: no training data to compare with")
+    model = f"{record['model_name']} v{record['version']}"
+    if champion.reference is None:
+        return _unusable(record["reference"]["reason"])
+    try:
+        manifest, baseline = references.read_bundle(champion.reference)
+        split = references.test_split(champion.reference)
+    except (UserInputError, OSError) as error:
+        return _unusable(f"{model}'s reference in {champion.reference} cannot be read ({error})")
+    return Reference(
+        record["reference"]["reason"], model, record["version"], manifest["dataset_version"], baseline, split
+    )
+
+
+def judge(
+    champion: Champion | None,
+    reference: Reference,
+    training: dict[str, Any],
+    split_accuracy: tuple[float, float] | None,
+    thresholds: dict[str, Any],
+    *,
+    accept: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The three gates and the report's `data_shift` section. `training` is the new training data's
+    baseline, `split_accuracy` (challenger, champion) on the reference test split."""
+    limits = data_shift.DEFAULT_LIMITS | thresholds.get("max_data_shift", {})
+    training_findings = (
+        data_shift.compare_training_data(reference.baseline, training, limits)
+        if reference.baseline is not None
+        else []
+    )
+    traffic = champion.traffic if champion is not None else None
+    traffic_findings = (
+        data_shift.compare_with_traffic(traffic, training, limits) if traffic is not None else None
+    )
+    gates = [
+        _training_data_gate(reference, training_findings, accept),
+        _traffic_gate(champion, traffic, traffic_findings, accept),
+        _reference_split_gate(reference, split_accuracy, thresholds, accept),
+    ]
+    section = {
+        "decision": _decision(gates),
+        "accepted": accept,
+        "reference": {
+            "model_version": reference.model_version,
+            "dataset_version": reference.dataset_version,
+            "found": reference.baseline is not None,
+            "reason": reference.reason,
+        },
+        "training_data": training_findings,
+        "traffic": None
+        if traffic is None
+        else {"images": traffic["images"], "time_range": traffic["time_range"], "findings": traffic_findings},
+        "reference_split": None
+        if split_accuracy is None or reference.test_split is None
+        else {
+            "dataset_version": reference.dataset_version,
+            "test_count": len(reference.test_split[1]),
+            "challenger_accuracy": split_accuracy[0],
+            "champion_accuracy": split_accuracy[1],
+        },
+    }
+    return gates, section
+
+
+def blessing_record(section: dict[str, Any], gates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The blessing's `data_shift` from the section and the three gates `judge` returned: what register
+    copies into the registry's tags and lineage."""
+    return {
+        "decision": section["decision"],
+        "accepted": section["accepted"],
+        "reference_model_version": section["reference"]["model_version"],
+        "reference_dataset_version": section["reference"]["dataset_version"],
+        "reasons": [f"{gate['name']}: {gate['reason']}" for gate in gates],
+    }
+
+
+def card_lines(section: dict[str, Any], gates: list[dict[str, Any]]) -> list[str]:
+    """The model card's "Data shift" section."""
+    reasons = {gate["name"]: gate["reason"] for gate in gates}
+    reference = section["reference"]
+    lines = ["## Data shift", f"- Decision: **{section['decision']}**."]
+    lines.append(
+        f"- Reference: {reference['reason']}."
+        if reference["found"]
+        else f"- Reference: none ({reference['reason']})."
+    )
+    if section["training_data"]:
+        lines += [
+            "",
+            "| measure | value | limit | shifted | mean (production's -> new) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for finding in section["training_data"]:
+            means = "-" if finding["means"] is None else " -> ".join(f"{m:.4g}" for m in finding["means"])
+            measure = f"{finding['feature']} {finding['measure']}"
+            shifted = "yes" if finding["shifted"] else "no"
+            lines.append(
+                f"| {measure} | {finding['value']:.4g} | {finding['limit']:g} | {shifted} | {means} |"
+            )
+        lines.append("")
+    lines.append(f"- Traffic: {reasons['max_traffic_shift']}")
+    lines.append(f"- Production's own test split: {reasons['max_reference_regression']}")
+    if section["decision"] == "accepted":
+        lines.append(
+            "- **Promoted although the data shifted: evaluate.accept_data_shift was set, an explicit "
+            "decision recorded in the blessing and the registry's tags.**"
+        )
+    return [*lines, ""]
+
+
+def _unusable(reason: str) -> Reference:
+    print(f"warning: {reason}", file=sys.stderr, flush=True)
+    return Reference(reason)
+
+
+def _training_data_gate(reference: Reference, findings: list[dict[str, Any]], accept: bool) -> dict[str, Any]:
+    if not findings:
+        return _gate("max_data_shift", None, None, None, reference.reason, accept)
+    source = f"{reference.model}'s (dataset {reference.dataset_version[:12]})"
+    shifted, within = f"training data shifted from {source}", f"training data like {source}"
+    return _findings_gate("max_data_shift", findings, shifted, within, accept)
+
+
+def _traffic_gate(
+    champion: Champion | None,
+    traffic: dict[str, Any] | None,
+    findings: list[dict[str, Any]] | None,
+    accept: bool,
+) -> dict[str, Any]:
+    if traffic is None or findings is None:
+        reason = champion.record["traffic"]["reason"] if champion is not None else "no champion given"
+        return _gate("max_traffic_shift", None, None, None, reason, accept)
+    window = traffic["time_range"]
+    seen = f"what clients sent ({traffic['images']} images, {window['from']} to {window['to']})"
+    return _findings_gate(
+        "max_traffic_shift", findings, f"training data unlike {seen}", f"training data like {seen}", accept
+    )
+
+
+def _findings_gate(
+    name: str, findings: list[dict[str, Any]], shifted_text: str, within_text: str, accept: bool
+) -> dict[str, Any]:
+    """Fails naming every shifted measure with its size; passes naming the one closest to its limit."""
+    shifted, worst = data_shift.shifted(findings), data_shift.worst(findings)
+    if shifted:
+        reason = f"{shifted_text}: " + "; ".join(data_shift.describe(finding) for finding in shifted)
+    else:
+        reason = f"{within_text}: closest to its limit is {data_shift.describe(worst)}"
+    return _gate(name, worst["limit"], worst["value"], not shifted, reason, accept)
+
+
+def _reference_split_gate(
+    reference: Reference,
+    split_accuracy: tuple[float, float] | None,
+    thresholds: dict[str, Any],
+    accept: bool,
+) -> dict[str, Any]:
+    allowed = thresholds.get("max_reference_regression", DEFAULT_REFERENCE_REGRESSION)
+    if split_accuracy is None or reference.test_split is None:
+        reason = f"no test split of production's to score on: {reference.reason}"
+        return _gate("max_reference_regression", allowed, None, None, reason, accept)
+    challenger, champion = split_accuracy
+    drop = champion - challenger
+    ok = drop <= allowed
+    reason = (
+        f"challenger {challenger:.4f} vs champion {reference.model} {champion:.4f} on the champion's own "
+        f"test split ({len(reference.test_split[1])} images of dataset {reference.dataset_version[:12]}): "
+        f"drop {drop:+.4f} ({'within' if ok else 'more than'} the allowed {allowed})"
+    )
+    return _gate("max_reference_regression", allowed, drop, ok, reason, accept)
+
+
+def _gate(
+    name: str, threshold: float | None, value: float | None, ok: bool | None, reason: str, accept: bool
+) -> dict[str, Any]:
+    if ok is None:
+        outcome = "no_reference"
+    elif ok:
+        outcome = "pass"
+    elif accept:
+        outcome, reason = "accepted", ACCEPTED + reason
+    else:
+        outcome = "fail"
+    return {"name": name, "threshold": threshold, "value": value, "outcome": outcome, "reason": reason}
+
+
+def _decision(gates: list[dict[str, Any]]) -> str:
+    outcomes = {gate["name"]: gate["outcome"] for gate in gates}
+    if "fail" in outcomes.values():
+        return "shifted"
+    if "accepted" in outcomes.values():
+        return "accepted"
+    if outcomes["max_data_shift"] == "no_reference":
+        return "no_reference"
+    return "within_limits"
