@@ -214,8 +214,8 @@ def validation_problems(pipeline_job: PipelineJob) -> list[str]:
     if not result.passed:
         return [f"{where}: {message}" for where, message in result.error_messages.items()]
     data = pipeline_job._to_dict()
-    values = data.get("inputs") or {}
     declared = getattr(getattr(pipeline_job, "component", None), "inputs", None) or {}
+    values = restore_booleans(data.get("inputs") or {}, declared)
     problems = [
         f"pipeline input {name} is required"
         for name, definition in declared.items()
@@ -234,11 +234,25 @@ def validation_problems(pipeline_job: PipelineJob) -> list[str]:
                 value = values.get(reference.group(1)) if reference else None
             if port not in spec["inputs"] or value is None or isinstance(value, dict) or "${{" in str(value):
                 continue  # an asset, an unset optional, or an expression AML resolves
+            if spec["inputs"][port]["type"] == "boolean" and value in (0, 1):
+                value = bool(value)  # dumped as 0/1 by the SDK, see restore_booleans
             try:
                 check_value(spec["name"], port, spec["inputs"][port], value)
             except UserInputError as error:
                 problems.append(f"jobs.{node_name}: {error}")
     return problems + edge_problems(pipeline_job)
+
+
+def restore_booleans(values: dict[str, Any], declared: dict[str, Any]) -> dict[str, Any]:
+    """Pipeline input values with the booleans azure-ai-ml dumps as 0/1 (`job.dump`, `_to_dict`; the
+    REST body it submits says True/False) turned back into booleans, so a compiled pipeline.yml and
+    the checks of its values see what the author wrote."""
+    return {
+        name: bool(value)
+        if getattr(declared.get(name), "type", None) == "boolean" and value in (0, 1)
+        else value
+        for name, value in values.items()
+    }
 
 
 def edge_problems(pipeline_job: PipelineJob) -> list[str]:

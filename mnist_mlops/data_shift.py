@@ -37,11 +37,6 @@ MEASURES = {
     "pixel_values": "PSI",
     "mean_image": "mean absolute pixel difference",
 }
-DECISION_TAG = "data_shift"
-REFERENCE_VERSION_TAG = "data_shift.reference_version"
-REFERENCE_DATASET_TAG = "data_shift.reference_dataset"
-"""The model-version tags register copies from the blessing: the data-shift decision, and the version and
-dataset whose training data the new data was compared with ("-" for none)."""
 MIN_TRAFFIC_IMAGES = 100
 """Fewer served images than this say nothing reliable about what clients send."""
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from mnist_mlops import contracts
 from mnist_mlops.dataset import load_split, save_array
-from mnist_mlops.errors import ContractError, UserInputError
+from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
 
 TAG = "reference_uri"
@@ -108,7 +108,7 @@ def fetch(uri: str, model_name: str, version: str, destination: Path) -> dict[st
             raise UserInputError(f"no {MANIFEST} in the download")
         manifest, _ = read_bundle(folder)
         test_split(folder)
-    except (MlflowException, OSError, UserInputError, ContractError, ValueError) as error:
+    except (MlflowException, OSError, UserInputError, ValueError) as error:
         shutil.rmtree(scratch, ignore_errors=True)
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         return _missing(source, f"{where}'s reference {source} cannot be read ({detail})")

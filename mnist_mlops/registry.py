@@ -21,11 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from mnist_mlops.data_shift import DECISION_TAG
 from mnist_mlops.errors import UserInputError
 
 DEFAULT_REGISTRY_FILE = "mlflow.db"
 READY_TAG = "validation_status"
+SHIFT_TAG = "data_shift"
+SHIFT_REFERENCE_VERSION_TAG = "data_shift.reference_version"
+SHIFT_REFERENCE_DATASET_TAG = "data_shift.reference_dataset"
+"""The model-version tags register copies from the blessing: evaluate's data-shift decision, and the
+version and dataset whose training data the new data was compared with ("-" for none)."""
 _T = TypeVar("_T")
 
 
@@ -179,7 +183,7 @@ def list_versions(uri: str, name: str) -> list[dict[str, str]]:
                 "accuracy": tags.get("metric.accuracy", "-"),
                 "p99_ms": tags.get("metric.p99_ms", "-"),
                 "dataset": tags.get("dataset_version", "-")[:12],
-                "shift": tags.get(DECISION_TAG, "-"),
+                "shift": tags.get(SHIFT_TAG, "-"),
                 "run": tags.get("pipeline_run_id", "-"),
             }
         )

@@ -128,8 +128,10 @@ def training_job(
     epochs: int | None = None,
     deploy_target: str = "azureml",
     dataset_asset: str | None = DATASET_ASSET,
+    accept_data_shift: bool = False,
 ) -> PipelineJob:
-    """The pipeline job with its settings: computes, distributed training, identity, reuse, data asset."""
+    """The pipeline job with its settings: computes, distributed training, identity, reuse, data asset,
+    and whether a shift of the training data from production's is accepted (a recorded decision)."""
     from azure.ai.ml import TensorFlowDistribution
     from azure.ai.ml.entities import JobResourceConfiguration
 
@@ -140,6 +142,8 @@ def training_job(
     values: dict[str, Any] = {"raw_data": Input(type="uri_folder", path=raw_data)}
     if epochs is not None:
         values["epochs"] = epochs
+    if accept_data_shift:
+        values["accept_data_shift"] = True
     job = training_pipeline_function(deploy_target, dataset_asset)(**values)
     job.settings.default_compute = compute
     job.settings.force_rerun = False  # reuse where a component is deterministic; see the module docstring
@@ -180,7 +184,7 @@ def compile_aml(out_dir: Path, job: PipelineJob | None = None) -> Path:
     from azure.ai.ml import load_job
 
     from mnist_mlops.atomic import staged_dir
-    from mnist_mlops.azure_jobs import validation_problems
+    from mnist_mlops.azure_jobs import restore_booleans, validation_problems
     from mnist_mlops.errors import UserInputError
     from mnist_mlops.snapshot import materialize
 
@@ -191,6 +195,7 @@ def compile_aml(out_dir: Path, job: PipelineJob | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="mnist-mlops-compile-") as scratch:
         job.dump(Path(scratch) / "pipeline.yml")
         document = yaml.safe_load((Path(scratch) / "pipeline.yml").read_text())
+    document["inputs"] = restore_booleans(document.get("inputs") or {}, job.component.inputs)
     document["jobs"] = {name: document["jobs"][name] for name in job.jobs}  # in execution order
     with staged_dir(Path(out_dir)) as stage:
         materialize(stage)

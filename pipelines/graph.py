@@ -2,8 +2,10 @@
 composed from these components (a notebook's variant, say), plus `--set` overrides.
 
 The graph: ingest -> preprocess -> resolve_champion -> train -> evaluate -> register -> deploy.
-resolve_champion hands evaluate the registry's `production` version (or a record that there is none),
-so the challenger is judged against it on the same fresh test split on every runner. deploy reads register's
+resolve_champion hands evaluate the registry's `production` version (or a record that there is none)
+with its reference (what it was trained and tested on) and a summary of recent traffic, so on every
+runner the challenger is judged against it on the same fresh test split and on production's own, and
+the new training data against production's and against what clients send. deploy reads register's
 record: it deploys exactly the version registered (`models:/<name>/<version>`), or records "skipped"
 with the gate's reasons when the model was declined (the components honour the blessing, so no control
 flow). `pipelines/aml.py` composes the same graph for Azure ML; a test compares them edge by edge.
@@ -76,6 +78,8 @@ def training_pipeline(
                 "challenger": Ref("train", "model"),
                 "preprocessed": Ref("preprocess", "preprocessed"),
                 "champion": Ref("resolve_champion", "champion"),
+                # a pipeline input on every runner: promoting shifted data is a decision made at submission
+                "accept_data_shift": Param("accept_data_shift"),
             },
         ),
         Node(

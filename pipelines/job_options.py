@@ -26,6 +26,12 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
         help=f"data asset ingest registers its dataset as, versioned by content (default {DATASET_ASSET});"
         f" '{NO_ASSET}' registers none. The job's identity needs write access to the workspace's data assets",
     )
+    parser.add_argument(
+        "--accept-data-shift",
+        action="store_true",
+        help="promote even when the training data shifted from production's (evaluate.accept_data_shift):"
+        " an explicit decision, recorded in the blessing and the registry's tags",
+    )
 
 
 def job_from_options(args: argparse.Namespace) -> Any:
@@ -39,4 +45,5 @@ def job_from_options(args: argparse.Namespace) -> Any:
         identity_client_id=args.identity_client_id,
         deploy_target=args.deploy_target,
         dataset_asset=None if args.dataset_asset == NO_ASSET else args.dataset_asset,
+        accept_data_shift=args.accept_data_shift,
     )

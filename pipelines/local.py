@@ -268,17 +268,21 @@ def _registry_agrees(cached: dict[str, dict[str, str]], registry: str | None) ->
     traffic was read from is unchanged, the version is still ready, production is still where the
     deployment left it."""
     from mnist_mlops.champions import RECORD
-    from mnist_mlops.deployments import production_version
-    from mnist_mlops.registry import READY_TAG, client, pointer_version, registry_uri
+    from mnist_mlops.deployments import production_version, request_log_dir
+    from mnist_mlops.registry import READY_TAG, client, pointer_version, registry_uri, sqlite_file
     from mnist_mlops.serving.request_log import log_state
 
     uri = registry_uri(registry)
     path = Path(next(iter(cached.values()))["path"])
     document = json.loads((path / RECORD if path.is_dir() else path).read_text())
     if "pointer" in document:  # a champion_record
-        traffic = document["traffic"]
-        return pointer_version(uri, document["model_name"], document["pointer"]) == document["version"] and (
-            traffic["folder"] is None or log_state(Path(traffic["folder"])) == traffic["log_state"]
+        traffic, name = document["traffic"], document["model_name"]
+        folder = Path(traffic["folder"]) if traffic["folder"] else None
+        if folder and not folder.exists() and sqlite_file(uri) is not None:
+            # read under --isolation container, at its mount of the registry's folder (/mnt/registry)
+            folder = request_log_dir(uri, name)
+        return pointer_version(uri, name, document["pointer"]) == document["version"] and (
+            folder is None or log_state(folder) == traffic["log_state"]
         )
     if "registered" in document:  # a registration_record
         if not document["registered"]:

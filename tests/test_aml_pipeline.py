@@ -90,6 +90,7 @@ def test_compile_writes_a_portable_pipeline_that_loads_back(tmp_path, capsys):
     assert not (tmp_path / "aml" / "components" / "train" / "tests").exists()
     assert (tmp_path / "aml" / "mnist_mlops" / "serving" / "score.py").is_file()  # the code snapshot
     assert (tmp_path / "aml" / "components" / "environments" / "model" / "Dockerfile").is_file()
+    assert document["inputs"]["accept_data_shift"] is False  # a boolean, not the SDK's 0
     loaded = load_job(tmp_path / "aml" / "pipeline.yml")
     assert loaded._validate().passed and list(loaded.jobs) == STAGES
 
@@ -104,3 +105,15 @@ def test_the_data_asset_is_a_submission_choice_and_none_registers_none():
     assert "dataset_asset" not in none["inputs"] and "asset_name" not in none["jobs"]["ingest"]["inputs"]
     assert build_parser().parse_args(["submit"]).dataset_asset == DATASET_ASSET
     assert build_parser().parse_args(["submit", "--dataset-asset", "none"]).dataset_asset == "none"
+
+
+def test_accepting_a_data_shift_is_a_pipeline_input_set_at_submission_never_by_default():
+    from mnist_mlops.cli import build_parser
+
+    default = training_job()
+    assert default.inputs["accept_data_shift"]._data is False
+    binding = default._to_dict()["jobs"]["evaluate"]["inputs"]["accept_data_shift"]["path"]
+    assert binding == "${{parent.inputs.accept_data_shift}}"
+    assert training_job(accept_data_shift=True).inputs["accept_data_shift"]._data is True
+    assert build_parser().parse_args(["submit"]).accept_data_shift is False
+    assert build_parser().parse_args(["submit", "--accept-data-shift"]).accept_data_shift is True

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_mlops.champions import RECORD
 from mnist_mlops.components.resolve_champion.executor import run_resolve_champion
+from mnist_mlops.deployments import request_log_dir
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.pipelines import local
 from mnist_mlops.pipelines.graph import Node
@@ -113,7 +115,11 @@ class Evaluations:
         against = content_sha256(Path(inputs["champion"]) / "model")[:8] if found else "nothing"
         Path(outputs["evaluation"]).mkdir(parents=True)
         (Path(outputs["evaluation"]) / "evaluation_report.json").write_text("{}")
-        blessing = {"blessed": True, "reasons": [f"evaluation {self.count} against {against}"]}
+        blessing = {
+            "blessed": True,
+            "reasons": [f"evaluation {self.count} against {against}"],
+            "data_shift": {"decision": "no_reference"},  # the runner copies it into the run's lineage
+        }
         Path(outputs["blessing"]).write_text(json.dumps(blessing))
         return 0
 
@@ -195,16 +201,15 @@ def test_a_self_comparison_run_without_the_cache_does_not_replace_the_verdict_th
 
 def test_a_cached_champion_is_reused_only_while_the_request_log_is_unchanged(tmp_path):
     registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    requests = tmp_path / "requests"
 
     def resolved(run: int) -> dict[str, dict[str, str]]:
-        """A champion resolved now, as the step cache holds it."""
+        """A champion resolved now (the request log in its default folder), as the step cache holds it."""
         folder = tmp_path / f"champion-{run}"
-        run_resolve_champion(folder, registry=registry, request_log=requests)
+        run_resolve_champion(folder, registry=registry)
         return {"champion": {"path": str(folder)}}
 
     def client_sends_an_image() -> None:
-        RequestLog(requests).record(
+        RequestLog(request_log_dir(registry, "mnist-mlops")).record(
             model_name="mnist-mlops",
             model_version="1",
             status=200,
@@ -220,5 +225,16 @@ def test_a_cached_champion_is_reused_only_while_the_request_log_is_unchanged(tmp
 
     cached = resolved(2)
     assert local._registry_agrees(cached, registry)
+    client_sends_an_image()
+    assert not local._registry_agrees(cached, registry)
+
+    # resolved in a container (--isolation container): the record names the container's mount
+    cached = resolved(3)
+    record_file = Path(cached["champion"]["path"]) / RECORD
+    record = json.loads(record_file.read_text())
+    record["traffic"]["folder"] = "/mnt/registry/deployments/requests/mnist-mlops"
+    assert not Path(record["traffic"]["folder"]).exists()
+    record_file.write_text(json.dumps(record))
+    assert local._registry_agrees(cached, registry)  # the same log, read here beside the registry
     client_sends_an_image()
     assert not local._registry_agrees(cached, registry)

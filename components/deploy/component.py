@@ -68,8 +68,11 @@ def deploy(
         type="integer",
         default=64,
         min=1,
-        max=1024,
-        description="Canary test images sent one per request, as many again from production's test split.",
+        max=128,
+        description=(
+            "Canary test images, as many again from production's test split; each sent alone, then all in "
+            "one JSON batch, so at most half the server's default batch limit (256)."
+        ),
     ) = 64,
     max_canary_p99_ms: Input(
         type="number",

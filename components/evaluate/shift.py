@@ -5,6 +5,11 @@ test split? A model can beat the champion on a new test split that no client sen
 Framework-free: the executor scores the models. A gate without anything to compare with says
 "no_reference" (never a silent pass); a gate that would fail says "accepted" when
 evaluate.accept_data_shift was set, an explicit decision recorded in the blessing and the model card.
+
+One shift passes by default: when recent traffic shows that clients moved (unlike production's training
+data, like the new data), the new data follows them ("followed_traffic"): the retraining a drift alert
+asks for. Production's own test split then no longer describes what clients send, so a drop there is
+reported, not judged. Without enough traffic there is no such evidence and the shift stops promotion.
 """
 
 from __future__ import annotations
@@ -80,13 +85,15 @@ def judge(
     traffic_findings = (
         data_shift.compare_with_traffic(traffic, training, limits) if traffic is not None else None
     )
+    clients_moved = _clients_moved(reference, traffic, traffic_findings, limits)
+    followed = clients_moved if data_shift.shifted(training_findings) else None
     gates = [
-        _training_data_gate(reference, training_findings, accept),
+        _training_data_gate(reference, training_findings, followed, accept),
         _traffic_gate(champion, traffic, traffic_findings, accept),
-        _reference_split_gate(reference, split_accuracy, thresholds, accept),
+        _reference_split_gate(reference, split_accuracy, thresholds, followed, accept),
     ]
     section = {
-        "decision": _decision(gates),
+        "decision": _decision(gates, followed_traffic=followed is not None),
         "accepted": accept,
         "reference": {
             "model_version": reference.model_version,
@@ -153,6 +160,11 @@ def card_lines(section: dict[str, Any], gates: list[dict[str, Any]]) -> list[str
             "- **Promoted although the data shifted: evaluate.accept_data_shift was set, an explicit "
             "decision recorded in the blessing and the registry's tags.**"
         )
+    if section["decision"] == "followed_traffic":
+        lines.append(
+            "- **The training data shifted from production's in step with what clients send now** "
+            "(see the training-data gate's reason)."
+        )
     return [*lines, ""]
 
 
@@ -161,12 +173,35 @@ def _unusable(reason: str) -> Reference:
     return Reference(reason)
 
 
-def _training_data_gate(reference: Reference, findings: list[dict[str, Any]], accept: bool) -> dict[str, Any]:
+def _clients_moved(
+    reference: Reference,
+    traffic: dict[str, Any] | None,
+    traffic_findings: list[dict[str, Any]] | None,
+    limits: dict[str, float],
+) -> str | None:
+    """Evidence that clients moved with the data, in words: recent traffic beyond the limits from
+    production's training data and within them from the new data. None without it."""
+    if reference.baseline is None or traffic is None or data_shift.shifted(traffic_findings or []):
+        return None
+    away = data_shift.shifted(data_shift.compare_with_traffic(traffic, reference.baseline, limits))
+    if not away:
+        return None
+    evidence = "; ".join(data_shift.describe(finding) for finding in away)
+    return f"what clients send now moved away from {reference.model}'s training data ({evidence})"
+
+
+def _training_data_gate(
+    reference: Reference, findings: list[dict[str, Any]], followed: str | None, accept: bool
+) -> dict[str, Any]:
+    """`followed`: the evidence that the shift follows the clients (it then passes), else None."""
     if not findings:
         return _gate("max_data_shift", None, None, None, reference.reason, accept)
     source = f"{reference.model}'s (dataset {reference.dataset_version[:12]})"
     shifted, within = f"training data shifted from {source}", f"training data like {source}"
-    return _findings_gate("max_data_shift", findings, shifted, within, accept)
+    gate = _findings_gate("max_data_shift", findings, shifted, within, accept and followed is None)
+    if followed is not None:
+        gate |= {"outcome": "pass", "reason": f"{gate['reason']}; in step with the clients: {followed}"}
+    return gate
 
 
 def _traffic_gate(
@@ -201,6 +236,7 @@ def _reference_split_gate(
     reference: Reference,
     split_accuracy: tuple[float, float] | None,
     thresholds: dict[str, Any],
+    followed: str | None,
     accept: bool,
 ) -> dict[str, Any]:
     allowed = thresholds.get("max_reference_regression", DEFAULT_REFERENCE_REGRESSION)
@@ -215,6 +251,12 @@ def _reference_split_gate(
         f"test split ({len(reference.test_split[1])} images of dataset {reference.dataset_version[:12]}): "
         f"drop {drop:+.4f} ({'within' if ok else 'more than'} the allowed {allowed})"
     )
+    if not ok and followed is not None:
+        reason += "; not judged: that split no longer describes what clients send"
+        return {
+            **_gate("max_reference_regression", allowed, drop, None, reason, accept),
+            "outcome": "skipped",
+        }
     return _gate("max_reference_regression", allowed, drop, ok, reason, accept)
 
 
@@ -232,7 +274,7 @@ def _gate(
     return {"name": name, "threshold": threshold, "value": value, "outcome": outcome, "reason": reason}
 
 
-def _decision(gates: list[dict[str, Any]]) -> str:
+def _decision(gates: list[dict[str, Any]], *, followed_traffic: bool) -> str:
     outcomes = {gate["name"]: gate["outcome"] for gate in gates}
     if "fail" in outcomes.values():
         return "shifted"
@@ -240,4 +282,4 @@ def _decision(gates: list[dict[str, Any]]) -> str:
         return "accepted"
     if outcomes["max_data_shift"] == "no_reference":
         return "no_reference"
-    return "within_limits"
+    return "followed_traffic" if followed_traffic else "within_limits"

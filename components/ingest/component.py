@@ -43,7 +43,7 @@ def ingest(
     reference_report: Input(
         type="uri_file",
         optional=True,
-        description="The previous version's data_report.json, to detect shift.",
+        description="A previous data_report.json: an early, warn-only shift check (evaluate gates on shift).",
     ) = None,
     max_age_days: Input(
         type="integer",

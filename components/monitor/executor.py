@@ -29,6 +29,7 @@ alert, ``retrain_request.json``.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,18 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlops import contracts, data_shift, drift, references, retraining
+from mnist_mlops import contracts, data_shift, drift, features, references, retraining
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.baselines import read_baseline
 from mnist_mlops.components.monitor import plot
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
-from mnist_mlops.registry import client, registry_uri, sqlite_file
+from mnist_mlops.registry import SHIFT_REFERENCE_VERSION_TAG, SHIFT_TAG, client, registry_uri, sqlite_file
 from mnist_mlops.serving.request_log import read_records
 
 COMPONENT_NAME = "mnist_mlops_monitor"
-FEATURES = ("mean_intensity", "ink_fraction")
+FEATURES = tuple(features.PER_IMAGE)
 DEFAULT_WINDOW = 1000
 LOW_CONFIDENCE = 0.9
 """A prediction below this confidence counts as low-confidence."""
@@ -119,8 +120,15 @@ def run_monitor(
         newest = served[-1]
         statistics, origin = registry_baseline(uri, newest.model_name, newest.model_version)
         drift_window = max(window for metric, (_, window) in rules.items() if metric in INPUT_DRIFT_METRICS)
+        limits = {name: rules[f"psi_{name}"][0] for name in FEATURES}
         accepted_shift = check_accepted_shift(
-            uri, newest.model_name, newest.model_version, served[-drift_window:], Path(requests), min_samples
+            uri,
+            newest.model_name,
+            newest.model_version,
+            served[-drift_window:],
+            Path(requests),
+            min_samples,
+            limits,
         )
     print(f"baseline: {origin['source']}", flush=True)
     with staged_dir(Path(report)) as stage:
@@ -218,15 +226,22 @@ def registry_baseline(uri: str, name: str, version: str) -> tuple[dict[str, Any]
 
 
 def check_accepted_shift(
-    uri: str, name: str, version: str, window: list[Request], log_folder: Path, min_samples: int
+    uri: str,
+    name: str,
+    version: str,
+    window: list[Request],
+    log_folder: Path,
+    min_samples: int,
+    limits: dict[str, float],
 ) -> dict[str, Any] | None:
     """When `version` was promoted with an accepted data shift: whether the clients moved with the data,
-    i.e. whether `window`'s traffic differs from the training data of the version it shifted from.
-    None when no shift was accepted; a reference that cannot be read is a warning, never a verdict."""
+    i.e. whether `window`'s traffic differs (PSI above `limits`, per feature) from the training data of
+    the version it shifted from. None when no shift was accepted; a reference that cannot be read is a
+    warning, never a verdict."""
     tags = client(uri).get_model_version(name, version).tags or {}
-    if tags.get(data_shift.DECISION_TAG) != "accepted":
+    if tags.get(SHIFT_TAG) != "accepted":
         return None
-    reference_version = tags.get(data_shift.REFERENCE_VERSION_TAG, "-")
+    reference_version = tags.get(SHIFT_REFERENCE_VERSION_TAG, "-")
     result = {
         "model_version": version,
         "reference_version": None if reference_version == "-" else reference_version,
@@ -247,7 +262,9 @@ def check_accepted_shift(
         fetched = references.fetch(uri, name, reference_version, folder)
         if not fetched["found"]:
             print(
-                f"warning: cannot tell whether clients moved with the data: {fetched['reason']}", flush=True
+                f"warning: cannot tell whether clients moved with the data: {fetched['reason']}",
+                file=sys.stderr,
+                flush=True,
             )
             return result | {"reason": fetched["reason"]}
         _, training = references.read_bundle(folder)
@@ -257,7 +274,7 @@ def check_accepted_shift(
         "window": len(window),
         "time_range": {"from": utc_iso(window[0].time), "to": utc_iso(window[-1].time)},
     }
-    findings = data_shift.compare_with_traffic(data_shift.traffic_summary(images, source), training, {})
+    findings = data_shift.compare_with_traffic(data_shift.traffic_summary(images, source), training, limits)
     moved = bool(data_shift.shifted(findings))
     evidence = f"dataset {fetched['dataset_version'][:12]}; {', '.join(map(data_shift.describe, findings))}"
     reason = (

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlops import contracts, data_shift, references
+from mnist_mlops import contracts, references
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
@@ -28,6 +28,9 @@ from mnist_mlops.ports import checked, load_spec
 from mnist_mlops.provenance import code_version, environment_hash
 from mnist_mlops.registry import (
     READY_TAG,
+    SHIFT_REFERENCE_DATASET_TAG,
+    SHIFT_REFERENCE_VERSION_TAG,
+    SHIFT_TAG,
     client,
     exclusive,
     experiment_id,
@@ -200,8 +203,8 @@ def _lineage_tags(lineage: dict) -> dict[str, str]:
     tags |= {f"metric.{name}": f"{value:.6g}" for name, value in lineage["metrics"].items()}
     shift = lineage["data_shift"]
     tags |= {
-        data_shift.DECISION_TAG: shift["decision"],
-        data_shift.REFERENCE_VERSION_TAG: shift["reference_model_version"] or "-",
-        data_shift.REFERENCE_DATASET_TAG: shift["reference_dataset_version"] or "-",
+        SHIFT_TAG: shift["decision"],
+        SHIFT_REFERENCE_VERSION_TAG: shift["reference_model_version"] or "-",
+        SHIFT_REFERENCE_DATASET_TAG: shift["reference_dataset_version"] or "-",
     }
     return tags

@@ -46,16 +46,19 @@ def resolve_champion(
         type="uri_folder",
         optional=True,
         description=(
-            "The scoring server's request log folder; default: the local serving state's folder for "
-            "this model, beside the registry."
+            "The scoring server's request log folder (must exist when given); default: the local serving "
+            "state's folder for this model, beside the registry (absent: no traffic)."
         ),
     ) = None,
     traffic_window: Input(
         type="integer",
         default=1000,
-        min=1,
+        min=100,
         max=1000000,
-        description="At most this many of the newest served images are summarised in traffic.json.",
+        description=(
+            "At most this many of the newest served images are summarised in traffic.json (at least the "
+            "100 a comparison needs)."
+        ),
     ) = 1000,
 ):
     from mnist_mlops.components.resolve_champion.executor import run_resolve_champion

@@ -24,6 +24,7 @@ from mnist_mlops import contracts, data_shift, references
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.champions import MODEL, RECORD, REFERENCE, TRAFFIC
 from mnist_mlops.deployments import request_log_dir
+from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import client, pointer_version, registry_uri, sqlite_file
@@ -49,7 +50,10 @@ def run_resolve_champion(
     traffic_window: int = 1000,
 ) -> dict[str, Any]:
     """Write the folder `champion`; returns its record. `request_log` defaults to the folder a local
-    server for `model_name` writes (`mnist-mlops serve`), beside the registry."""
+    server for `model_name` writes (`mnist-mlops serve`), beside the registry, which may not exist yet
+    (nothing served); a folder given explicitly must exist."""
+    if request_log is not None and not Path(request_log).is_dir():
+        raise UserInputError(f"request_log {request_log}: no such folder")
     uri = registry_uri(registry)
     database = sqlite_file(uri)
     version = (
@@ -103,13 +107,11 @@ def _recent_traffic(folder: Path, window: int) -> tuple[dict[str, Any] | None, d
     newest = served[-window:]
     skipped = f"; {log['bad_lines']} unreadable lines skipped" if log["bad_lines"] else ""
     if len(newest) < data_shift.MIN_TRAFFIC_IMAGES:
-        reason = (
-            f"traffic_window {window} is below the {data_shift.MIN_TRAFFIC_IMAGES} images a comparison needs"
-            if len(served) > window
-            else f"only {len(served)} images served recently at {folder},"
-            f" fewer than {data_shift.MIN_TRAFFIC_IMAGES}"
-        )
-        return None, seen | {"images": len(newest), "reason": reason + skipped}
+        return None, seen | {
+            "images": len(newest),
+            "reason": f"only {len(served)} images served recently at {folder},"
+            f" fewer than {data_shift.MIN_TRAFFIC_IMAGES}{skipped}",
+        }
     times = utc_iso(newest[0][0]["time"]), utc_iso(newest[-1][0]["time"])
     requests = len({entry["request_id"] for entry, _ in newest})
     summary = data_shift.traffic_summary(

@@ -20,6 +20,7 @@ import pytest
 from mnist_mlops import contracts, features, retraining
 from mnist_mlops.components.monitor.executor import DEFAULT_THRESHOLDS, read_thresholds, run_monitor
 from mnist_mlops.errors import ContractError, UserInputError
+from mnist_mlops.hashing import sha256_file
 from mnist_mlops.pipelines import retrain
 from mnist_mlops.pipelines.aml import aml_graph
 from tests.datasets import digit_images, small_splits
@@ -122,6 +123,20 @@ def test_traffic_like_the_training_data_passes_every_check(tmp_path, baseline, c
         report["summary"]["mean_intensity"]["baseline"], abs=2
     )
     assert "no alert over 200 requests" in capsys.readouterr().out
+
+
+def test_a_baseline_from_before_the_mean_image_is_still_read(tmp_path, baseline):
+    older = tmp_path / "older-preprocess-output"
+    shutil.copytree(baseline, older)
+    statistics = json.loads((older / "baseline_statistics.json").read_text())
+    del statistics["mean_image"]
+    (older / "baseline_statistics.json").write_text(json.dumps(statistics))
+    manifest = json.loads((older / "manifest.json").read_text())
+    manifest["baseline_statistics"]["sha256"] = sha256_file(older / "baseline_statistics.json")
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    log = write_log(tmp_path / "log" / "requests-1.jsonl", records(*clean_traffic(), START))
+    report = run_monitor(log, tmp_path / "report", baseline=older)
+    assert report["checks"] == run_monitor(log, tmp_path / "current", baseline=baseline)["checks"]
 
 
 def test_shifted_traffic_alerts_and_names_the_drifting_features(tmp_path, baseline, capsys):

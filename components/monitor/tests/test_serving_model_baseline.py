@@ -19,7 +19,7 @@ import pytest
 from mnist_mlops import contracts, references
 from mnist_mlops.components.monitor.executor import run_monitor
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.registry import client, experiment_id
+from mnist_mlops.registry import SHIFT_REFERENCE_VERSION_TAG, SHIFT_TAG, client, experiment_id
 from mnist_mlops.serving.request_log import RequestLog
 from tests.datasets import digit_images, small_splits
 from tests.models import preprocessed_digits
@@ -55,7 +55,7 @@ def register(uri: str, preprocessed: Path, scratch: Path, tags: dict[str, str]) 
 
 
 def shift_tags(decision: str, reference_version: str = "-") -> dict[str, str]:
-    return {"data_shift": decision, "data_shift.reference_version": reference_version}
+    return {SHIFT_TAG: decision, SHIFT_REFERENCE_VERSION_TAG: reference_version}
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,15 @@ def test_clients_that_moved_with_the_data_or_elsewhere_are_not_said_to_have_stay
         "traffic differs from mnist-mlops v1's training data"
     )
 
+    # the comparison with the older data uses the input-drift thresholds in force as its limits
+    rules = {"schema_version": 1, "checks": [{"metric": "psi_mean_intensity", "threshold": 1000}]}
+    contracts.write_json(tmp_path / "lenient.json", rules, "monitor_thresholds")
+    lenient = run_monitor(
+        moved, tmp_path / "lenient", registry=registry["uri"], thresholds=tmp_path / "lenient.json"
+    )
+    limits = {finding["feature"]: finding["limit"] for finding in lenient["accepted_shift"]["findings"]}
+    assert limits == {"mean_intensity": 1000, "ink_fraction": 0.2}
+
     elsewhere = serve(tmp_path / "elsewhere", "2", noisy(images), labels)
     report = run_monitor(elsewhere, tmp_path / "elsewhere-report", registry=registry["uri"])
     assert report["alert"] is True and report["drifting_features"]
@@ -208,7 +217,7 @@ def test_an_accepted_shift_whose_reference_is_gone_is_a_warning_not_a_verdict(tm
     assert report["alert"] is True  # v4's own training data still judges the traffic
     assert not any("clients did not move" in reason for reason in report["alert_reasons"])
     assert (
-        "warning: cannot tell whether clients moved with the data: mnist-mlops v3" in capsys.readouterr().out
+        "warning: cannot tell whether clients moved with the data: mnist-mlops v3" in capsys.readouterr().err
     )
 
     few = serve(tmp_path / "few", "2", images[:50], labels[:50])

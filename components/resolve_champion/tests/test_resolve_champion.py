@@ -181,19 +181,20 @@ def test_too_little_or_no_traffic_is_said_so(tmp_path, registry):
     assert few["reason"] == f"only 12 images served recently at {folder}, fewer than {MIN_TRAFFIC_IMAGES}"
     assert not (tmp_path / "few" / TRAFFIC).exists()
 
-    serve(folder, 200)
-    narrow = run_resolve_champion(
-        tmp_path / "narrow", registry=registry, request_log=folder, traffic_window=50
-    )
-    assert not narrow["traffic"]["found"] and "traffic_window 50 is below" in narrow["traffic"]["reason"]
-
-    missing = tmp_path / "nobody-served"
-    none = run_resolve_champion(tmp_path / "none", registry=registry, request_log=missing)["traffic"]
+    nobody_served = request_log_dir(registry, "digits")  # the default folder: absent until a server logs
+    none = run_resolve_champion(tmp_path / "none", model_name="digits", registry=registry)["traffic"]
     assert (none["found"], none["folder"], none["reason"]) == (
         False,
-        str(missing),
-        f"no request log at {missing}",
+        str(nobody_served),
+        f"no request log at {nobody_served}",
     )
+
+
+def test_a_request_log_given_but_absent_is_refused_naming_it(tmp_path, registry):
+    missing = tmp_path / "typo-requests"
+    with pytest.raises(UserInputError, match=f"request_log {missing}: no such folder"):
+        run_resolve_champion(tmp_path / "champion", registry=registry, request_log=missing)
+    assert not (tmp_path / "champion").exists()
 
 
 def test_the_request_log_defaults_to_the_local_servers_folder_for_the_model(tmp_path, registry):
@@ -207,6 +208,9 @@ def test_the_request_log_defaults_to_the_local_servers_folder_for_the_model(tmp_
 def test_a_bad_parameter_is_refused_before_the_registry_is_read(tmp_path):
     with pytest.raises(UserInputError, match="parameter model_name"):
         run_resolve_champion(tmp_path / "champion", model_name=7)
-    with pytest.raises(UserInputError, match="parameter traffic_window=0: below the minimum 1"):
-        run_resolve_champion(tmp_path / "champion", traffic_window=0)
+    too_narrow = MIN_TRAFFIC_IMAGES - 1  # a window the traffic gate could never use
+    with pytest.raises(
+        UserInputError, match=f"parameter traffic_window={too_narrow}: below the minimum {MIN_TRAFFIC_IMAGES}"
+    ):
+        run_resolve_champion(tmp_path / "champion", traffic_window=too_narrow)
     assert not (tmp_path / "champion").exists()
