@@ -72,7 +72,8 @@ def deliveries(tarball: Path, workdir: Path) -> tuple[dict[str, Path], np.ndarra
         order = rng.permutation(len(images))
         for index, rows in enumerate(np.array_split(order, 2)):
             halves[index][split] = (images[np.sort(rows)], labels[np.sort(rows)])
-    clients = halves[1]["testing"][0][-CLIENT_IMAGES:]
+    test_images = halves[1]["testing"][0]  # in label order, as the tarball's folders are
+    clients = test_images[rng.choice(len(test_images), CLIENT_IMAGES, replace=False)]
     shifted = {split: (changed_source(images), labels) for split, (images, labels) in halves[1].items()}
     return {
         "original": write_delivery(workdir / "deliveries" / "original", halves[0]),

@@ -70,6 +70,9 @@ tune per endpoint with a thresholds file."""
 REQUEST_METRICS = {"error_rate_5xx", "error_rate_4xx", "latency_p50_ms", "latency_p99_ms"}
 """Measured over requests; every other metric over the images of the window."""
 INPUT_DRIFT_METRICS = {f"{measure}_{name}" for measure in ("psi", "ks") for name in FEATURES}
+NEARER = 10
+"""Traffic this many times nearer (summed PSI) the older training data than the serving model's has not
+moved with the data, even a little beyond the drift limits of that older data."""
 REPORT_FILE = "monitor_report.json"
 PLOT_FILE = "drift.png"
 REQUEST_FILE = "retrain_request.json"
@@ -129,6 +132,7 @@ def run_monitor(
             Path(requests),
             min_samples,
             limits,
+            statistics,
         )
     print(f"baseline: {origin['source']}", flush=True)
     with staged_dir(Path(report)) as stage:
@@ -233,11 +237,14 @@ def check_accepted_shift(
     log_folder: Path,
     min_samples: int,
     limits: dict[str, float],
+    serving: dict[str, Any],
 ) -> dict[str, Any] | None:
-    """When `version` was promoted with an accepted data shift: whether the clients moved with the data,
-    i.e. whether `window`'s traffic differs (PSI above `limits`, per feature) from the training data of
-    the version it shifted from. None when no shift was accepted; a reference that cannot be read is a
-    warning, never a verdict."""
+    """When `version` (trained on `serving`, its baseline) was promoted with an accepted data shift:
+    whether the clients moved with the data, i.e. whether `window`'s traffic differs (PSI above `limits`,
+    per feature) from the training data of the version it shifted from, unless it is still `NEARER` times
+    nearer that data than `serving` (summed PSI): a class mix alone moves the features a little, and is
+    not a move of the clients.
+    None when no shift was accepted; a reference that cannot be read is a warning, never a verdict."""
     tags = client(uri).get_model_version(name, version).tags or {}
     if tags.get(SHIFT_TAG) != "accepted":
         return None
@@ -274,14 +281,20 @@ def check_accepted_shift(
         "window": len(window),
         "time_range": {"from": utc_iso(window[0].time), "to": utc_iso(window[-1].time)},
     }
-    findings = data_shift.compare_with_traffic(data_shift.traffic_summary(images, source), training, limits)
-    moved = bool(data_shift.shifted(findings))
-    evidence = f"dataset {fetched['dataset_version'][:12]}; {', '.join(map(data_shift.describe, findings))}"
+    summary = data_shift.traffic_summary(images, source)
+    findings = data_shift.compare_with_traffic(summary, training, limits)
+    from_then = sum(finding["value"] for finding in findings)
+    from_now = sum(finding["value"] for finding in data_shift.compare_with_traffic(summary, serving, limits))
+    moved = bool(data_shift.shifted(findings)) and from_then * NEARER >= from_now
+    evidence = (
+        f"dataset {fetched['dataset_version'][:12]}; {', '.join(map(data_shift.describe, findings))};"
+        f" summed PSI {from_then:.3g} from it against {from_now:.3g} from v{version}'s"
+    )
     reason = (
         f"traffic differs from {name} v{reference_version}'s training data ({evidence}), as does the data"
         f" v{version} was trained on (shift accepted at evaluate)"
         if moved
-        else f"traffic matches {name} v{reference_version}'s training data ({evidence}) but v{version} was"
+        else f"traffic is like {name} v{reference_version}'s training data ({evidence}) but v{version} was"
         " trained on data shifted from it (accepted at evaluate)"
     )
     return result | {

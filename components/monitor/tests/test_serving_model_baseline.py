@@ -173,7 +173,7 @@ def test_an_accepted_shift_alerts_that_clients_did_not_move_with_the_data(tmp_pa
     assert not any(finding["shifted"] for finding in shift["findings"])
     reason = report["alert_reasons"][-1]
     assert reason.startswith(
-        f"clients did not move with the data: traffic matches mnist-mlops v1's training data"
+        f"clients did not move with the data: traffic is like mnist-mlops v1's training data"
         f" (dataset {v1_dataset[:12]}; mean_intensity PSI "
     )
     assert reason.endswith("but v2 was trained on data shifted from it (accepted at evaluate)")
@@ -224,3 +224,16 @@ def test_an_accepted_shift_whose_reference_is_gone_is_a_warning_not_a_verdict(tm
     short = run_monitor(few, tmp_path / "few-report", registry=registry["uri"])
     assert short["accepted_shift"]["clients_moved"] is None
     assert short["accepted_shift"]["reason"].startswith("50 images in the window, fewer than 100")
+
+
+def test_clients_sending_another_class_mix_of_the_older_data_did_not_move(tmp_path, registry):
+    """Traffic of one kind of digit only is a little beyond the older data's limits (its class mix moves
+    the features), yet far nearer it than the shifted data: the clients did not move with the data."""
+    images, labels = digit_images(40, seed=5)
+    nines = labels == 9
+    log = serve(tmp_path / "log", "2", images[nines].repeat(4, axis=0), labels[nines].repeat(4))
+    report = run_monitor(log, tmp_path / "report", registry=registry["uri"], min_samples=100)
+    shift = report["accepted_shift"]
+    assert any(finding["shifted"] for finding in shift["findings"])
+    assert shift["clients_moved"] is False
+    assert any("clients did not move" in reason for reason in report["alert_reasons"])
