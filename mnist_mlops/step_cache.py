@@ -69,10 +69,13 @@ class SameContentRule:
     challenger's content, the data, the thresholds, the parameters), so new data or code misses it; a
     champion with any other content is not the same content and is keyed by its content as always, so
     it is judged again; and a result judged against `same_as` itself (no verdict at all) is never filed
-    as the standing one. The standing entry is rewritten by each new verdict, so the one that stands is
-    the latest (in a whole run, the one register and deploy acted on). Content, not a version number,
-    is what was judged: the same bytes registered again under another version are the same model, and
-    whether production should name that version is left to register's and deploy's registry policy.
+    as the standing one. What `input` brings beside `same_as` (the champion's reference and the traffic
+    summary, which decide evaluate's data-shift gates) is left out too: those judge a challenger that is
+    not yet production, and this one already is. The standing entry is rewritten by each new verdict,
+    so the one that stands is the latest (in a whole run, the one register and deploy acted on).
+    Content, not a version number, is what was judged: the same bytes registered again under another
+    version are the same model, and whether production should name that version is left to register's
+    and deploy's registry policy.
     """
 
     input: str

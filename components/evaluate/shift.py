@@ -53,7 +53,7 @@ def read_reference(champion: Champion | None) -> Reference:
         return Reference("no champion given")
     record = champion.record
     if not record["found"]:
-        return Reference("no production model: no training data to compare with")
+        return Reference(record["reference"]["reason"])
     model = f"{record['model_name']} v{record['version']}"
     if champion.reference is None:
         return _unusable(record["reference"]["reason"])
