@@ -1,8 +1,9 @@
 """The on-disk form of image datasets that pass between components.
 
-A split is a folder of `.npy` arrays (memory-mappable; uint8 images (N, 28, 28), uint8 labels (N,),
-and for ingested data the per-image sha256 digests (N, 32)). The owning manifest records each file's
-sha256, and readers verify it, so a corrupted or edited array is refused rather than trained on.
+A split is a folder of `.npy` arrays (memory-mappable; uint8 images (N, H, W) or (N, H, W, 3), uint8
+labels (N,), and for ingested data the per-image sha256 digests (N, 32)). The owning manifest records
+each file's sha256, and readers verify it, so a corrupted or edited array is refused rather than trained
+on; it also records the image shape and the class names (index = label) that the arrays must match.
 """
 
 from __future__ import annotations
@@ -13,9 +14,28 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.features import NUM_CLASSES
 from mnist_mlops.hashing import sha256_file
 
-IMAGE_SHAPE = (28, 28)
+MNIST_IMAGE_SHAPE = (28, 28)
+MNIST_CLASSES = tuple(str(digit) for digit in range(NUM_CLASSES))
+"""MNIST's description: what the model still takes, and what a document written before datasets
+described themselves (or a reference bundle, which does not say) holds."""
+
+
+def image_shape_of(document: dict[str, Any]) -> tuple[int, ...]:
+    """The image shape a manifest or split report records: (H, W) for grayscale, (H, W, 3) for colour."""
+    return tuple(document.get("image_shape", MNIST_IMAGE_SHAPE))
+
+
+def classes_of(document: dict[str, Any]) -> list[str]:
+    """The class names a manifest or split report records, in label order."""
+    return list(document.get("classes", MNIST_CLASSES))
+
+
+def describe_shape(shape: tuple[int, ...] | list[int]) -> str:
+    """How messages name an image shape: "28x28 grayscale" or "32x32x3"."""
+    return "x".join(str(side) for side in shape) + (" grayscale" if len(shape) == 2 else "")
 
 
 def save_array(root: Path, relative_path: str, array: np.ndarray) -> dict[str, str]:
@@ -44,23 +64,31 @@ def load_array(root: Path, entry: dict[str, str], *, mmap: bool = False) -> np.n
         raise UserInputError(f"{path}: not a valid .npy array ({error})") from None
 
 
-def check_split(images: np.ndarray, labels: np.ndarray, source: str) -> None:
-    """Refuse arrays whose shape or dtype breaks the image contract."""
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise UserInputError(f"{source}: images must be uint8 (N, 28, 28), got {images.dtype} {images.shape}")
+def check_split(
+    images: np.ndarray, labels: np.ndarray, source: str, shape: tuple[int, ...], class_count: int
+) -> None:
+    """Refuse arrays whose shape, dtype or labels break what their manifest says of them."""
+    if images.dtype != np.uint8 or images.shape[1:] != shape:
+        expected = ", ".join(str(side) for side in ("N", *shape))
+        raise UserInputError(
+            f"{source}: images must be uint8 ({expected}) as the manifest says, "
+            f"got {images.dtype} {images.shape}"
+        )
     if labels.shape != (len(images),) or labels.dtype != np.uint8:
         raise UserInputError(
             f"{source}: labels must be uint8 ({len(images)},), got {labels.dtype} {labels.shape}"
         )
-    if len(labels) and labels.max() > 9:
-        raise UserInputError(f"{source}: label {int(labels.max())} is outside 0-9")
+    if len(labels) and labels.max() >= class_count:
+        raise UserInputError(
+            f"{source}: label {int(labels.max())} is outside 0-{class_count - 1} ({class_count} classes)"
+        )
 
 
 def load_split(root: Path, manifest: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of a non-empty split named in a (preprocessed or dataset) manifest, verified."""
     files = manifest["splits"][split]["files"]
     images, labels = load_array(root, files["images"]), load_array(root, files["labels"])
-    check_split(images, labels, str(root / split))
+    check_split(images, labels, str(root / split), image_shape_of(manifest), len(classes_of(manifest)))
     if not len(images):
         raise UserInputError(f"{root / split}: the {split} split is empty")
     return images, labels

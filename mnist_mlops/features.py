@@ -21,11 +21,13 @@ FEATURE_BINS = 20
 histograms compare bin by bin (PSI)."""
 
 NUM_CLASSES = 10
+"""MNIST's ten digits: the class count the model, the scoring server and the monitor still assume.
+Dataset statistics take the dataset's own class count instead."""
 _HISTOGRAM_CHUNK = 1 << 20
 
 
 def mean_intensity(images: np.ndarray) -> np.ndarray:
-    """Mean pixel value per image, on the 0-255 scale; `images` is uint8 (N, H, W)."""
+    """Mean pixel value per image, on the 0-255 scale; `images` is uint8 (N, H, W) or (N, H, W, 3)."""
     return images.reshape(len(images), -1).mean(axis=1, dtype=np.float64)
 
 
@@ -53,15 +55,15 @@ def feature_histogram(name: str, values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def class_counts(labels: np.ndarray) -> list[int]:
-    """Images per class 0-9."""
-    return np.bincount(labels.astype(np.int64), minlength=NUM_CLASSES)[:NUM_CLASSES].tolist()
+def class_counts(labels: np.ndarray, class_count: int) -> list[int]:
+    """Images per class, for labels 0 to `class_count` - 1."""
+    return np.bincount(labels.astype(np.int64), minlength=class_count)[:class_count].tolist()
 
 
-def class_priors(labels: np.ndarray) -> list[float]:
-    counts = np.asarray(class_counts(labels), dtype=np.float64)
+def class_priors(labels: np.ndarray, class_count: int) -> list[float]:
+    counts = np.asarray(class_counts(labels, class_count), dtype=np.float64)
     total = counts.sum()
-    return (counts / total).tolist() if total else [0.0] * NUM_CLASSES
+    return (counts / total).tolist() if total else [0.0] * class_count
 
 
 def total_variation(p: list[float], q: list[float]) -> float:
@@ -69,20 +71,20 @@ def total_variation(p: list[float], q: list[float]) -> float:
     return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
-def class_pixel_histograms(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(10, 256) counts of each 8-bit value per class, in one pass over the pixels.
+def class_pixel_histograms(images: np.ndarray, labels: np.ndarray, class_count: int) -> np.ndarray:
+    """(class_count, 256) counts of each 8-bit value per class (every channel), in one pass over the pixels.
 
     Keys `label * 256 + pixel` are counted in 1 MiB chunks: bincount widens its input to int64, and
     chunks keep that in cache. Every pixel statistic (global or per class, mean, std, histogram)
     follows exactly from these counts.
     """
     flat = images.reshape(len(images), -1)
-    counts = np.zeros(NUM_CLASSES * 256, dtype=np.int64)
+    counts = np.zeros(class_count * 256, dtype=np.int64)
     rows = max(_HISTOGRAM_CHUNK // max(flat.shape[1], 1), 1)
     for start in range(0, len(flat), rows):
         keys = labels[start : start + rows, None].astype(np.uint16) * 256 + flat[start : start + rows]
-        counts += np.bincount(keys.reshape(-1), minlength=NUM_CLASSES * 256)[: NUM_CLASSES * 256]
-    return counts.reshape(NUM_CLASSES, 256)
+        counts += np.bincount(keys.reshape(-1), minlength=class_count * 256)[: class_count * 256]
+    return counts.reshape(class_count, 256)
 
 
 def histogram_moments(histogram: np.ndarray) -> tuple[float, float]:

@@ -1,8 +1,12 @@
-"""Fast, safe decoding of many small PNGs (MNIST digits) into one uint8 array.
+"""Fast, safe decoding of many small PNGs (MNIST digits, or any one size of grayscale or colour
+images) into one uint8 array.
 
 Safety first: every blob's header is read (`read_png_header`) before anything is decompressed, and an
 image whose declared size is not the expected one is rejected without being decompressed. That is the
 defence against decompression bombs: a 10,000x10,000 PNG costs a 33-byte read, not 100 MB of memory.
+`png_shapes` tells a dataset's shapes from the headers alone, so its most common shape can be chosen
+before anything is decoded; `resize_png` brings an image of another shape to it, refusing images
+larger than `MAX_IMAGE_PIXELS`.
 
 Fast path (8-bit grayscale, non-interlaced: every MNIST PNG): a lean per-image Python loop walks the
 chunks with `struct`, verifies every chunk's CRC, joins the IDAT payloads, stops at IEND and inflates
@@ -16,7 +20,8 @@ differences ``a - c`` and ``b - c``). The batch is processed in chunks to stay c
 Fallback (right size but RGB, RGBA, palette, gray+alpha, 16-bit, low bit depth or interlaced): Pillow
 decodes the image, which is converted to 8-bit grayscale and flagged in `DecodedBatch.converted`.
 16-bit grayscale keeps its high byte (Pillow's own "I;16" to "L" conversion clips at 255, which would
-turn a 16-bit digit into a white blob).
+turn a 16-bit digit into a white blob). Colour images (shape (H, W, 3)) all go through Pillow, to 8-bit
+RGB; those that are not 8-bit RGB already are flagged as converted.
 
 Per-image failures never abort a batch: they are recorded in `DecodedBatch.errors` with a reason that
 describes the problem without echoing the input bytes.
@@ -24,6 +29,7 @@ describes the problem without echoing the input bytes.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import pickle
@@ -50,6 +56,12 @@ _MIN_FORK_IMAGES = 16_384  # below this, forking costs more than it saves
 _CHUNK_IMAGES = 8192  # images inflated and unfiltered per pass: bounds the scratch buffer, stays in cache
 _HEADER_CACHE_LIMIT = 256
 _BYTES_LITERAL = re.compile(r"""\bb(['"]).*?\1""")  # Pillow messages may quote chunk bytes: never echo them
+_COLOUR_TYPES = (2, 6)  # RGB and RGBA; palette images (3) are colour when a palette entry is not gray
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I")
+
+MAX_IMAGE_PIXELS = 1 << 24
+"""The most pixels (4096x4096) an image may declare for `png_shape` and `resize_png` to take it: beyond
+that, a small file is far more likely a decompression bomb than a training image."""
 
 
 class ImageDecodeError(ValueError):
@@ -71,9 +83,9 @@ class PngHeader:
 class DecodedBatch:
     """Decoded images plus per-item failures, so one bad file never costs the whole batch."""
 
-    images: np.ndarray  # uint8 (N, height, width); rows of failed items are zero
+    images: np.ndarray  # uint8 (N, height, width) or (N, height, width, 3); failed items are zero
     errors: dict[int, str]  # index -> reason for items that could not be decoded
-    converted: np.ndarray  # bool (N,): True where a non-8-bit-grayscale source was converted
+    converted: np.ndarray  # bool (N,): True where a source of another PNG mode was converted
 
 
 def _chunk_name(chunk_type: bytes) -> str:
@@ -247,17 +259,18 @@ def _unfilter(raw: np.ndarray, out: np.ndarray) -> None:
             out_rows[selected] = _undo_average_paeth(x[:, 1:], above, x[:, 0])
 
 
-def _decode_with_pillow(blob: bytes, header: PngHeader) -> np.ndarray:
-    """Decode a right-sized PNG that is not plain 8-bit grayscale, converting it to 8-bit grayscale."""
+def _decode_with_pillow(blob: bytes, header: PngHeader, channels: int = 1) -> np.ndarray:
+    """Decode a checked PNG with Pillow into 8-bit pixels of `channels` (1: (H, W), 3: (H, W, 3))."""
     _idat_parts(blob)
     try:
         with Image.open(BytesIO(blob), formats=["PNG"]) as image:
             image.load()
             if image.size != (header.width, header.height):
                 raise ImageDecodeError(f"Pillow decoded size {image.size}, header says otherwise")
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: keep the high byte
-                return (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
-            return np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.uint8)
+            if image.mode in _SIXTEEN_BIT_GRAY:  # keep the high byte
+                gray = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+                return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
+            return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     except ImageDecodeError:
         raise
     except Exception as error:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
@@ -266,9 +279,10 @@ def _decode_with_pillow(blob: bytes, header: PngHeader) -> np.ndarray:
 
 
 def decode_pngs(
-    blobs: Sequence[bytes], shape: tuple[int, int] = (28, 28), *, fork: bool = False
+    blobs: Sequence[bytes], shape: tuple[int, ...] = (28, 28), *, fork: bool = False
 ) -> DecodedBatch:
-    """Decode PNG blobs of the given (height, width) to uint8 grayscale; per-item failures go to errors.
+    """Decode PNG blobs of the given (height, width) to uint8 grayscale, or of (height, width, 3) to
+    uint8 RGB; per-item failures go to errors.
 
     Sizes are checked from the header before any decompression, so oversized images are refused cheaply.
     With `fork=True` a large batch is split with one forked child that writes its pixels straight into
@@ -280,7 +294,7 @@ def decode_pngs(
         return _decode_serial(blobs, shape)
     half = len(blobs) // 2
     rest = len(blobs) - half
-    pixels = mmap.mmap(-1, rest * shape[0] * shape[1])
+    pixels = mmap.mmap(-1, rest * math.prod(shape))
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -314,10 +328,12 @@ def decode_pngs(
     )
 
 
-def _decode_serial(blobs: Sequence[bytes], shape: tuple[int, int]) -> DecodedBatch:
+def _decode_serial(blobs: Sequence[bytes], shape: tuple[int, ...]) -> DecodedBatch:
+    if len(shape) not in (2, 3) or min(shape) <= 0 or shape[2:] not in ((), (3,)):
+        raise ValueError(f"shape must be (height, width) or (height, width, 3), positive, got {shape}")
+    if len(shape) == 3:
+        return _decode_colour_serial(blobs, shape)
     height, width = (int(v) for v in shape)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"shape must be positive, got {shape}")
     count = len(blobs)
     expected = height * (width + 1)
     images = np.empty((count, height, width), dtype=np.uint8)
@@ -335,9 +351,7 @@ def _decode_serial(blobs: Sequence[bytes], shape: tuple[int, int]) -> DecodedBat
             blob = blobs[i]
             try:
                 if type(blob) is not bytes:
-                    if not isinstance(blob, bytearray | memoryview):
-                        raise TypeError(f"expected bytes, got {type(blob).__name__}")
-                    blob = bytes(blob)
+                    blob = _as_bytes(blob)
                 key = blob[:_HEADER_END]
                 if key in verdicts:
                     verdict = verdicts[key]
@@ -380,17 +394,123 @@ def _decode_serial(blobs: Sequence[bytes], shape: tuple[int, int]) -> DecodedBat
     return DecodedBatch(images=images, errors=dict(sorted(errors.items())), converted=converted)
 
 
-def _verdict(header_bytes: bytes, height: int, width: int) -> PngHeader | str | None:
-    """Classify an image by its header alone: None (fast path), a PngHeader (Pillow) or an error reason."""
+def _decode_colour_serial(blobs: Sequence[bytes], shape: tuple[int, ...]) -> DecodedBatch:
+    """Every image through Pillow to 8-bit RGB; the same size checks from the header first."""
+    height, width, _ = shape
+    images = np.zeros((len(blobs), *shape), dtype=np.uint8)
+    converted = np.zeros(len(blobs), dtype=bool)
+    errors: dict[int, str] = {}
+    for i, blob in enumerate(blobs):
+        try:
+            blob = _as_bytes(blob)
+            header = _sized_header(blob[:_HEADER_END], height, width)
+            if type(header) is str:
+                errors[i] = header
+                continue
+            images[i] = _decode_with_pillow(blob, header, channels=3)
+            converted[i] = not (header.color_type == 2 and header.bit_depth == 8)
+        except ImageDecodeError as error:
+            errors[i] = str(error)
+        except Exception as error:  # anything unexpected is still one item's failure, not the batch's
+            errors[i] = f"cannot decode ({type(error).__name__})"
+    return DecodedBatch(images=images, errors=errors, converted=converted)
+
+
+def _as_bytes(blob: bytes | bytearray | memoryview) -> bytes:
+    if isinstance(blob, bytes):
+        return blob
+    if not isinstance(blob, bytearray | memoryview):
+        raise TypeError(f"expected bytes, got {type(blob).__name__}")
+    return bytes(blob)
+
+
+def _sized_header(header_bytes: bytes, height: int, width: int) -> PngHeader | str:
+    """The header of an image of the expected size, or the reason it is not one."""
     try:
         header = read_png_header(header_bytes)
     except ImageDecodeError as error:
         return str(error)
     if (header.width, header.height) != (width, height):
         return f"wrong size {header.width}x{header.height}, expected {width}x{height}"
+    return header
+
+
+def _verdict(header_bytes: bytes, height: int, width: int) -> PngHeader | str | None:
+    """Classify an image by its header alone: None (fast path), a PngHeader (Pillow) or an error reason."""
+    header = _sized_header(header_bytes, height, width)
+    if type(header) is str:
+        return header
     if header.bit_depth == 8 and header.color_type == 0 and header.interlace == 0:
         return None
     return header
+
+
+def png_shape(data: bytes) -> tuple[int, ...]:
+    """(height, width) of a one-channel PNG (gray, gray with alpha, palette of grays), (height, width, 3)
+    of a colour one (RGB, RGBA, palette with a colour), from the header and palette: nothing decoded.
+    Raises ImageDecodeError for an unreadable header or one declaring more than MAX_IMAGE_PIXELS."""
+    header = read_png_header(data)
+    _check_pixel_count(header)
+    if header.color_type in _COLOUR_TYPES or (header.color_type == 3 and _palette_has_colour(data)):
+        return (header.height, header.width, 3)
+    return (header.height, header.width)
+
+
+def png_shapes(blobs: Sequence[bytes]) -> list[tuple[int, ...] | str]:
+    """`png_shape` of each blob, or the reason it has none; blobs that share a header (and are not
+    palette images, whose answer depends on the palette) share the answer, so a dataset of one shape
+    costs one header check."""
+    known: dict[bytes, tuple[int, ...] | str] = {}
+    shapes: list[tuple[int, ...] | str] = []
+    for blob in blobs:
+        key = bytes(blob[:_HEADER_END])
+        answer = known.get(key)
+        if answer is None:
+            try:
+                answer = png_shape(blob)
+            except ImageDecodeError as error:
+                answer = str(error)
+            if key[25:26] != b"\x03" and len(known) < _HEADER_CACHE_LIMIT:
+                known[key] = answer
+        shapes.append(answer)
+    return shapes
+
+
+def resize_png(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Decode a PNG of another size or channel count than `shape` and bring it to `shape` (converted to
+    grayscale or RGB, resized bilinearly with Pillow): how a dataset of mixed shapes is made uniform
+    when its owner asks for it."""
+    header = read_png_header(data)
+    _check_pixel_count(header)
+    pixels = _decode_with_pillow(data, header, channels=3 if len(shape) == 3 else 1)
+    if pixels.shape[:2] == tuple(shape[:2]):
+        return pixels
+    resized = Image.fromarray(pixels).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def _check_pixel_count(header: PngHeader) -> None:
+    if header.width * header.height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(
+            f"declares {header.width}x{header.height} pixels, more than the {MAX_IMAGE_PIXELS} an image "
+            "may have (not decoded)"
+        )
+
+
+def _palette_has_colour(blob: bytes) -> bool:
+    """Whether any palette entry is not a gray (red, green and blue equal); PLTE precedes the data."""
+    pos = _HEADER_END
+    while pos + 8 <= len(blob):
+        length, chunk_type = _CHUNK.unpack_from(blob, pos)
+        if chunk_type == b"IDAT":
+            break
+        if chunk_type == b"PLTE":
+            if length % 3 or pos + 8 + length > len(blob):
+                raise ImageDecodeError("malformed or truncated PLTE chunk")
+            entries = np.frombuffer(blob, dtype=np.uint8, count=length, offset=pos + 8).reshape(-1, 3)
+            return bool((entries != entries[:, :1]).any())
+        pos += 12 + length
+    raise ImageDecodeError("palette image without a PLTE chunk before its data")
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -1,4 +1,5 @@
-"""Small MNIST-shaped datasets made by the tests themselves, in every layout ingest reads."""
+"""Small datasets made by the tests themselves, in every layout ingest reads: MNIST-shaped digits, and
+colour images of named classes."""
 
 from __future__ import annotations
 
@@ -42,19 +43,41 @@ def small_splits(train_per_class: int = 6, test_per_class: int = 3, seed: int = 
     return {"training": train, "testing": test}
 
 
+def colour_images(classes: int, per_class: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct size x size RGB uint8 images, noise tinted by class, and their labels 0 to classes - 1."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes, dtype=np.uint8), per_class)
+    tints = rng.integers(0, 128, size=(classes, 3))
+    noise = rng.integers(0, 128, size=(len(labels), size, size, 3))
+    return (noise + tints[labels, None, None, :]).astype(np.uint8), labels
+
+
+def colour_splits(
+    classes: int = 3, train_per_class: int = 10, test_per_class: int = 3, seed: int = 0
+) -> dict:
+    return {
+        "training": colour_images(classes, train_per_class, seed),
+        "testing": colour_images(classes, test_per_class, seed + 1000),
+    }
+
+
 def png_bytes(image: np.ndarray, mode: str = "L") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).convert(mode).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def write_png_tree(root: Path, splits: dict, prefix: str = "mnist_png") -> Path:
-    """`<root>/<prefix>/<split>/<label>/<n>.png`; returns the folder that holds `prefix`."""
+def write_png_tree(
+    root: Path, splits: dict, prefix: str = "mnist_png", classes: list[str] | None = None
+) -> Path:
+    """`<root>/<prefix>/<split>/<class>/<n>.png`, the class folder named `classes[label]` (default: the
+    label), grayscale or RGB as the images are; returns the folder that holds `prefix`."""
     for split, (images, labels) in splits.items():
         for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-            path = root / prefix / split / str(label) / f"{index}.png"
+            folder = classes[label] if classes else str(label)
+            path = root / prefix / split / folder / f"{index}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(png_bytes(image))
+            path.write_bytes(png_bytes(image, "L" if image.ndim == 2 else "RGB"))
     return root
 
 

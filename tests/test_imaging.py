@@ -243,6 +243,72 @@ def test_interlaced_images_decode_through_pillow() -> None:
     assert batch.converted.tolist() == [False] * 4 + [True] * 4
 
 
+# --- shapes, colour and resizing ---------------------------------------------------------------------------
+
+
+def test_png_shapes_count_channels_by_mode_and_palette_colour() -> None:
+    gray = digit_like(np.random.default_rng(5), 1)[0]
+    colour = np.dstack([gray, 255 - gray, gray // 2])
+    blobs = {
+        "L": pillow_png(Image.fromarray(gray)),
+        "LA": pillow_png(Image.fromarray(gray).convert("LA")),
+        "I;16": pillow_png(Image.fromarray(gray.astype(np.uint16) * 257)),
+        "P of grays": pillow_png(Image.fromarray(gray).convert("P")),
+        "RGB": pillow_png(Image.fromarray(colour)),
+        "RGBA": pillow_png(Image.fromarray(colour).convert("RGBA")),
+        "P of colours": pillow_png(Image.fromarray(colour).quantize(16)),
+        "other size": pillow_png(Image.fromarray(gray[:20, :24])),
+    }
+    shapes = dict(zip(blobs, imaging.png_shapes(list(blobs.values())), strict=True))
+    assert shapes == {
+        "L": (28, 28),
+        "LA": (28, 28),
+        "I;16": (28, 28),
+        "P of grays": (28, 28),
+        "RGB": (28, 28, 3),
+        "RGBA": (28, 28, 3),
+        "P of colours": (28, 28, 3),
+        "other size": (20, 24),
+    }
+    assert imaging.png_shapes([b"GIF89a", blobs["L"]]) == ["not a PNG file", (28, 28)]
+
+
+def test_an_image_larger_than_the_limit_has_no_shape_and_is_not_resized() -> None:
+    header = ihdr(5000, 4000)
+    bomb = png_bytes(header, zlib.compress(b"\0" * 10))
+    assert imaging.png_shapes([bomb]) == [
+        "declares 5000x4000 pixels, more than the 16777216 an image may have (not decoded)"
+    ]
+    with pytest.raises(ImageDecodeError, match="more than the 16777216"):
+        imaging.resize_png(bomb, (28, 28))
+
+
+def test_colour_batches_decode_to_rgb_like_pillow() -> None:
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, (3, 12, 10, 3), dtype=np.uint8)
+    gray = digit_like(rng, 1, size=12)[0][:, :10]
+    blobs = [pillow_png(Image.fromarray(image)) for image in rgb]
+    blobs += [pillow_png(Image.fromarray(rgb[0]).convert("RGBA")), pillow_png(Image.fromarray(gray))]
+    blobs.append(pillow_png(Image.fromarray(rgb[0][:8])))
+    batch = decode_pngs(blobs, (12, 10, 3))
+    assert batch.images.shape == (6, 12, 10, 3)
+    np.testing.assert_array_equal(batch.images[:4], np.concatenate([rgb, rgb[:1]]))
+    np.testing.assert_array_equal(batch.images[4], np.repeat(gray[..., None], 3, axis=2))
+    assert batch.converted.tolist() == [False, False, False, True, True, False]
+    assert batch.errors == {5: "wrong size 10x8, expected 10x12"}
+
+
+def test_resize_png_converts_and_resizes_bilinearly() -> None:
+    colour = Image.fromarray(np.random.default_rng(7).integers(0, 256, (30, 20, 3), dtype=np.uint8))
+    blob = pillow_png(colour)
+
+    def resized(image: Image.Image) -> np.ndarray:
+        return np.asarray(image.resize((10, 15), Image.Resampling.BILINEAR))
+
+    np.testing.assert_array_equal(imaging.resize_png(blob, (15, 10, 3)), resized(colour))
+    np.testing.assert_array_equal(imaging.resize_png(blob, (15, 10)), resized(colour.convert("L")))
+
+
 # --- failures: reported per item, never decoded -----------------------------------------------------------
 
 

@@ -14,8 +14,10 @@ VERSION = "0.1.0"
     version=VERSION,
     display_name="Ingest MNIST data",
     description=(
-        "Fetch MNIST (mnist_png folders or IDX files; local folder, .tar.gz, sha256-pinned http(s) tarball "
-        "or Azure Blob) into a versioned, content-hashed dataset with a data validation report."
+        "Fetch an image dataset (training/<class>/ and testing/<class>/ PNG folders of any size and class "
+        "names, or MNIST's IDX files; local folder, .tar.gz, sha256-pinned http(s) tarball or Azure Blob) "
+        "into a versioned, content-hashed dataset that records its image shape and classes, with a data "
+        "validation report."
     ),
     is_deterministic=False,
     tags={"stage": "ingest", "project": "mnist-mlops", "framework": "none"},
@@ -45,6 +47,17 @@ def ingest(
         optional=True,
         description="A previous data_report.json: an early, warn-only shift check (evaluate gates on shift).",
     ) = None,
+    classes: Input(
+        type="string",
+        optional=True,
+        description="Class names in label order, comma-separated (default: training class folders, sorted).",
+    ) = None,
+    on_mixed_shape: Input(
+        type="string",
+        default="fail",
+        enum=["fail", "resize"],
+        description="Images of another size or channel count than most: fail, or resize and convert them.",
+    ) = "fail",
     max_age_days: Input(
         type="integer",
         default=365,
@@ -96,6 +109,8 @@ def ingest(
             source_data=source_data,
             source_sha256=source_sha256,
             reference_report=reference_report,
+            classes=classes,
+            on_mixed_shape=on_mixed_shape,
             max_age_days=max_age_days,
             on_stale=on_stale,
             on_invalid=on_invalid,

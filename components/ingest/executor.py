@@ -4,7 +4,8 @@ Framework-free: plain paths and scalars in, files out. The AML/KFP component wra
 tests all call `run_ingest`.
 
 Output folder (`dataset`):
-    manifest.json                  dataset_manifest schema; `dataset_version` is the content hash
+    manifest.json                  dataset_manifest schema; `dataset_version` is the content hash, and
+                                   `image_shape` and `classes` say what the arrays hold
     training/{images,labels,digests}.npy
     testing/{images,labels,digests}.npy
 and `data_report.json` (data_report schema) beside it or wherever the caller asks.
@@ -13,6 +14,7 @@ and `data_report.json` (data_report schema) beside it or wherever the caller ask
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,14 +25,14 @@ import numpy as np
 from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.data_assets import check_registrable, register_dataset
-from mnist_mlops.dataset import save_array
+from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE, save_array
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import image_digests, labelled_set_digest
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.sources import open_source, read_files
 
-from .layouts import SPLITS, LoadedDataset, load_layout
+from .layouts import SPLITS, LoadedDataset, load_layout, parse_classes
 from .validation import (
     MAX_LISTED_INVALID,
     Policy,
@@ -59,6 +61,8 @@ def run_ingest(
     source_data: str | Path | None = None,
     source_sha256: str | None = None,
     reference_report: str | Path | None = None,
+    classes: str | None = None,
+    on_mixed_shape: str = "fail",
     max_age_days: int = 365,
     on_stale: str = "warn",
     on_invalid: str = "fail",
@@ -73,9 +77,10 @@ def run_ingest(
 
     `source_uri` comes first (None when `source_data` is given) so that positional calls such as
     `run_ingest("mnist.tar.gz", dataset, data_report)` keep working. Raises DataValidationError (exit 2
-    at the CLI) when a check fails, after writing nothing. With `asset_name`, inside an Azure ML job, the
-    written dataset is registered as that data asset, versioned by its content (`mnist_mlops.data_assets`),
-    before the report that names it is written.
+    at the CLI) when a check fails, after writing nothing. `classes` declares the class names in label
+    order (comma-separated); by default they are the training split's class folders, sorted. With
+    `asset_name`, inside an Azure ML job, the written dataset is registered as that data asset, versioned
+    by its content (`mnist_mlops.data_assets`), before the report that names it is written.
     """
     if (source_data is None) == (source_uri is None):
         given = "both" if source_data is not None else "neither"
@@ -85,21 +90,40 @@ def run_ingest(
     if asset_name is not None:
         check_registrable(asset_name)
     source = source_uri if source_data is None else str(source_data)
-    policy = Policy(max_age_days, on_stale, on_invalid, max_invalid_fraction, max_prior_shift, max_stat_shift)
+    policy = Policy(
+        max_age_days,
+        on_stale,
+        on_invalid,
+        max_invalid_fraction,
+        max_prior_shift,
+        max_stat_shift,
+        on_mixed_shape,
+    )
+    declared = parse_classes(classes)
     reference = contracts.read_json(reference_report, "data_report") if reference_report else None
     now = now or datetime.now(UTC)
     with open_source(source, sha256=source_sha256) as local:
-        layout = load_layout(read_files(local.path), local.uri)
+        layout = load_layout(
+            read_files(local.path), local.uri, classes=declared, on_mixed_shape=on_mixed_shape
+        )
 
     digests = {name: image_digests(split.images) for name, split in layout.splits.items()}
     stats = {
-        name: split_statistics(split.images, split.labels, digests[name], split.converted)
+        name: split_statistics(
+            split.images,
+            split.labels,
+            digests[name],
+            layout.classes,
+            converted=split.converted,
+            resized=split.resized,
+        )
         for name, split in layout.splits.items()
     }
     newest = datetime.fromtimestamp(layout.newest_mtime, UTC)
     checks = data_checks(
         stats,
         invalid=layout.invalid,
+        odd_shapes=layout.odd_shapes,
         candidates=layout.candidates,
         leakage=leakage_count(digests["training"], digests["testing"]),
         newest_source_time=newest,
@@ -144,7 +168,8 @@ def run_ingest(
         "source_format": layout.format,
         "fetched_at": utc_iso(now),
         "newest_source_time": utc_iso(newest),
-        "image_shape": [28, 28],
+        "image_shape": list(layout.image_shape),
+        "classes": layout.classes,
         "splits": {},
         "producer": {"component": COMPONENT_NAME, "version": __version__},
     }
@@ -168,9 +193,15 @@ def run_ingest(
 
 
 def _dataset_version(layout: LoadedDataset, digests: dict[str, np.ndarray]) -> str:
-    """Content hash of every (image, label) pair per split: the same content always has one version."""
+    """Content hash of every (image, label) pair per split: the same content always has one version.
+
+    The image shape and class names are content too (the same pixels and label numbers mean other
+    data with other names); they join the hash when they are not MNIST's, so MNIST keeps its versions.
+    """
     whole = hashlib.sha256()
     for name in SPLITS:
         whole.update(name.encode())
         whole.update(labelled_set_digest(digests[name], layout.splits[name].labels).digest())
+    if (layout.image_shape, tuple(layout.classes)) != (MNIST_IMAGE_SHAPE, MNIST_CLASSES):
+        whole.update(json.dumps({"image_shape": layout.image_shape, "classes": layout.classes}).encode())
     return whole.hexdigest()

@@ -1,34 +1,47 @@
-"""Recognise and decode the two MNIST layouts ingest accepts.
+"""Recognise and decode the two layouts ingest accepts.
 
-- `mnist_png`: `<root>/training/<label>/*.png` and `<root>/testing/<label>/*.png`.
+- Image folders (`mnist_png` is one): `<root>/training/<class name>/<file>` and
+  `<root>/testing/<class name>/<file>`, PNGs of any one size, grayscale or colour.
 - IDX: `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`,
-  `t10k-labels-idx1-ubyte[.gz]` (the original distribution).
+  `t10k-labels-idx1-ubyte[.gz]` (the original MNIST distribution; grayscale, any size).
 
-Files that cannot be used (not a PNG, truncated, wrong size, bad label folder) are collected as invalid
-with a reason instead of stopping the read; the caller's `on_invalid` policy decides what they mean.
+The classes are the training split's class folders sorted by name, as torchvision's ImageFolder and
+Keras' image_dataset_from_directory order them (MNIST's "0" to "9" are labels 0-9), or the order the
+caller declares; IDX labels name MNIST's digits unless classes are declared. The dataset's image shape
+is its most common one, read from the PNG headers before anything is decoded; images of another size or
+channel count are listed (`LoadedDataset.odd_shapes`) and, with on_mixed_shape=resize, resized and
+converted to it, else left out (the caller's check then fails).
+
+Files that cannot be used (not a PNG, truncated, too large) are collected as invalid with a reason
+instead of stopping the read; the caller's `on_invalid` policy decides what they mean.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from mnist_mlops.archives import FileEntry, gunzip
-from mnist_mlops.dataset import IMAGE_SHAPE
+from mnist_mlops.dataset import MNIST_CLASSES, describe_shape
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.imaging import ImageDecodeError, decode_pngs, png_shapes, resize_png
 
 SPLITS = ("training", "testing")
+MAX_CLASSES = 255
+"""Labels are stored as uint8."""
 _IDX_FILES = {
     "training": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "testing": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_UBYTE = 0x08
-_LABELS = {str(label): label for label in range(10)}
 _IDX_STEMS = frozenset(stem for pair in _IDX_FILES.values() for stem in pair)
+_LISTED_EXAMPLES = 3
 
 
 @dataclass
@@ -36,20 +49,39 @@ class LoadedSplit:
     images: np.ndarray
     labels: np.ndarray
     converted: int = 0
+    resized: int = 0
 
 
 @dataclass
 class LoadedDataset:
     format: str
-    splits: dict[str, LoadedSplit]
+    image_shape: tuple[int, ...]
+    classes: list[str]
+    splits: dict[str, LoadedSplit] = field(default_factory=dict)
     invalid: list[dict[str, str]] = field(default_factory=list)
+    odd_shapes: list[dict[str, Any]] = field(default_factory=list)
     candidates: int = 0
     ignored_files: int = 0
     newest_mtime: float = 0.0
 
 
-def load_layout(entries: list[FileEntry], source: str) -> LoadedDataset:
-    """Decode the dataset among `entries`, whichever layout it is in."""
+def parse_classes(text: str | None) -> list[str] | None:
+    """The declared class names (comma-separated, in label order), or None when none are declared."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise UserInputError(f"ingest: classes={text!r} holds an empty name; give names separated by commas")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserInputError(f"ingest: classes={text!r} names {', '.join(repeated)} more than once")
+    return _checked_class_count(names, "ingest: the declared classes")
+
+
+def load_layout(
+    entries: list[FileEntry], source: str, *, classes: list[str] | None = None, on_mixed_shape: str = "fail"
+) -> LoadedDataset:
+    """Decode the dataset among `entries`, whichever layout it is in, labelled by `classes` when given."""
     png_entries = [(entry, parts) for entry in entries if (parts := _png_parts(entry.path))]
     idx_entries: dict[str, FileEntry] = {}
     for entry in entries:
@@ -62,17 +94,17 @@ def load_layout(entries: list[FileEntry], source: str) -> LoadedDataset:
     if png_entries and idx_entries:
         raise UserInputError(f"source {source}: holds both mnist_png folders and IDX files; pick one")
     if png_entries:
-        return _load_png(png_entries, len(entries), source)
+        return _load_png(png_entries, len(entries), source, classes, on_mixed_shape)
     if idx_entries:
-        return _load_idx(idx_entries, len(entries), source)
+        return _load_idx(idx_entries, len(entries), source, classes)
     raise UserInputError(
-        f"source {source}: no MNIST data found (expected <root>/training/<label>/*.png and "
-        "<root>/testing/<label>/*.png, or the four *-idx?-ubyte[.gz] files)"
+        f"source {source}: no image data found (expected <root>/training/<class>/*.png and "
+        "<root>/testing/<class>/*.png, or the four *-idx?-ubyte[.gz] files)"
     )
 
 
 def _png_parts(path: str) -> tuple[str, str, str] | None:
-    """(root, split, label) when `path` is `[<root>/]<split>/<label>/<file>`, else None."""
+    """(root, split, class folder) when `path` is `[<root>/]<split>/<class>/<file>`, else None."""
     parts = path.rsplit("/", 3)
     if len(parts) < 3 or parts[-3] not in SPLITS:
         return None
@@ -80,40 +112,138 @@ def _png_parts(path: str) -> tuple[str, str, str] | None:
 
 
 def _load_png(
-    matches: list[tuple[FileEntry, tuple[str, str, str]]], total_files: int, source: str
+    matches: list[tuple[FileEntry, tuple[str, str, str]]],
+    total_files: int,
+    source: str,
+    declared: list[str] | None,
+    on_mixed_shape: str,
 ) -> LoadedDataset:
     roots = {root for _, (root, _, _) in matches}
     if len(roots) > 1:
         raise UserInputError(
             f"source {source}: several dataset roots ({', '.join(sorted(roots))}); expected one"
         )
+    ordered = sorted(matches, key=lambda match: match[0].path)
+    classes = _folder_classes(ordered, declared, source)
+    label_of = {name: label for label, name in enumerate(classes)}
+    items = {
+        split: [(entry, label_of[folder]) for entry, (_, in_split, folder) in ordered if in_split == split]
+        for split in SPLITS
+    }
+    shapes = {split: png_shapes([entry.data for entry, _ in items[split]]) for split in SPLITS}
     dataset = LoadedDataset(
-        "mnist_png", {}, candidates=len(matches), ignored_files=total_files - len(matches)
+        "mnist_png",
+        _common_shape(items, shapes, source),
+        classes,
+        candidates=len(matches),
+        ignored_files=total_files - len(matches),
+        newest_mtime=max(entry.mtime for entry, _ in matches),
     )
-    dataset.newest_mtime = max(entry.mtime for entry, _ in matches)
-    usable: dict[str, list[FileEntry]] = {split: [] for split in SPLITS}
-    split_labels: dict[str, list[int]] = {split: [] for split in SPLITS}
-    for entry, (_, split, folder) in sorted(matches, key=lambda match: match[0].path):
-        label = _LABELS.get(folder)
-        if label is None:
-            reason = f"label folder {folder!r} is not 0-9"
-            dataset.invalid.append({"path": entry.path, "split": split, "reason": reason})
-        else:
-            usable[split].append(entry)
-            split_labels[split].append(label)
     for split in SPLITS:
-        entries, labels = usable[split], split_labels[split]
-        batch = decode_pngs([entry.data for entry in entries], IMAGE_SHAPE, fork=True)
-        keep = np.ones(len(entries), dtype=bool)
-        for index, reason in sorted(batch.errors.items()):
-            keep[index] = False
-            dataset.invalid.append({"path": entries[index].path, "split": split, "reason": reason})
-        dataset.splits[split] = LoadedSplit(
-            images=batch.images[keep],
-            labels=np.asarray(labels, dtype=np.uint8)[keep],
-            converted=int(batch.converted[keep].sum()),
-        )
+        dataset.splits[split] = _decode_split(dataset, split, items[split], shapes[split], on_mixed_shape)
     return dataset
+
+
+def _folder_classes(
+    matches: list[tuple[FileEntry, tuple[str, str, str]]], declared: list[str] | None, source: str
+) -> list[str]:
+    """The declared classes, after checking every class folder is one of them; else the training
+    split's class folders, sorted, after checking testing has no class that training lacks."""
+    first_file: dict[str, dict[str, str]] = {split: {} for split in SPLITS}
+    for entry, (_, split, folder) in matches:
+        first_file[split].setdefault(folder, entry.path)
+    if declared is not None:
+        for split in SPLITS:
+            for folder, path in first_file[split].items():
+                if folder not in declared:
+                    raise UserInputError(
+                        f"source {source}: class folder {split}/{folder} (e.g. {path}) is not one of the "
+                        f"declared classes ({', '.join(declared)})"
+                    )
+        return declared
+    for folder, path in first_file["testing"].items():
+        if folder not in first_file["training"]:
+            raise UserInputError(
+                f"source {source}: class folder testing/{folder} (e.g. {path}) has no counterpart in "
+                "training; every class needs training images"
+            )
+    return _checked_class_count(sorted(first_file["training"]), f"source {source}: training's class folders")
+
+
+def _checked_class_count(classes: list[str], where: str) -> list[str]:
+    if len(classes) > MAX_CLASSES:
+        raise UserInputError(
+            f"{where}: {len(classes)} classes ({', '.join(classes[:_LISTED_EXAMPLES])}, ...), more than "
+            f"the {MAX_CLASSES} ingest supports (labels are uint8)"
+        )
+    if len(classes) < 2:
+        raise UserInputError(
+            f"{where}: only {len(classes)} class ({', '.join(classes)}); a classifier needs two"
+        )
+    return classes
+
+
+def _common_shape(
+    items: dict[str, list[tuple[FileEntry, int]]], shapes: dict[str, list[tuple[int, ...] | str]], source: str
+) -> tuple[int, ...]:
+    """The most common size and the most common channel count among the images that have a shape."""
+    readable = [shape for split in SPLITS for shape in shapes[split] if isinstance(shape, tuple)]
+    if not readable:
+        failures = (
+            f"{entry.path}: {reason}"
+            for split in SPLITS
+            for (entry, _), reason in zip(items[split], shapes[split], strict=True)
+        )
+        examples = "; ".join(itertools.islice(failures, _LISTED_EXAMPLES))
+        raise UserInputError(f"source {source}: no image could be read (e.g. {examples})")
+    height, width = Counter(shape[:2] for shape in readable).most_common(1)[0][0]
+    colour = Counter(len(shape) == 3 for shape in readable).most_common(1)[0][0]
+    return (height, width, 3) if colour else (height, width)
+
+
+def _decode_split(
+    dataset: LoadedDataset,
+    split: str,
+    items: list[tuple[FileEntry, int]],
+    shapes: list[tuple[int, ...] | str],
+    on_mixed_shape: str,
+) -> LoadedSplit:
+    """Decode the images of the dataset's shape at once, resize the others (on_mixed_shape=resize) one
+    by one, and record every failure as an invalid file, in path order."""
+    shape = dataset.image_shape
+    images = np.zeros((len(items), *shape), dtype=np.uint8)
+    kept = np.zeros(len(items), dtype=bool)
+    converted = np.zeros(len(items), dtype=bool)
+    resized = np.zeros(len(items), dtype=bool)
+    failures: dict[int, str] = {}
+    uniform = [index for index, found in enumerate(shapes) if found == shape]
+    batch = decode_pngs([items[index][0].data for index in uniform], shape, fork=True)
+    images[uniform], kept[uniform], converted[uniform] = batch.images, True, batch.converted
+    failures |= {uniform[position]: reason for position, reason in batch.errors.items()}
+    for index, found in enumerate(shapes):
+        if isinstance(found, str):
+            failures[index] = found
+        elif found != shape:
+            entry = items[index][0]
+            dataset.odd_shapes.append({"path": entry.path, "split": split, "shape": list(found)})
+            if on_mixed_shape == "resize":
+                try:
+                    images[index] = resize_png(entry.data, shape)
+                except ImageDecodeError as error:
+                    failures[index] = str(error)
+                    continue
+                kept[index], converted[index] = True, len(found) != len(shape)
+                resized[index] = found[:2] != shape[:2]
+    for index, reason in sorted(failures.items()):
+        kept[index] = False
+        dataset.invalid.append({"path": items[index][0].path, "split": split, "reason": reason})
+    labels = np.asarray([label for _, label in items], dtype=np.uint8)
+    return LoadedSplit(
+        images=images[kept],
+        labels=labels[kept],
+        converted=int(converted[kept].sum()),
+        resized=int(resized[kept].sum()),
+    )
 
 
 def _idx_stem(path: str) -> str | None:
@@ -122,30 +252,40 @@ def _idx_stem(path: str) -> str | None:
     return stem if stem in _IDX_STEMS else None
 
 
-def _load_idx(files: dict[str, FileEntry], total_files: int, source: str) -> LoadedDataset:
+def _load_idx(
+    files: dict[str, FileEntry], total_files: int, source: str, declared: list[str] | None
+) -> LoadedDataset:
     missing = [stem for pair in _IDX_FILES.values() for stem in pair if stem not in files]
     if missing:
         raise UserInputError(f"source {source}: IDX dataset is missing {', '.join(missing)}")
-    dataset = LoadedDataset("idx", {}, ignored_files=total_files - len(files))
+    arrays = {
+        split: (_read_idx(files[images_stem], dims=3), _read_idx(files[labels_stem], dims=1))
+        for split, (images_stem, labels_stem) in _IDX_FILES.items()
+    }
+    shape, test_shape = (arrays[split][0].shape[1:] for split in SPLITS)
+    if not all(shape):
+        raise UserInputError(f"{files[_IDX_FILES['training'][0]].path}: images are {describe_shape(shape)}")
+    if test_shape != shape:
+        raise UserInputError(
+            f"{files[_IDX_FILES['testing'][0]].path}: images are {describe_shape(test_shape)}, the training "
+            f"images {describe_shape(shape)}; both splits must have one shape"
+        )
+    classes = declared or list(MNIST_CLASSES)
+    dataset = LoadedDataset("idx", shape, classes, ignored_files=total_files - len(files))
     dataset.newest_mtime = max(entry.mtime for entry in files.values())
     for split, (images_stem, labels_stem) in _IDX_FILES.items():
-        images = _read_idx(files[images_stem], dims=3)
-        labels = _read_idx(files[labels_stem], dims=1)
-        if images.shape[1:] != IMAGE_SHAPE:
-            raise UserInputError(
-                f"{files[images_stem].path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28"
-            )
+        images, labels = arrays[split]
         if len(images) != len(labels):
             raise UserInputError(
                 f"{files[labels_stem].path}: {len(labels)} labels for {len(images)} images in {images_stem}"
             )
-        keep = labels <= 9
+        keep = labels < len(classes)
         for index in np.flatnonzero(~keep):
             dataset.invalid.append(
                 {
                     "path": f"{files[labels_stem].path}[{index}]",
                     "split": split,
-                    "reason": f"label {labels[index]} is not 0-9",
+                    "reason": f"label {labels[index]} is not 0-{len(classes) - 1}",
                 }
             )
         dataset.candidates += len(images)

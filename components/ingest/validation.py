@@ -1,13 +1,15 @@
 """Data validation for ingest (the job of TFX's ExampleValidator), written to `data_report.json`.
 
-Checks the decoded dataset on its own (size and mode, label range, class balance, duplicates, leakage
-between training and testing, invalid files, data age) and, given the previous version's report,
-against it (schema changes and distribution shift of class priors, mean intensity and ink fraction).
+Checks the decoded dataset on its own (one image shape, every class present, class balance, duplicates,
+leakage between training and testing, invalid files, data age) and, given the previous version's report,
+against it (changes of image shape, mode or class list, and distribution shift of class priors, mean
+intensity and ink fraction).
 Every check records its value, threshold, outcome (pass, warn, fail) and a reason a person can read.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops import features
-from mnist_mlops.dataset import IMAGE_SHAPE
+from mnist_mlops.dataset import classes_of, describe_shape
 
 MAX_CLASS_IMBALANCE = 2.0
 """Largest allowed ratio between the most and the least frequent class (MNIST itself is 1.24)."""
 
 MAX_LISTED_INVALID = 1000
+_LISTED_EXAMPLES = 5
+_MODES = {2: "L", 3: "RGB"}  # by the length of the image shape
 
 
 @dataclass(frozen=True)
@@ -33,29 +37,40 @@ class Policy:
     max_invalid_fraction: float
     max_prior_shift: float
     max_stat_shift: float
+    on_mixed_shape: str
 
 
 def check(name: str, outcome: str, value: Any, threshold: Any, reason: str) -> dict[str, Any]:
     return {"name": name, "outcome": outcome, "value": value, "threshold": threshold, "reason": reason}
 
 
-def split_statistics(images: np.ndarray, labels: np.ndarray, digests: np.ndarray, converted: int) -> dict:
+def split_statistics(
+    images: np.ndarray,
+    labels: np.ndarray,
+    digests: np.ndarray,
+    classes: list[str],
+    *,
+    converted: int,
+    resized: int,
+) -> dict:
     """The statistics of one split that the report keeps and later versions compare against."""
-    counts = features.class_counts(labels)
+    counts = features.class_counts(labels, len(classes))
     unique = len(np.unique(digests.view(np.dtype((np.void, 32))).ravel())) if len(digests) else 0
-    histogram = features.class_pixel_histograms(images, labels).sum(axis=0)
+    histogram = features.class_pixel_histograms(images, labels, len(classes)).sum(axis=0)
     pixel_mean, pixel_std = features.histogram_moments(histogram)
     return {
         "count": len(images),
-        "image_shape": list(IMAGE_SHAPE),
-        "mode": "L",
+        "image_shape": list(images.shape[1:]),
+        "mode": _MODES[images.ndim - 1],
+        "classes": classes,
         "class_counts": counts,
-        "class_priors": features.class_priors(labels),
+        "class_priors": features.class_priors(labels, len(classes)),
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
         "ink_fraction": float(histogram[features.INK_THRESHOLD :].sum() / max(histogram.sum(), 1)),
         "duplicates": len(images) - unique,
-        "converted_to_grayscale": converted,
+        "converted": converted,
+        "resized": resized,
     }
 
 
@@ -71,6 +86,7 @@ def data_checks(
     splits: dict[str, dict],
     *,
     invalid: list[dict[str, str]],
+    odd_shapes: list[dict[str, Any]],
     candidates: int,
     leakage: int,
     newest_source_time: datetime,
@@ -112,15 +128,16 @@ def data_checks(
                 f"skipped {len(invalid)} invalid files (on_invalid=skip)",
             )
         )
+    checks.append(shape_check(odd_shapes, splits["training"]["image_shape"], policy))
     for name, stats in splits.items():
-        present = [count for count in stats["class_counts"] if count]
-        if len(present) < features.NUM_CLASSES:
-            missing = [label for label, count in enumerate(stats["class_counts"]) if not count]
-            checks.append(
-                check(f"{name}_labels", "fail", missing, "0-9", f"{name} has no images of class {missing}")
-            )
+        missing = [
+            label for label, count in zip(stats["classes"], stats["class_counts"], strict=True) if not count
+        ]
+        if missing:
+            reason = f"{name} has no images of class {', '.join(repr(label) for label in missing)}"
+            checks.append(check(f"{name}_labels", "fail", missing, "every class", reason))
             continue
-        ratio = max(present) / min(present)
+        ratio = max(stats["class_counts"]) / min(stats["class_counts"])
         outcome = "pass" if ratio <= MAX_CLASS_IMBALANCE else "warn"
         checks.append(
             check(
@@ -169,6 +186,30 @@ def data_checks(
     return checks
 
 
+def shape_check(odd_shapes: list[dict[str, Any]], image_shape: list[int], policy: Policy) -> dict[str, Any]:
+    """Whether every image has the dataset's (most common) shape; those that have not are counted by
+    shape and named, and fail the check unless on_mixed_shape=resize brought them to it."""
+    expected = describe_shape(image_shape)
+    if not odd_shapes:
+        return check("image_shapes", "pass", 0, 0, f"every image is {expected}")
+    found = Counter(describe_shape(item["shape"]) for item in odd_shapes)
+    kinds = ", ".join(f"{shape} ({count})" for shape, count in found.most_common())
+    examples = ", ".join(
+        f"{item['path']} ({describe_shape(item['shape'])})" for item in odd_shapes[:_LISTED_EXAMPLES]
+    )
+    count = f"{len(odd_shapes)} image{'s' if len(odd_shapes) > 1 else ''}"
+    if policy.on_mixed_shape == "resize":
+        reason = (
+            f"resized or converted {count} to {expected} (on_mixed_shape=resize): {kinds}; e.g. {examples}"
+        )
+        return check("image_shapes", "warn", len(odd_shapes), 0, reason)
+    reason = (
+        f"{count} of another shape than most, {expected}: {kinds}; e.g. {examples}; "
+        "on_mixed_shape=resize would resize and convert them"
+    )
+    return check("image_shapes", "fail", len(odd_shapes), 0, reason)
+
+
 def reference_checks(splits: dict[str, dict], reference: dict, policy: Policy) -> list[dict[str, Any]]:
     """Schema changes and distribution shift against the previous version's report."""
     checks = []
@@ -182,20 +223,19 @@ def reference_checks(splits: dict[str, dict], reference: dict, policy: Policy) -
             for key in ("image_shape", "mode")
             if previous[key] != stats[key]
         ]
-        labels_now = {i for i, count in enumerate(stats["class_counts"]) if count}
-        labels_then = {i for i, count in enumerate(previous["class_counts"]) if count}
-        if labels_now != labels_then:
-            changes.append(f"label set {sorted(labels_then)} -> {sorted(labels_now)}")
+        previous_classes = classes_of(previous)
+        if previous_classes != stats["classes"]:
+            changes.append(f"classes {previous_classes} -> {stats['classes']}")
         checks.append(
             check(
                 f"{name}_schema",
                 "warn" if changes else "pass",
                 changes,
                 [],
-                "; ".join(changes) if changes else "same image shape, mode and labels as the reference",
+                "; ".join(changes) if changes else "same image shape, mode and classes as the reference",
             )
         )
-        distance = features.total_variation(stats["class_priors"], previous["class_priors"])
+        distance = _prior_distance(stats, previous)
         checks.append(
             check(
                 f"{name}_class_prior_shift",
@@ -217,6 +257,17 @@ def reference_checks(splits: dict[str, dict], reference: dict, policy: Policy) -
                 )
             )
     return checks
+
+
+def _prior_distance(stats: dict, previous: dict) -> float:
+    """Total variation of the class priors, class by name: a class only one report has counts as 0 in
+    the other (with the same classes, the classes' own order, so equal reports give exactly 0)."""
+    now = dict(zip(stats["classes"], stats["class_priors"], strict=True))
+    then = dict(zip(classes_of(previous), previous["class_priors"], strict=True))
+    names = [*now, *(name for name in then if name not in now)]
+    return features.total_variation(
+        [now.get(name, 0.0) for name in names], [then.get(name, 0.0) for name in names]
+    )
 
 
 def _relative_change(now: float, then: float) -> float:

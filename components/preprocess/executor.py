@@ -1,7 +1,8 @@
 """preprocess: turn an ingested dataset into training-ready splits plus the statistics later stages need.
 
 Framework-free: plain paths and scalars. Output folder:
-    manifest.json              preprocessed_manifest schema (normalization constants, split files)
+    manifest.json              preprocessed_manifest schema (normalization constants, split files, and
+                               the dataset's image shape and classes, copied from its manifest)
     baseline_statistics.json   baseline_statistics schema (what monitoring and validation compare to)
     {train,validation,test}/{images,labels}.npy   uint8, memory-mappable, streamed by tf.data
 
@@ -12,6 +13,7 @@ are shuffled with the same seed, so a reader streaming them in order still sees 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts, features
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.dataset import load_split, save_array
+from mnist_mlops.dataset import classes_of, load_split, save_array
 from mnist_mlops.hashing import sha256_file
 from mnist_mlops.ports import checked
 
@@ -37,6 +39,7 @@ def run_preprocess(
     """Split and describe the ingested `dataset` into the folder `preprocessed`; returns its manifest."""
     dataset = Path(dataset)
     source = contracts.read_json(dataset / "manifest.json", "dataset_manifest")
+    classes = classes_of(source)
     splits = {name: load_split(dataset, source, name) for name in ("training", "testing")}
 
     rng = np.random.default_rng(seed)
@@ -48,7 +51,7 @@ def run_preprocess(
         "validation": (images[validation_rows], labels[validation_rows]),
         "test": splits["testing"],
     }
-    train_histograms = features.class_pixel_histograms(*outputs["train"])
+    train_histograms = features.class_pixel_histograms(*outputs["train"], len(classes))
     baseline = baseline_statistics(
         *outputs["train"], train_histograms, dataset_version=source["dataset_version"]
     )
@@ -60,7 +63,8 @@ def run_preprocess(
         "source_manifest_sha256": sha256_file(dataset / "manifest.json"),
         "seed": seed,
         "validation_fraction": validation_fraction,
-        "image_shape": [28, 28],
+        "image_shape": source["image_shape"],
+        "classes": classes,
         "normalization": {"scale": 1 / 255.0, "mean": pixel_mean / 255.0, "std": pixel_std / 255.0},
         "splits": {},
         "producer": {"component": COMPONENT_NAME, "version": __version__},
@@ -69,7 +73,7 @@ def run_preprocess(
         for name, (split_images, split_labels) in outputs.items():
             manifest["splits"][name] = {
                 "count": len(split_images),
-                "class_counts": features.class_counts(split_labels),
+                "class_counts": features.class_counts(split_labels, len(classes)),
                 "files": {
                     "images": save_array(stage, f"{name}/images.npy", split_images),
                     "labels": save_array(stage, f"{name}/labels.npy", split_labels),
@@ -102,12 +106,13 @@ def baseline_statistics(
 ) -> dict[str, Any]:
     """Class priors, per-class pixel statistics and feature histograms of the training split.
 
-    `class_histograms` is `features.class_pixel_histograms(images, labels)`.
+    `class_histograms` is `features.class_pixel_histograms(images, labels, class_count)`.
     """
     per_class = []
+    values_per_image = math.prod(images.shape[1:])
     for label, histogram in enumerate(class_histograms):
         mean, std = features.histogram_moments(histogram)
-        count = int(histogram.sum()) // (images.shape[1] * images.shape[2])
+        count = int(histogram.sum()) // values_per_image
         per_class.append(
             {"class": label, "count": count, "pixel_mean": mean / 255.0, "pixel_std": std / 255.0}
         )
@@ -116,7 +121,7 @@ def baseline_statistics(
         "schema_version": 1,
         "dataset_version": dataset_version,
         "count": len(images),
-        "class_priors": features.class_priors(labels),
+        "class_priors": features.class_priors(labels, len(class_histograms)),
         "per_class": per_class,
         "intensity_histogram": (histogram / max(histogram.sum(), 1)).tolist(),
         "mean_image": mean_image(images),
@@ -128,8 +133,9 @@ def baseline_statistics(
 
 
 def mean_image(images: np.ndarray) -> list:
-    """The average image on the 0-1 scale (4 decimals): where the ink usually is, so a change of
-    position, size or orientation shows even when every intensity statistic stays the same."""
+    """The average image on the 0-1 scale (4 decimals; per channel for colour images): where the ink
+    usually is, so a change of position, size or orientation shows even when every intensity statistic
+    stays the same."""
     total = np.zeros(images.shape[1:], dtype=np.float64)
     for start in range(0, len(images), 4096):
         total += images[start : start + 4096].sum(axis=0, dtype=np.float64)

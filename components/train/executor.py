@@ -24,8 +24,9 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts, plots
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.dataset import load_split
+from mnist_mlops.dataset import MNIST_IMAGE_SHAPE, classes_of, describe_shape, image_shape_of, load_split
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.features import NUM_CLASSES
 from mnist_mlops.inference import predict_in_batches
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import code_version, environment_hash
@@ -61,12 +62,12 @@ def run_train(
     `max_train_images` > 0 trains on a stratified-enough prefix of the (already shuffled) train split:
     for smoke tests and CI, never for a model that is meant to be registered.
     """
+    splits = _read_splits(Path(preprocessed), max_train_images)
     import keras
     import tensorflow as tf
 
     from .model import training_dataset
 
-    splits = _read_splits(Path(preprocessed), max_train_images)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     strategy, cluster = _strategy()
@@ -103,10 +104,24 @@ def run_train(
 
 def _read_splits(preprocessed: Path, max_train_images: int) -> _Splits:
     manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
+    _check_model_fits(manifest, preprocessed)
     train_images, train_labels = load_split(preprocessed, manifest, "train")
     if max_train_images:
         train_images, train_labels = train_images[:max_train_images], train_labels[:max_train_images]
     return _Splits(manifest, (train_images, train_labels), load_split(preprocessed, manifest, "validation"))
+
+
+def _check_model_fits(manifest: dict[str, Any], preprocessed: Path) -> None:
+    """Refuse data the network cannot take, with both descriptions, before TensorFlow is even loaded."""
+    shape, classes = image_shape_of(manifest), classes_of(manifest)
+    if shape == MNIST_IMAGE_SHAPE and len(classes) == NUM_CLASSES:
+        return
+    named = ", ".join(classes[:NUM_CLASSES]) + (", ..." if len(classes) > NUM_CLASSES else "")
+    raise UserInputError(
+        f"train: this model takes {describe_shape(MNIST_IMAGE_SHAPE)} images of {NUM_CLASSES} classes; "
+        f"the data has {describe_shape(shape)} images of {len(classes)} classes ({named}; "
+        f"{preprocessed / 'manifest.json'})"
+    )
 
 
 def _steps_per_epoch(preprocessed: Path, train_count: int, global_batch: int) -> int:
@@ -295,8 +310,8 @@ def _save_model(network: Any, target: Path, example: np.ndarray, summary: dict) 
     from mlflow.types import Schema, TensorSpec
 
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28), "images")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities")]),
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *MNIST_IMAGE_SHAPE), "images")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES), "probabilities")]),
     )
     requirements = [
         f"tensorflow-cpu=={summary['tf_version']}",

@@ -10,14 +10,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
+from mnist_mlops.features import NUM_CLASSES
+
 MAX_SHIFT_PIXELS = 2
 """Augmentation: each training image is moved by up to this many pixels in x and y."""
 
 
 def build_model(mean: float, std: float) -> keras.Model:
     """Two conv blocks and a small dense head: the keras.io MNIST convnet's cost, plus a hidden layer."""
-    images = keras.Input((28, 28), dtype="uint8", name="images")
-    x = keras.layers.Reshape((28, 28, 1))(images)
+    images = keras.Input(MNIST_IMAGE_SHAPE, dtype="uint8", name="images")
+    x = keras.layers.Reshape((*MNIST_IMAGE_SHAPE, 1))(images)
     x = keras.layers.Rescaling(1.0 / (255.0 * std), offset=-mean / std)(x)
     x = keras.layers.Conv2D(32, 3, activation="relu")(x)
     x = keras.layers.MaxPooling2D()(x)
@@ -25,7 +28,7 @@ def build_model(mean: float, std: float) -> keras.Model:
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dropout(0.5)(x)
-    logits = keras.layers.Dense(10, name="logits")(x)
+    logits = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
     return keras.Model(images, probabilities, name="mnist_cnn")
 
@@ -41,7 +44,7 @@ def shift_images(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     moved = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(images[..., None], tf.float32),
         transforms=transforms,
-        output_shape=[28, 28],
+        output_shape=list(MNIST_IMAGE_SHAPE),
         interpolation="NEAREST",
         fill_mode="CONSTANT",
         fill_value=0.0,

@@ -212,7 +212,7 @@ def test_missing_and_unsupported_sources(tmp_path):
     with pytest.raises(SourceError, match="unsupported scheme"):
         ingest_to(tmp_path, "ftp://example.org/mnist.tar.gz")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserInputError, match="no MNIST data found"):
+    with pytest.raises(UserInputError, match="no image data found"):
         ingest_to(tmp_path, str(tmp_path / "empty"))
     not_a_tarball = tmp_path / "data.zip"
     not_a_tarball.write_bytes(b"PK")

@@ -49,7 +49,7 @@ def test_missing_class_fails(tmp_path):
     splits = small_splits()
     images, labels = splits["testing"]
     splits["testing"] = (images[labels != 7], labels[labels != 7])
-    with pytest.raises(DataValidationError, match=r"no images of class \[7\]"):
+    with pytest.raises(DataValidationError, match=r"testing has no images of class '7'"):
         ingest(tmp_path, write_png_tree(tmp_path / "src", splits))
 
 
