@@ -69,7 +69,7 @@ def test_container_has_no_network_and_fails_cleanly_on_bad_data(tmp_path, data_i
         {"source_data": tmp_path / "empty"},
         {"dataset": tmp_path / "out" / "dataset", "data_report": tmp_path / "out" / "report.json"},
     )
-    assert result.returncode == 2 and "no MNIST data found" in result.stderr
+    assert result.returncode == 2 and "no image data found" in result.stderr
     assert not (tmp_path / "out" / "dataset").exists() and not (tmp_path / "out" / "report.json").exists()
 
 

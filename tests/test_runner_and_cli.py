@@ -143,7 +143,7 @@ def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
     code = run_pipeline(tmp_path / "empty", tmp_path / "runs")
     output = capsys.readouterr().out
     assert code == 1
-    assert "node ingest failed" in output and "no MNIST data found" in output
+    assert "node ingest failed" in output and "no image data found" in output
     assert "log.txt" in output
 
 
