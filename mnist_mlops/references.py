@@ -15,7 +15,6 @@ the registry may outlive a run's artifacts, and a missing reference is a finding
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,7 @@ def fetch(uri: str, model_name: str, version: str, destination: Path) -> dict[st
     {found, uri, dataset_version, reason}. `destination` exists only when found."""
     from mlflow.exceptions import MlflowException
 
-    from mnist_mlops.registry import client
+    from mnist_mlops.registry import client, download_folder
 
     where = f"{model_name} v{version}"
     try:
@@ -96,25 +95,14 @@ def fetch(uri: str, model_name: str, version: str, destination: Path) -> dict[st
     source = tags.get(TAG)
     if not source:
         return _missing(None, f"{where} was registered without a reference (no {TAG} tag)")
-    scratch = destination.with_name(f".{destination.name}.download")
-    shutil.rmtree(scratch, ignore_errors=True)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file buries warnings
     try:
-        import mlflow.artifacts
-
-        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(scratch), tracking_uri=uri)
-        (folder,) = {path.parent for path in scratch.rglob(MANIFEST)} or {None}
-        if folder is None:
-            raise UserInputError(f"no {MANIFEST} in the download")
-        manifest, _ = read_bundle(folder)
-        test_split(folder)
+        download_folder(uri, source, destination, MANIFEST)
+        manifest, _ = read_bundle(destination)
+        test_split(destination)
     except (MlflowException, OSError, UserInputError, ValueError) as error:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(destination, ignore_errors=True)
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         return _missing(source, f"{where}'s reference {source} cannot be read ({detail})")
-    shutil.rmtree(destination, ignore_errors=True)
-    folder.rename(destination)
-    shutil.rmtree(scratch, ignore_errors=True)
     return {
         "found": True,
         "uri": source,

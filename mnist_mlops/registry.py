@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +47,31 @@ def client(uri: str):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def download_folder(uri: str, artifact_uri: str, destination: Path, marker: str) -> Path:
+    """Download `artifact_uri` and move the folder holding `marker` (MLflow nests a download under its
+    artifact path) to `destination`, replacing what was there; returns `destination`. A download
+    without exactly one `marker` is a UserInputError; the scratch folder never outlives the call."""
+    import mlflow.artifacts
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file buries warnings
+    scratch = destination.with_name(f".{destination.name}.download")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=str(scratch), tracking_uri=uri
+        )
+        folders = {path.parent for path in scratch.rglob(marker)}
+        if len(folders) != 1:
+            raise UserInputError(
+                f"{artifact_uri}: expected one {marker} in the download, found {len(folders)}"
+            )
+        shutil.rmtree(destination, ignore_errors=True)
+        folders.pop().rename(destination)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return destination
 
 
 def sqlite_file(uri: str) -> Path | None:

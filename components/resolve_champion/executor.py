@@ -15,7 +15,6 @@ own, so the same champion and the same log give the same folder, and evaluate's 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from mnist_mlops.deployments import request_log_dir
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
-from mnist_mlops.registry import client, pointer_version, registry_uri, sqlite_file
+from mnist_mlops.registry import client, download_folder, pointer_version, registry_uri, sqlite_file
 from mnist_mlops.serving.request_log import log_state, read_records
 from mnist_mlops.uris import redact
 
@@ -131,15 +130,9 @@ def _recent_traffic(folder: Path, window: int) -> tuple[dict[str, Any] | None, d
 
 
 def _download(uri: str, model_name: str, version: str, destination: Path) -> None:
-    import mlflow.artifacts
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     source = client(uri).get_model_version_download_uri(model_name, version)
-    scratch = destination.with_name(".download")
-    mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(scratch), tracking_uri=uri)
-    (model_dir,) = {path.parent for path in scratch.rglob("MLmodel")}
+    download_folder(uri, source, destination, "MLmodel")
     # MLflow adds a note of the registered name and version on download; without it the folder holds
     # exactly the registered artifact.
-    (model_dir / "registered_model_meta").unlink(missing_ok=True)
-    model_dir.rename(destination)
-    shutil.rmtree(scratch, ignore_errors=True)
+    (destination / "registered_model_meta").unlink(missing_ok=True)
