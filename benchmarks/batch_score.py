@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_inputs import DEFAULT_TARBALL
 
 from mnist_mlops.archives import read_tar_gz
-from mnist_mlops.components.batch_score.executor import label_of, run_batch_score
+from mnist_mlops.components.batch_score.executor import COLUMNS, expected_of, run_batch_score
+from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE
 from mnist_mlops.registry import registry_uri
 from mnist_mlops.serving.scorer import RegistryModels
 
@@ -75,15 +76,16 @@ def baseline(tarball: Path, model_uri: str, uri: str, target: Path) -> tuple[flo
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     model = mlflow.pyfunc.load_model(model_uri)
-    model.predict(np.zeros((BASELINE_BATCH, 28, 28), np.uint8))  # warm up, as ours is warmed
+    model.predict(np.zeros((BASELINE_BATCH, *MNIST_IMAGE_SHAPE), np.uint8))  # warm up, as ours is warmed
     started = time.perf_counter()
     rows, paths, pixels = [], [], []
 
     def flush() -> None:
         probabilities = np.asarray(model.predict(np.stack(pixels)))
         for path, row in zip(paths, probabilities, strict=True):
-            label = label_of(path)
-            rows.append((path, int(row.argmax()), f"{row.max():.6f}", "" if label is None else label))
+            predicted, expected = int(row.argmax()), expected_of(path, MNIST_CLASSES)
+            truth = "" if expected is None else MNIST_CLASSES[expected]
+            rows.append((path, predicted, MNIST_CLASSES[predicted], f"{row.max():.6f}", truth))
         paths.clear()
         pixels.clear()
 
@@ -104,7 +106,7 @@ def baseline(tarball: Path, model_uri: str, uri: str, target: Path) -> tuple[flo
     rows.sort()
     with open(target, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("path", "class", "confidence", "label"))
+        writer.writerow(COLUMNS)
         writer.writerows(rows)
     return time.perf_counter() - started, [row[1] for row in rows]
 

@@ -263,7 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--registry", help="MLflow registry URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
     run.add_argument(
-        "--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="override a parameter"
+        "--set",
+        action="append",
+        default=[],
+        metavar="[NODE.]PARAM=VALUE",
+        help="one node's input (train.epochs=3) or a pipeline parameter, set on every node it feeds"
+        " (model_name=shop)",
     )
     run.add_argument("--until", metavar="NODE", help="stop after this node")
     run.add_argument("--no-cache", action="store_true", help="run every node even if its result is cached")

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.features import NUM_CLASSES
 from mnist_mlops.hashing import sha256_file
 
 MNIST_IMAGE_SHAPE = (28, 28)
-MNIST_CLASSES = tuple(str(digit) for digit in range(NUM_CLASSES))
+MNIST_CLASSES = tuple(str(digit) for digit in range(10))
 """MNIST's description: what the model still takes, and what a document written before datasets
 described themselves (or a reference bundle, which does not say) holds."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_mlops.features import NUM_CLASSES, total_variation
+from mnist_mlops.features import total_variation
 
 PSI_FLOOR = 1e-4
 """Empty bins get this share: PSI has a log of the ratio, and one image in a bin the baseline never saw
@@ -37,6 +37,10 @@ def ks_distance(served: np.ndarray, baseline: np.ndarray) -> float:
 
 
 def prediction_distance(classes: np.ndarray, class_priors: list[float]) -> float:
-    """Total variation between the served class distribution and the training class priors."""
-    counts = np.bincount(classes.astype(np.int64), minlength=NUM_CLASSES)[:NUM_CLASSES]
-    return total_variation((counts / max(counts.sum(), 1)).tolist(), class_priors)
+    """Total variation between the served class distribution and the training class priors, over the
+    priors' classes; a served class index beyond them (a model answering other classes than its
+    training data had) counts wholly as drift, never as a crash."""
+    counts = np.bincount(classes.astype(np.int64), minlength=len(class_priors))
+    priors = np.zeros(len(counts))
+    priors[: len(class_priors)] = class_priors
+    return total_variation((counts / max(counts.sum(), 1)).tolist(), priors.tolist())

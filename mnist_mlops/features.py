@@ -20,9 +20,6 @@ FEATURE_BINS = 20
 """Fixed-width bins over each feature's range: training data and traffic are binned alike, so their
 histograms compare bin by bin (PSI)."""
 
-NUM_CLASSES = 10
-"""MNIST's ten digits: the class count the model, the scoring server and the monitor still assume.
-Dataset statistics take the dataset's own class count instead."""
 _HISTOGRAM_CHUNK = 1 << 20
 
 

@@ -514,7 +514,8 @@ def _palette_has_colour(blob: bytes) -> bool:
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """One uint8 grayscale image as PNG bytes (what clients send to the scoring server)."""
+    """One uint8 image, grayscale (H, W) or RGB (H, W, 3), as PNG bytes (what clients send to the
+    scoring server)."""
     buffer = BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L").save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()

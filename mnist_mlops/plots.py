@@ -7,6 +7,9 @@ from typing import Any
 
 from mnist_mlops.atomic import atomic_write_bytes
 
+BASE_CLASSES = 10
+"""The class count the confusion matrix's base size fits (MNIST's figure)."""
+
 
 def figure_bytes(figure: Any) -> bytes:
     import io
@@ -37,18 +40,27 @@ def training_curves(history: list[dict[str, float]], target: Path) -> None:
     atomic_write_bytes(Path(target), figure_bytes(figure))
 
 
-def confusion_matrix(matrix: Any, target: Path) -> None:
-    """Counts per (true, predicted) class with the numbers written in each cell."""
+def confusion_matrix(matrix: Any, target: Path, class_names: list[str] | tuple[str, ...]) -> None:
+    """Counts per (true, predicted) class with the numbers written in each cell, the axes labelled with
+    the class names. Ten classes fill the base size; more classes grow the figure so cells stay legible,
+    and names longer than two characters are slanted so neighbours do not overlap."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6, 5.5))
+    scale = max(1.0, len(class_names) / BASE_CLASSES)
+    figure = Figure(figsize=(6 * scale, 5.5 * scale))
     axis = figure.subplots()
     shown = axis.imshow(matrix, cmap="Blues")
     figure.colorbar(shown, ax=axis)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
-    axis.set_xticks(range(len(matrix)))
-    axis.set_yticks(range(len(matrix)))
+    slanted = max(len(name) for name in class_names) > 2
+    axis.set_xticks(
+        range(len(class_names)),
+        class_names,
+        rotation=45 if slanted else 0,
+        ha="right" if slanted else "center",
+    )
+    axis.set_yticks(range(len(class_names)), class_names)
     threshold = matrix.max() / 2 if matrix.size else 0
     for row in range(len(matrix)):
         for column in range(len(matrix)):
@@ -61,7 +73,8 @@ def confusion_matrix(matrix: Any, target: Path) -> None:
 
 
 def image_grid(images: Any, captions: list[str], target: Path, columns: int = 5) -> None:
-    """Images with a caption each (e.g. the worst misclassifications); a note when there are none."""
+    """Images with a caption each (e.g. the worst misclassifications); a note when there are none.
+    Grayscale (N, H, W) images are drawn on a fixed 0-255 gray scale, colour (N, H, W, 3) as they are."""
     from matplotlib.figure import Figure
 
     rows = max(1, -(-len(images) // columns))

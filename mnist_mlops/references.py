@@ -5,12 +5,15 @@ register logs the bundle under the registering run (artifact path `reference`) a
 version's tag `reference_uri`; resolve_champion fetches the production version's bundle for evaluate,
 deploy draws canary images from it, the monitor takes a serving version's training baseline from it.
 The bundle (schema `reference_manifest` for reference.json):
-    reference.json             dataset version, file sha256s, how the test split was sampled
+    reference.json             dataset version, image shape and classes (what a model trained on it
+                               takes and answers), file sha256s, how the test split was sampled
     baseline_statistics.json   the training split's statistics (preprocess's)
     data_report.json           ingest's report of that dataset
     test/images.npy, test/labels.npy   the test split, evenly sampled down to MAX_TEST_IMAGES
 A bundle that cannot be fetched or does not verify is reported as missing with the reason, never raised:
 the registry may outlive a run's artifacts, and a missing reference is a finding, not a crash.
+A bundle written before bundles recorded the image shape and classes reads as MNIST's (`dataset`'s
+defaults), which is what every model registered then was trained on.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops import contracts
-from mnist_mlops.dataset import load_split, save_array
+from mnist_mlops.dataset import classes_of, image_shape_of, load_split, save_array
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
 
@@ -47,6 +50,8 @@ def write_bundle(folder: Path, preprocessed: Path, data_report: Path) -> dict[st
     manifest = {
         "schema_version": 1,
         "dataset_version": source["dataset_version"],
+        "image_shape": list(image_shape_of(source)),
+        "classes": classes_of(source),
         "baseline_statistics": {"path": BASELINE, "sha256": sha256_file(folder / BASELINE)},
         "data_report": {"path": DATA_REPORT, "sha256": sha256_file(folder / DATA_REPORT)},
         "splits": {
@@ -76,7 +81,7 @@ def read_bundle(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The bundle's test images and labels, verified."""
+    """The bundle's test images and labels, verified, of the image shape and classes it records."""
     return load_split(folder, contracts.read_json(folder / MANIFEST, "reference_manifest"), "test")
 
 

@@ -172,6 +172,27 @@ def nodes_from_aml(job: Any) -> list[Node]:
     return ordered
 
 
+def parameter_overrides(nodes: list[Node], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Split `--set` items into pipeline parameters (`model_name=shop`: every port the parameter feeds,
+    checked against the first one's definition) and node overrides (`node.input=value`, left as they are)."""
+    definitions = {name: definition for name, (definition, _) in parameters(nodes).items()}
+    values: dict[str, Any] = {}
+    rest: list[str] = []
+    for item in overrides:
+        target, separator, text = item.partition("=")
+        if "." in target or not separator:
+            rest.append(item)
+            continue
+        if target not in definitions:
+            raise UserInputError(
+                f"--set {item!r}: no pipeline parameter {target!r}; parameters: {', '.join(definitions)}"
+                " (or NODE.PARAM=VALUE for one node's input)"
+            )
+        values[target] = parse_value(definitions[target], text)
+        check_value("pipeline", target, definitions[target], values[target])
+    return values, rest
+
+
 def apply_overrides(nodes: list[Node], overrides: list[str]) -> None:
     """Apply `node.input=value` overrides, checked against the node's component spec: parameters, and
     artifact inputs no other node feeds (evaluate.thresholds=kpis.json, say)."""

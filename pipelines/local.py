@@ -35,11 +35,13 @@ from mnist_mlops.pipelines.graph import (
     bind_parameters,
     nodes_from_aml,
     output_path,
+    parameter_overrides,
     ref_path,
     training_pipeline,
 )
 from mnist_mlops.ports import load_metadata, load_spec
 from mnist_mlops.provenance import utc_iso
+from mnist_mlops.registry import registry_uri
 from mnist_mlops.runner import is_artifact, run_component
 from mnist_mlops.step_cache import SameContentRule, StepCache, link_copy, step_key
 
@@ -371,7 +373,9 @@ def _outcome(folders: dict[str, Path], reused: set[str], notes: list[str]) -> st
             summary = f"deployed {deployment['model_name']} v{deployment['model_version']}"
             was = deployment["previous_version"] or "-"
             print(f"{summary} to production (was {was}) at {deployment['endpoint']}; serve it with:")
-            print(f"  mnist-mlops serve --model models:/{deployment['model_name']}@production")
+            registry = registration["registry_uri"] if registration else registry_uri()
+            elsewhere = f" --registry {registry}" if registry != registry_uri() else ""
+            print(f"  mnist-mlops serve --model models:/{deployment['model_name']}@production{elsewhere}")
     for note in notes:
         print(note)
     return "; ".join([summary, *notes])
@@ -390,8 +394,9 @@ def run_training_pipeline(
 ) -> int:
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     nodes = training_pipeline({"source_uri": data, "source_sha256": sha256}, registry)
-    bind_parameters(nodes, {"pipeline_run_id": run_id})
-    apply_overrides(nodes, overrides)
+    values, node_overrides = parameter_overrides(nodes, overrides)
+    bind_parameters(nodes, {**values, "pipeline_run_id": run_id})
+    apply_overrides(nodes, node_overrides)
     if until is not None:
         names = [node.name for node in nodes]
         if until not in names:

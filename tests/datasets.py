@@ -43,21 +43,23 @@ def small_splits(train_per_class: int = 6, test_per_class: int = 3, seed: int = 
     return {"training": train, "testing": test}
 
 
-def colour_images(classes: int, per_class: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct size x size RGB uint8 images, noise tinted by class, and their labels 0 to classes - 1."""
-    rng = np.random.default_rng(seed)
+def colour_images(
+    classes: int, per_class: int, seed: int, size: int = 32, tint_seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct size x size RGB uint8 images, noise tinted by class, and their labels 0 to classes - 1;
+    the tints depend on `tint_seed` only, so splits drawn with other seeds share them."""
     labels = np.repeat(np.arange(classes, dtype=np.uint8), per_class)
-    tints = rng.integers(0, 128, size=(classes, 3))
-    noise = rng.integers(0, 128, size=(len(labels), size, size, 3))
+    tints = np.random.default_rng(tint_seed).integers(0, 128, size=(classes, 3))
+    noise = np.random.default_rng(seed).integers(0, 128, size=(len(labels), size, size, 3))
     return (noise + tints[labels, None, None, :]).astype(np.uint8), labels
 
 
 def colour_splits(
-    classes: int = 3, train_per_class: int = 10, test_per_class: int = 3, seed: int = 0
+    classes: int = 3, train_per_class: int = 10, test_per_class: int = 3, seed: int = 0, size: int = 32
 ) -> dict:
     return {
-        "training": colour_images(classes, train_per_class, seed),
-        "testing": colour_images(classes, test_per_class, seed + 1000),
+        "training": colour_images(classes, train_per_class, seed, size, tint_seed=seed),
+        "testing": colour_images(classes, test_per_class, seed + 1000, size, tint_seed=seed),
     }
 
 

@@ -10,6 +10,7 @@ import pytest
 from mnist_mlops import contracts
 from mnist_mlops.cli import main
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.pipelines.graph import bind_parameters, parameter_overrides, training_pipeline
 from mnist_mlops.ports import load_spec
 from mnist_mlops.runner import render_command
 from tests.datasets import small_splits, write_png_tree
@@ -156,12 +157,24 @@ def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):
         ("evaluate.thresholds=missing.json", "no such file or folder"),
         ("ingest.max_age_days=x", "not a valid integer"),
         ("oops", "NODE.PARAM"),
+        ("colour=red", "no pipeline parameter 'colour'"),
+        ("epochs=0", "epochs"),
     ],
 )
 def test_run_rejects_bad_overrides_before_running(tmp_path, png_dataset, capsys, override, message):
     code = run_pipeline(png_dataset, tmp_path / "runs", override)
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_pipeline_parameter_is_set_on_every_node_it_feeds():
+    nodes = training_pipeline({"source_uri": "data"})
+    values, rest = parameter_overrides(nodes, ["model_name=shop", "train.epochs=2"])
+    bind_parameters(nodes, values)
+    by_name = {node.name: node for node in nodes}
+    assert rest == ["train.epochs=2"]
+    champion, register = by_name["resolve_champion"], by_name["register"]
+    assert champion.inputs["model_name"] == register.inputs["model_name"] == "shop"
 
 
 def test_spec_paths_are_relative(tmp_path: Path):

@@ -74,7 +74,9 @@ def kpi_thresholds() -> dict[str, Any]:
 
 
 def _figures() -> dict[str, Any]:
-    per_class = [{"class": c, "precision": 0.99, "recall": 0.985, "support": 1000} for c in range(10)]
+    per_class = [
+        {"class": c, "name": str(c), "precision": 0.99, "recall": 0.985, "support": 1000} for c in range(10)
+    ]
     matrix = [
         [985 if row == col else (15 if col == (row + 1) % 10 else 0) for col in range(10)]
         for row in range(10)
@@ -92,10 +94,16 @@ def evaluation_report() -> dict[str, Any]:
     champion = {"name": "mnist-classifier", "version": "3", "uri": "models:/mnist-classifier@champion"}
     return {
         "schema_version": 1,
-        "model": {"name": "mnist-classifier", "uri": "azureml://jobs/train-7f3a/outputs/model"},
+        "model": {
+            "name": "mnist-classifier",
+            "uri": "azureml://jobs/train-7f3a/outputs/model",
+            "image_shape": [28, 28],
+            "classes": [str(digit) for digit in range(10)],
+        },
         "dataset_version": DATASET_VERSION,
         **_figures(),
         "champion": {**champion, **_figures(), "accuracy": 0.983},
+        "thresholds_source": "given",
         "thresholds": [
             {
                 "name": "min_accuracy",
@@ -262,6 +270,7 @@ def registration_record() -> dict[str, Any]:
             "component_versions": {"ingest": "0.1.0", "preprocess": "0.1.0", "train": "0.1.0"},
             "environment_hash": SHA_B,
             "pipeline_run_id": "run-20250314-092653",
+            "interface": {"image_shape": [32, 32, 3], "classes": ["apple", "bread", "cheese"]},
             "metrics": {"accuracy": 0.985, "p99_ms": 7.9},
             "blessed": True,
             "data_shift": {
@@ -347,6 +356,19 @@ def scoring_request_hwc() -> dict[str, Any]:
     return {"schema_version": 1, "instances": [[[[p] for p in row] for row in _image(3)]]}
 
 
+def scoring_request_rgb() -> dict[str, Any]:
+    return {"instances": [[[[row, col, 255 - row] for col in range(32)] for row in range(32)]]}
+
+
+def scoring_response_named_classes() -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "predictions": [{"class": 2, "label": "heron", "probabilities": [0.1, 0.2, 0.7]}],
+        "model_name": "birds",
+        "model_version": "1",
+    }
+
+
 def scoring_request_png() -> dict[str, Any]:
     return {"images": [_png_base64(), _png_base64()]}
 
@@ -356,7 +378,7 @@ def scoring_response() -> dict[str, Any]:
     probabilities[7] = 0.991
     return {
         "schema_version": 1,
-        "predictions": [{"class": 7, "probabilities": probabilities}],
+        "predictions": [{"class": 7, "label": "7", "probabilities": probabilities}],
         "model_name": "mnist-classifier",
         "model_version": "4",
     }
@@ -433,7 +455,9 @@ VALID: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("scoring_request", scoring_request),
     ("scoring_request", scoring_request_hwc),
     ("scoring_request", scoring_request_png),
+    ("scoring_request", scoring_request_rgb),
     ("scoring_response", scoring_response),
+    ("scoring_response", scoring_response_named_classes),
     ("run_record", run_record),
     ("run_record", run_record_running),
     ("component_metadata", component_metadata),
@@ -539,8 +563,8 @@ INVALID: list[tuple[str, str, Callable[[], Any], str, str]] = [
     # evaluation_report
     (
         "evaluation_report",
-        "9 classes",
-        lambda: _set(evaluation_report(), ("per_class",), _figures()["per_class"][:9]),
+        "1 class",
+        lambda: _set(evaluation_report(), ("per_class",), _figures()["per_class"][:1]),
         "$.per_class",
         "too short",
     ),
@@ -588,9 +612,13 @@ INVALID: list[tuple[str, str, Callable[[], Any], str, str]] = [
     ),
     (
         "evaluation_report",
-        "accepted without a value",
-        lambda: _set(evaluation_report_shift_accepted(), ("thresholds", 4, "value"), None),
-        "$.thresholds[4].value",
+        "failed KPI gate without a value",
+        lambda: _set(
+            _set(_set(evaluation_report(), ("thresholds", 0, "outcome"), "fail"), ("blessed",), False),
+            ("thresholds", 0, "value"),
+            None,
+        ),
+        "$.thresholds[0].value",
         "None",
     ),
     (
@@ -725,16 +753,30 @@ INVALID: list[tuple[str, str, Callable[[], Any], str, str]] = [
     # scoring_request
     (
         "scoring_request",
-        "27x28",
-        lambda: {"instances": [_image(), _image()[:27]]},
+        "empty image",
+        lambda: {"instances": [_image(), []]},
         "$.instances[1]",
+        "should be non-empty",
+    ),
+    (
+        "scoring_request",
+        "empty row",
+        lambda: _set(scoring_request(), ("instances", 0, 4), []),
+        "$.instances[0][4]",
+        "should be non-empty",
+    ),
+    (
+        "scoring_request",
+        "two channels",
+        lambda: {"instances": [[[[1, 2]]]]},
+        "$.instances[0][0][0]",
         "too short",
     ),
     (
         "scoring_request",
-        "28x27",
-        lambda: _set(scoring_request(), ("instances", 0, 4), list(range(27))),
-        "$.instances[0][4]",
+        "rgb then gray pixel",
+        lambda: _set(scoring_request_rgb(), ("instances", 0, 3, 4), [9]),
+        "$.instances[0][3][4]",
         "too short",
     ),
     (
@@ -778,17 +820,24 @@ INVALID: list[tuple[str, str, Callable[[], Any], str, str]] = [
     # scoring_response
     (
         "scoring_response",
-        "9 probabilities",
-        lambda: _set(scoring_response(), ("predictions", 0, "probabilities"), [0.1] * 9),
+        "1 probability",
+        lambda: _set(scoring_response(), ("predictions", 0, "probabilities"), [1.0]),
         "$.predictions[0].probabilities",
         "too short",
     ),
     (
         "scoring_response",
-        "class 10",
-        lambda: _set(scoring_response(), ("predictions", 0, "class"), 10),
+        "class 255",
+        lambda: _set(scoring_response(), ("predictions", 0, "class"), 255),
         "$.predictions[0].class",
         "maximum",
+    ),
+    (
+        "scoring_response",
+        "no label",
+        lambda: _set(scoring_response(), ("predictions", 0, "label"), DELETE),
+        "$.predictions[0]",
+        "label",
     ),
     (
         "scoring_response",

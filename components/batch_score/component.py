@@ -15,9 +15,10 @@ VERSION = "0.1.0"
     version=VERSION,
     display_name="Batch score images",
     description=(
-        "Score a folder or tarball of 28x28 PNGs with a ready registry version (models:/<name>/<version> "
-        "or @alias; never a local path), in mini-batches of files. Bad files (not a PNG, truncated, wrong "
-        "size, decompression bombs) are skipped and reported, never fatal. Progress is checkpointed per "
+        "Score a folder or tarball of PNGs of the model's image shape with a ready registry version "
+        "(models:/<name>/<version> or @alias; never a local path), in mini-batches of files. Bad files "
+        "(not a PNG, truncated, wrong size, decompression bombs) are skipped and reported, never fatal; "
+        "class folders naming classes the model does not answer are refused. Progress is checkpointed per "
         "mini-batch beside the predictions, so an interrupted run resumes; outputs appear atomically."
     ),
     is_deterministic=False,
@@ -32,7 +33,9 @@ def batch_score(
     ),
     predictions: Output(
         type="uri_file",
-        description="predictions.csv: path,class,confidence,label (label if the path is .../<digit>/<file>).",
+        description=(
+            "predictions.csv: path,class,label,confidence,expected (expected: the class folder's name)."
+        ),
     ),
     summary: Output(
         type="uri_file", description="batch_score_summary.json: counts, skipped files, classes, accuracy."

@@ -4,16 +4,22 @@ Framework-free interface: plain paths and scalars. Only a registry reference is 
 (``models:/<name>/<version>`` or ``models:/<name>@<alias>``, a `ready` version), so every prediction
 can be traced to a registered, verified model; a local folder is refused.
 
-The unit of work is a mini-batch of files (`score_mini_batch`): decode with the safe PNG decoder (bad
-files are reported per file, never fatal), predict with the warmed tf.function, return CSV rows and
-counts. That is what an Azure ML `parallel` job's entry script calls per mini-batch; locally the files
-are cut into mini-batches in path order and scored in this process (`workers=1`) or in `workers`
-spawned processes that each load the model once and pull mini-batches from a queue.
+The unit of work is a mini-batch of files (`score_mini_batch`): decode to the model's image shape
+with the safe PNG decoder (bad files are reported per file, never fatal), predict with the warmed
+tf.function, return CSV rows and counts per class of the model. That is what an Azure ML `parallel`
+job's entry script calls per mini-batch; locally the files are cut into mini-batches in path order and
+scored in this process (`workers=1`) or in `workers` spawned processes that each load the model once
+and pull mini-batches from a queue.
 
 Resumable: every finished mini-batch is checkpointed in a work folder beside the predictions
 (``<predictions>.parts/``), keyed by the input's content hash, the resolved model version and the
 mini-batch size. A rerun after an interruption scores only what is missing (a changed input or a moved
 alias starts over); the outputs are written atomically at the end and the work folder is removed.
+
+Labels come from class folders: a file at `.../<class name>/<file>` is expected to be of that class when
+the model answers it. A folder laid out by class (one of its subfolders names a class of the model)
+whose other subfolders hold files names classes the model was not trained for: refused before scoring
+(`check_class_folders`), as accuracy over them would be meaningless.
 """
 
 from __future__ import annotations
@@ -42,20 +48,20 @@ from mnist_mlops.archives import FileEntry
 from mnist_mlops.atomic import atomic_write_bytes
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
-from mnist_mlops.registry import registry_uri, sqlite_file
+from mnist_mlops.registry import client, registry_uri, sqlite_file
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels, parse_model_uri
 from mnist_mlops.sources import open_source, read_files
 
 COMPONENT_NAME = "mnist_mlops_batch_score"
-COLUMNS = ("path", "class", "confidence", "label")
-CLASSES = 10
-IMAGE_SHAPE = (28, 28)
+COLUMNS = ("path", "class", "label", "confidence", "expected")
+"""`class` and `label`: the predicted class index and name, as in a scoring response; `expected`: the
+class named by the file's folder, when the model answers it."""
 PREDICT_BATCH = 512
 """Images per tf.function call: measured a little faster than 2048 on 2 cores (stays in cache)."""
-CHECKPOINT_FORMAT = 1
-_DIGITS = frozenset("0123456789")
+CHECKPOINT_FORMAT = 2
 _PATH_ENCODING = ("utf-8", "surrogateescape")  # folder names that are not UTF-8 round-trip unchanged
 
 
@@ -71,15 +77,36 @@ class ScoredMiniBatch:
     correct: int
 
 
-def label_of(path: str) -> int | None:
-    """The label a path names by its parent folder (``.../<digit>/<file>``), else None."""
+def expected_of(path: str, classes: tuple[str, ...]) -> int | None:
+    """The class index a path names by its parent folder (``.../<class name>/<file>``) when `classes`
+    holds that name, else None."""
     parts = path.rsplit("/", 2)
-    return int(parts[-2]) if len(parts) >= 2 and len(parts[-2]) == 1 and parts[-2] in _DIGITS else None
+    return classes.index(parts[-2]) if len(parts) >= 2 and parts[-2] in classes else None
+
+
+def check_class_folders(paths: Sequence[str], interface: ModelInterface, source: str) -> None:
+    """Refuse an input laid out by class with classes the model does not answer: in a folder where one
+    subfolder names a class of the model, every subfolder holding files must name one."""
+    holding_files = {tuple(path.split("/")[:-1]) for path in paths if "/" in path}
+    by_class = {folder[:-1] for folder in holding_files if folder[-1] in interface.classes}
+    unknown = sorted(
+        "/".join(folder)
+        for folder in holding_files
+        if folder[:-1] in by_class and folder[-1] not in interface.classes
+    )
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise UserInputError(
+            f"{source}: folders {shown} sit beside class folders but name no class the model answers;"
+            f" the model was trained for {interface.describe()}. Score data of those classes with a model"
+            " trained on them, or move the files out of the class folders' parent"
+        )
 
 
 def score_mini_batch(model: LoadedModel, paths: Sequence[str], blobs: Sequence[bytes]) -> ScoredMiniBatch:
     """Decode and predict one mini-batch of files; undecodable files are skipped with their reason."""
-    decoded = decode_pngs(blobs, IMAGE_SHAPE)
+    interface = model.interface
+    decoded = decode_pngs(blobs, interface.image_shape)
     keep = np.ones(len(paths), dtype=bool)
     keep[list(decoded.errors)] = False
     images = decoded.images[keep]
@@ -92,16 +119,17 @@ def score_mini_batch(model: LoadedModel, paths: Sequence[str], blobs: Sequence[b
             ]
         )
     else:
-        probabilities = np.zeros((0, CLASSES), dtype=np.float32)
-    classes = probabilities.argmax(axis=1).tolist()
-    labels = [label_of(path) for path in good_paths]
+        probabilities = np.zeros((0, interface.class_count), dtype=np.float32)
+    predicted = probabilities.argmax(axis=1).tolist()
+    expected = [expected_of(path, interface.classes) for path in good_paths]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(
         zip(
             good_paths,
-            classes,
+            predicted,
+            [interface.classes[index] for index in predicted],
             [f"{confidence:.6f}" for confidence in probabilities.max(axis=1).tolist()],
-            ["" if label is None else label for label in labels],
+            ["" if index is None else interface.classes[index] for index in expected],
             strict=True,
         )
     )
@@ -109,9 +137,9 @@ def score_mini_batch(model: LoadedModel, paths: Sequence[str], blobs: Sequence[b
         files=len(paths),
         rows=buffer.getvalue(),
         skipped=[{"path": paths[index], "reason": reason} for index, reason in decoded.errors.items()],
-        class_counts=np.bincount(classes, minlength=CLASSES).tolist(),
-        labelled=sum(label is not None for label in labels),
-        correct=sum(label == predicted for label, predicted in zip(labels, classes, strict=True)),
+        class_counts=np.bincount(predicted, minlength=interface.class_count).tolist(),
+        labelled=sum(index is not None for index in expected),
+        correct=sum(index == answer for index, answer in zip(expected, predicted, strict=True)),
     )
 
 
@@ -128,8 +156,9 @@ def run_batch_score(
 ) -> dict[str, Any]:
     """Score every file of `images` with registered `model`; write the CSV `predictions` and `summary`.
 
-    Refusals (a local model path, an empty input, an unknown or unready version) raise UserInputError
-    before anything is written. Returns the summary.
+    Refusals (a local model path, an empty input, an unknown or unready version, class folders of
+    classes the model does not answer) raise UserInputError before anything is written. Returns the
+    summary.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     started = time.perf_counter()
@@ -144,7 +173,9 @@ def run_batch_score(
     resolving = time.perf_counter()
     models = RegistryModels(model, registry_uri(registry))
     version = _resolve(models)
+    interface = _interface(models, version)
     resolve_seconds = time.perf_counter() - resolving
+    check_class_folders([entry.path for entry in entries], interface, source_uri)
     batches = [entries[start : start + mini_batch_size] for start in range(0, len(entries), mini_batch_size)]
     identity = {
         "checkpoint_format": CHECKPOINT_FORMAT,
@@ -158,8 +189,8 @@ def run_batch_score(
     done = _prepare(work, identity, batches)
     pending = [index for index in range(len(batches)) if index not in done]
     print(
-        f"scoring {len(entries)} files from {source_uri} with {models.name} v{version} in {len(batches)} "
-        f"mini-batches of up to {mini_batch_size}"
+        f"scoring {len(entries)} files from {source_uri} with {models.name} v{version}"
+        f" ({interface.describe()}) in {len(batches)} mini-batches of up to {mini_batch_size}"
         + (f" ({len(done)} already scored by an interrupted run, resumed from {work})" if done else ""),
         flush=True,
     )
@@ -175,6 +206,7 @@ def run_batch_score(
     atomic_write_bytes(Path(predictions), (",".join(COLUMNS) + "\n" + rows).encode(*_PATH_ENCODING))
     totals = _summary(
         parts,
+        interface.classes,
         model=model,
         version=version,
         name=models.name,
@@ -225,6 +257,19 @@ def _resolve(models: RegistryModels) -> str:
         raise UserInputError(
             f"{models.name}: not found in the registry ({str(error).splitlines()[0]})"
         ) from None
+
+
+def _interface(models: RegistryModels, version: str) -> ModelInterface:
+    """What the version takes and answers, from its `MLmodel` file alone: the input is checked against
+    it before any worker loads TensorFlow."""
+    import mlflow.artifacts
+
+    source = client(models.registry).get_model_version_download_uri(models.name, version)
+    with tempfile.TemporaryDirectory(prefix="mnist-mlops-mlmodel-") as scratch:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{source.rstrip('/')}/MLmodel", dst_path=scratch, tracking_uri=models.registry
+        )
+        return ModelInterface.of_model(Path(local).parent)
 
 
 def _fingerprint(entries: Sequence[FileEntry]) -> str:
@@ -395,6 +440,7 @@ def _exit_with_parent() -> None:
 
 def _summary(
     parts: Sequence[ScoredMiniBatch],
+    classes: Sequence[str],
     *,
     model: str,
     version: str,
@@ -422,7 +468,7 @@ def _summary(
         "scored": files - len(skipped),
         "skipped_count": len(skipped),
         "skipped": skipped,
-        "class_distribution": {str(label): count for label, count in enumerate(counts)},
+        "class_distribution": dict(zip(classes, counts, strict=True)),
         "labelled": labelled,
         "accuracy": round(correct / labelled, 6) if labelled else None,
         "mini_batch_size": mini_batch_size,

@@ -3,10 +3,10 @@
 Target "azureml" is a managed online endpoint; "kubernetes" is a Kubernetes online endpoint on an AKS
 (or Arc) cluster attached to the workspace as a compute, as in the classic AML workshop. Either way the
 new version goes to whichever of "blue"/"green" is not live, at 0% traffic; it is smoke-tested through
-the deployment header (canary classes and version, malformed requests must get a 4xx), optionally
-shadowed with mirrored traffic, then given traffic in steps with a canary check after each. Any failure
-rolls traffic back to the previous deployment and deletes the new one; on success the previous
-deployment is kept at 0% so a rollback is one traffic update.
+the deployment header (canary classes with their names and version, malformed requests must get a
+4xx), optionally shadowed with mirrored traffic, then given traffic in steps with a canary check after
+each. Any failure rolls traffic back to the previous deployment and deletes the new one; on success the
+previous deployment is kept at 0% so a rollback is one traffic update.
 
 The model is always a workspace registry reference (`azureml:<name>:<version>`), never a local path:
 it must be registered in the workspace's model registry (e.g. by `register` with an AML MLflow
@@ -30,7 +30,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,7 +88,7 @@ def build_endpoint(
         )
     from azure.ai.ml.entities import KubernetesOnlineEndpoint, ManagedOnlineEndpoint
 
-    description = "MNIST digit classifier (mnist-mlops), blue/green deployments"
+    description = "Image classifier (mnist-mlops), blue/green deployments"
     if target == "kubernetes":
         if not (compute and compute.strip()):
             raise UserInputError(
@@ -186,6 +186,7 @@ def rollout(
     model_version: str,
     canary_request: dict,
     expected_classes: list[int],
+    classes: Sequence[str],
     invalid_requests: list[dict],
     code_dir: Path,
     scoring_script: str,
@@ -202,7 +203,9 @@ def rollout(
     Returns {"endpoint", "deployment", "previous_version", "infra_validation", "traffic", "outcome",
     "steps"}. `endpoint` is the scoring URI the service reports; for a managed endpoint that reports
     none (yet), the documented https://<name>.<region>.inference.ml.azure.com/score built from the
-    endpoint's region; otherwise None. `infra_validation.canary_requests` counts the canary images
+    endpoint's region; otherwise None. `expected_classes` are the class indices the model predicts for
+    the canary images offline, `classes` its class names (a prediction is as expected when both its
+    `class` and its `label` are). `infra_validation.canary_requests` counts the canary images
     (one prediction each) and `canary_correct` those predicted as expected; `p99_ms` is over the timed
     canary calls to the new deployment. `outcome` is "failed" when validation failed before any traffic
     moved, "rolled_back" when a later step failed and the previous deployment serves all traffic again.
@@ -223,7 +226,9 @@ def rollout(
         instance_count=instance_count,
     )
     new_deployment(deployment_name=BLUE)  # refuse bad deployment inputs before anything is created
-    _check_rollout_inputs(canary_request, expected_classes, invalid_requests, mirror_percent, traffic_steps)
+    _check_rollout_inputs(
+        canary_request, expected_classes, classes, invalid_requests, mirror_percent, traffic_steps
+    )
     canary_file, invalid_files = _write_requests(Path(workdir), canary_request, invalid_requests)
     run = _Rollout(
         ml_client.online_endpoints,
@@ -233,6 +238,7 @@ def rollout(
         model_name=model_name,
         model_version=model_version,
         expected_classes=expected_classes,
+        classes=tuple(classes),
         canary_file=canary_file,
         invalid_files=invalid_files,
     )
@@ -253,6 +259,7 @@ class _Rollout:
     model_name: str
     model_version: str
     expected_classes: list[int]
+    classes: tuple[str, ...]
     canary_file: Path
     invalid_files: list[Path]
     steps: list[str] = field(default_factory=list)
@@ -346,7 +353,7 @@ class _Rollout:
                 wanted = f"{self.model_name} v{self.model_version}"
                 self.steps.append(f"canary answered by {served[0]} v{served[1]}, not {wanted}")
             else:
-                correct = _count_correct(response, self.expected_classes)
+                correct = _count_correct(response, self.expected_classes, self.classes)
         except (AzureError, _ml_exception(), ValueError, ContractError) as error:
             self.steps.append(f"canary request failed: {_describe(error)}")
         return correct, latencies
@@ -390,7 +397,7 @@ class _Rollout:
             endpoint.traffic = dict(traffic)
             self.endpoints.begin_create_or_update(endpoint).result()
             response = _score(self.endpoints, self.endpoint_name, self.canary_file, None)
-            correct = _count_correct(response, self.expected_classes)
+            correct = _count_correct(response, self.expected_classes, self.classes)
             expected = len(self.expected_classes)
             if correct != expected:
                 raise _CanaryFailed(f"{correct}/{expected} canary images as expected")
@@ -470,6 +477,7 @@ def _check_target(target: str) -> None:
 def _check_rollout_inputs(
     canary_request: dict,
     expected_classes: list[int],
+    classes: Sequence[str],
     invalid_requests: list[dict],
     mirror_percent: int,
     traffic_steps: tuple[int, ...],
@@ -478,10 +486,11 @@ def _check_rollout_inputs(
     contracts.validate(canary_request, "scoring_request", source="canary_request")
     images = canary_request.get("instances", canary_request.get("images"))
     if len(expected_classes) != len(images) or any(
-        type(value) is not int or not 0 <= value <= 9 for value in expected_classes
+        type(value) is not int or not 0 <= value < len(classes) for value in expected_classes
     ):
         raise UserInputError(
-            f"expected_classes: one digit 0..9 per canary image ({len(images)}), got {expected_classes!r}"
+            f"expected_classes: one class index 0..{len(classes) - 1} of the model's {len(classes)} classes"
+            f" per canary image ({len(images)}), got {expected_classes!r}"
         )
     for index, request in enumerate(invalid_requests):
         if not isinstance(request, dict) or "body" not in request:
@@ -566,12 +575,14 @@ def _score(
     return response
 
 
-def _count_correct(response: dict[str, Any], expected_classes: list[int]) -> int:
+def _count_correct(response: dict[str, Any], expected_classes: list[int], classes: tuple[str, ...]) -> int:
+    """Predictions of the expected class index under the model's name for it."""
     predictions = response["predictions"]
     if len(predictions) != len(expected_classes):
         return 0
     return sum(
-        item["class"] == expected for item, expected in zip(predictions, expected_classes, strict=True)
+        item["class"] == expected and item.get("label") == classes[expected]
+        for item, expected in zip(predictions, expected_classes, strict=True)
     )
 
 

@@ -55,7 +55,7 @@ def deploy(
     endpoint_name: Input(
         type="string",
         optional=True,
-        description="Endpoint name; default unique per workspace (Azure), mnist-mlops (local key file).",
+        description="Endpoint name; default unique per workspace (Azure), the model name (local key file).",
     ) = None,
     port: Input(
         type="integer",

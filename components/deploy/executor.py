@@ -9,9 +9,11 @@ inference server with our entry script), answers canary requests with exactly th
 registered artifact predicts offline and within a latency bound, and rejects a catalogue of invalid
 requests with the right 4xx. The canaries come from the current test split and from the test split of
 the production version's own data (its reference bundle in the registry): what clients sent yesterday
-must still get an answer. Only then does the `production` alias move (a local server following
-`@production` switches within seconds). Every attempt, passed or not, is appended to the model's
-deployment history beside the registry, and the record is the output.
+must still get an answer, unless the new model takes other images or answers other classes than
+production (clients must change anyway; the record's canary note says so). Only then does the
+`production` alias move (a local server following `@production` switches within seconds). Every
+attempt, passed or not, is appended to the model's deployment history beside the registry, and the
+record is the output.
 
 Targets: `local` (default) as above; `azureml` and `kubernetes` run a blue/green rollout on an Azure ML
 online endpoint (see `azure_targets`; built from the real SDK entities, tested offline only).
@@ -38,18 +40,18 @@ from mnist_mlops.deployments import (
     production_version,
 )
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import READY_TAG, client, exclusive, registry_uri
 from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.payloads import Limits
-from mnist_mlops.serving.scorer import RegistryModels
+from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 from mnist_mlops.serving.validation import infra_validate
 
 COMPONENT_NAME = "mnist_mlops_deploy"
 TARGETS = ("local", "azureml", "kubernetes")
-LOCAL_ENDPOINT = "mnist-mlops"
 SCORING_SCRIPT = "mnist_mlops/serving/score.py"
 """The entry script inside the code snapshot (Azure ML puts the snapshot root on sys.path)."""
 DEFAULT_INSTANCE_TYPES = {"azureml": "Standard_DS3_v2", "kubernetes": "defaultinstancetype"}
@@ -106,13 +108,15 @@ def run_deploy(
     models = RegistryModels(model, uri)
     version = _blessed_version(models)
     record = _attempt(target, model, models, version, uri)
+    loaded = models.load(version)
+    interface = loaded.interface
     images, expected, sources = _canaries(
-        models, version, Path(test_data), canary_count, uri, record["previous_version"]
+        loaded, Path(test_data), canary_count, uri, record["previous_version"]
     )
     if target == "local":
-        endpoint_name = endpoint_name or LOCAL_ENDPOINT
+        endpoint_name = endpoint_name or models.name  # the key and request log `serve` uses too
         record |= _deploy_locally(
-            models, version, uri, images, expected, endpoint_name, port, max_canary_p99_ms
+            models, version, uri, images, expected, interface, endpoint_name, port, max_canary_p99_ms
         )
         if record["outcome"] != "deployed" and record["previous_version"]:
             record["traffic"] = {f"v{record['previous_version']}": 100}
@@ -126,7 +130,7 @@ def run_deploy(
             instance_count=instance_count,
             mirror_percent=mirror_percent,
         )
-        record |= _deploy_to_azure(models, version, images, expected, target, endpoint_name, cloud)
+        record |= _deploy_to_azure(models, version, images, expected, interface, target, endpoint_name, cloud)
     if record["infra_validation"] is not None:
         record["infra_validation"]["canary_sources"] = sources
     return _conclude(record, uri, deployment_record)
@@ -209,43 +213,53 @@ def _blessed_version(models: RegistryModels) -> str:
 
 
 def _canaries(
-    models: RegistryModels, version: str, test_data: Path, count: int, uri: str, production: str | None
-) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    loaded: LoadedModel, test_data: Path, count: int, uri: str, production: str | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Canary images, the classes the registered artifact predicts for them offline, and how many came
     from where: the first `count` of the current test split, then as many of the `production` version's
     reference test split as the one batch request of every canary may still carry (max_batch)."""
     manifest = contracts.read_json(test_data / "manifest.json", "preprocessed_manifest")
     current, _ = load_split(test_data, manifest, "test")
     current = current[:count]
+    loaded.interface.check_images(current, f"{test_data}: the test split of {loaded.name} v{loaded.version}")
     room = min(count, Limits().max_batch - len(current))
-    reference, note = _production_test_images(uri, models.name, production, room)
+    reference, note = _production_test_images(uri, loaded, production, room)
     images = np.concatenate([current, reference])
-    sources = {"test_split": len(current), "production_reference": len(reference)}
+    sources = {"test_split": len(current), "production_reference": len(reference), "note": note}
     print(f"canaries: {len(current)} from the current test split, {note}", flush=True)
-    expected = models.load(version).predict(images).argmax(axis=1)
+    expected = loaded.predict(images).argmax(axis=1)
     return images, expected, sources
 
 
 def _production_test_images(
-    uri: str, model_name: str, production: str | None, count: int
+    uri: str, loaded: LoadedModel, production: str | None, count: int
 ) -> tuple[np.ndarray, str]:
     """The first `count` images of the `production` version's reference test split and where they came
-    from, or none and why (no production, no room, its reference cannot be read)."""
+    from, or none and why (no production, no room, its reference cannot be read, production takes other
+    images or answers other classes than the `loaded` model)."""
     if production is None:
         why = "no production model"
     elif count <= 0:
         why = "the batch request is full"
     else:
         with tempfile.TemporaryDirectory(prefix="reference-") as scratch:
-            fetched = references.fetch(uri, model_name, production, Path(scratch) / "reference")
+            folder = Path(scratch) / "reference"
+            fetched = references.fetch(uri, loaded.name, production, folder)
             if fetched["found"]:
-                images = references.test_split(Path(scratch) / "reference")[0][:count]
-                return images, (
-                    f"{len(images)} from production v{production}'s test split"
-                    f" (dataset {fetched['dataset_version'][:12]})"
+                manifest, _ = references.read_bundle(folder)
+                served = ModelInterface.of_dataset(manifest)
+                if served == loaded.interface:
+                    images = references.test_split(folder)[0][:count]
+                    return images, (
+                        f"{len(images)} from production v{production}'s test split"
+                        f" (dataset {fetched['dataset_version'][:12]})"
+                    )
+                fetched["reason"] = (
+                    f"production v{production} takes {served.describe()}, this model"
+                    f" {loaded.interface.describe()}"
                 )
         why = fetched["reason"]
-    return np.empty((0, 28, 28), np.uint8), f"none from production's test split: {why}"
+    return np.empty((0, *loaded.interface.image_shape), np.uint8), f"none from production's test split: {why}"
 
 
 def _deploy_locally(
@@ -254,6 +268,7 @@ def _deploy_locally(
     uri: str,
     images: np.ndarray,
     expected: np.ndarray,
+    interface: ModelInterface,
     endpoint_name: str,
     port: int,
     max_p99_ms: float,
@@ -268,6 +283,7 @@ def _deploy_locally(
             ScoringClient(server.url, read_key(str(key_file))),
             images,
             expected,
+            classes=interface.classes,
             model_version=version,
             limits=limits,
             max_p99_ms=max_p99_ms,
@@ -285,6 +301,7 @@ def _deploy_to_azure(
     version: str,
     images: np.ndarray,
     expected: np.ndarray,
+    interface: ModelInterface,
     target: str,
     endpoint_name: str | None,
     cloud: AzureSettings,
@@ -307,8 +324,9 @@ def _deploy_to_azure(
         model_version=version,
         canary_request={"instances": images.astype(int).tolist()},
         expected_classes=[int(value) for value in expected],
+        classes=interface.classes,
         invalid_requests=[
-            {"body": {"instances": [[[300] * 28] * 28]}},
+            {"body": {"instances": np.full((1, *interface.image_shape), 300).tolist()}},
             {"body": {"images": ["not base64"]}},
         ],
         # the scoring code is the project's code snapshot, so score.py finds everything it imports

@@ -17,7 +17,9 @@ VERSION = "0.1.0"
         "Score the challenger and the production champion on this run's test split against KPI thresholds "
         "(accuracy, per-class recall, regression vs champion, p99 latency); compare the training data with "
         "the data production was trained on and with recent traffic, and both models on production's own "
-        "test split; always writes the report, a model card, figures and the blessing with its reasons."
+        "test split; always writes the report, a model card, figures and the blessing with its reasons. "
+        "Per-class figures follow the model's own classes; data labelled with classes it does not answer "
+        "is refused."
     ),
     is_deterministic=False,
     tags={"stage": "evaluate", "project": "mnist-mlops", "framework": "tensorflow"},
@@ -40,7 +42,12 @@ def evaluate(
         description="resolve_champion's folder: the production model, or a record that there is none.",
     ) = None,
     thresholds: Input(
-        type="uri_file", optional=True, description="kpi_thresholds JSON; defaults built in."
+        type="uri_file",
+        optional=True,
+        description=(
+            "kpi_thresholds JSON; MNIST's defaults built in (the blessing says when they judged another "
+            "problem)."
+        ),
     ) = None,
     accept_data_shift: Input(
         type="boolean",

@@ -23,12 +23,13 @@ import numpy as np
 from mnist_mlops import __version__, contracts
 from mnist_mlops.atomic import atomic_write_text, staged_dir
 from mnist_mlops.baselines import read_baseline
-from mnist_mlops.champions import read_champion
+from mnist_mlops.champions import Champion, read_champion
 from mnist_mlops.components.evaluate import shift
-from mnist_mlops.dataset import load_split
+from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE, load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.inference import predict_in_batches
+from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 
@@ -42,7 +43,9 @@ DEFAULT_THRESHOLDS = {
 }
 """Used when no thresholds file is given; a thresholds file replaces them all (kpi_thresholds schema).
 The data-shift limits are optional in either: missing ones take `data_shift.DEFAULT_LIMITS` and
-`shift.DEFAULT_REFERENCE_REGRESSION`, so older threshold files still judge shifted data."""
+`shift.DEFAULT_REFERENCE_REGRESSION`, so older threshold files still judge shifted data. They were set
+for MNIST: applied to another problem, the blessing and the model card say so."""
+MNIST_INTERFACE = ModelInterface(MNIST_IMAGE_SHAPE, MNIST_CLASSES)
 LATENCY_SAMPLES = 200
 
 
@@ -59,22 +62,29 @@ def run_evaluate(
     accept_data_shift: bool = False,
 ) -> dict[str, Any]:
     """Score challenger (and champion) on the current test split and the champion's own; compare the
-    training data with production's and with recent traffic; write the report and blessing."""
+    training data with production's and with recent traffic; write the report and blessing. A champion
+    that takes or answers something else than the challenger is not scored: the gates that need it
+    decide as without one, their reasons naming both models' interfaces."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     kpis = contracts.read_json(thresholds, "kpi_thresholds") if thresholds else DEFAULT_THRESHOLDS
     preprocessed = Path(preprocessed)
     manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
     images, labels = load_split(preprocessed, manifest, "test")
+    interface = read_interface(challenger)
+    check_fits(
+        interface, manifest, images, f"evaluate: model {challenger} on the test split of {preprocessed}"
+    )
     training = read_baseline(preprocessed)
     current = read_champion(champion) if champion is not None else None
-    reference = shift.read_reference(current)
-    challenger_predict = model_function(load_model(challenger))
-    challenger_figures, mistakes = score(challenger_predict, images, labels)
     champion_dir = current.model if current is not None else None
+    unlike = champion_unlike(current, interface) if champion_dir is not None else None
+    reference = shift.read_reference(current, interface, unlike)
+    challenger_predict = model_function(load_model(challenger))
+    challenger_figures, mistakes = score(challenger_predict, images, labels, interface.classes)
     champion_figures = split_accuracy = None
-    if champion_dir is not None:
+    if champion_dir is not None and unlike is None:
         champion_predict = model_function(load_model(champion_dir))
-        figures, _ = score(champion_predict, images, labels)
+        figures, _ = score(champion_predict, images, labels, interface.classes)
         champion_figures = figures | {
             "name": current.record["model_name"],
             "version": current.record["version"],
@@ -85,21 +95,31 @@ def run_evaluate(
                 accuracy(challenger_predict, *reference.test_split),
                 accuracy(champion_predict, *reference.test_split),
             )
-    itself = champion_dir is not None and content_sha256(champion_dir) == content_sha256(Path(challenger))
-    gates = evaluate_gates(challenger_figures, champion_figures, kpis, champion_is_challenger=itself)
+    itself = champion_figures is not None and content_sha256(champion_dir) == content_sha256(Path(challenger))
+    no_champion = (
+        f"no champion to compare with: {unlike}" if unlike else "first run: no champion to compare with"
+    )
+    gates = evaluate_gates(
+        challenger_figures, champion_figures, kpis, champion_is_challenger=itself, no_champion=no_champion
+    )
     shift_gates, data_shift = shift.judge(
-        current, reference, training, split_accuracy, kpis, accept=accept_data_shift
+        current, reference, training, split_accuracy, kpis, accept=accept_data_shift, unlike=unlike
     )
     gates += shift_gates
     blessed = all(gate["outcome"] != "fail" for gate in gates)
     now = utc_iso(datetime.now(UTC))
     report = {
         "schema_version": 1,
-        "model": {"name": challenger_name, "uri": str(Path(challenger).resolve())},
+        "model": {
+            "name": challenger_name,
+            "uri": str(Path(challenger).resolve()),
+            **interface.metadata(),
+        },
         "dataset_version": manifest["dataset_version"],
         "test_count": len(labels),
         **{key: challenger_figures[key] for key in ("accuracy", "per_class", "confusion_matrix", "latency")},
         "champion": champion_figures,
+        "thresholds_source": "given" if thresholds else "mnist_defaults",
         "thresholds": gates,
         "data_shift": data_shift,
         "blessed": blessed,
@@ -108,20 +128,31 @@ def run_evaluate(
     contracts.validate(report, "evaluation_report", source="evaluation_report.json")
     from mnist_mlops.plots import confusion_matrix, image_grid
 
+    notes = [note] if (note := thresholds_note(report["thresholds_source"], interface)) else []
+    classes = interface.classes
     with staged_dir(Path(evaluation)) as stage:
         contracts.write_json(stage / "evaluation_report.json", report, "evaluation_report")
-        confusion_matrix(np.asarray(challenger_figures["confusion_matrix"]), stage / "confusion_matrix.png")
+        confusion_matrix(
+            np.asarray(challenger_figures["confusion_matrix"]), stage / "confusion_matrix.png", classes
+        )
         worst, predicted, confidence = mistakes
-        captions = [f"true {labels[i]} -> {predicted[i]} ({confidence[i]:.2f})" for i in worst]
+        captions = [
+            f"true {classes[labels[i]]} -> {classes[predicted[i]]} ({confidence[i]:.2f})" for i in worst
+        ]
         image_grid(images[worst], captions, stage / "misclassified.png")
-        atomic_write_text(stage / "model_card.md", model_card(report, manifest))
+        atomic_write_text(stage / "model_card.md", model_card(report, manifest, interface, notes, unlike))
         report_sha = hashlib.sha256((stage / "evaluation_report.json").read_bytes()).hexdigest()
     blessing_document = {
         "schema_version": 1,
         "blessed": blessed,
-        "reasons": [gate["reason"] for gate in gates if gate["outcome"] == "fail"]
-        if not blessed
-        else [f"{gate['name']}: {gate['reason']}" for gate in gates],
+        "reasons": [
+            *(
+                [gate["reason"] for gate in gates if gate["outcome"] == "fail"]
+                if not blessed
+                else [f"{gate['name']}: {gate['reason']}" for gate in gates]
+            ),
+            *notes,
+        ],
         "first_run_without_champion": champion_figures is None,
         "model_uri": report["model"]["uri"],
         "dataset_version": manifest["dataset_version"],
@@ -135,13 +166,49 @@ def run_evaluate(
     return report
 
 
-def load_model(model_dir: str | Path):
-    """The Keras model inside an MLflow model folder."""
-    import mlflow.tensorflow
-
+def read_interface(model_dir: str | Path) -> ModelInterface:
+    """What an MLflow model folder's model takes and answers (its MLmodel file; no TensorFlow)."""
     path = Path(model_dir)
     if not (path / "MLmodel").is_file():
         raise UserInputError(f"{path}: not an MLflow model (no MLmodel file)")
+    return ModelInterface.of_model(path)
+
+
+def check_fits(interface: ModelInterface, manifest: dict[str, Any], images: np.ndarray, source: str) -> None:
+    """Refuse test data the model cannot be judged on: labelled with classes it does not answer (or in
+    another order), or images of another shape."""
+    interface.check_answers(ModelInterface.of_dataset(manifest).classes, source)
+    interface.check_images(images, source)
+
+
+def champion_unlike(current: Champion, interface: ModelInterface) -> str | None:
+    """Why production's model cannot be scored where the challenger is (it takes or answers something
+    else), naming both; None when it can."""
+    production = read_interface(current.model)
+    if production == interface:
+        return None
+    name = f"{current.record['model_name']} v{current.record['version']}"
+    return f"{name} in production takes {production.describe()}; this model takes {interface.describe()}"
+
+
+def thresholds_note(source: str, interface: ModelInterface) -> str | None:
+    """The warning that MNIST's built-in thresholds judged another problem; None when they did not."""
+    if source == "given" or interface == MNIST_INTERFACE:
+        return None
+    defaults = ", ".join(
+        f"{name} {value}" for name, value in DEFAULT_THRESHOLDS.items() if name != "schema_version"
+    )
+    return (
+        f"KPI thresholds: MNIST's defaults ({defaults}) applied to {interface.describe()}; "
+        "give thresholds for this problem (evaluate's thresholds input, schema kpi_thresholds)"
+    )
+
+
+def load_model(model_dir: str | Path):
+    """The Keras model inside an MLflow model folder (checked by `read_interface` first)."""
+    import mlflow.tensorflow
+
+    path = Path(model_dir)
     try:
         return mlflow.tensorflow.load_model(str(path))
     except Exception as error:  # MLflow and Keras raise many types for a broken model
@@ -160,20 +227,23 @@ def accuracy(predict, images: np.ndarray, labels: np.ndarray) -> float:
     return float((predict_in_batches(predict, images).argmax(axis=1) == labels).mean())
 
 
-def score(predict, images: np.ndarray, labels: np.ndarray) -> tuple[dict[str, Any], tuple]:
+def score(
+    predict, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]
+) -> tuple[dict[str, Any], tuple]:
     """Report figures (accuracy, per-class precision/recall, confusion matrix, single-image latency)
-    of a `model_function` and the mistakes (the 25 most confident wrong rows, all predictions, their
-    confidences)."""
+    of a `model_function` answering `classes` and the mistakes (the 25 most confident wrong rows, all
+    predictions, their confidences)."""
     probabilities = predict_in_batches(predict, images)
     predicted = probabilities.argmax(axis=1)
-    matrix = np.zeros((10, 10), dtype=np.int64)
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     np.add.at(matrix, (labels.astype(np.int64), predicted), 1)
     per_class = []
-    for label in range(10):
+    for label, name in enumerate(classes):
         support, predicted_as = int(matrix[label].sum()), int(matrix[:, label].sum())
         per_class.append(
             {
                 "class": label,
+                "name": name,
                 "precision": float(matrix[label, label] / predicted_as) if predicted_as else 0.0,
                 "recall": float(matrix[label, label] / support) if support else 0.0,
                 "support": support,
@@ -208,10 +278,16 @@ def single_image_latency(predict, images: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate_gates(
-    challenger: dict, champion: dict | None, thresholds: dict, *, champion_is_challenger: bool = False
+    challenger: dict,
+    champion: dict | None,
+    thresholds: dict,
+    *,
+    champion_is_challenger: bool = False,
+    no_champion: str = "first run: no champion to compare with",
 ) -> list[dict[str, Any]]:
     """Every KPI threshold with its value, outcome and a sentence a reviewer can read. A challenger
-    that is the champion itself (a rerun on unchanged data and code) has nothing to promote."""
+    that is the champion itself (a rerun on unchanged data and code) has nothing to promote; without a
+    champion's figures the regression gate is skipped, saying why (`no_champion`)."""
 
     def gate(name: str, value: float | None, ok: bool | None, reason: str) -> dict[str, Any]:
         outcome = "skipped" if ok is None else "pass" if ok else "fail"
@@ -232,7 +308,7 @@ def evaluate_gates(
             f"accuracy {accuracy:.4f} {'>=' if accuracy >= floor else '<'} {floor}",
         )
     ]
-    recalls = {row["class"]: row["recall"] for row in challenger["per_class"]}
+    recalls = {row["name"]: row["recall"] for row in challenger["per_class"]}
     weakest = min(recalls, key=recalls.get)
     floor = thresholds["min_class_recall"]
     gates.append(
@@ -246,7 +322,7 @@ def evaluate_gates(
     )
     allowed = thresholds["max_regression"]
     if champion is None:
-        gates.append(gate("max_regression", None, None, "first run: no champion to compare with"))
+        gates.append(gate("max_regression", None, None, no_champion))
     elif champion_is_challenger:
         champion_name = f"{champion['name']} v{champion['version']}"
         reason = f"the challenger is the champion {champion_name} itself: nothing to promote"
@@ -275,13 +351,21 @@ def evaluate_gates(
     return gates
 
 
-def model_card(report: dict, manifest: dict) -> str:
-    """The Markdown page a reviewer reads before approving the model."""
+def model_card(
+    report: dict, manifest: dict, interface: ModelInterface, notes: list[str], unlike: str | None
+) -> str:
+    """The Markdown page a reviewer reads before approving the model; `notes` are the blessing's
+    reasons beyond the gates, `unlike` why production's model was not compared (`champion_unlike`)."""
     verdict = "**Blessed**" if report["blessed"] else "**Not blessed**"
+    source = {"given": "the given thresholds file", "mnist_defaults": "the built-in defaults (MNIST's)"}
     lines = [
         f"# Model card: {report['model']['name']}",
         "",
         f"{verdict} by the evaluate gate on {report['generated_at']}.",
+        *(line for note in notes for line in ("", f"**{note}.**")),
+        "",
+        "## Model",
+        f"- Takes and answers: {interface.describe()}.",
         "",
         "## Data",
         f"- Test split: {report['test_count']} images of dataset version "
@@ -291,6 +375,8 @@ def model_card(report: dict, manifest: dict) -> str:
         f"{manifest['splits']['validation']['count']} (stratified, seed {manifest['seed']}).",
         "",
         "## Gates",
+        f"Thresholds: {source[report['thresholds_source']]}.",
+        "",
         "| gate | threshold | value | outcome | reason |",
         "| --- | --- | --- | --- | --- |",
     ]
@@ -305,17 +391,20 @@ def model_card(report: dict, manifest: dict) -> str:
         "| --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {r['class']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['support']} |"
+        f"| {r['name']} | {r['precision']:.4f} | {r['recall']:.4f} | {r['support']} |"
         for r in report["per_class"]
     ]
     champion = report["champion"]
     lines += ["", "## Champion"]
-    lines.append(
-        f"{champion['name']} v{champion['version']}: accuracy {champion['accuracy']:.4f} "
-        "on the same test split."
-        if champion
-        else "None: this is the first model (no production version to compare with)."
-    )
+    if champion:
+        lines.append(
+            f"{champion['name']} v{champion['version']}: accuracy {champion['accuracy']:.4f} "
+            "on the same test split."
+        )
+    elif unlike:
+        lines.append(f"Not compared: {unlike}.")
+    else:
+        lines.append("None: this is the first model (no production version to compare with).")
     lines += ["", *shift.card_lines(report["data_shift"], report["thresholds"])]
     lines += [
         "## Figures",

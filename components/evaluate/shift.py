@@ -10,6 +10,12 @@ One shift passes by default: when recent traffic shows that clients moved (unlik
 data, like the new data), the new data follows them ("followed_traffic"): the retraining a drift alert
 asks for. Production's own test split then no longer describes what clients send, so a drop there is
 reported, not judged. Without enough traffic there is no such evidence and the shift stops promotion.
+
+Production's data is only compared with data of the same kind: a reference of another image shape or
+other classes is "no_reference" naming both, as without a champion. A production model that takes or
+answers something else than the challenger is the largest shift of all: promoting the challenger under
+the same name changes what every client must send and gets back, so it fails the training-data gate
+(naming both) unless accepted, and its traffic is not compared.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 from mnist_mlops import data_shift, references
 from mnist_mlops.champions import Champion
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.model_interface import ModelInterface
 
 DEFAULT_REFERENCE_REGRESSION = 0.01
 """Largest allowed accuracy drop below the champion on its own test split when the thresholds file
@@ -43,19 +50,28 @@ class Reference:
     test_split: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def read_reference(champion: Champion | None) -> Reference:
-    """The champion's reference bundle, read and verified. A missing or unreadable one is a warning
-    (stderr) and a Reference without data: the registry may outlive a run's artifacts."""
+def read_reference(champion: Champion | None, interface: ModelInterface, unlike: str | None) -> Reference:
+    """The champion's reference bundle, read and verified, when it holds data of the challenger's
+    `interface`. A missing or unreadable one is a warning (stderr) and a Reference without data: the
+    registry may outlive a run's artifacts. `unlike`: why production's model cannot be compared with
+    the challenger (then neither is its data), None when it can."""
     if champion is None:
         return Reference("no champion given")
     record = champion.record
     if not record["found"]:
         return Reference(record["reference"]["reason"])
+    if unlike is not None:
+        return Reference(unlike)
     model = f"{record['model_name']} v{record['version']}"
     if champion.reference is None:
         return _unusable(record["reference"]["reason"])
     try:
         manifest, baseline = references.read_bundle(champion.reference)
+        held = ModelInterface.of_dataset(manifest)
+        if held != interface:
+            return Reference(
+                f"{model}'s reference holds {held.describe()}; this model takes {interface.describe()}"
+            )
         split = references.test_split(champion.reference)
     except (UserInputError, OSError) as error:
         return _unusable(f"{model}'s reference in {champion.reference} cannot be read ({error})")
@@ -72,16 +88,18 @@ def judge(
     thresholds: dict[str, Any],
     *,
     accept: bool,
+    unlike: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The three gates and the report's `data_shift` section. `training` is the new training data's
-    baseline, `split_accuracy` (challenger, champion) on the reference test split."""
+    baseline, `split_accuracy` (challenger, champion) on the reference test split; `unlike` why
+    production's model (so what its clients send) cannot be compared with the challenger."""
     limits = data_shift.DEFAULT_LIMITS | thresholds.get("max_data_shift", {})
     training_findings = (
         data_shift.compare_training_data(reference.baseline, training, limits)
         if reference.baseline is not None
         else []
     )
-    traffic = champion.traffic if champion is not None else None
+    traffic = champion.traffic if champion is not None and unlike is None else None
     traffic_findings = (
         data_shift.compare_with_traffic(traffic, training, limits) if traffic is not None else None
     )
@@ -93,8 +111,8 @@ def judge(
     clients_moved = _clients_moved(reference, traffic_findings, production_findings)
     followed = clients_moved if data_shift.shifted(training_findings) else None
     gates = [
-        _training_data_gate(reference, training_findings, followed, accept),
-        _traffic_gate(champion, traffic, traffic_findings, accept),
+        _training_data_gate(reference, training_findings, followed, accept, unlike),
+        _traffic_gate(champion, traffic, traffic_findings, accept, unlike),
         _reference_split_gate(reference, split_accuracy, thresholds, followed, accept),
     ]
     section = {
@@ -195,9 +213,19 @@ def _clients_moved(
 
 
 def _training_data_gate(
-    reference: Reference, findings: list[dict[str, Any]], followed: str | None, accept: bool
+    reference: Reference,
+    findings: list[dict[str, Any]],
+    followed: str | None,
+    accept: bool,
+    unlike: str | None,
 ) -> dict[str, Any]:
     """`followed`: the evidence that the shift follows the clients (it then passes), else None."""
+    if unlike is not None:
+        reason = (
+            f"{unlike}: promoting it under the same name changes what every client must send and gets back"
+            " (register it under a model_name of its own, or accept the change)"
+        )
+        return _gate("max_data_shift", None, None, False, reason, accept)
     if not findings:
         return _gate("max_data_shift", None, None, None, reference.reason, accept)
     source = f"{reference.model}'s (dataset {reference.dataset_version[:12]})"
@@ -213,9 +241,12 @@ def _traffic_gate(
     traffic: dict[str, Any] | None,
     findings: list[dict[str, Any]] | None,
     accept: bool,
+    unlike: str | None,
 ) -> dict[str, Any]:
     if traffic is None or findings is None:
-        reason = champion.record["traffic"]["reason"] if champion is not None else "no champion given"
+        reason = unlike or (
+            champion.record["traffic"]["reason"] if champion is not None else "no champion given"
+        )
         return _gate("max_traffic_shift", None, None, None, reason, accept)
     window = traffic["time_range"]
     seen = f"what clients sent ({traffic['images']} images, {window['from']} to {window['to']})"

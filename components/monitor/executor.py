@@ -15,9 +15,10 @@ the data, which is the risk that was accepted.
 Each check measures one metric over the most recent N requests (its window) and alerts above its
 threshold: input drift of mean intensity and ink fraction (PSI and binned KS distance against the
 baseline's histogram), prediction drift (total variation between served classes and the training
-class priors), the share of low-confidence predictions, the shares of 5xx and of 4xx responses, and
-p50/p99 latency of successful requests. Fewer than `min_samples` images (requests, for error rates and
-latency) is "insufficient_data", never an alert. On an alert the report carries the reasons, a retrain
+class priors, over the baseline's classes; the report shows both shares by class name), the share of
+low-confidence predictions, the shares of 5xx and of 4xx responses, and p50/p99 latency of successful
+requests. Fewer than `min_samples` images (requests, for error rates and latency) is
+"insufficient_data", never an alert. On an alert the report carries the reasons, a retrain
 request (schema `retrain_request`) is written beside it, and the request is handed to the handler
 `on_breach` names (`mnist_mlops.retraining`: run the training pipeline here, submit it to Azure ML, or a
 user's own `package.module:function`); the monitor imports no orchestrator itself.
@@ -42,6 +43,7 @@ from mnist_mlops import contracts, data_shift, drift, features, references, retr
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.baselines import read_baseline
 from mnist_mlops.components.monitor import plot
+from mnist_mlops.dataset import classes_of
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
@@ -117,11 +119,12 @@ def run_monitor(
     accepted_shift = None
     if baseline is not None:
         statistics = read_baseline(Path(baseline))
+        classes = classes_of(contracts.read_json(Path(baseline) / "manifest.json", "preprocessed_manifest"))
         origin = {"source": str(baseline), "model_version": None}
     else:
         uri = registry_uri(registry)
         newest = served[-1]
-        statistics, origin = registry_baseline(uri, newest.model_name, newest.model_version)
+        statistics, classes, origin = registry_baseline(uri, newest.model_name, newest.model_version)
         drift_window = max(window for metric, (_, window) in rules.items() if metric in INPUT_DRIFT_METRICS)
         limits = {name: rules[f"psi_{name}"][0] for name in FEATURES}
         accepted_shift = check_accepted_shift(
@@ -157,7 +160,7 @@ def run_monitor(
             "log": log,
             "time_range": {"from": utc_iso(widest[0].time), "to": utc_iso(widest[-1].time)},
             "samples": {"requests": len(widest), "images": sum(len(r.images) for r in widest)},
-            "summary": _summary(widest, statistics),
+            "summary": _summary(widest, statistics, classes),
             "checks": checks,
             **_verdict(checks),
             "accepted_shift": accepted_shift,
@@ -204,9 +207,10 @@ def retrain_request(report: dict[str, Any], on_breach: str, data: str | None) ->
     }
 
 
-def registry_baseline(uri: str, name: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Version `version`'s own training baseline, from its reference bundle in the registry, and where
-    it came from; a version without a readable bundle is a UserInputError that says what to pass."""
+def registry_baseline(uri: str, name: str, version: str) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Version `version`'s own training baseline, from its reference bundle in the registry, its class
+    names and where it came from; a version without a readable bundle is a UserInputError that says
+    what to pass."""
     database = sqlite_file(uri)
     if database is not None and not database.is_file():
         raise UserInputError(
@@ -221,12 +225,12 @@ def registry_baseline(uri: str, name: str, version: str) -> tuple[dict[str, Any]
                 f"no baseline for {name} v{version}: {fetched['reason']};"
                 " pass --baseline (the preprocess output it was trained on)"
             )
-        _, statistics = references.read_bundle(folder)
+        manifest, statistics = references.read_bundle(folder)
     origin = {
         "source": f"registry: {name} v{version}'s reference ({fetched['uri']})",
         "model_version": version,
     }
-    return statistics, origin
+    return statistics, classes_of(manifest), origin
 
 
 def check_accepted_shift(
@@ -426,15 +430,24 @@ def _verdict(checks: list[dict[str, Any]]) -> dict[str, Any]:
     return {"alert": bool(alerts), "drifting_features": drifting, "alert_reasons": reasons}
 
 
-def _summary(requests: list[Request], baseline: dict[str, Any]) -> dict[str, Any]:
+def _summary(requests: list[Request], baseline: dict[str, Any], classes: list[str]) -> dict[str, Any]:
     images = [image for request in requests for image in request.images]
 
     def mean(name: str) -> float | None:
         return round(float(np.mean([image[name] for image in images])), 6) if images else None
 
+    served = np.array([image["class"] for image in images], dtype=np.int64)
+    shares = (np.bincount(served, minlength=len(classes)) / len(images)).round(6).tolist() if images else None
     return {
         name: {"served": mean(name), "baseline": baseline["features"][name]["mean"]} for name in FEATURES
-    } | {"mean_confidence": mean("confidence"), "low_confidence_below": LOW_CONFIDENCE}
+    } | {
+        "mean_confidence": mean("confidence"),
+        "low_confidence_below": LOW_CONFIDENCE,
+        "classes": {
+            name: {"served": None if shares is None else shares[label], "baseline": prior}
+            for label, (name, prior) in enumerate(zip(classes, baseline["class_priors"], strict=True))
+        },
+    }
 
 
 def _announce(report: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ later run can compare new data with production's without this run's folder. It i
 registry and must reproduce the trained model's predictions on a golden batch of test images before it
 is tagged `validation_status=ready` and given the alias `challenger`; any failure deletes the version,
 so a half-registered version is never usable. Concurrent registrations get distinct versions (the
-registry numbers them; SQLite lock contention is retried).
+registry numbers them; SQLite lock contention is retried). The version's tags say what the model takes
+and answers (`image_shape`, `classes`), so a registry user sees it without opening the model.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops import contracts, references
-from mnist_mlops.dataset import load_split
+from mnist_mlops.dataset import classes_of, describe_shape, load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
+from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked, load_spec
 from mnist_mlops.provenance import code_version, environment_hash
 from mnist_mlops.registry import (
@@ -46,6 +48,9 @@ GOLDEN_BATCH = 256
 EXPERIMENT = "mnist-mlops"
 PRODUCERS = ("ingest", "preprocess", "train", "evaluate", "register")
 """The components whose versions a registered model's lineage records."""
+CLASSES_TAG_LENGTH = 1000
+"""The longest `classes` tag: registry UIs show a tag on one line; the full list is in the registration
+record and the model's MLmodel metadata."""
 
 
 @checked("register")
@@ -84,6 +89,7 @@ def run_register(
         "component_versions": {name: load_spec(name)["version"] for name in PRODUCERS},
         "environment_hash": environment_hash(),
         "pipeline_run_id": pipeline_run_id or os.environ.get("AZUREML_ROOT_RUN_ID") or "manual",
+        "interface": {key: report["model"][key] for key in ("image_shape", "classes")},
         "metrics": {
             "accuracy": report["accuracy"],
             "p99_ms": report["latency"]["p99_ms"],
@@ -114,6 +120,7 @@ def run_register(
     preprocessed = Path(preprocessed)
     manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
     golden, _ = load_split(preprocessed, manifest, "test")
+    _check_interface(Path(model), lineage["interface"], manifest, golden, preprocessed)
     with tempfile.TemporaryDirectory(prefix="reference-") as bundle:
         references.write_bundle(Path(bundle), preprocessed, Path(data_report))
         with exclusive(uri):
@@ -142,8 +149,6 @@ def _register_verified(
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    if not (model_dir / "MLmodel").is_file():
-        raise UserInputError(f"{model_dir}: not an MLflow model (no MLmodel file)")
     expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(golden))
     registry = client(uri)
     mlflow.set_tracking_uri(uri)
@@ -183,6 +188,25 @@ def _register_verified(
     return str(created.version)
 
 
+def _check_interface(
+    model_dir: Path, evaluated: dict, manifest: dict, golden: np.ndarray, preprocessed: Path
+) -> None:
+    """Refuse a model other than the one evaluate judged (it takes or answers something else), or data
+    it cannot take, before anything reaches the registry."""
+    if not (model_dir / "MLmodel").is_file():
+        raise UserInputError(f"{model_dir}: not an MLflow model (no MLmodel file)")
+    interface = ModelInterface.of_model(model_dir)
+    judged = ModelInterface(tuple(evaluated["image_shape"]), tuple(evaluated["classes"]))
+    if interface != judged:
+        raise UserInputError(
+            f"{model_dir}: takes {interface.describe()}; the evaluation report judged a model that takes "
+            f"{judged.describe()}: not the evaluated model"
+        )
+    source = f"register: model {model_dir} on the test split of {preprocessed}"
+    interface.check_answers(classes_of(manifest), source)
+    interface.check_images(golden, source)
+
+
 def _job_run(uri: str):
     """The run to log the model in: the one the platform made for this job (Azure ML sets
     MLFLOW_RUN_ID), else a new run in the project's experiment."""
@@ -195,10 +219,15 @@ def _job_run(uri: str):
 
 
 def _lineage_tags(lineage: dict) -> dict[str, str]:
-    """The lineage as flat version tags; the data-shift decision as `data_shift` (what `mnist-mlops
-    models` lists) and the reference it was judged against ("-" when there was none)."""
-    nested = ("metrics", "component_versions", "data_shift")
+    """The lineage as flat version tags; the interface as `image_shape` ("32x32x3") and `classes`; the
+    data-shift decision as `data_shift` (what `mnist-mlops models` lists) and the reference it was
+    judged against ("-" when there was none)."""
+    nested = ("metrics", "component_versions", "data_shift", "interface")
     tags = {key: str(value) for key, value in lineage.items() if key not in nested}
+    tags |= {
+        "image_shape": describe_shape(lineage["interface"]["image_shape"]),
+        "classes": classes_tag(lineage["interface"]["classes"]),
+    }
     tags |= {f"component.{name}": version for name, version in lineage["component_versions"].items()}
     tags |= {f"metric.{name}": f"{value:.6g}" for name, value in lineage["metrics"].items()}
     shift = lineage["data_shift"]
@@ -208,3 +237,18 @@ def _lineage_tags(lineage: dict) -> dict[str, str]:
         SHIFT_REFERENCE_DATASET_TAG: shift["reference_dataset_version"] or "-",
     }
     return tags
+
+
+def classes_tag(classes: list[str]) -> str:
+    """The class names comma-separated, as many as fit in CLASSES_TAG_LENGTH with the count at the end."""
+    joined = ", ".join(classes)
+    if len(joined) <= CLASSES_TAG_LENGTH:
+        return joined
+    suffix = f", ... ({len(classes)} classes)"
+    shown = ""
+    for name in classes:
+        longer = f"{shown}, {name}" if shown else name
+        if len(longer) + len(suffix) > CLASSES_TAG_LENGTH:
+            break
+        shown = longer
+    return shown + suffix

@@ -28,7 +28,11 @@ def train(
         type="uri_folder", description="Output of preprocess (manifest.json: preprocessed_manifest)."
     ),
     model: Output(
-        type="mlflow_model", description="MLflow model, TensorFlow flavor, input uint8 (-1, 28, 28)."
+        type="mlflow_model",
+        description=(
+            "MLflow model, TensorFlow flavor: uint8 images of the dataset's shape in, one probability per"
+            " class out (MLmodel metadata: image_shape, classes)."
+        ),
     ),
     training_summary: Output(
         type="uri_file", description="training_summary.json: history, timing, provenance."

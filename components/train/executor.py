@@ -24,10 +24,10 @@ import numpy as np
 
 from mnist_mlops import __version__, contracts, plots
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.dataset import MNIST_IMAGE_SHAPE, classes_of, describe_shape, image_shape_of, load_split
+from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.features import NUM_CLASSES
 from mnist_mlops.inference import predict_in_batches
+from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import code_version, environment_hash
 
@@ -39,6 +39,7 @@ class _Splits:
     """What train reads from preprocess: the manifest and the train and validation (images, labels)."""
 
     manifest: dict[str, Any]
+    interface: ModelInterface
     train: tuple[np.ndarray, np.ndarray]
     validation: tuple[np.ndarray, np.ndarray]
 
@@ -74,7 +75,7 @@ def run_train(
     global_batch = batch_size * strategy.num_replicas_in_sync
     steps_per_epoch = _steps_per_epoch(Path(preprocessed), len(splits.train[0]), global_batch)
     network, optimizer = _network_and_optimizer(
-        strategy, splits.manifest["normalization"], learning_rate, epochs, steps_per_epoch
+        strategy, splits.interface, splits.manifest["normalization"], learning_rate, epochs, steps_per_epoch
     )
     dataset = strategy.experimental_distribute_dataset(training_dataset(*splits.train, global_batch, seed))
     train_step = _distributed_train_step(strategy, network, optimizer, global_batch, seed, augment)
@@ -96,7 +97,7 @@ def run_train(
     contracts.validate(summary, "training_summary", source=str(training_summary))
     if cluster and not cluster["is_chief"]:
         return summary  # workers train in lockstep; only the chief writes outputs
-    _save_model(network, Path(model), splits.validation[0][:2], summary)
+    _save_model(network, Path(model), splits.interface, splits.validation[0][:2], summary)
     plots.training_curves(history, Path(training_curves))
     contracts.write_json(training_summary, summary, "training_summary")
     return summary
@@ -104,23 +105,13 @@ def run_train(
 
 def _read_splits(preprocessed: Path, max_train_images: int) -> _Splits:
     manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
-    _check_model_fits(manifest, preprocessed)
+    interface = ModelInterface.of_dataset(manifest)
+    interface.check_trainable(str(preprocessed / "manifest.json"))
     train_images, train_labels = load_split(preprocessed, manifest, "train")
     if max_train_images:
         train_images, train_labels = train_images[:max_train_images], train_labels[:max_train_images]
-    return _Splits(manifest, (train_images, train_labels), load_split(preprocessed, manifest, "validation"))
-
-
-def _check_model_fits(manifest: dict[str, Any], preprocessed: Path) -> None:
-    """Refuse data the network cannot take, with both descriptions, before TensorFlow is even loaded."""
-    shape, classes = image_shape_of(manifest), classes_of(manifest)
-    if shape == MNIST_IMAGE_SHAPE and len(classes) == NUM_CLASSES:
-        return
-    named = ", ".join(classes[:NUM_CLASSES]) + (", ..." if len(classes) > NUM_CLASSES else "")
-    raise UserInputError(
-        f"train: this model takes {describe_shape(MNIST_IMAGE_SHAPE)} images of {NUM_CLASSES} classes; "
-        f"the data has {describe_shape(shape)} images of {len(classes)} classes ({named}; "
-        f"{preprocessed / 'manifest.json'})"
+    return _Splits(
+        manifest, interface, (train_images, train_labels), load_split(preprocessed, manifest, "validation")
     )
 
 
@@ -134,7 +125,12 @@ def _steps_per_epoch(preprocessed: Path, train_count: int, global_batch: int) ->
 
 
 def _network_and_optimizer(
-    strategy: Any, normalization: dict[str, float], learning_rate: float, epochs: int, steps_per_epoch: int
+    strategy: Any,
+    interface: ModelInterface,
+    normalization: dict[str, float],
+    learning_rate: float,
+    epochs: int,
+    steps_per_epoch: int,
 ) -> tuple[Any, Any]:
     """The CNN and Adam (one warm-up epoch, then cosine decay), created in the strategy's scope so
     their variables are mirrored across replicas."""
@@ -143,7 +139,7 @@ def _network_and_optimizer(
     from .model import build_model
 
     with strategy.scope():
-        network = build_model(normalization["mean"], normalization["std"])
+        network = build_model(interface, normalization["mean"], normalization["std"])
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, epochs * steps_per_epoch, warmup_target=learning_rate, warmup_steps=steps_per_epoch
         )
@@ -303,15 +299,18 @@ def _strategy() -> tuple[Any, dict | None]:
     return tf.distribute.MultiWorkerMirroredStrategy(), {"workers": workers, "is_chief": is_chief}
 
 
-def _save_model(network: Any, target: Path, example: np.ndarray, summary: dict) -> None:
-    """Save as an MLflow model (TensorFlow flavor) with a uint8 (-1, 28, 28) signature."""
+def _save_model(
+    network: Any, target: Path, interface: ModelInterface, example: np.ndarray, summary: dict
+) -> None:
+    """Save as an MLflow model (TensorFlow flavor) whose metadata records the interface (image shape and
+    class names) and whose signature follows it: uint8 (-1, H, W[, 3]) in, float32 (-1, classes) out."""
     import mlflow.tensorflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *MNIST_IMAGE_SHAPE), "images")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES), "probabilities")]),
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *interface.image_shape), "images")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, interface.class_count), "probabilities")]),
     )
     requirements = [
         f"tensorflow-cpu=={summary['tf_version']}",
@@ -331,6 +330,7 @@ def _save_model(network: Any, target: Path, example: np.ndarray, summary: dict) 
                 "code_version": summary["code_version"],
                 "python": platform.python_version(),
                 "producer": f"{COMPONENT_NAME} {__version__}",
+                **interface.metadata(),
             },
         )
         for entry in (stage / "model").iterdir():

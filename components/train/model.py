@@ -1,7 +1,8 @@
 """The CNN and its input pipeline. Keras objects only; imported lazily by the executor.
 
-The model takes raw uint8 images, shape (N, 28, 28), and applies the normalization constants that
-preprocess measured inside the graph, so serving never has to repeat (or get wrong) the scaling.
+The model takes raw uint8 images of the dataset's shape ((N, H, W) grayscale or (N, H, W, 3) colour),
+answers one probability per class, and applies the normalization constants that preprocess measured
+inside the graph, so serving never has to repeat (or get wrong) the scaling.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
-from mnist_mlops.features import NUM_CLASSES
+from mnist_mlops.model_interface import ModelInterface
 
 MAX_SHIFT_PIXELS = 2
 """Augmentation: each training image is moved by up to this many pixels in x and y."""
 
 
-def build_model(mean: float, std: float) -> keras.Model:
+def build_model(interface: ModelInterface, mean: float, std: float) -> keras.Model:
     """Two conv blocks and a small dense head: the keras.io MNIST convnet's cost, plus a hidden layer."""
-    images = keras.Input(MNIST_IMAGE_SHAPE, dtype="uint8", name="images")
-    x = keras.layers.Reshape((*MNIST_IMAGE_SHAPE, 1))(images)
+    images = keras.Input(interface.image_shape, dtype="uint8", name="images")
+    x = keras.layers.Reshape((*interface.image_shape[:2], interface.channels))(images)
     x = keras.layers.Rescaling(1.0 / (255.0 * std), offset=-mean / std)(x)
     x = keras.layers.Conv2D(32, 3, activation="relu")(x)
     x = keras.layers.MaxPooling2D()(x)
@@ -28,13 +28,15 @@ def build_model(mean: float, std: float) -> keras.Model:
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dropout(0.5)(x)
-    logits = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+    logits = keras.layers.Dense(interface.class_count, name="logits")(x)
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
     return keras.Model(images, probabilities, name="mnist_cnn")
 
 
 def shift_images(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Move each image by a random whole number of pixels (stateless: the same seed, the same shifts)."""
+    """Move each image by a random whole number of pixels (stateless: the same seed, the same shifts);
+    `images` is uint8 (N, H, W) or (N, H, W, C)."""
+    grayscale = images.shape.rank == 3
     count = tf.shape(images)[0]
     shifts = tf.round(
         tf.random.stateless_uniform((count, 2), seed, -MAX_SHIFT_PIXELS - 0.49, MAX_SHIFT_PIXELS + 0.49)
@@ -42,14 +44,14 @@ def shift_images(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     ones, zeros = tf.ones((count, 1)), tf.zeros((count, 1))
     transforms = tf.concat([ones, zeros, shifts[:, :1], zeros, ones, shifts[:, 1:], zeros, zeros], axis=1)
     moved = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images[..., None], tf.float32),
+        images=tf.cast(images[..., None] if grayscale else images, tf.float32),
         transforms=transforms,
-        output_shape=list(MNIST_IMAGE_SHAPE),
+        output_shape=tf.shape(images)[1:3],
         interpolation="NEAREST",
         fill_mode="CONSTANT",
         fill_value=0.0,
     )
-    return tf.cast(moved[..., 0], tf.uint8)
+    return tf.cast(moved[..., 0] if grayscale else moved, tf.uint8)
 
 
 def training_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:

@@ -1,11 +1,17 @@
-"""Scoring request bodies -> a uint8 (N, 28, 28) batch, or a `BadRequest` that says what is wrong.
+"""Scoring request bodies -> a uint8 batch of the served model's image shape, or a `BadRequest` that
+says what is wrong.
 
 Framework-free, so the AML entry script, the tests and the benchmarks all exercise the same code.
 Three body kinds are accepted (the `scoring_request` schema documents the JSON ones):
 
-- ``application/json`` with ``instances``: nested integer arrays, 28x28 or 28x28x1, values 0..255;
+- ``application/json`` with ``instances``: nested integer arrays, values 0..255, each image H x W or
+  H x W x 1 for a grayscale model, H x W x 3 for a colour one;
 - ``application/json`` with ``images``: base64 PNG files;
 - ``image/png``: one raw PNG file.
+
+The shape is the model's (`ModelInterface.image_shape`), passed in by the scorer with the model that
+answers the request. A PNG of the model's height and width is decoded to its channels (a colour PNG to
+grayscale, a grayscale one to RGB); a JSON array must have the model's layout exactly.
 
 Every check is a cheap numpy or header check done before any expensive work: PNG sizes are read from
 the header before anything is inflated (a 10,000 x 10,000 "bomb" costs a 33-byte read), batch and body
@@ -18,14 +24,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.dataset import describe_shape
+from mnist_mlops.imaging import ImageDecodeError, decode_pngs, png_shape, read_png_header
 
-IMAGE_SHAPE = (28, 28)
-MAX_BASE64_CHARS = 65_536  # the scoring_request schema's limit for one encoded PNG
+MIN_BASE64_CHARS = 65_536
+"""The base64 characters one PNG may always take (the `scoring_request` schema's floor)."""
+BASE64_CHARS_PER_PIXEL_VALUE = 3
+"""Beyond the floor, per value of the model's image: 2.25 bytes, room for stored rows and metadata."""
 JSON_TYPES = ("application/json",)
 PNG_TYPES = ("image/png",)
 
@@ -58,12 +68,19 @@ def check_body_size(length: int | None, limits: Limits) -> None:
         raise BadRequest(413, f"request body of {length} bytes exceeds the limit of {limits.max_body_bytes}")
 
 
-def parse_request(body: bytes, content_type: str | None, limits: Limits) -> np.ndarray:
-    """The images of a scoring request as uint8 (N, 28, 28); raises BadRequest (400/413/415)."""
+def max_base64_chars(image_shape: tuple[int, ...]) -> int:
+    """The longest base64 PNG accepted for a model of this image shape."""
+    return max(MIN_BASE64_CHARS, BASE64_CHARS_PER_PIXEL_VALUE * math.prod(image_shape))
+
+
+def parse_request(
+    body: bytes, content_type: str | None, limits: Limits, image_shape: tuple[int, ...]
+) -> np.ndarray:
+    """The images of a scoring request as uint8 (N, *image_shape); raises BadRequest (400/413/415)."""
     check_body_size(len(body), limits)
     kind = media_type(content_type)
     if kind in PNG_TYPES:
-        return decode_png_batch([body], label="body")
+        return decode_png_batch([body], label="body", image_shape=image_shape)
     if kind not in JSON_TYPES:
         shown = kind if kind and len(kind) <= 60 and kind.isascii() and kind.isprintable() else "missing"
         raise BadRequest(
@@ -90,10 +107,10 @@ def parse_request(body: bytes, content_type: str | None, limits: Limits) -> np.n
     if len(batch) > limits.max_batch:
         raise BadRequest(413, f"batch of {len(batch)} images exceeds the maximum of {limits.max_batch}")
     if field == "images":
-        return _decode_base64_pngs(batch)
+        return _decode_base64_pngs(batch, image_shape)
     if b"true" in body or b"false" in body:  # JSON booleans would silently become pixels 1 and 0
         raise BadRequest(400, "instances: pixel values must be integers 0..255, not booleans")
-    return _pixels(batch)
+    return _pixels(batch, image_shape)
 
 
 def _parse_json(body: bytes) -> object:
@@ -114,48 +131,100 @@ def _parse_json(body: bytes) -> object:
         raise BadRequest(400, "malformed JSON: nested too deeply") from None
 
 
-def _pixels(instances: list) -> np.ndarray:
+def _pixels(instances: list, image_shape: tuple[int, ...]) -> np.ndarray:
+    """The whole batch checked as one array; when it is not one (ragged, or images of another shape),
+    image by image, so the message names the first wrong image."""
+    batch = _array(instances)
+    if batch is not None and _in_model_layout(batch, image_shape) is not None:
+        return _checked(batch, "instances", image_shape)
+    return np.concatenate(
+        [
+            _checked(_array([image]), f"instances[{index}]", image_shape)
+            for index, image in enumerate(instances)
+        ]
+    )
+
+
+def _array(nested: list) -> np.ndarray | None:
+    """`nested` as one numpy array, or None when it is ragged or holds values numpy keeps as objects."""
     try:
-        array = np.asarray(instances)
+        array = np.asarray(nested)
     except (ValueError, OverflowError):
-        array = None
-    if array is None or array.dtype == object:
-        raise BadRequest(400, "instances: every image must be a 28x28 (or 28x28x1) array of integers")
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.shape[1:] != IMAGE_SHAPE:
+        return None
+    return None if array.dtype == object else array
+
+
+def _in_model_layout(batch: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The batch as (N, *image_shape), a grayscale model also taking H x W x 1; None for another shape."""
+    if len(image_shape) == 2 and batch.ndim == 4 and batch.shape[-1] == 1:
+        batch = batch[..., 0]
+    return batch if batch.shape[1:] == image_shape else None
+
+
+def _checked(batch: np.ndarray | None, where: str, image_shape: tuple[int, ...]) -> np.ndarray:
+    if batch is None:
         raise BadRequest(
-            400, f"instances: expected images of 28x28 or 28x28x1, got shape {tuple(array.shape[1:])}"
+            400,
+            f"{where}: not a {describe_shape(image_shape)} array of integers 0..255"
+            " (rows of different lengths, nulls, objects or huge numbers)",
         )
-    if array.dtype.kind not in "iu":
+    shaped = _in_model_layout(batch, image_shape)
+    if shaped is None:
+        raise BadRequest(
+            400, f"{where}: {_describe_array(batch.shape[1:])}, the model takes {describe_shape(image_shape)}"
+        )
+    if shaped.dtype.kind not in "iu":
         kind = {"f": "floating-point numbers", "U": "strings", "b": "booleans"}.get(
-            array.dtype.kind, "values"
+            shaped.dtype.kind, "values"
         )
-        raise BadRequest(400, f"instances: pixel values must be integers 0..255, got {kind}")
-    if array.size and (array.min() < 0 or array.max() > 255):
-        raise BadRequest(400, "instances: pixel values must be integers in 0..255")
-    return array.astype(np.uint8)
+        raise BadRequest(400, f"{where}: pixel values must be integers 0..255, got {kind}")
+    if shaped.size and (shaped.min() < 0 or shaped.max() > 255):
+        raise BadRequest(400, f"{where}: pixel values must be integers in 0..255")
+    return shaped.astype(np.uint8)
 
 
-def _decode_base64_pngs(encoded: list) -> np.ndarray:
+def _describe_array(shape: tuple[int, ...]) -> str:
+    if len(shape) in (2, 3):
+        return describe_shape(shape)
+    return f"an array of shape {shape}" if shape else "a single number"
+
+
+def _decode_base64_pngs(encoded: list, image_shape: tuple[int, ...]) -> np.ndarray:
+    limit = max_base64_chars(image_shape)
     blobs = []
     for index, item in enumerate(encoded):
         if not isinstance(item, str):
             raise BadRequest(400, f"images[{index}]: expected a base64 string")
-        if len(item) > MAX_BASE64_CHARS:
-            raise BadRequest(413, f"images[{index}]: {len(item)} base64 characters exceed {MAX_BASE64_CHARS}")
+        if len(item) > limit:
+            raise BadRequest(413, f"images[{index}]: {len(item)} base64 characters exceed {limit}")
         try:
             blobs.append(base64.b64decode(item, validate=True))
         except (binascii.Error, ValueError):
             raise BadRequest(400, f"images[{index}]: not valid base64") from None
-    return decode_png_batch(blobs, label="images")
+    return decode_png_batch(blobs, label="images", image_shape=image_shape)
 
 
-def decode_png_batch(blobs: list[bytes], *, label: str) -> np.ndarray:
-    """Decode PNGs that must be 28x28; the first failure becomes a 400 naming the item and the reason."""
-    decoded = decode_pngs(blobs, IMAGE_SHAPE)
+def decode_png_batch(blobs: list[bytes], *, label: str, image_shape: tuple[int, ...]) -> np.ndarray:
+    """Decode PNGs of the model's height and width to its image shape; the first failure becomes a 400
+    naming the item and the reason."""
+    decoded = decode_pngs(blobs, image_shape)
     if decoded.errors:
         index, reason = next(iter(decoded.errors.items()))
         where = label if len(blobs) == 1 and label == "body" else f"{label}[{index}]"
-        raise BadRequest(400, f"{where}: {reason}")
+        raise BadRequest(400, f"{where}: {_png_refusal(blobs[index], reason, image_shape)}")
     return decoded.images
+
+
+def _png_refusal(blob: bytes, reason: str, image_shape: tuple[int, ...]) -> str:
+    """`decode_pngs`' reason, or for an image of another size, its shape and the model's."""
+    try:
+        header = read_png_header(blob)
+    except ImageDecodeError:
+        return reason
+    if (header.height, header.width) == image_shape[:2]:
+        return reason
+    try:
+        got = describe_shape(png_shape(blob))
+    except ImageDecodeError:  # declares more pixels than any image may have: read no further
+        got = f"{header.height}x{header.width}"
+    return f"{got} PNG, the model takes {describe_shape(image_shape)}"

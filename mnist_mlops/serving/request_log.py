@@ -2,11 +2,11 @@
 
 One JSON line per request (`request_record` schema): id, time, model version, HTTP status, latency,
 and for each image its mean intensity and ink fraction (the features preprocess baselined), the
-predicted class and its confidence. Never the payload itself. Each server worker process writes its
-own file (``requests-<pid>.jsonl`` in the log folder), so workers never interleave or rotate each
-other's files; a file past `max_bytes` is renamed with a timestamp and a fresh one started, and the
-oldest are removed beyond `keep` files per worker. `read_records` reads them back, for the monitor and
-for resolve_champion's picture of what clients send.
+predicted class (index, and name when the model's classes are given) and its confidence. Never the
+payload itself. Each server worker process writes its own file (``requests-<pid>.jsonl`` in the log
+folder), so workers never interleave or rotate each other's files; a file past `max_bytes` is renamed
+with a timestamp and a fresh one started, and the oldest are removed beyond `keep` files per worker.
+`read_records` reads them back, for the monitor and for resolve_champion's picture of what clients send.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ class RequestLog:
         started: float,
         images: np.ndarray | None = None,
         probabilities: np.ndarray | None = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
+        """One line for one request; `classes` (the model's, by index) adds each image's `label`."""
         entry = {
             "schema_version": 1,
             "request_id": uuid.uuid4().hex,
@@ -65,13 +68,14 @@ class RequestLog:
                 {
                     "mean_intensity": round(float(mean), 3),
                     "ink_fraction": round(float(ink), 4),
-                    "class": int(c),
+                    "class": predicted,
+                    **({"label": classes[predicted]} if classes is not None else {}),
                     "confidence": round(float(p), 4),
                 }
-                for mean, ink, c, p in zip(
+                for mean, ink, predicted, p in zip(
                     mean_intensity(images),
                     ink_fraction(images),
-                    probabilities.argmax(axis=1),
+                    probabilities.argmax(axis=1).tolist(),
                     probabilities.max(axis=1),
                     strict=True,
                 )

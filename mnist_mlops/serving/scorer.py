@@ -1,8 +1,8 @@
 """The scoring logic behind the HTTP server: model loading, key auth, request -> response.
 
 Framework-free (no Flask): `score.py` adapts the Azure ML inference server's request to `Scorer.respond`.
-The model is loaded once and called through a warmed `tf.function` with a fixed uint8 (None, 28, 28)
-signature, about 100x faster per request than `model.predict`.
+The model is loaded once and called through a warmed `tf.function` with a fixed uint8 signature of the
+model's own image shape (its `ModelInterface`), about 100x faster per request than `model.predict`.
 
 A server started on an alias (``models:/mnist-mlops@production``) follows it: a background thread
 re-resolves the alias every few seconds, loads and warms the new version beside the old one, then swaps
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.serving.payloads import BadRequest, Limits, check_body_size, parse_request
 from mnist_mlops.serving.request_log import RequestLog
 
@@ -48,6 +49,7 @@ class LoadedModel:
     name: str
     version: str
     predict: Callable[[np.ndarray], np.ndarray]
+    interface: ModelInterface
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -61,17 +63,27 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["version"], match["alias"]
 
 
-def compile_predict(keras_model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """A warmed tf.function over the model with a fixed uint8 (None, 28, 28) signature."""
+def compile_predict(keras_model: Any, interface: ModelInterface) -> Callable[[np.ndarray], np.ndarray]:
+    """A warmed tf.function over the model with a fixed uint8 (None, *image_shape) signature."""
     import tensorflow as tf
 
     function = tf.function(
         lambda images: keras_model(images, training=False),
-        input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8)],
+        input_signature=[tf.TensorSpec([None, *interface.image_shape], tf.uint8)],
     )
     for size in (1, 8):
-        function(np.zeros((size, 28, 28), np.uint8))
+        function(np.zeros((size, *interface.image_shape), np.uint8))
     return lambda images: function(images).numpy()
+
+
+def load_model_folder(name: str, version: str, folder: str | Path) -> LoadedModel:
+    """Load a local MLflow model folder (TensorFlow flavor) with its interface, compiled and warmed."""
+    import mlflow.tensorflow
+
+    interface = ModelInterface.of_model(folder)
+    return LoadedModel(
+        name, version, compile_predict(mlflow.tensorflow.load_model(str(folder)), interface), interface
+    )
 
 
 class RegistryModels:
@@ -98,7 +110,6 @@ class RegistryModels:
 
     def load(self, version: str) -> LoadedModel:
         import mlflow.artifacts
-        import mlflow.tensorflow
 
         from mnist_mlops.registry import client
 
@@ -108,18 +119,15 @@ class RegistryModels:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=scratch, tracking_uri=self.registry
             )
-            model = mlflow.tensorflow.load_model(local)
-        return LoadedModel(self.name, version, compile_predict(model))
+            return load_model_folder(self.name, version, local)
 
 
 def load_directory_model(model_dir: str | Path, name: str, version: str) -> LoadedModel:
     """A model folder mounted by the platform (Azure ML sets AZUREML_MODEL_DIR): first MLmodel found."""
-    import mlflow.tensorflow
-
     found = sorted(Path(model_dir).rglob("MLmodel"), key=lambda path: len(path.parts))
     if not found:
         raise UserInputError(f"{model_dir}: no MLflow model (MLmodel file) inside")
-    return LoadedModel(name, version, compile_predict(mlflow.tensorflow.load_model(str(found[0].parent))))
+    return load_model_folder(name, version, found[0].parent)
 
 
 class Scorer:
@@ -179,22 +187,25 @@ class Scorer:
     ) -> Response:
         """One HTTP exchange. Never raises for bad input: every refusal is a 4xx with a clear message."""
         started = time.perf_counter()
+        model = self._model  # one model parses and answers the request, even if the alias moves meanwhile
         response, images, probabilities = self._respond(
-            method, authorization, content_type, content_length, read_body
+            model, method, authorization, content_type, content_length, read_body
         )
         if self.request_log is not None:
             self.request_log.record(
-                model_name=self._model.name,
-                model_version=response.headers.get("x-model-version", self._model.version),
+                model_name=model.name,
+                model_version=model.version,
                 status=response.status,
                 started=started,
                 images=images,
                 probabilities=probabilities,
+                classes=model.interface.classes,
             )
         return response
 
     def _respond(
         self,
+        model: LoadedModel,
         method: str,
         authorization: str | None,
         content_type: str | None,
@@ -215,14 +226,14 @@ class Scorer:
                 _drain(read_body, content_length)
             check_body_size(content_length, self.limits)
             body = read_body(self.limits.max_body_bytes + 1)
-            images = parse_request(body, content_type, self.limits)
+            images = parse_request(body, content_type, self.limits, model.interface.image_shape)
         except BadRequest as refusal:
             return _error(refusal.status, refusal.message), None, None
-        model = self._model
         probabilities = model.predict(images)
+        rows = probabilities.astype(np.float64).round(6)
         predictions = [
-            {"class": int(row.argmax()), "probabilities": row.tolist()}
-            for row in probabilities.astype(np.float64).round(6)
+            {"class": best, "label": model.interface.classes[best], "probabilities": row.tolist()}
+            for row, best in zip(rows, rows.argmax(axis=1).tolist(), strict=True)
         ]
         body_out = {
             "schema_version": 1,

@@ -12,12 +12,13 @@ import json
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
 
+from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import PNG_SIGNATURE, encode_png
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.server import ScoringClient
@@ -48,11 +49,14 @@ def png_bomb(side: int = 10_000) -> bytes:
 
 
 def invalid_requests(sample: np.ndarray, limits: Limits, key: str | None) -> list[InvalidRequest]:
-    """One request of every malformed kind, built around a valid 28x28 `sample` image."""
+    """One request of every malformed kind, built around a valid `sample` image of the served model's
+    shape (H x W grayscale or H x W x 3 colour)."""
     png = encode_png(sample)
     pixels = sample.astype(int).tolist()
+    filled = lambda value: np.full(sample.shape, value, dtype=object).tolist()  # noqa: E731
     as_json = lambda document: json.dumps(document).encode()  # noqa: E731
     encoded = base64.b64encode(png).decode()
+    height, width = sample.shape[:2]
     requests = [
         InvalidRequest("malformed_json", b'{"instances": [[1, 2', "application/json", 400),
         InvalidRequest("empty_body", b"", "application/json", 400),
@@ -60,23 +64,17 @@ def invalid_requests(sample: np.ndarray, limits: Limits, key: str | None) -> lis
         InvalidRequest(
             "both_fields", as_json({"instances": [pixels], "images": [encoded]}), "application/json", 400
         ),
-        InvalidRequest("wrong_shape", as_json({"instances": [pixels[:27]]}), "application/json", 400),
+        InvalidRequest("wrong_shape", as_json({"instances": [pixels[:-1]]}), "application/json", 400),
         InvalidRequest(
-            "ragged_rows", as_json({"instances": [[row[:27] for row in pixels]]}), "application/json", 400
+            "ragged_rows", as_json({"instances": [[*pixels[:-1], pixels[-1][:-1]]]}), "application/json", 400
         ),
-        InvalidRequest("float_pixels", as_json({"instances": [[[0.5] * 28] * 28]}), "application/json", 400),
+        InvalidRequest("float_pixels", as_json({"instances": [filled(0.5)]}), "application/json", 400),
         InvalidRequest("nan_pixels", b'{"instances": [[[NaN, 0], [0, 0]]]}', "application/json", 400),
-        InvalidRequest("out_of_range", as_json({"instances": [[[300] * 28] * 28]}), "application/json", 400),
-        InvalidRequest(
-            "negative_pixels", as_json({"instances": [[[-1] * 28] * 28]}), "application/json", 400
-        ),
-        InvalidRequest("string_pixels", as_json({"instances": [[["0"] * 28] * 28]}), "application/json", 400),
-        InvalidRequest(
-            "boolean_pixels", as_json({"instances": [[[True] * 28] * 28]}), "application/json", 400
-        ),
-        InvalidRequest(
-            "huge_integer", as_json({"instances": [[[10**40] * 28] * 28]}), "application/json", 400
-        ),
+        InvalidRequest("out_of_range", as_json({"instances": [filled(300)]}), "application/json", 400),
+        InvalidRequest("negative_pixels", as_json({"instances": [filled(-1)]}), "application/json", 400),
+        InvalidRequest("string_pixels", as_json({"instances": [filled("0")]}), "application/json", 400),
+        InvalidRequest("boolean_pixels", as_json({"instances": [filled(True)]}), "application/json", 400),
+        InvalidRequest("huge_integer", as_json({"instances": [filled(10**40)]}), "application/json", 400),
         InvalidRequest("deep_nesting", b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
         InvalidRequest("bad_base64", as_json({"images": ["iVBORw0KGgo%%%%"]}), "application/json", 400),
         InvalidRequest(
@@ -87,7 +85,9 @@ def invalid_requests(sample: np.ndarray, limits: Limits, key: str | None) -> lis
         ),
         InvalidRequest("not_an_image", b"this is not a PNG file at all", "image/png", 400),
         InvalidRequest("truncated_png", png[: len(png) // 2], "image/png", 400),
-        InvalidRequest("oversized_image", encode_png(np.zeros((64, 64), np.uint8)), "image/png", 400),
+        InvalidRequest(
+            "oversized_image", encode_png(np.zeros((2 * height, 2 * width), np.uint8)), "image/png", 400
+        ),
         InvalidRequest("png_bomb", png_bomb(), "image/png", 400),
         InvalidRequest("unsupported_type", png, "image/jpeg", 415),
         InvalidRequest("missing_type", png, "", 415),
@@ -107,6 +107,15 @@ def invalid_requests(sample: np.ndarray, limits: Limits, key: str | None) -> lis
     return requests
 
 
+def _answers(predictions: list[dict], expected: list[int], classes: Sequence[str]) -> bool:
+    """Whether `predictions` name the `expected` classes, by index and by name, one probability per class."""
+    return len(predictions) == len(expected) and all(
+        (prediction.get("class"), prediction.get("label"), len(prediction.get("probabilities", ())))
+        == (wanted, classes[wanted], len(classes))
+        for prediction, wanted in zip(predictions, expected, strict=True)
+    )
+
+
 def send_invalid(client: ScoringClient, request: InvalidRequest) -> int:
     headers = {"Content-Type": request.content_type, **request.headers}
     if client.key and "Authorization" not in headers:
@@ -124,12 +133,23 @@ def infra_validate(
     images: np.ndarray,
     expected_classes: np.ndarray,
     *,
+    classes: Sequence[str],
     model_version: str,
     limits: Limits,
     max_p99_ms: float,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Canary (one PNG per request, then one JSON batch) and invalid requests; the deployment_record block."""
+    """Canary (one PNG per request, then one JSON batch) and invalid requests; the deployment_record block.
+
+    A canary answer is as expected when it comes from `model_version` and names the expected class by
+    index and by name (`classes`, the model's), with one probability per class."""
+    unknown = sorted({int(value) for value in expected_classes} - set(range(len(classes))))
+    if unknown:
+        shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        raise UserInputError(
+            f"canary images labelled {', '.join(map(str, unknown[:5]))}: the model answers only classes"
+            f" 0 to {len(classes) - 1} ({shown})"
+        )
     timings, correct, requests = [], 0, 0
     for image, expected in zip(images, expected_classes, strict=True):
         started = time.perf_counter()
@@ -137,11 +157,11 @@ def infra_validate(
         timings.append((time.perf_counter() - started) * 1000)
         requests += 1
         answered = status == 200 and body["model_version"] == model_version
-        correct += bool(answered and body["predictions"][0]["class"] == int(expected))
+        correct += answered and _answers(body["predictions"], [int(expected)], classes)
     status, body = client.score_json({"instances": images.astype(int).tolist()})
     requests += 1
-    batch_classes = [item["class"] for item in body.get("predictions", [])] if status == 200 else []
-    correct += batch_classes == [int(value) for value in expected_classes]
+    answered = status == 200 and body["model_version"] == model_version
+    correct += answered and _answers(body["predictions"], [int(value) for value in expected_classes], classes)
     p99 = float(np.percentile(timings, 99)) if timings else None
     rejected, catalogue = 0, invalid_requests(images[0], limits, client.key)
     for request in catalogue:

@@ -16,9 +16,16 @@ import pytest
 
 from mnist_mlops import cli, contracts
 from mnist_mlops.components.batch_score import executor
-from mnist_mlops.components.batch_score.executor import label_of, run_batch_score, score_mini_batch, work_dir
+from mnist_mlops.components.batch_score.executor import (
+    expected_of,
+    run_batch_score,
+    score_mini_batch,
+    work_dir,
+)
+from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
 from mnist_mlops.serving.validation import png_bomb
 from tests.datasets import digit_images, make_tarball, png_bytes
@@ -71,7 +78,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, in
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(data)
     tarball = make_tarball(root, root.parent / "images.tar.gz")
-    return tarball, {path: label_of(path) for path in good}
+    return tarball, {path: expected_of(path, MNIST_CLASSES) for path in good}
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +108,10 @@ def test_scores_every_good_file_once_and_reports_the_bad_ones(registry, images, 
     summary, predictions = scored
     rows = read_rows(predictions)
     assert [row["path"] for row in rows] == sorted(good)
-    assert {row["path"]: row["label"] for row in rows} == {
+    assert {row["path"]: row["expected"] for row in rows} == {
         path: "" if label is None else str(label) for path, label in good.items()
     }
+    assert all(row["label"] == MNIST_CLASSES[int(row["class"])] for row in rows)
     assert all(0.0 < float(row["confidence"]) <= 1.0 for row in rows)
     reasons = {item["path"]: item["reason"] for item in summary["skipped"]}
     assert set(reasons) == set(BAD)
@@ -123,7 +131,7 @@ def test_scores_every_good_file_once_and_reports_the_bad_ones(registry, images, 
     )
     classes = [int(row["class"]) for row in rows]
     assert summary["class_distribution"] == {str(c): classes.count(c) for c in range(10)}
-    labelled = [(int(row["class"]), int(row["label"])) for row in rows if row["label"]]
+    labelled = [(int(row["class"]), int(row["expected"])) for row in rows if row["expected"]]
     assert summary["labelled"] == len(labelled) == 31
     assert summary["accuracy"] == round(np.mean([c == label for c, label in labelled]), 6)
     assert summary["images_per_s"] > 0 and not work_dir(predictions).exists()
@@ -204,25 +212,25 @@ def test_an_empty_input_exits_2_through_the_component(registry, tmp_path, capfd)
 
 
 def test_mini_batch_rows_are_valid_csv_with_optional_labels():
-    model = LoadedModel("fake", "1", lambda images: np.eye(10, dtype=np.float32)[np.full(len(images), 7)])
+    model = LoadedModel(
+        "fake",
+        "1",
+        lambda images: np.eye(10, dtype=np.float32)[np.full(len(images), 7)],
+        ModelInterface(MNIST_IMAGE_SHAPE, MNIST_CLASSES),
+    )
     image = png_bytes(np.zeros((28, 28), np.uint8))
     paths = ["3/a.png", 'x/with, "comma".png', "12/b.png", "9/broken.png"]
     scored = score_mini_batch(model, paths, [image, image, image, b"\x89PNG\r\n"])
     rows = list(csv.reader(io.StringIO(scored.rows)))
     assert rows == [
-        ["3/a.png", "7", "1.000000", "3"],
-        ['x/with, "comma".png', "7", "1.000000", ""],
-        ["12/b.png", "7", "1.000000", ""],
+        ["3/a.png", "7", "7", "1.000000", "3"],
+        ['x/with, "comma".png', "7", "7", "1.000000", ""],
+        ["12/b.png", "7", "7", "1.000000", ""],
     ]
     assert scored.skipped == [{"path": "9/broken.png", "reason": "truncated PNG header"}]
     assert (scored.files, scored.labelled, scored.correct, scored.class_counts[7]) == (4, 1, 0, 3)
-    assert [label_of(path) for path in ("a/0/x.png", "0/x.png", "x.png", "a/10/x.png", "a/٣/x.png")] == [
-        0,
-        0,
-        None,
-        None,
-        None,
-    ]
+    paths = ("a/0/x.png", "0/x.png", "x.png", "a/10/x.png", "a/٣/x.png")
+    assert [expected_of(path, MNIST_CLASSES) for path in paths] == [0, 0, None, None, None]
 
 
 def test_a_checkpoint_only_resumes_the_same_job(tmp_path):

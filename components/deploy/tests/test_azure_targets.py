@@ -38,6 +38,7 @@ from mnist_mlops.components.deploy.azure_targets import (
     build_endpoint,
     rollout,
 )
+from mnist_mlops.dataset import MNIST_CLASSES
 from mnist_mlops.environments import environment_dir
 from mnist_mlops.errors import UserInputError
 
@@ -108,9 +109,12 @@ class Call:
 Responder = Callable[[Call], tuple[int, Any]]
 
 
-def answer(call: Call, classes: list[int] = EXPECTED, model: str = MODEL) -> tuple[int, Any]:
+def answer(
+    call: Call, classes: list[int] = EXPECTED, model: str = MODEL, names: tuple[str, ...] = MNIST_CLASSES
+) -> tuple[int, Any]:
     predictions = [
-        {"class": c, "probabilities": [1.0 if d == c else 0.0 for d in range(10)]} for c in classes
+        {"class": c, "label": names[c], "probabilities": [1.0 if d == c else 0.0 for d in range(len(names))]}
+        for c in classes
     ]
     return 200, {
         "schema_version": 1,
@@ -278,18 +282,22 @@ def source(tmp_path: Path) -> dict[str, Any]:
 def deploy(
     fake: RecordingMLClient, source: dict[str, Any], version: str, tmp_path: Path, **options: Any
 ) -> dict:
+    """An MNIST model's rollout unless `options` say otherwise."""
+    requests = {
+        "canary_request": CANARY,
+        "expected_classes": EXPECTED,
+        "classes": MNIST_CLASSES,
+        "invalid_requests": INVALID,
+    }
     return rollout(
         fake,
         target=options.pop("target", "azureml"),
         endpoint_name=ENDPOINT,
         model_name=MODEL,
         model_version=version,
-        canary_request=CANARY,
-        expected_classes=EXPECTED,
-        invalid_requests=INVALID,
         workdir=tmp_path / f"work-{version}",
         **source,
-        **options,
+        **(requests | options),
     )
 
 
@@ -406,6 +414,9 @@ def test_third_deployment_replaces_the_idle_blue(source: dict, tmp_path: Path) -
     [
         pytest.param(on_canary(lambda call: answer(call, classes=[0, 0, 0])), 0, 2, id="wrong-classes"),
         pytest.param(on_canary(lambda call: answer(call, classes=[7, 2])), 0, 2, id="too-few-predictions"),
+        pytest.param(
+            on_canary(lambda call: answer(call, names=tuple("abcdefghij"))), 0, 2, id="other-class-names"
+        ),
         pytest.param(on_canary(lambda call: answer(call, model="other-model")), 0, 2, id="other-model"),
         pytest.param(lambda call: (500, {"message": "model failed to load"}), 0, 0, id="server-error"),
         pytest.param(lambda call: (503, "upstream connect error"), 0, 0, id="non-json-error"),
@@ -538,6 +549,32 @@ def test_mirroring_without_live_traffic_is_skipped(source: dict, tmp_path: Path)
     assert "mirroring skipped: there is no live traffic to mirror" in result["steps"]
 
 
+def test_a_colour_model_of_named_classes_rolls_out(source: dict, tmp_path: Path) -> None:
+    """Canaries of the model's own shape, answered with its class indices under its names."""
+    fruit = ("apple", "bread", "cheese", "dates", "eggs")
+    canary = {"instances": [[[[0, 0, 0]] * 32] * 32, [[[255, 255, 255]] * 32] * 32]}
+
+    def fruit_model(call: Call) -> tuple[int, Any]:
+        if call.body == canary:
+            return answer(call, classes=[4, 1], names=fruit)
+        return 400, {"message": "instances[0]: 32x32x3 pixel values must be 0..255"}
+
+    fake = RecordingMLClient(fruit_model)
+    result = deploy(
+        fake,
+        source,
+        "3",
+        tmp_path,
+        canary_request=canary,
+        expected_classes=[4, 1],
+        classes=fruit,
+        invalid_requests=[{"body": {"instances": [[[[300, 0, 0]] * 32] * 32]}}],
+    )
+    assert result["outcome"] == "deployed"
+    validation = result["infra_validation"]
+    assert (validation["canary_correct"], validation["invalid_rejected"]) == (2, 1)
+
+
 def test_kubernetes_rollout_uses_kubernetes_entities(source: dict, tmp_path: Path) -> None:
     fake = RecordingMLClient()
     result = deploy(
@@ -663,6 +700,7 @@ def test_endpoint_names_follow_the_sdk_rule(name: str) -> None:
         ({"model_version": "latest"}, "registry version"),
         ({"expected_classes": [7, 2]}, "expected_classes"),
         ({"expected_classes": [7, 2, 10]}, "expected_classes"),
+        ({"classes": ("apple", "bread", "cheese")}, r"class index 0\.\.2 of the model's 3 classes"),
         ({"canary_request": {"pixels": []}}, "scoring_request"),
         ({"invalid_requests": [{"payload": {}}]}, "invalid_requests"),
         ({"mirror_percent": 60}, "mirror_percent"),
@@ -682,6 +720,7 @@ def test_rollout_refuses_bad_inputs_before_any_call(
         "model_version": "3",
         "canary_request": CANARY,
         "expected_classes": EXPECTED,
+        "classes": MNIST_CLASSES,
         "invalid_requests": INVALID,
         "workdir": tmp_path / "work",
         **source,

@@ -63,7 +63,11 @@ def test_deploy_validates_in_the_real_server_then_moves_production(tmp_path, tra
     checks = record["infra_validation"]
     assert record["outcome"] == "deployed" and record["previous_version"] is None
     assert checks["passed"] and checks["canary_correct"] == checks["canary_requests"] == 17
-    assert checks["canary_sources"] == {"test_split": 16, "production_reference": 0}  # no production yet
+    assert checks["canary_sources"] == {
+        "test_split": 16,
+        "production_reference": 0,
+        "note": "none from production's test split: no production model",
+    }
     assert checks["invalid_rejected"] == checks["invalid_requests"] >= 25
     assert production_version(registry, "mnist-mlops") == "1"
     key = key_path(registry, "mnist-mlops")
@@ -73,9 +77,14 @@ def test_deploy_validates_in_the_real_server_then_moves_production(tmp_path, tra
     second = deploy(trained, registry, "models:/mnist-mlops@challenger", tmp_path / "second.json")
     assert (second["model_version"], second["previous_version"]) == ("2", "1")
     checks = second["infra_validation"]
-    assert checks["canary_sources"] == {"test_split": 16, "production_reference": 16}
+    assert checks["canary_sources"] | {"note": ""} == {
+        "test_split": 16,
+        "production_reference": 16,
+        "note": "",
+    }
+    assert checks["canary_sources"]["note"].startswith("16 from production v1's test split (dataset ")
     assert checks["passed"] and checks["canary_correct"] == checks["canary_requests"] == 33
-    assert "16 from production v1's test split" in capsys.readouterr().out
+    assert checks["canary_sources"]["note"] in capsys.readouterr().out
     history = read_history(registry, "mnist-mlops")
     assert [record["model_version"] for record in history] == ["1", "2"]
 
@@ -86,8 +95,10 @@ def test_deploy_validates_in_the_real_server_then_moves_production(tmp_path, tra
     shutil.rmtree(bundle)  # production's reference is gone: the current split alone, said so
     third = deploy(trained, registry, "models:/mnist-mlops/1", tmp_path / "third.json")
     assert third["outcome"] == "deployed"
-    assert third["infra_validation"]["canary_sources"] == {"test_split": 16, "production_reference": 0}
-    assert "none from production's test split: mnist-mlops v2's reference" in capsys.readouterr().out
+    sources = third["infra_validation"]["canary_sources"]
+    assert (sources["test_split"], sources["production_reference"]) == (16, 0)
+    assert sources["note"].startswith("none from production's test split: mnist-mlops v2's reference")
+    assert sources["note"] in capsys.readouterr().out
 
 
 def test_the_production_version_is_the_next_runs_champion(tmp_path, trained, registry):

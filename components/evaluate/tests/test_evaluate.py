@@ -98,6 +98,9 @@ def test_first_run_without_champion_is_judged_on_thresholds_and_says_so(tmp_path
     regression = gates(report)["max_regression"]
     assert regression["outcome"] == "skipped" and "first run" in regression["reason"]
     assert blessing["blessed"] is True and report["accuracy"] >= 0.8
+    assert report["model"]["image_shape"] == [28, 28] and report["thresholds_source"] == "given"
+    assert [row["name"] for row in report["per_class"]] == [str(digit) for digit in range(10)]
+    assert not any(reason.startswith("KPI thresholds") for reason in blessing["reasons"])
     for name in SHIFT_GATES:
         assert gates(report)[name]["outcome"] == "no_reference"
         assert "no champion given" in gates(report)[name]["reason"]

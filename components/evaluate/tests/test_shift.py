@@ -10,6 +10,7 @@ from mnist_mlops import data_shift, features
 from mnist_mlops.champions import Champion
 from mnist_mlops.components.evaluate import shift
 from mnist_mlops.components.preprocess.executor import baseline_statistics
+from mnist_mlops.dataset import MNIST_CLASSES
 from tests.datasets import digit_images
 
 THRESHOLDS = {"max_reference_regression": 0.01}
@@ -18,7 +19,7 @@ SPLIT_ACCURACY = (0.55, 0.98)
 
 
 def baseline(images: np.ndarray, labels: np.ndarray) -> dict:
-    histograms = features.class_pixel_histograms(images, labels, features.NUM_CLASSES)
+    histograms = features.class_pixel_histograms(images, labels, len(MNIST_CLASSES))
     return baseline_statistics(images, labels, histograms, dataset_version="a" * 64)
 
 

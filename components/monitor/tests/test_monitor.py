@@ -18,17 +18,20 @@ import numpy as np
 import pytest
 
 from mnist_mlops import contracts, features, retraining
+from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.components.monitor.executor import DEFAULT_THRESHOLDS, read_thresholds, run_monitor
+from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.errors import ContractError, UserInputError
 from mnist_mlops.hashing import sha256_file
 from mnist_mlops.pipelines import retrain
 from mnist_mlops.pipelines.aml import aml_graph
-from tests.datasets import digit_images, small_splits
+from tests.datasets import colour_splits, digit_images, small_splits, write_png_tree
 from tests.models import preprocessed_digits
 from tests.test_azure_jobs import SUBSCRIPTION, RecordingMLClient
 
 START = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
 WORKSPACE = {"subscription_id": SUBSCRIPTION, "resource_group": "rg", "workspace": "ws"}
+FOOD = ["apple", "bread", "cheese", "dates", "eggs"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,22 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return preprocessed_digits(
         tmp_path_factory.mktemp("monitor"), small_splits(train_per_class=24, test_per_class=2)
     )
+
+
+@pytest.fixture(scope="module")
+def food(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A preprocess output of 32x32 colour images of five named classes (uneven: 30, 20, 10, 10, 10
+    training images), and its splits."""
+    root = tmp_path_factory.mktemp("monitor-food")
+    splits = colour_splits(classes=5, train_per_class=30, test_per_class=4, seed=3)
+    images, labels = splits["training"]
+    keep = np.arange(len(labels)) % 30 < np.array([30, 20, 10, 10, 10])[labels]
+    splits["training"] = (images[keep], labels[keep])
+    run_ingest(
+        str(write_png_tree(root / "src", splits, classes=FOOD)), root / "dataset", root / "report.json"
+    )
+    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
+    return root / "preprocessed", splits
 
 
 def shifted(images: np.ndarray, seed: int = 7) -> np.ndarray:
@@ -122,7 +141,37 @@ def test_traffic_like_the_training_data_passes_every_check(tmp_path, baseline, c
     assert report["summary"]["mean_intensity"]["served"] == pytest.approx(
         report["summary"]["mean_intensity"]["baseline"], abs=2
     )
+    assert report["summary"]["classes"] == {
+        str(digit): {"served": 0.1, "baseline": pytest.approx(0.1)} for digit in range(10)
+    }
     assert "no alert over 200 requests" in capsys.readouterr().out
+
+
+def test_prediction_drift_of_a_five_class_model_uses_its_baseline_classes(tmp_path, food):
+    """The served classes against the five training priors, shown by class name."""
+    preprocessed, splits = food
+    images, labels = splits["testing"]
+    served = np.tile(images, (6, 1, 1, 1))  # 120 images, 24 per class (training: 30, 20, 10, 10, 10)
+    log = write_log(tmp_path / "log" / "requests-1.jsonl", records(served, np.tile(labels, 6), START))
+    report = run_monitor(log, tmp_path / "report", baseline=preprocessed)
+    priors = contracts.read_json(preprocessed / "baseline_statistics.json", "baseline_statistics")[
+        "class_priors"
+    ]
+    assert len(priors) == 5
+    assert report["summary"]["classes"] == {
+        name: {"served": 0.2, "baseline": prior} for name, prior in zip(FOOD, priors, strict=True)
+    }
+    # 0.5 * sum |0.2 - prior|, over five classes, not MNIST's ten
+    assert check(report, "prediction_tv")["value"] == pytest.approx(
+        0.5 * sum(abs(0.2 - prior) for prior in priors), abs=1e-6
+    )
+
+    everything_apple = records(served, np.zeros(len(served), dtype=int), START)
+    log = write_log(tmp_path / "apple" / "requests-1.jsonl", everything_apple)
+    report = run_monitor(log, tmp_path / "apple-report", baseline=preprocessed)
+    assert check(report, "prediction_tv")["value"] == pytest.approx(1 - priors[0], abs=1e-6)
+    assert check(report, "prediction_tv")["outcome"] == "alert"
+    assert report["summary"]["classes"]["apple"]["served"] == 1.0
 
 
 def test_a_baseline_from_before_the_mean_image_is_still_read(tmp_path, baseline):

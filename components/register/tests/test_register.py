@@ -49,6 +49,10 @@ def test_a_blessed_model_is_registered_verified_and_aliased(tmp_path, pipeline_o
     assert str(version.version) == "1" and version.tags[READY_TAG] == "ready"
     assert version.tags["pipeline_run_id"] == "run-7"
     assert version.tags["dataset_version"] == record["lineage"]["dataset_version"]
+    assert (version.tags["image_shape"], version.tags["classes"]) == (
+        "28x28 grayscale",
+        "0, 1, 2, 3, 4, 5, 6, 7, 8, 9",
+    )
     assert set(record["lineage"]["component_versions"]) == {
         "ingest",
         "preprocess",
