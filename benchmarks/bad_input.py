@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving_inputs import arguments, test_pngs
 
+from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
 from mnist_mlops.deployments import ensure_key, key_path
 from mnist_mlops.imaging import decode_pngs
 from mnist_mlops.registry import registry_uri
@@ -57,7 +58,7 @@ def main() -> None:
     models = RegistryModels(args.model, uri)
     key_file = ensure_key(key_path(uri, models.name))
     key = read_key(str(key_file))
-    catalogue = invalid_requests(decode_pngs(pngs[:1]).images[0], Limits(), key)
+    catalogue = invalid_requests(decode_pngs(pngs[:1], MNIST_IMAGE_SHAPE).images[0], Limits(), key)
     statuses: dict[str, Counter] = {request.kind: Counter() for request in catalogue}
     client_errors = 0
     with running_server(server_environment(args.model, registry=uri, key_file=key_file)) as server:

@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_inputs import DEFAULT_TARBALL
 
 from mnist_mlops.archives import read_tar_gz
-from mnist_mlops.components.batch_score.executor import COLUMNS, expected_of, run_batch_score
+from mnist_mlops.components.batch_score.executor import COLUMNS, expected_classes, run_batch_score
 from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE
+from mnist_mlops.model_interface import MNIST
 from mnist_mlops.registry import registry_uri
 from mnist_mlops.serving.scorer import RegistryModels
 
@@ -83,9 +84,8 @@ def baseline(tarball: Path, model_uri: str, uri: str, target: Path) -> tuple[flo
     def flush() -> None:
         probabilities = np.asarray(model.predict(np.stack(pixels)))
         for path, row in zip(paths, probabilities, strict=True):
-            predicted, expected = int(row.argmax()), expected_of(path, MNIST_CLASSES)
-            truth = "" if expected is None else MNIST_CLASSES[expected]
-            rows.append((path, predicted, MNIST_CLASSES[predicted], f"{row.max():.6f}", truth))
+            predicted = int(row.argmax())
+            rows.append((path, predicted, MNIST_CLASSES[predicted], f"{row.max():.6f}"))
         paths.clear()
         pixels.clear()
 
@@ -104,10 +104,12 @@ def baseline(tarball: Path, model_uri: str, uri: str, target: Path) -> tuple[flo
     if pixels:
         flush()
     rows.sort()
+    expected = expected_classes([row[0] for row in rows], MNIST, "auto", str(tarball))
+    truths = ["" if index is None else MNIST_CLASSES[index] for index in expected]
     with open(target, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS)
-        writer.writerows(rows)
+        writer.writerows((*row, truth) for row, truth in zip(rows, truths, strict=True))
     return time.perf_counter() - started, [row[1] for row in rows]
 
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving_inputs import arguments, test_pngs
 
+from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
 from mnist_mlops.deployments import ensure_key, key_path
 from mnist_mlops.imaging import decode_pngs
 from mnist_mlops.registry import client, registry_uri
@@ -138,7 +139,7 @@ def main() -> None:
     args = arguments(__doc__.splitlines()[0])
     uri = registry_uri(args.registry)
     pngs, _ = test_pngs(args.tarball, args.images)
-    pixels = decode_pngs(pngs).images
+    pixels = decode_pngs(pngs, MNIST_IMAGE_SHAPE).images
     pixel_batches = [
         {"instances": pixels[start : start + BATCH].astype(int).tolist()}
         for start in range(0, len(pixels) - BATCH + 1, BATCH)

@@ -5,8 +5,7 @@ what clients send now against either (the gate before promotion, the monitor aft
 Training data is described by preprocess's `baseline_statistics`; traffic by the scoring server's
 per-image records, summarised by `traffic_summary`. Measures, each with a limit (kpi_thresholds'
 `max_data_shift` replaces any of them):
-- class_priors: total variation distance of the class shares, class by class name (training data only;
-  traffic has no labels); data of other classes than the reference's is a shift whatever the distance
+- class_priors: total variation distance of the class shares (training data only; traffic has no labels)
 - mean_intensity, ink_fraction: PSI of the per-image feature over the fixed bins of `features`
 - pixel_values: PSI of the 256-value pixel histogram (training data only)
 - mean_image: mean absolute per-pixel difference of the average images, 0-1 scale (training data only):
@@ -15,7 +14,6 @@ per-image records, summarised by `traffic_summary`. Measures, each with a limit 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,22 +42,16 @@ MIN_TRAFFIC_IMAGES = 100
 
 
 def compare_training_data(
-    reference: dict[str, Any],
-    current: dict[str, Any],
-    limits: dict[str, float],
-    *,
-    reference_classes: Sequence[str] | None = None,
-    current_classes: Sequence[str] | None = None,
+    reference: dict[str, Any], current: dict[str, Any], limits: dict[str, float]
 ) -> list[dict[str, Any]]:
-    """A finding per measure between two `baseline_statistics` documents (reference first).
-
-    A baseline does not name its classes: `reference_classes` and `current_classes` are those of the
-    manifests beside them (`dataset.classes_of`), so the class priors compare class by class name;
-    None names the classes by their index, as MNIST's digits are named."""
+    """A finding per measure between two `baseline_statistics` documents (reference first), of data
+    of the same classes: evaluate compares only data of one model interface."""
     values = {
-        name: _feature_psi(current["features"][name], reference["features"][name])
-        for name in features.PER_IMAGE
-    } | {
+        "class_priors": features.total_variation(current["class_priors"], reference["class_priors"]),
+        **{
+            name: _feature_psi(current["features"][name], reference["features"][name])
+            for name in features.PER_IMAGE
+        },
         "pixel_values": drift.psi(current["intensity_histogram"], reference["intensity_histogram"]),
         "mean_image": _mean_image_distance(reference.get("mean_image"), current.get("mean_image")),
     }
@@ -67,12 +59,7 @@ def compare_training_data(
         name: (reference["features"][name]["mean"], current["features"][name]["mean"])
         for name in features.PER_IMAGE
     }
-    class_priors = _class_priors_finding(
-        _named(reference["class_priors"], reference_classes, "reference"),
-        _named(current["class_priors"], current_classes, "new"),
-        limits,
-    )
-    return [class_priors] + [
+    return [
         _finding(name, value, limits, summaries.get(name))
         for name, value in values.items()
         if value is not None
@@ -146,45 +133,6 @@ def _finding(
         "shifted": bool(value > limit),
         "means": None if means is None else [round(float(means[0]), 6), round(float(means[1]), 6)],
     }
-
-
-def _named(priors: list[float], classes: Sequence[str] | None, side: str) -> dict[str, float]:
-    """Class name -> share of the training images."""
-    names = [str(label) for label in range(len(priors))] if classes is None else list(classes)
-    if len(names) != len(priors):
-        raise UserInputError(
-            f"the {side} training data's baseline has {len(priors)} class priors for {len(names)} classes"
-            f" ({', '.join(names[:6])}); its baseline and manifest disagree"
-        )
-    return dict(zip(names, priors, strict=True))
-
-
-def _class_priors_finding(
-    reference: dict[str, float], current: dict[str, float], limits: dict[str, float]
-) -> dict[str, Any]:
-    """Total variation of the class shares by class name; classes only one side has are a shift, said
-    in the measure (shown wherever the finding is), whatever the distance."""
-    names = list(dict.fromkeys([*reference, *current]))
-    finding = _finding(
-        "class_priors",
-        features.total_variation(
-            [current.get(n, 0.0) for n in names], [reference.get(n, 0.0) for n in names]
-        ),
-        limits,
-        None,
-    )
-    gone = [name for name in reference if name not in current]
-    added = [name for name in current if name not in reference]
-    if gone or added:
-        sides = [(gone, "only in the reference"), (added, "only in the new data")]
-        differences = "; ".join(f"{text}: {_listed(listed)}" for listed, text in sides if listed)
-        finding["measure"] += f" by class name, the classes differ ({differences})"
-        finding["shifted"] = True
-    return finding
-
-
-def _listed(names: list[str]) -> str:
-    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def _feature_psi(current: dict[str, Any], reference: dict[str, Any]) -> float:

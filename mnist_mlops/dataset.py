@@ -32,6 +32,13 @@ def classes_of(document: dict[str, Any]) -> list[str]:
     return list(document.get("classes", MNIST_CLASSES))
 
 
+def listed(names: list[str] | tuple[str, ...], limit: int = 6) -> str:
+    """How messages list class names: "a, b, c", or the first `limit` then "... (26 in all)"."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... ({len(names)} in all)"
+
+
 def describe_shape(shape: tuple[int, ...] | list[int]) -> str:
     """How messages name an image shape: "28x28 grayscale" or "32x32x3"."""
     return "x".join(str(side) for side in shape) + (" grayscale" if len(shape) == 2 else "")

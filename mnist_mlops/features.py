@@ -25,12 +25,12 @@ _HISTOGRAM_CHUNK = 1 << 20
 
 def mean_intensity(images: np.ndarray) -> np.ndarray:
     """Mean pixel value per image, on the 0-255 scale; `images` is uint8 (N, H, W) or (N, H, W, 3)."""
-    return images.reshape(len(images), -1).mean(axis=1, dtype=np.float64)
+    return _rows(images).mean(axis=1, dtype=np.float64)
 
 
 def ink_fraction(images: np.ndarray) -> np.ndarray:
     """Fraction of pixels per image that are ink."""
-    flat = images.reshape(len(images), -1)
+    flat = _rows(images)
     return np.count_nonzero(flat >= INK_THRESHOLD, axis=1) / max(flat.shape[1], 1)
 
 
@@ -75,7 +75,7 @@ def class_pixel_histograms(images: np.ndarray, labels: np.ndarray, class_count: 
     chunks keep that in cache. Every pixel statistic (global or per class, mean, std, histogram)
     follows exactly from these counts.
     """
-    flat = images.reshape(len(images), -1)
+    flat = _rows(images)
     counts = np.zeros(class_count * 256, dtype=np.int64)
     rows = max(_HISTOGRAM_CHUNK // max(flat.shape[1], 1), 1)
     for start in range(0, len(flat), rows):
@@ -93,3 +93,8 @@ def histogram_moments(histogram: np.ndarray) -> tuple[float, float]:
     mean = float((histogram * values).sum() / total)
     variance = float((histogram * (values - mean) ** 2).sum() / total)
     return mean, variance**0.5
+
+
+def _rows(images: np.ndarray) -> np.ndarray:
+    """One row of pixel values per image; also for no images (reshape cannot infer -1 from size 0)."""
+    return images.reshape(len(images), int(np.prod(images.shape[1:])))

@@ -40,7 +40,7 @@ def files_sha256(files: dict[str, Path]) -> str:
 
 def image_digests(images: np.ndarray) -> np.ndarray:
     """sha256 of each image's pixels, as a (N, 32) uint8 array."""
-    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    flat = np.ascontiguousarray(images).reshape(len(images), int(np.prod(images.shape[1:])))
     if not flat.size:
         return np.zeros((len(images), 32), dtype=np.uint8)
     view, size, sha256 = memoryview(flat).cast("B"), flat.shape[1], hashlib.sha256

@@ -278,9 +278,7 @@ def _decode_with_pillow(blob: bytes, header: PngHeader, channels: int = 1) -> np
         raise ImageDecodeError(f"corrupt or truncated PNG ({type(error).__name__}: {message})") from None
 
 
-def decode_pngs(
-    blobs: Sequence[bytes], shape: tuple[int, ...] = (28, 28), *, fork: bool = False
-) -> DecodedBatch:
+def decode_pngs(blobs: Sequence[bytes], shape: tuple[int, ...], *, fork: bool = False) -> DecodedBatch:
     """Decode PNG blobs of the given (height, width) to uint8 grayscale, or of (height, width, 3) to
     uint8 RGB; per-item failures go to errors.
 

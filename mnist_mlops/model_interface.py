@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mnist_mlops.dataset import MNIST_CLASSES, classes_of, describe_shape, image_shape_of
+from mnist_mlops.dataset import (
+    MNIST_CLASSES,
+    MNIST_IMAGE_SHAPE,
+    classes_of,
+    describe_shape,
+    image_shape_of,
+    listed,
+)
 from mnist_mlops.errors import UserInputError
 
 MIN_IMAGE_SIDE = 10
@@ -39,6 +46,8 @@ class ModelInterface:
     def of_model(cls, model_dir: str | Path) -> ModelInterface:
         """Read from an MLflow model folder's `MLmodel` file, without importing MLflow or TensorFlow."""
         path = Path(model_dir) / "MLmodel"
+        if not path.is_file():
+            raise UserInputError(f"{model_dir}: not an MLflow model (no MLmodel file)")
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as error:
@@ -46,7 +55,12 @@ class ModelInterface:
         metadata = document.get("metadata") or {}
         if "image_shape" in metadata and "classes" in metadata:
             return cls(tuple(int(side) for side in metadata["image_shape"]), tuple(metadata["classes"]))
-        return cls(_signature_shape(document, path), MNIST_CLASSES)
+        shape, outputs = _signature_shapes(document, path)
+        if outputs not in (None, len(MNIST_CLASSES)):
+            raise UserInputError(
+                f"{path}: the model answers {outputs} classes but records no class names (metadata classes)"
+            )
+        return cls(shape, MNIST_CLASSES)
 
     @property
     def class_count(self) -> int:
@@ -60,10 +74,15 @@ class ModelInterface:
         """The entries train adds to the MLflow model's metadata."""
         return {"image_shape": list(self.image_shape), "classes": list(self.classes)}
 
+    @property
+    def is_mnist(self) -> bool:
+        """MNIST's description: 28x28 grayscale, classes "0" to "9" (what MNIST's defaults were made for)."""
+        return self == MNIST
+
     def describe(self) -> str:
-        """ "28x28 grayscale images of 10 classes (0, 1, ..., 9)", for messages and model cards."""
-        shown = ", ".join(self.classes[:6]) + (", ..." if self.class_count > 6 else "")
-        return f"{describe_shape(self.image_shape)} images of {self.class_count} classes ({shown})"
+        """How messages and model cards name it: 32x32x3 images of 5 classes (apple, bread, ...)."""
+        names = listed(self.classes)
+        return f"{describe_shape(self.image_shape)} images of {self.class_count} classes ({names})"
 
     def check_trainable(self, source: str) -> None:
         """Refuse images the CNN cannot take, before TensorFlow is loaded."""
@@ -80,13 +99,13 @@ class ModelInterface:
             return
         unknown = [name for name in expected if name not in self.classes]
         detail = (
-            f"classes {', '.join(unknown[:5])} unknown to the model"
+            f"classes {listed(unknown)} unknown to the model"
             if unknown
-            else f"the classes in another order or a subset ({', '.join(expected[:6])})"
+            else f"the classes in another order or a subset ({listed(expected)})"
         )
         raise UserInputError(
-            f"{source}: the model answers {self.class_count} classes ({', '.join(self.classes[:6])}"
-            f"{', ...' if self.class_count > 6 else ''}); the data has {len(expected)}: {detail}"
+            f"{source}: the model answers {self.class_count} classes ({listed(self.classes)}); "
+            f"the data has {len(expected)}: {detail}"
         )
 
     def check_images(self, images: np.ndarray, source: str) -> None:
@@ -98,15 +117,24 @@ class ModelInterface:
             )
 
 
-def _signature_shape(document: dict[str, Any], path: Path) -> tuple[int, ...]:
-    """The image shape in an MLflow signature's first tensor input: [-1, H, W] or [-1, H, W, C]."""
+MNIST = ModelInterface(MNIST_IMAGE_SHAPE, MNIST_CLASSES)
+
+
+def _signature_shapes(document: dict[str, Any], path: Path) -> tuple[tuple[int, ...], int | None]:
+    """The image shape of an MLflow signature's first tensor input ([-1, H, W] or [-1, H, W, C]) and the
+    width of its first tensor output, if it records one."""
     import json
 
+    signature = document.get("signature") or {}
     try:
-        inputs = json.loads(document["signature"]["inputs"])
+        inputs = json.loads(signature["inputs"])
         shape = tuple(int(side) for side in inputs[0]["tensor-spec"]["shape"][1:])
     except (KeyError, TypeError, ValueError, IndexError, json.JSONDecodeError):
         raise UserInputError(
             f"{path}: the MLflow model records neither image_shape metadata nor a tensor signature"
         ) from None
-    return shape[:2] if shape[2:] == (1,) else shape
+    try:
+        outputs = int(json.loads(signature["outputs"])[0]["tensor-spec"]["shape"][-1])
+    except (KeyError, TypeError, ValueError, IndexError, json.JSONDecodeError):
+        outputs = None
+    return (shape[:2] if shape[2:] == (1,) else shape), outputs

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from mnist_mlops import imaging
+from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
 from mnist_mlops.imaging import DecodedBatch, ImageDecodeError, PngHeader, decode_pngs, read_png_header
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -136,7 +137,7 @@ def assert_decoded(batch: DecodedBatch, expected: np.ndarray) -> None:
 def test_every_filter_type_decodes_exactly(kind: int) -> None:
     rng = np.random.default_rng(kind)
     pixels = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
-    batch = decode_pngs([encode_png(p, filters=kind) for p in pixels])
+    batch = decode_pngs([encode_png(p, filters=kind) for p in pixels], MNIST_IMAGE_SHAPE)
     assert_decoded(batch, pixels)
     assert not batch.converted.any()
 
@@ -145,7 +146,7 @@ def test_mixed_per_row_filters_decode_exactly() -> None:
     rng = np.random.default_rng(7)
     pixels = np.concatenate([rng.integers(0, 256, (150, 28, 28), dtype=np.uint8), digit_like(rng, 150)])
     blobs = [encode_png(p, filters=rng.integers(0, 5, 28).tolist()) for p in pixels]
-    assert_decoded(decode_pngs(blobs), pixels)
+    assert_decoded(decode_pngs(blobs, MNIST_IMAGE_SHAPE), pixels)
 
 
 def test_extreme_values_and_non_square_shape() -> None:
@@ -158,7 +159,7 @@ def test_extreme_values_and_non_square_shape() -> None:
 def test_ancillary_chunks_and_split_idat_are_fine() -> None:
     pixels = digit_like(np.random.default_rng(1), 1)[0]
     blob = encode_png(pixels, filters=[4, 3], extra=[chunk(b"tEXt", b"Comment\x00hi")], idat_parts=5)
-    assert_decoded(decode_pngs([blob]), pixels[None])
+    assert_decoded(decode_pngs([blob], MNIST_IMAGE_SHAPE), pixels[None])
 
 
 def test_batches_larger_than_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +170,7 @@ def test_batches_larger_than_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     broken = {3: b"", 64: b"junk", 130: blobs[130][:100], 199: None}
     for index, blob in broken.items():
         blobs[index] = blob
-    batch = decode_pngs(blobs)  # type: ignore[arg-type]
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)  # type: ignore[arg-type]
     assert sorted(batch.errors) == sorted(broken)
     pixels[list(broken)] = 0
     np.testing.assert_array_equal(batch.images, pixels)
@@ -178,11 +179,11 @@ def test_batches_larger_than_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bytes_like_inputs_are_accepted() -> None:
     pixels = digit_like(np.random.default_rng(2), 2)
     blobs = [encode_png(p, filters=4) for p in pixels]
-    assert_decoded(decode_pngs([bytearray(blobs[0]), memoryview(blobs[1])]), pixels)
+    assert_decoded(decode_pngs([bytearray(blobs[0]), memoryview(blobs[1])], MNIST_IMAGE_SHAPE), pixels)
 
 
 def test_empty_input() -> None:
-    batch = decode_pngs([])
+    batch = decode_pngs([], MNIST_IMAGE_SHAPE)
     assert batch.images.shape == (0, 28, 28) and batch.images.dtype == np.uint8
     assert batch.converted.shape == (0,) and batch.converted.dtype == bool
     assert batch.errors == {}
@@ -209,14 +210,14 @@ def test_pillow_saved_modes_match_pillow(mode: str) -> None:
         else:
             image = base.convert(mode)
         blobs.append(pillow_png(image))
-    batch = decode_pngs(blobs)
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)
     assert_decoded(batch, np.stack([pillow_gray(b) for b in blobs]))
     assert batch.converted.tolist() == [mode != "L"] * len(blobs)
 
 
 def test_sixteen_bit_gray_keeps_the_high_byte() -> None:
     values = np.arange(784, dtype=np.uint16).reshape(28, 28) * 83
-    batch = decode_pngs([pillow_png(Image.fromarray(values))])
+    batch = decode_pngs([pillow_png(Image.fromarray(values))], MNIST_IMAGE_SHAPE)
     assert_decoded(batch, (values >> 8).astype(np.uint8)[None])
     assert batch.converted.tolist() == [True]
 
@@ -225,7 +226,7 @@ def test_palette_with_transparency_and_gray_with_alpha() -> None:
     gray = digit_like(np.random.default_rng(4), 1)[0]
     palette_image = Image.fromarray(gray).convert("P")
     blobs = [pillow_png(palette_image, transparency=0), pillow_png(Image.fromarray(gray).convert("LA"))]
-    batch = decode_pngs(blobs)
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)
     assert_decoded(batch, np.stack([pillow_gray(b) for b in blobs]))
     assert batch.converted.all()
 
@@ -237,7 +238,7 @@ def test_interlaced_images_decode_through_pillow() -> None:
     blobs = [encode_png(g, filters=[0, 1, 2, 3, 4], interlace=True) for g in gray]
     blobs += [encode_png(c, filters=4, color_type=2, interlace=True) for c in rgb]
     assert read_png_header(blobs[0]).interlace == 1
-    batch = decode_pngs(blobs)
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)
     expected_rgb = np.stack([np.asarray(Image.fromarray(c).convert("L")) for c in rgb])
     assert_decoded(batch, np.concatenate([gray, expected_rgb]))
     assert batch.converted.tolist() == [False] * 4 + [True] * 4
@@ -319,7 +320,7 @@ def good_png() -> bytes:
 def test_truncated_files_are_errors() -> None:
     blob = good_png()
     cuts = [0, 1, 8, 20, 32, 33, 40, len(blob) // 2, len(blob) - 12, len(blob) - 1]
-    batch = decode_pngs([blob[:cut] for cut in cuts] + [blob])
+    batch = decode_pngs([blob[:cut] for cut in cuts] + [blob], MNIST_IMAGE_SHAPE)
     assert sorted(batch.errors) == list(range(len(cuts)))
     assert batch.errors[0].startswith("empty input")
     assert batch.errors[1] == batch.errors[2] == batch.errors[3] == "truncated PNG header"
@@ -330,13 +331,13 @@ def test_truncated_files_are_errors() -> None:
 def test_truncated_fallback_image_is_an_error() -> None:
     rgb = np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8)
     blob = pillow_png(Image.fromarray(rgb))
-    batch = decode_pngs([blob[: len(blob) // 2], blob[:-12]])
+    batch = decode_pngs([blob[: len(blob) // 2], blob[:-12]], MNIST_IMAGE_SHAPE)
     assert batch.errors == {
         0: "truncated PNG (IDAT chunk runs past the end)",
         1: "truncated PNG (no IEND chunk)",
     }
     cut_inside_the_stream = png_bytes(blob[8:33], zlib.compress(bytes(28 * 85))[:-6])
-    assert "corrupt or truncated PNG" in decode_pngs([cut_inside_the_stream]).errors[0]
+    assert "corrupt or truncated PNG" in decode_pngs([cut_inside_the_stream], MNIST_IMAGE_SHAPE).errors[0]
 
 
 def test_bad_crc_is_an_error() -> None:
@@ -344,7 +345,7 @@ def test_bad_crc_is_an_error() -> None:
     idat_crc = len(blob) - 12 - 1  # last byte of the IDAT chunk's CRC
     bad_idat = bytes(blob[:idat_crc]) + bytes([blob[idat_crc] ^ 1]) + bytes(blob[idat_crc + 1 :])
     bad_ihdr = bytes(blob[:29]) + bytes([blob[29] ^ 1]) + bytes(blob[30:])
-    batch = decode_pngs([bad_idat, bad_ihdr])
+    batch = decode_pngs([bad_idat, bad_ihdr], MNIST_IMAGE_SHAPE)
     assert batch.errors == {0: "bad CRC in IDAT chunk", 1: "bad CRC in IHDR chunk"}
 
 
@@ -365,7 +366,7 @@ def test_bad_crc_is_an_error() -> None:
 def test_read_png_header_rejects_garbage(blob: bytes, reason: str) -> None:
     with pytest.raises(ImageDecodeError, match=reason):
         read_png_header(blob)
-    assert decode_pngs([blob]).errors[0].startswith(reason)
+    assert decode_pngs([blob], MNIST_IMAGE_SHAPE).errors[0].startswith(reason)
 
 
 def test_read_png_header_on_random_bytes_and_non_bytes() -> None:
@@ -375,7 +376,7 @@ def test_read_png_header_on_random_bytes_and_non_bytes() -> None:
             read_png_header(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
     with pytest.raises(TypeError):
         read_png_header(12345)  # type: ignore[arg-type]
-    assert "TypeError" in decode_pngs([12345]).errors[0]  # type: ignore[list-item]
+    assert "TypeError" in decode_pngs([12345], MNIST_IMAGE_SHAPE).errors[0]  # type: ignore[list-item]
 
 
 def test_read_png_header_fields() -> None:
@@ -386,7 +387,7 @@ def test_read_png_header_fields() -> None:
 def test_wrong_size_is_refused_before_decoding() -> None:
     rgb32 = pillow_png(Image.new("RGB", (32, 32)))
     gray = encode_png(np.zeros((28, 32), np.uint8))
-    batch = decode_pngs([gray, rgb32, good_png()])
+    batch = decode_pngs([gray, rgb32, good_png()], MNIST_IMAGE_SHAPE)
     assert batch.errors == {0: "wrong size 32x28, expected 28x28", 1: "wrong size 32x32, expected 28x28"}
 
 
@@ -396,7 +397,7 @@ def test_image_data_of_the_wrong_length_is_an_error() -> None:
     too_long = png_bytes(header, zlib.compress(bytes(28 * 29 + 1)))
     cut_stream = png_bytes(header, zlib.compress(bytes(28 * 29))[:-3])
     not_zlib = png_bytes(header, b"this is not deflate data")
-    batch = decode_pngs([too_short, too_long, cut_stream, not_zlib])
+    batch = decode_pngs([too_short, too_long, cut_stream, not_zlib], MNIST_IMAGE_SHAPE)
     assert "less than the 812 bytes" in batch.errors[0]
     assert "more than the 812 bytes" in batch.errors[1]
     assert "truncated image data" in batch.errors[2]
@@ -407,7 +408,7 @@ def test_bad_filter_type_and_unknown_critical_chunk_are_errors() -> None:
     pixels = np.zeros((28, 28), np.uint8)
     bad_filter = encode_png(pixels, filters=[0, 5])
     unknown_critical = encode_png(pixels, extra=[chunk(b"ABCD", b"x")])
-    batch = decode_pngs([bad_filter, good_png(), unknown_critical])
+    batch = decode_pngs([bad_filter, good_png(), unknown_critical], MNIST_IMAGE_SHAPE)
     assert batch.errors == {
         0: "invalid PNG row filter type (must be 0-4)",
         2: "unknown critical chunk ABCD",
@@ -420,7 +421,7 @@ def test_error_messages_never_echo_the_input() -> None:
     rgb = pillow_png(Image.new("RGB", (28, 28)))
     corrupt_rgb = png_bytes(rgb[8:33], marker * 4)  # valid header, IDAT that is not zlib
     blobs = [marker, SIGNATURE + marker * 3, corrupt_rgb, png_bytes(ihdr(28, 28), marker)]
-    batch = decode_pngs(blobs)
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)
     assert sorted(batch.errors) == [0, 1, 2, 3]
     assert not any("SECRET" in reason for reason in batch.errors.values())
 
@@ -442,7 +443,7 @@ def test_png_bomb_is_refused_by_its_declared_size() -> None:
     assert read_png_header(bomb) == PngHeader(10_000, 10_000, 8, 0, 0)
     tracemalloc.start()
     started = time.perf_counter()
-    batch = decode_pngs([bomb, good_png()])
+    batch = decode_pngs([bomb, good_png()], MNIST_IMAGE_SHAPE)
     elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -453,7 +454,7 @@ def test_png_bomb_is_refused_by_its_declared_size() -> None:
 def test_right_sized_bomb_is_cut_off_at_one_image() -> None:
     bomb = png_bytes(ihdr(28, 28), stream_of_zeros(50_000_000))
     tracemalloc.start()
-    batch = decode_pngs([bomb])
+    batch = decode_pngs([bomb], MNIST_IMAGE_SHAPE)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert "more than the 812 bytes" in batch.errors[0]
@@ -468,7 +469,7 @@ def test_thousands_of_digit_like_images_match_pillow() -> None:
     pixels = digit_like(rng, 3000)
     blobs = [pillow_png(Image.fromarray(p), optimize=bool(i % 2)) for i, p in enumerate(pixels[:1500])]
     blobs += [encode_png(p, filters=rng.integers(0, 5, 28).tolist()) for p in pixels[1500:]]
-    batch = decode_pngs(blobs)
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)
     assert_decoded(batch, pixels)
     np.testing.assert_array_equal(
         batch.images, np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in blobs])
@@ -483,6 +484,6 @@ def test_real_mnist_pngs_match_pillow(shared_tarball: Path) -> None:
                 blobs.append(archive.extractfile(member).read())  # type: ignore[union-attr]
                 if len(blobs) == 5000:
                     break
-    batch = decode_pngs(blobs)
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)
     assert_decoded(batch, np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in blobs]))
     assert not batch.converted.any()

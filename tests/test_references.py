@@ -53,6 +53,6 @@ def test_a_bundle_from_before_it_recorded_them_reads_as_mnists(tmp_path):
     without_interface(tmp_path / "bundle")
     manifest = contracts.read_json(tmp_path / "bundle" / references.MANIFEST, "reference_manifest")
     assert ModelInterface.of_dataset(manifest).describe() == (
-        "28x28 grayscale images of 10 classes (0, 1, 2, 3, 4, 5, ...)"
+        "28x28 grayscale images of 10 classes (0, 1, 2, 3, 4, 5, ... (10 in all))"
     )
     assert references.test_split(tmp_path / "bundle")[0].shape == (20, 28, 28)

@@ -27,7 +27,13 @@ from mnist_mlops.serving.payloads import BadRequest, Limits, max_base64_chars, p
 from mnist_mlops.serving.request_log import RequestLog
 from mnist_mlops.serving.scorer import LoadedModel, Scorer, encode, load_model_folder, parse_model_uri
 from mnist_mlops.serving.server import ScoringClient, running_server
-from mnist_mlops.serving.validation import infra_validate, invalid_requests, png_bomb
+from mnist_mlops.serving.validation import (
+    canary_capacity,
+    infra_validate,
+    invalid_requests,
+    json_image_bytes,
+    png_bomb,
+)
 from tests.datasets import colour_splits, png_bytes, write_png_tree
 
 KEY = "k" * 43
@@ -360,10 +366,26 @@ def test_a_colour_model_s_requests_are_recorded_with_its_class_names(tmp_path):
     assert (record["model_name"], record["model_version"]) == ("tints", "2")
 
 
+@pytest.mark.parametrize(
+    ("image_shape", "capacity"), [(MNIST_IMAGE_SHAPE, 256), ((128, 128), 51), ((64, 64, 3), 60)]
+)
+def test_canaries_of_any_image_size_fit_one_batch_request(image_shape, capacity):
+    """The batch canary of every image at its longest in JSON (all 255) fits the body limit; one more
+    would not. MNIST's stays the batch limit (deploy's 2 x 128 canaries, as before)."""
+    limits = Limits()
+    assert canary_capacity(image_shape, limits) == capacity
+    body = lambda count: len(as_instances(np.full((count, *image_shape), 255, np.uint8)))  # noqa: E731
+    assert body(capacity) <= limits.max_body_bytes
+    assert capacity == limits.max_batch or body(capacity + 1) > limits.max_body_bytes
+    assert json_image_bytes(image_shape) == len(json.dumps(np.full(image_shape, 255).tolist()))
+
+
 def test_infra_validation_refuses_canaries_labelled_with_classes_the_model_does_not_answer():
     never_contacted = ScoringClient("http://127.0.0.1:9")
     with pytest.raises(
-        UserInputError, match=r"canary images labelled 3, 7: the model answers only classes 0 to 2"
+        UserInputError,
+        match=r"canary images: class indices 3, 7 expected; the model answers 3 classes, indices 0 to 2 "
+        r"\(red, green, blue\)",
     ):
         infra_validate(
             never_contacted,
@@ -374,6 +396,45 @@ def test_infra_validation_refuses_canaries_labelled_with_classes_the_model_does_
             limits=Limits(),
             max_p99_ms=1000.0,
         )
+
+
+class InProcessClient(ScoringClient):
+    """The scoring client handing each request to a `Scorer` directly: the server's request handling
+    without a socket."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        super().__init__("http://in-process", KEY)
+        self.scorer = scorer
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        response = self.scorer.respond(
+            method=method,
+            authorization=headers.get("Authorization"),
+            content_type=headers.get("Content-Type"),
+            content_length=len(body),
+            read_body=lambda size: body[:size],
+        )
+        return response.status, encode(response)
+
+
+def test_a_refused_batch_canary_is_logged_with_its_status_and_message():
+    limits = Limits(max_body_bytes=8_000)  # one PNG fits, the JSON batch of three images does not
+    images = images_of(0, 100, 200)
+    logged: list[str] = []
+    checks = infra_validate(
+        InProcessClient(Scorer(digits_model(), key=KEY, limits=limits)),
+        images,
+        brightness_model(images).argmax(axis=1),
+        classes=DIGITS.classes,
+        model_version="7",
+        limits=limits,
+        max_p99_ms=1000.0,
+        log=logged.append,
+    )
+    size = len(json.dumps({"instances": images.astype(int).tolist()}))
+    refusal = f"HTTP 413: request body of {size} bytes exceeds the limit of 8000"
+    assert f"canary batch of 3 images: {refusal}" in logged
+    assert (checks["canary_correct"], checks["canary_requests"], checks["passed"]) == (3, 4, False)
 
 
 @pytest.mark.slow  # trains a model and starts a server

@@ -7,7 +7,7 @@ version would be safe to reuse, but the choice cannot depend on a parameter's va
 
 from mldesigner import Input, Output, command_component
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 
 @command_component(
@@ -17,9 +17,10 @@ VERSION = "0.1.0"
     description=(
         "Score a folder or tarball of PNGs of the model's image shape with a ready registry version "
         "(models:/<name>/<version> or @alias; never a local path), in mini-batches of files. Bad files "
-        "(not a PNG, truncated, wrong size, decompression bombs) are skipped and reported, never fatal; "
-        "class folders naming classes the model does not answer are refused. Progress is checkpointed per "
-        "mini-batch beside the predictions, so an interrupted run resumes; outputs appear atomically."
+        "(not a PNG, truncated, wrong size, decompression bombs) are skipped and reported, never fatal. "
+        "Files are labelled by their class folders as `labels` says (labels=folders refuses classes the "
+        "model does not answer). Progress is checkpointed per mini-batch beside the predictions, so an "
+        "interrupted run resumes; outputs appear atomically."
     ),
     is_deterministic=False,
     tags={"stage": "batch_score", "project": "mnist-mlops", "framework": "mlflow"},
@@ -34,7 +35,8 @@ def batch_score(
     predictions: Output(
         type="uri_file",
         description=(
-            "predictions.csv: path,class,label,confidence,expected (expected: the class folder's name)."
+            "predictions.csv: path,class,label,confidence,expected (class and label: the prediction's "
+            "index and name; expected: the class folder's name, when labelled)."
         ),
     ),
     summary: Output(
@@ -62,6 +64,15 @@ def batch_score(
         max=32,
         description="Scoring processes, each loading the model once (1: score in the component's process).",
     ) = 1,
+    labels: Input(
+        type="string",
+        default="auto",
+        enum=["auto", "folders", "none"],
+        description=(
+            "Expected classes from folder names: auto (a folder whose siblings holding files all name "
+            "classes of the model), folders (every file's folder must name one), none."
+        ),
+    ) = "auto",
 ):
     from mnist_mlops.components.batch_score.executor import run_batch_score
     from mnist_mlops.errors import exit_on_user_error
@@ -75,4 +86,5 @@ def batch_score(
             registry=registry,
             mini_batch_size=mini_batch_size,
             workers=workers,
+            labels=labels,
         )

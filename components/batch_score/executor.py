@@ -16,10 +16,11 @@ Resumable: every finished mini-batch is checkpointed in a work folder beside the
 mini-batch size. A rerun after an interruption scores only what is missing (a changed input or a moved
 alias starts over); the outputs are written atomically at the end and the work folder is removed.
 
-Labels come from class folders: a file at `.../<class name>/<file>` is expected to be of that class when
-the model answers it. A folder laid out by class (one of its subfolders names a class of the model)
-whose other subfolders hold files names classes the model was not trained for: refused before scoring
-(`check_class_folders`), as accuracy over them would be meaningless.
+Labels come from class folders, as `labels` says (`expected_classes`, over the whole listing before
+scoring): "auto" takes a file's folder as its class only when that folder and every sibling folder
+holding files name classes of the model (MNIST's `testing/0..9/`, not `incoming/2024/1..12/`), so
+ordinary folders are scored unlabelled, never refused; "folders" requires every file's folder to name a
+class of the model and refuses data labelled with other classes; "none" scores without labels.
 """
 
 from __future__ import annotations
@@ -39,30 +40,40 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from mnist_mlops import contracts
 from mnist_mlops.archives import FileEntry
 from mnist_mlops.atomic import atomic_write_bytes
+from mnist_mlops.dataset import listed
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
-from mnist_mlops.registry import client, registry_uri, sqlite_file
+from mnist_mlops.registry import registry_uri, sqlite_file
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels, parse_model_uri
 from mnist_mlops.sources import open_source, read_files
 
 COMPONENT_NAME = "mnist_mlops_batch_score"
 COLUMNS = ("path", "class", "label", "confidence", "expected")
 """`class` and `label`: the predicted class index and name, as in a scoring response; `expected`: the
-class named by the file's folder, when the model answers it."""
+class named by the file's folder when `labels` takes it as a label (`expected_classes`), else empty."""
 PREDICT_BATCH = 512
 """Images per tf.function call: measured a little faster than 2048 on 2 cores (stays in cache)."""
 CHECKPOINT_FORMAT = 2
+LABEL_MODES = ("auto", "folders", "none")
 _PATH_ENCODING = ("utf-8", "surrogateescape")  # folder names that are not UTF-8 round-trip unchanged
+
+
+class MiniBatch(NamedTuple):
+    """The files of one unit of work, in path order, with the class each is expected to be of."""
+
+    paths: list[str]
+    blobs: list[bytes]
+    expected: list[int | None]
 
 
 @dataclass(frozen=True)
@@ -77,40 +88,45 @@ class ScoredMiniBatch:
     correct: int
 
 
-def expected_of(path: str, classes: tuple[str, ...]) -> int | None:
-    """The class index a path names by its parent folder (``.../<class name>/<file>``) when `classes`
-    holds that name, else None."""
-    parts = path.rsplit("/", 2)
-    return classes.index(parts[-2]) if len(parts) >= 2 and parts[-2] in classes else None
-
-
-def check_class_folders(paths: Sequence[str], interface: ModelInterface, source: str) -> None:
-    """Refuse an input laid out by class with classes the model does not answer: in a folder where one
-    subfolder names a class of the model, every subfolder holding files must name one."""
-    holding_files = {tuple(path.split("/")[:-1]) for path in paths if "/" in path}
-    by_class = {folder[:-1] for folder in holding_files if folder[-1] in interface.classes}
-    unknown = sorted(
-        "/".join(folder)
-        for folder in holding_files
-        if folder[:-1] in by_class and folder[-1] not in interface.classes
-    )
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise UserInputError(
-            f"{source}: folders {shown} sit beside class folders but name no class the model answers;"
-            f" the model was trained for {interface.describe()}. Score data of those classes with a model"
-            " trained on them, or move the files out of the class folders' parent"
+def expected_classes(
+    paths: Sequence[str], interface: ModelInterface, labels: str, source: str
+) -> list[int | None]:
+    """The class index each file is expected to be of, from the name of the folder holding it (None:
+    unlabelled), as `labels` (one of LABEL_MODES) says; the whole listing is needed, as "auto" looks at
+    sibling folders. "folders" refuses files outside a folder named after a class of the model."""
+    if labels not in LABEL_MODES:
+        raise UserInputError(f"labels={labels!r}: must be one of {', '.join(LABEL_MODES)}")
+    if labels == "none":
+        return [None] * len(paths)
+    index = {name: position for position, name in enumerate(interface.classes)}
+    folders = [tuple(path.split("/")[:-1]) for path in paths]
+    if labels == "folders":
+        unknown = sorted(
+            {"/".join(folder) or "(top level)" for folder in folders if not folder or folder[-1] not in index}
         )
+        if unknown:
+            raise UserInputError(
+                f"{source}: labels=folders, but the folders {listed(unknown)} name no class the model"
+                f" answers: it was trained for {interface.class_count} classes ({listed(interface.classes)})."
+                " Score data of those classes with a model trained on them, or pass labels=auto or none"
+            )
+        return [index[folder[-1]] for folder in folders]
+    unlike_a_class = {folder[:-1] for folder in folders if folder and folder[-1] not in index}
+    return [index[folder[-1]] if folder and folder[:-1] not in unlike_a_class else None for folder in folders]
 
 
-def score_mini_batch(model: LoadedModel, paths: Sequence[str], blobs: Sequence[bytes]) -> ScoredMiniBatch:
-    """Decode and predict one mini-batch of files; undecodable files are skipped with their reason."""
+def score_mini_batch(
+    model: LoadedModel, paths: Sequence[str], blobs: Sequence[bytes], expected: Sequence[int | None]
+) -> ScoredMiniBatch:
+    """Decode and predict one mini-batch of files (`expected`: their classes from `expected_classes`);
+    undecodable files are skipped with their reason."""
     interface = model.interface
     decoded = decode_pngs(blobs, interface.image_shape)
     keep = np.ones(len(paths), dtype=bool)
     keep[list(decoded.errors)] = False
     images = decoded.images[keep]
     good_paths = [path for path, kept in zip(paths, keep.tolist(), strict=True) if kept]
+    expected = [index for index, kept in zip(expected, keep.tolist(), strict=True) if kept]
     if len(images):
         probabilities = np.concatenate(
             [
@@ -121,7 +137,6 @@ def score_mini_batch(model: LoadedModel, paths: Sequence[str], blobs: Sequence[b
     else:
         probabilities = np.zeros((0, interface.class_count), dtype=np.float32)
     predicted = probabilities.argmax(axis=1).tolist()
-    expected = [expected_of(path, interface.classes) for path in good_paths]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(
         zip(
@@ -153,12 +168,13 @@ def run_batch_score(
     registry: str | None = None,
     mini_batch_size: int = 2048,
     workers: int = 1,
+    labels: str = "auto",
 ) -> dict[str, Any]:
     """Score every file of `images` with registered `model`; write the CSV `predictions` and `summary`.
 
-    Refusals (a local model path, an empty input, an unknown or unready version, class folders of
-    classes the model does not answer) raise UserInputError before anything is written. Returns the
-    summary.
+    Refusals (a local model path, an empty input, an unknown or unready version, with labels=folders
+    files outside folders named after the model's classes) raise UserInputError before anything is
+    written. Returns the summary.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     started = time.perf_counter()
@@ -173,10 +189,18 @@ def run_batch_score(
     resolving = time.perf_counter()
     models = RegistryModels(model, registry_uri(registry))
     version = _resolve(models)
-    interface = _interface(models, version)
+    interface = models.interface(version)
     resolve_seconds = time.perf_counter() - resolving
-    check_class_folders([entry.path for entry in entries], interface, source_uri)
-    batches = [entries[start : start + mini_batch_size] for start in range(0, len(entries), mini_batch_size)]
+    paths = [entry.path for entry in entries]
+    expected = expected_classes(paths, interface, labels, source_uri)
+    batches = [
+        MiniBatch(
+            paths[start : start + mini_batch_size],
+            [entry.data for entry in entries[start : start + mini_batch_size]],
+            expected[start : start + mini_batch_size],
+        )
+        for start in range(0, len(entries), mini_batch_size)
+    ]
     identity = {
         "checkpoint_format": CHECKPOINT_FORMAT,
         "input_sha256": _fingerprint(entries),
@@ -184,6 +208,7 @@ def run_batch_score(
         "model_name": models.name,
         "model_version": version,
         "mini_batch_size": mini_batch_size,
+        "labels": labels,
     }
     work = work_dir(Path(predictions))
     done = _prepare(work, identity, batches)
@@ -199,7 +224,7 @@ def run_batch_score(
         load_seconds += _score_here(models, version, batches, pending, work)
     elif pending:
         load_seconds += _score_in_workers(models, version, batches, pending, work, workers)
-    parts = [_read_part(_part_path(work, index), len(batch)) for index, batch in enumerate(batches)]
+    parts = [_read_part(_part_path(work, index), len(batch.paths)) for index, batch in enumerate(batches)]
     if any(part is None for part in parts):
         raise RuntimeError(f"{work}: a mini-batch checkpoint is missing or damaged after scoring")
     rows = "".join(part.rows for part in parts)
@@ -212,9 +237,10 @@ def run_batch_score(
         name=models.name,
         source=source_uri,
         mini_batch_size=mini_batch_size,
+        labels=labels,
         resumed=len(done),
         workers=workers,
-        processed=sum(len(batches[index]) for index in pending),
+        processed=sum(len(batches[index].paths) for index in pending),
         seconds=time.perf_counter() - started - load_seconds,
         load_seconds=load_seconds,
     )
@@ -259,19 +285,6 @@ def _resolve(models: RegistryModels) -> str:
         ) from None
 
 
-def _interface(models: RegistryModels, version: str) -> ModelInterface:
-    """What the version takes and answers, from its `MLmodel` file alone: the input is checked against
-    it before any worker loads TensorFlow."""
-    import mlflow.artifacts
-
-    source = client(models.registry).get_model_version_download_uri(models.name, version)
-    with tempfile.TemporaryDirectory(prefix="mnist-mlops-mlmodel-") as scratch:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{source.rstrip('/')}/MLmodel", dst_path=scratch, tracking_uri=models.registry
-        )
-        return ModelInterface.of_model(Path(local).parent)
-
-
 def _fingerprint(entries: Sequence[FileEntry]) -> str:
     """sha256 over the paths and bytes of all files, in order: a checkpoint only fits the same input."""
     digest = hashlib.sha256()
@@ -286,7 +299,7 @@ def _part_path(work: Path, index: int) -> Path:
     return work / f"{index:06d}.json"
 
 
-def _prepare(work: Path, identity: dict[str, Any], batches: Sequence[Sequence[FileEntry]]) -> set[int]:
+def _prepare(work: Path, identity: dict[str, Any], batches: Sequence[MiniBatch]) -> set[int]:
     """The mini-batches an interrupted run of the same job finished; any other leftovers are cleared."""
     run_file = work / "run.json"
     try:
@@ -296,7 +309,7 @@ def _prepare(work: Path, identity: dict[str, Any], batches: Sequence[Sequence[Fi
     if previous == identity:
         done = set()
         for index, batch in enumerate(batches):
-            if _read_part(_part_path(work, index), len(batch)) is not None:
+            if _read_part(_part_path(work, index), len(batch.paths)) is not None:
                 done.add(index)
         return done
     if work.exists():
@@ -329,14 +342,10 @@ def _read_part(path: Path, files: int) -> ScoredMiniBatch | None:
     return scored if scored.files == files else None
 
 
-def _columns(batch: Sequence[FileEntry]) -> tuple[list[str], list[bytes]]:
-    return [entry.path for entry in batch], [entry.data for entry in batch]
-
-
 def _score_here(
     models: RegistryModels,
     version: str,
-    batches: Sequence[Sequence[FileEntry]],
+    batches: Sequence[MiniBatch],
     pending: list[int],
     work: Path,
 ) -> float:
@@ -345,14 +354,14 @@ def _score_here(
     loaded = models.load(version)
     load_seconds = time.perf_counter() - loading
     for index in pending:
-        _write_part(work, index, score_mini_batch(loaded, *_columns(batches[index])))
+        _write_part(work, index, score_mini_batch(loaded, *batches[index]))
     return load_seconds
 
 
 def _score_in_workers(
     models: RegistryModels,
     version: str,
-    batches: Sequence[Sequence[FileEntry]],
+    batches: Sequence[MiniBatch],
     pending: list[int],
     work: Path,
     workers: int,
@@ -376,7 +385,7 @@ def _score_in_workers(
     for process in processes:
         process.start()
     for index in pending:
-        tasks.put((index, *_columns(batches[index])))
+        tasks.put((index, batches[index]))
     ready_at = None
     scored = 0
     try:
@@ -424,8 +433,8 @@ def _worker(
         loaded = models.load(models.version)
         results.put(("ready", None))
         while True:
-            index, paths, blobs = tasks.get()
-            _write_part(work, index, score_mini_batch(loaded, paths, blobs))
+            index, batch = tasks.get()
+            _write_part(work, index, score_mini_batch(loaded, *batch))
             results.put(("scored", index))
     except Exception as error:
         results.put(("error", f"{type(error).__name__}: {error}"))
@@ -447,6 +456,7 @@ def _summary(
     name: str,
     source: str,
     mini_batch_size: int,
+    labels: str,
     resumed: int,
     workers: int,
     processed: int,
@@ -469,6 +479,7 @@ def _summary(
         "skipped_count": len(skipped),
         "skipped": skipped,
         "class_distribution": dict(zip(classes, counts, strict=True)),
+        "labels": labels,
         "labelled": labelled,
         "accuracy": round(correct / labelled, 6) if labelled else None,
         "mini_batch_size": mini_batch_size,

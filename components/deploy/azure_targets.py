@@ -40,6 +40,8 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoun
 
 from mnist_mlops import contracts
 from mnist_mlops.errors import ContractError, UserInputError
+from mnist_mlops.serving.payloads import Limits
+from mnist_mlops.serving.validation import check_canary_classes
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
@@ -485,13 +487,14 @@ def _check_rollout_inputs(
     """Refuse a rollout whose checks could not mean anything, before any Azure call."""
     contracts.validate(canary_request, "scoring_request", source="canary_request")
     images = canary_request.get("instances", canary_request.get("images"))
-    if len(expected_classes) != len(images) or any(
-        type(value) is not int or not 0 <= value < len(classes) for value in expected_classes
-    ):
+    limits, size = Limits(), len(json.dumps(canary_request))
+    if len(images) > limits.max_batch or size > limits.max_body_bytes:
         raise UserInputError(
-            f"expected_classes: one class index 0..{len(classes) - 1} of the model's {len(classes)} classes"
-            f" per canary image ({len(images)}), got {expected_classes!r}"
+            f"canary_request: {len(images)} images in {size} bytes, over the scoring server's limits"
+            f" ({limits.max_batch} images, {limits.max_body_bytes} bytes): send fewer canaries"
+            " (mnist_mlops.serving.validation.canary_capacity)"
         )
+    check_canary_classes(expected_classes, len(images), classes, "expected_classes")
     for index, request in enumerate(invalid_requests):
         if not isinstance(request, dict) or "body" not in request:
             raise UserInputError(f"invalid_requests[{index}]: expected an object with a 'body' to send")

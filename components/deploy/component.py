@@ -71,7 +71,8 @@ def deploy(
         max=128,
         description=(
             "Canary test images, as many again from production's test split; each sent alone, then all in "
-            "one JSON batch, so at most half the server's default batch limit (256)."
+            "one JSON batch, so at most half the server's default batch limit (256), and fewer of large "
+            "images (the batch must fit its 4 MiB body limit: e.g. 60 of 64x64x3)."
         ),
     ) = 64,
     max_canary_p99_ms: Input(

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops import contracts, references
-from mnist_mlops.dataset import load_split
+from mnist_mlops.dataset import describe_shape, load_split
 from mnist_mlops.deployments import (
     append_history,
     ensure_key,
@@ -48,7 +48,7 @@ from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
-from mnist_mlops.serving.validation import infra_validate
+from mnist_mlops.serving.validation import canary_capacity, infra_validate, json_image_bytes
 
 COMPONENT_NAME = "mnist_mlops_deploy"
 TARGETS = ("local", "azureml", "kubernetes")
@@ -217,16 +217,29 @@ def _canaries(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Canary images, the classes the registered artifact predicts for them offline, and how many came
     from where: the first `count` of the current test split, then as many of the `production` version's
-    reference test split as the one batch request of every canary may still carry (max_batch)."""
+    reference test split as the one batch request of every canary may still carry (`canary_capacity`:
+    the server's batch and body limits)."""
+    shape, limits = loaded.interface.image_shape, Limits()
+    capacity = canary_capacity(shape, limits)
+    if capacity < 1:
+        raise UserInputError(
+            f"{loaded.name} v{loaded.version} takes {describe_shape(shape)} images: one of them in a JSON"
+            f" request may take {json_image_bytes(shape)} bytes, over the scoring server's body limit of"
+            f" {limits.max_body_bytes}, so the canary batch request cannot be sent"
+        )
     manifest = contracts.read_json(test_data / "manifest.json", "preprocessed_manifest")
     current, _ = load_split(test_data, manifest, "test")
-    current = current[:count]
+    current = current[: min(count, capacity)]
     loaded.interface.check_images(current, f"{test_data}: the test split of {loaded.name} v{loaded.version}")
-    room = min(count, Limits().max_batch - len(current))
-    reference, note = _production_test_images(uri, loaded, production, room)
+    reference, note = _production_test_images(uri, loaded, production, min(count, capacity - len(current)))
     images = np.concatenate([current, reference])
     sources = {"test_split": len(current), "production_reference": len(reference), "note": note}
-    print(f"canaries: {len(current)} from the current test split, {note}", flush=True)
+    capped = (
+        f" (one batch request carries at most {capacity} {describe_shape(shape)} images)"
+        if capacity < len(current) + count
+        else ""
+    )
+    print(f"canaries: {len(current)} from the current test split, {note}{capped}", flush=True)
     expected = loaded.predict(images).argmax(axis=1)
     return images, expected, sources
 

@@ -25,7 +25,7 @@ from mnist_mlops.atomic import atomic_write_text, staged_dir
 from mnist_mlops.baselines import read_baseline
 from mnist_mlops.champions import Champion, read_champion
 from mnist_mlops.components.evaluate import shift
-from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE, load_split
+from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.inference import predict_in_batches
@@ -45,7 +45,6 @@ DEFAULT_THRESHOLDS = {
 The data-shift limits are optional in either: missing ones take `data_shift.DEFAULT_LIMITS` and
 `shift.DEFAULT_REFERENCE_REGRESSION`, so older threshold files still judge shifted data. They were set
 for MNIST: applied to another problem, the blessing and the model card say so."""
-MNIST_INTERFACE = ModelInterface(MNIST_IMAGE_SHAPE, MNIST_CLASSES)
 LATENCY_SAMPLES = 200
 
 
@@ -63,14 +62,15 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """Score challenger (and champion) on the current test split and the champion's own; compare the
     training data with production's and with recent traffic; write the report and blessing. A champion
-    that takes or answers something else than the challenger is not scored: the gates that need it
-    decide as without one, their reasons naming both models' interfaces."""
+    that takes or answers something else than the challenger is not scored (the regression gate is
+    skipped, saying why), and promoting the challenger under its name would change what every client
+    sends and gets back: `max_data_shift` fails naming both interfaces unless `accept_data_shift`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     kpis = contracts.read_json(thresholds, "kpi_thresholds") if thresholds else DEFAULT_THRESHOLDS
     preprocessed = Path(preprocessed)
     manifest = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
     images, labels = load_split(preprocessed, manifest, "test")
-    interface = read_interface(challenger)
+    interface = ModelInterface.of_model(challenger)
     check_fits(
         interface, manifest, images, f"evaluate: model {challenger} on the test split of {preprocessed}"
     )
@@ -166,14 +166,6 @@ def run_evaluate(
     return report
 
 
-def read_interface(model_dir: str | Path) -> ModelInterface:
-    """What an MLflow model folder's model takes and answers (its MLmodel file; no TensorFlow)."""
-    path = Path(model_dir)
-    if not (path / "MLmodel").is_file():
-        raise UserInputError(f"{path}: not an MLflow model (no MLmodel file)")
-    return ModelInterface.of_model(path)
-
-
 def check_fits(interface: ModelInterface, manifest: dict[str, Any], images: np.ndarray, source: str) -> None:
     """Refuse test data the model cannot be judged on: labelled with classes it does not answer (or in
     another order), or images of another shape."""
@@ -184,7 +176,7 @@ def check_fits(interface: ModelInterface, manifest: dict[str, Any], images: np.n
 def champion_unlike(current: Champion, interface: ModelInterface) -> str | None:
     """Why production's model cannot be scored where the challenger is (it takes or answers something
     else), naming both; None when it can."""
-    production = read_interface(current.model)
+    production = ModelInterface.of_model(current.model)
     if production == interface:
         return None
     name = f"{current.record['model_name']} v{current.record['version']}"
@@ -192,8 +184,9 @@ def champion_unlike(current: Champion, interface: ModelInterface) -> str | None:
 
 
 def thresholds_note(source: str, interface: ModelInterface) -> str | None:
-    """The warning that MNIST's built-in thresholds judged another problem; None when they did not."""
-    if source == "given" or interface == MNIST_INTERFACE:
+    """The warning that MNIST's built-in thresholds judged another problem; None when they did not. Data
+    described as MNIST is (28x28 grayscale, classes "0".."9"): IDX files without `classes` read so."""
+    if source == "given" or interface.is_mnist:
         return None
     defaults = ", ".join(
         f"{name} {value}" for name, value in DEFAULT_THRESHOLDS.items() if name != "schema_version"
@@ -205,7 +198,8 @@ def thresholds_note(source: str, interface: ModelInterface) -> str | None:
 
 
 def load_model(model_dir: str | Path):
-    """The Keras model inside an MLflow model folder (checked by `read_interface` first)."""
+    """The Keras model inside an MLflow model folder (its MLmodel file read by `ModelInterface.of_model`
+    first)."""
     import mlflow.tensorflow
 
     path = Path(model_dir)

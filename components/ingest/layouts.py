@@ -131,9 +131,12 @@ def _load_png(
         for split in SPLITS
     }
     shapes = {split: png_shapes([entry.data for entry, _ in items[split]]) for split in SPLITS}
+    common = _common_shape(items, shapes, source)
+    if on_mixed_shape != "resize":
+        _check_each_split_has(common, items, shapes, source)
     dataset = LoadedDataset(
         "mnist_png",
-        _common_shape(items, shapes, source),
+        common,
         classes,
         candidates=len(matches),
         ignored_files=total_files - len(matches),
@@ -186,7 +189,7 @@ def _checked_class_count(classes: list[str], where: str) -> list[str]:
 def _common_shape(
     items: dict[str, list[tuple[FileEntry, int]]], shapes: dict[str, list[tuple[int, ...] | str]], source: str
 ) -> tuple[int, ...]:
-    """The most common size and the most common channel count among the images that have a shape."""
+    """The most common shape (size and channel count) among the images that have one."""
     readable = [shape for split in SPLITS for shape in shapes[split] if isinstance(shape, tuple)]
     if not readable:
         failures = (
@@ -196,9 +199,28 @@ def _common_shape(
         )
         examples = "; ".join(itertools.islice(failures, _LISTED_EXAMPLES))
         raise UserInputError(f"source {source}: no image could be read (e.g. {examples})")
-    height, width = Counter(shape[:2] for shape in readable).most_common(1)[0][0]
-    colour = Counter(len(shape) == 3 for shape in readable).most_common(1)[0][0]
-    return (height, width, 3) if colour else (height, width)
+    return Counter(readable).most_common(1)[0][0]
+
+
+def _check_each_split_has(
+    shape: tuple[int, ...],
+    items: dict[str, list[tuple[FileEntry, int]]],
+    shapes: dict[str, list[tuple[int, ...] | str]],
+    source: str,
+) -> None:
+    """Refuse a split with no image of the dataset's shape, naming what it has: nothing of it would be
+    kept, and the data check would only count the odd images."""
+    for split in SPLITS:
+        found = [found for found in shapes[split] if isinstance(found, tuple)]
+        if found and shape not in found:
+            kinds = Counter(describe_shape(item) for item in found).most_common()
+            path = items[split][shapes[split].index(found[0])][0].path
+            has = ", ".join(f"{kind} ({count})" for kind, count in kinds)
+            raise UserInputError(
+                f"source {source}: no {split} image is {describe_shape(shape)}, the dataset's shape (most "
+                f"images): {split} has {has}, e.g. {path}; on_mixed_shape=resize would resize and convert"
+                " them"
+            )
 
 
 def _decode_split(
@@ -271,6 +293,7 @@ def _load_idx(
             f"images {describe_shape(shape)}; both splits must have one shape"
         )
     classes = declared or list(MNIST_CLASSES)
+    hint = "" if declared else " (MNIST's digits; name the classes of other IDX data with classes=)"
     dataset = LoadedDataset("idx", shape, classes, ignored_files=total_files - len(files))
     dataset.newest_mtime = max(entry.mtime for entry in files.values())
     for split, (images_stem, labels_stem) in _IDX_FILES.items():
@@ -285,7 +308,7 @@ def _load_idx(
                 {
                     "path": f"{files[labels_stem].path}[{index}]",
                     "split": split,
-                    "reason": f"label {labels[index]} is not 0-{len(classes) - 1}",
+                    "reason": f"label {labels[index]} is not 0-{len(classes) - 1}{hint}",
                 }
             )
         dataset.candidates += len(images)

@@ -193,8 +193,6 @@ def _check_interface(
 ) -> None:
     """Refuse a model other than the one evaluate judged (it takes or answers something else), or data
     it cannot take, before anything reaches the registry."""
-    if not (model_dir / "MLmodel").is_file():
-        raise UserInputError(f"{model_dir}: not an MLflow model (no MLmodel file)")
     interface = ModelInterface.of_model(model_dir)
     judged = ModelInterface(tuple(evaluated["image_shape"]), tuple(evaluated["classes"]))
     if interface != judged:
@@ -240,11 +238,12 @@ def _lineage_tags(lineage: dict) -> dict[str, str]:
 
 
 def classes_tag(classes: list[str]) -> str:
-    """The class names comma-separated, as many as fit in CLASSES_TAG_LENGTH with the count at the end."""
+    """The class names comma-separated, as many as fit in CLASSES_TAG_LENGTH, then the count as
+    `dataset.listed` gives it (a budget of characters here, not of names)."""
     joined = ", ".join(classes)
     if len(joined) <= CLASSES_TAG_LENGTH:
         return joined
-    suffix = f", ... ({len(classes)} classes)"
+    suffix = f", ... ({len(classes)} in all)"
     shown = ""
     for name in classes:
         longer = f"{shown}, {name}" if shown else name

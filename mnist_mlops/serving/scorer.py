@@ -121,6 +121,18 @@ class RegistryModels:
             )
             return load_model_folder(self.name, version, local)
 
+    def interface(self, version: str) -> ModelInterface:
+        """What a version takes and answers, from its `MLmodel` file alone (no weights, no TensorFlow):
+        cheap enough to check an input against before any model is loaded."""
+        from mnist_mlops.registry import client, download_folder
+
+        source = client(self.registry).get_model_version_download_uri(self.name, version)
+        with tempfile.TemporaryDirectory(prefix="mnist-mlops-mlmodel-") as scratch:
+            folder = download_folder(
+                self.registry, f"{source.rstrip('/')}/MLmodel", Path(scratch) / "model", "MLmodel"
+            )
+            return ModelInterface.of_model(folder)
+
 
 def load_directory_model(model_dir: str | Path, name: str, version: str) -> LoadedModel:
     """A model folder mounted by the platform (Azure ML sets AZUREML_MODEL_DIR): first MLmodel found."""

@@ -3,6 +3,7 @@
 Used by deploy before production moves (TFX's InfraValidator idea: the model must load and answer in
 the real serving stack, not only in the training process) and by `benchmarks/bad_input.py`. Each
 invalid request names the status it must get; anything else, a 5xx above all, fails validation.
+Canaries end with one JSON batch of all of them, so `canary_capacity` bounds how many there may be.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from functools import cache
 
 import numpy as np
 
+from mnist_mlops.dataset import listed
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import PNG_SIGNATURE, encode_png
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.server import ScoringClient
+
+JSON_INSTANCES_ENVELOPE = len('{"instances": []}')
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,43 @@ def invalid_requests(sample: np.ndarray, limits: Limits, key: str | None) -> lis
     return requests
 
 
+def json_image_bytes(image_shape: tuple[int, ...]) -> int:
+    """The longest one image can be as nested JSON arrays the way `json.dumps` writes them: every value
+    three digits ("255"), lists in brackets, ", " between items."""
+    size = len("255")
+    for side in reversed(image_shape):
+        size = side * size + len(", ") * (side - 1) + len("[]")
+    return size
+
+
+def canary_capacity(image_shape: tuple[int, ...], limits: Limits) -> int:
+    """The most images of `image_shape` one JSON `instances` request can carry within the server's
+    `limits`: no more than max_batch, and a body under max_body_bytes even if every pixel value takes
+    three digits (MNIST's 28x28 images: max_batch; 64x64x3 images: 60)."""
+    per_image = json_image_bytes(image_shape) + len(", ")
+    return min(limits.max_batch, (limits.max_body_bytes - JSON_INSTANCES_ENVELOPE) // per_image)
+
+
+def check_canary_classes(
+    expected_classes: Sequence[int], image_count: int, classes: Sequence[str], source: str
+) -> None:
+    """Refuse expectations no answer could meet: one class index per canary image, each one of the
+    model's `classes`."""
+    if len(expected_classes) != image_count or not all(
+        isinstance(value, int | np.integer) and not isinstance(value, bool) for value in expected_classes
+    ):
+        raise UserInputError(
+            f"{source}: one integer class index per canary image expected ({image_count} images),"
+            f" got {len(expected_classes)} values"
+        )
+    unknown = sorted({int(value) for value in expected_classes} - set(range(len(classes))))
+    if unknown:
+        raise UserInputError(
+            f"{source}: class indices {listed([str(value) for value in unknown])} expected; the model"
+            f" answers {len(classes)} classes, indices 0 to {len(classes) - 1} ({listed(classes)})"
+        )
+
+
 def _answers(predictions: list[dict], expected: list[int], classes: Sequence[str]) -> bool:
     """Whether `predictions` name the `expected` classes, by index and by name, one probability per class."""
     return len(predictions) == len(expected) and all(
@@ -142,14 +183,9 @@ def infra_validate(
     """Canary (one PNG per request, then one JSON batch) and invalid requests; the deployment_record block.
 
     A canary answer is as expected when it comes from `model_version` and names the expected class by
-    index and by name (`classes`, the model's), with one probability per class."""
-    unknown = sorted({int(value) for value in expected_classes} - set(range(len(classes))))
-    if unknown:
-        shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
-        raise UserInputError(
-            f"canary images labelled {', '.join(map(str, unknown[:5]))}: the model answers only classes"
-            f" 0 to {len(classes) - 1} ({shown})"
-        )
+    index and by name (`classes`, the model's), with one probability per class. The batch request holds
+    every canary image: at most `canary_capacity` of them fit the server's limits."""
+    check_canary_classes(expected_classes, len(images), classes, "canary images")
     timings, correct, requests = [], 0, 0
     for image, expected in zip(images, expected_classes, strict=True):
         started = time.perf_counter()
@@ -160,8 +196,15 @@ def infra_validate(
         correct += answered and _answers(body["predictions"], [int(expected)], classes)
     status, body = client.score_json({"instances": images.astype(int).tolist()})
     requests += 1
-    answered = status == 200 and body["model_version"] == model_version
-    correct += answered and _answers(body["predictions"], [int(value) for value in expected_classes], classes)
+    batch = f"canary batch of {len(images)} images"
+    if status != 200:
+        log(f"{batch}: HTTP {status}: {body.get('message') if isinstance(body, dict) else body}")
+    elif body["model_version"] != model_version:
+        log(f"{batch}: answered by version {body['model_version']}, not {model_version}")
+    elif not _answers(body["predictions"], [int(value) for value in expected_classes], classes):
+        log(f"{batch}: not every image got its expected class (index and name) and one probability per class")
+    else:
+        correct += 1
     p99 = float(np.percentile(timings, 99)) if timings else None
     rejected, catalogue = 0, invalid_requests(images[0], limits, client.key)
     for request in catalogue:

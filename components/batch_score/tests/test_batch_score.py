@@ -1,5 +1,5 @@
 """batch_score against a tiny registered model: rows, skipped files, summary contract, resume after a
-real kill, workers through the component command, and refusals."""
+real kill, workers through the component command, labels from class folders, and refusals."""
 
 from __future__ import annotations
 
@@ -16,16 +16,11 @@ import pytest
 
 from mnist_mlops import cli, contracts
 from mnist_mlops.components.batch_score import executor
-from mnist_mlops.components.batch_score.executor import (
-    expected_of,
-    run_batch_score,
-    score_mini_batch,
-    work_dir,
-)
+from mnist_mlops.components.batch_score.executor import MiniBatch, run_batch_score, score_mini_batch, work_dir
 from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
-from mnist_mlops.model_interface import ModelInterface
+from mnist_mlops.model_interface import MNIST
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
 from mnist_mlops.serving.validation import png_bomb
 from tests.datasets import digit_images, make_tarball, png_bytes
@@ -78,7 +73,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, in
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(data)
     tarball = make_tarball(root, root.parent / "images.tar.gz")
-    return tarball, {path: expected_of(path, MNIST_CLASSES) for path in good}
+    return tarball, {path: int(path.split("/")[1]) if path.count("/") == 2 else None for path in good}
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +133,7 @@ def test_scores_every_good_file_once_and_reports_the_bad_ones(registry, images, 
 
     models = RegistryModels("models:/mnist-mlops/1", registry)
     blobs = [(tarball.parent / "images" / path).read_bytes() for path in sorted(good)]
-    expected = models.load("1").predict(decode_pngs(blobs).images).argmax(axis=1)
+    expected = models.load("1").predict(decode_pngs(blobs, MNIST_IMAGE_SHAPE).images).argmax(axis=1)
     assert classes == expected.tolist()  # the registered model's own answers, row for row
 
 
@@ -199,6 +194,8 @@ def test_refusals_are_clear_and_write_nothing(registry, images, tmp_path):
     for model, source, uri, message in refusals:
         with pytest.raises(UserInputError, match=message):
             run_batch_score(model, source, *outputs, registry=uri)
+    with pytest.raises(UserInputError, match="parameter labels='digits': must be one of auto, folders, none"):
+        run_batch_score(MODEL, images[0], *outputs, registry=registry, labels="digits")
     assert sorted(tmp_path.iterdir()) == []
 
 
@@ -213,14 +210,11 @@ def test_an_empty_input_exits_2_through_the_component(registry, tmp_path, capfd)
 
 def test_mini_batch_rows_are_valid_csv_with_optional_labels():
     model = LoadedModel(
-        "fake",
-        "1",
-        lambda images: np.eye(10, dtype=np.float32)[np.full(len(images), 7)],
-        ModelInterface(MNIST_IMAGE_SHAPE, MNIST_CLASSES),
+        "fake", "1", lambda images: np.eye(10, dtype=np.float32)[np.full(len(images), 7)], MNIST
     )
     image = png_bytes(np.zeros((28, 28), np.uint8))
     paths = ["3/a.png", 'x/with, "comma".png', "12/b.png", "9/broken.png"]
-    scored = score_mini_batch(model, paths, [image, image, image, b"\x89PNG\r\n"])
+    scored = score_mini_batch(model, paths, [image, image, image, b"\x89PNG\r\n"], [3, None, None, 9])
     rows = list(csv.reader(io.StringIO(scored.rows)))
     assert rows == [
         ["3/a.png", "7", "7", "1.000000", "3"],
@@ -229,14 +223,12 @@ def test_mini_batch_rows_are_valid_csv_with_optional_labels():
     ]
     assert scored.skipped == [{"path": "9/broken.png", "reason": "truncated PNG header"}]
     assert (scored.files, scored.labelled, scored.correct, scored.class_counts[7]) == (4, 1, 0, 3)
-    paths = ("a/0/x.png", "0/x.png", "x.png", "a/10/x.png", "a/٣/x.png")
-    assert [expected_of(path, MNIST_CLASSES) for path in paths] == [0, 0, None, None, None]
 
 
 def test_a_checkpoint_only_resumes_the_same_job(tmp_path):
     """Another input, model version or mini-batch size starts over; a damaged part is scored again."""
     work = tmp_path / "predictions.csv.parts"
-    batches = [["a", "b"], ["c"]]
+    batches = [MiniBatch(["a", "b"], [b"", b""], [None, None]), MiniBatch(["c"], [b""], [None])]
     identity = {"input_sha256": "1" * 64, "model_version": "1", "mini_batch_size": 2}
     assert executor._prepare(work, identity, batches) == set()
     part = executor.ScoredMiniBatch(
@@ -247,3 +239,51 @@ def test_a_checkpoint_only_resumes_the_same_job(tmp_path):
     assert executor._prepare(work, identity, batches) == {0}
     assert executor._prepare(work, identity | {"model_version": "2"}, batches) == set()
     assert sorted(path.name for path in work.iterdir()) == ["run.json"]
+
+
+def test_numeric_folders_that_are_no_classes_are_scored_unlabelled_unless_labels_are_required(
+    registry, tmp_path
+):
+    """An MNIST model on `testing/0..9/` and on months `incoming/2024/1..12/`: auto labels the digits
+    only, none labels nothing, folders refuses months 10-12 (classes the model was not trained for)."""
+    pixels, labels = digit_images(per_class=2, seed=3)
+    files = {
+        f"testing/{label}/{index}.png": png_bytes(image)
+        for index, (image, label) in enumerate(zip(pixels, labels, strict=True))
+    }
+    files |= {f"incoming/2024/{month}/x.png": png_bytes(pixels[month]) for month in range(1, 13)}
+    for path, data in files.items():
+        (tmp_path / "images" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / path).write_bytes(data)
+
+    def score(labels: str) -> tuple[dict, list[dict[str, str]]]:
+        out = tmp_path / labels
+        summary = run_batch_score(
+            MODEL,
+            tmp_path / "images",
+            out / "predictions.csv",
+            out / "summary.json",
+            registry=registry,
+            labels=labels,
+        )
+        return summary, read_rows(out / "predictions.csv")
+
+    auto, auto_rows = score("auto")
+    assert {row["path"]: row["expected"] for row in auto_rows} == {
+        path: path.split("/")[1] if path.startswith("testing/") else "" for path in sorted(files)
+    }
+    digits = [row for row in auto_rows if row["expected"]]
+    assert (auto["labels"], auto["labelled"], auto["scored"]) == ("auto", 20, 32)
+    assert auto["accuracy"] == round(np.mean([row["label"] == row["expected"] for row in digits]), 6)
+
+    unlabelled, rows = score("none")
+    assert (unlabelled["labelled"], unlabelled["accuracy"]) == (0, None)
+    assert [row["class"] for row in rows] == [row["class"] for row in auto_rows]
+    assert not any(row["expected"] for row in rows)
+
+    with pytest.raises(UserInputError) as refused:
+        score("folders")
+    assert "the folders incoming/2024/10, incoming/2024/11, incoming/2024/12 name no class" in str(
+        refused.value
+    )
+    assert not (tmp_path / "folders").exists()

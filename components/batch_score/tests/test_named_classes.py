@@ -1,6 +1,7 @@
 """batch_score with a real tiny model of 32x32 colour images of five named classes, registered in a
-SQLite registry: rows and summary name the classes, in one process or in workers, and class folders the
-model was not trained for are refused before anything is written."""
+SQLite registry: rows and summary name the classes, in one process or in workers; class folders the
+model was not trained for are not taken as labels, and with labels=folders are refused before anything
+is written."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
         root / "model",
         root / "summary.json",
         root / "curves.png",
-        epochs=2,
+        epochs=4,  # after two, one class is not learnt yet (0.73 on the 15 test images)
         batch_size=32,
     )
     judge(root, ANY_MODEL, root)
@@ -119,17 +120,28 @@ def test_rows_and_summary_name_the_models_classes(registry, tmp_path):
     assert again["class_distribution"] == summary["class_distribution"]
 
 
-def test_class_folders_the_model_was_not_trained_for_are_refused(registry, tmp_path):
+def test_class_folders_the_model_was_not_trained_for_are_no_labels_or_refused(registry, tmp_path):
     food_tree(tmp_path / "images", "testing/figs", "testing/grapes")
     out = tmp_path / "out"
+    summary = run_batch_score(
+        MODEL, tmp_path / "images", out / "predictions.csv", out / "summary.json", registry=registry
+    )
+    assert (summary["labels"], summary["labelled"], summary["accuracy"]) == ("auto", 0, None)
+    assert summary["scored"] == 16  # figs and grapes hold empty files, skipped like the 28x28 digit
+
+    refused_out = tmp_path / "refused"
     with pytest.raises(UserInputError) as refused:
         run_batch_score(
-            MODEL, tmp_path / "images", out / "predictions.csv", out / "summary.json", registry=registry
+            MODEL,
+            tmp_path / "images",
+            refused_out / "predictions.csv",
+            refused_out / "summary.json",
+            registry=registry,
+            labels="folders",
         )
     assert str(refused.value) == (
-        f"{tmp_path / 'images'}: folders testing/figs, testing/grapes sit beside class folders but name no"
-        " class the model answers; the model was trained for 32x32x3 images of 5 classes (apple, bread,"
-        " cheese, dates, eggs). Score data of those classes with a model trained on them, or move the files"
-        " out of the class folders' parent"
+        f"{tmp_path / 'images'}: labels=folders, but the folders incoming, testing/figs, testing/grapes name"
+        " no class the model answers: it was trained for 5 classes (apple, bread, cheese, dates, eggs)."
+        " Score data of those classes with a model trained on them, or pass labels=auto or none"
     )
-    assert not out.exists() and not work_dir(out / "predictions.csv").exists()
+    assert not refused_out.exists() and not work_dir(refused_out / "predictions.csv").exists()

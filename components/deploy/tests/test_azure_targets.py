@@ -700,7 +700,16 @@ def test_endpoint_names_follow_the_sdk_rule(name: str) -> None:
         ({"model_version": "latest"}, "registry version"),
         ({"expected_classes": [7, 2]}, "expected_classes"),
         ({"expected_classes": [7, 2, 10]}, "expected_classes"),
-        ({"classes": ("apple", "bread", "cheese")}, r"class index 0\.\.2 of the model's 3 classes"),
+        ({"expected_classes": [7, 2, "1"]}, "expected_classes: one integer class index per canary image"),
+        (
+            {"classes": ("apple", "bread", "cheese")},
+            r"expected_classes: class indices 7 expected; the model answers 3 classes, indices 0 to 2 "
+            r"\(apple, bread, cheese\)",
+        ),
+        (
+            {"canary_request": {"instances": [[[[255] * 3] * 64] * 64] * 61}, "expected_classes": [0] * 61},
+            r"canary_request: 61 images in 42\d{5} bytes, over the scoring server's limits",
+        ),
         ({"canary_request": {"pixels": []}}, "scoring_request"),
         ({"invalid_requests": [{"payload": {}}]}, "invalid_requests"),
         ({"mirror_percent": 60}, "mirror_percent"),

@@ -79,7 +79,8 @@ def test_production_of_another_interface_gives_no_canaries_and_says_why(tmp_path
     assert checks["passed"] and checks["canary_correct"] == checks["canary_requests"] == 9  # 8 alone, 1 batch
     why = (
         "none from production's test split: production v1 takes 28x28 grayscale images of 10 classes"
-        " (0, 1, 2, 3, 4, 5, ...), this model 32x32x3 images of 5 classes (apple, bread, cheese, dates, eggs)"
+        " (0, 1, 2, 3, 4, 5, ... (10 in all)), this model 32x32x3 images of 5 classes"
+        " (apple, bread, cheese, dates, eggs)"
     )
     assert checks["canary_sources"] == {"test_split": 8, "production_reference": 0, "note": why}
     assert why in capsys.readouterr().out

@@ -13,23 +13,19 @@ import pytest
 import yaml
 
 from mnist_mlops import contracts, data_shift, features
-from mnist_mlops.components.evaluate.executor import (
-    MNIST_INTERFACE,
-    evaluate_gates,
-    run_evaluate,
-    thresholds_note,
-)
+from mnist_mlops.components.evaluate.executor import evaluate_gates, run_evaluate, thresholds_note
 from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.model_interface import ModelInterface
+from mnist_mlops.model_interface import MNIST, ModelInterface
 from tests.datasets import colour_splits, digit_images, small_splits, write_png_tree
 from tests.models import ANY_MODEL, champion_folder, preprocessed_digits
 
 CLASSES = ("apple", "bread", "cheese", "dates", "eggs")
 SHOP = ModelInterface((32, 32, 3), CLASSES)
 SHOP_DESCRIBED = "32x32x3 images of 5 classes (apple, bread, cheese, dates, eggs)"
+MNIST_DESCRIBED = "28x28 grayscale images of 10 classes (0, 1, 2, 3, 4, 5, ... (10 in all))"
 SHIFT_GATES = ("max_data_shift", "max_traffic_shift", "max_reference_regression")
 
 
@@ -99,7 +95,7 @@ def test_mnist_s_default_thresholds_are_named_when_they_judge_another_problem():
         f"max_p99_latency_ms 25.0) applied to {SHOP_DESCRIBED}; give thresholds for this problem "
         "(evaluate's thresholds input, schema kpi_thresholds)"
     )
-    assert thresholds_note("mnist_defaults", MNIST_INTERFACE) is None
+    assert thresholds_note("mnist_defaults", MNIST) is None
     assert thresholds_note("mnist_defaults", ModelInterface((28, 28), CLASSES)) is not None
     assert thresholds_note("given", SHOP) is None
 
@@ -183,17 +179,18 @@ def test_a_colour_model_of_named_classes_is_judged_per_class_and_mnist_s_default
 
 def mnist_production_model(model: Path, destination: Path) -> Path:
     """The colour model's folder described as a model saved before models described themselves, with a
-    28x28 signature: how today's MNIST production model reads. Never loaded: a champion of another
+    28x28 -> 10 signature: how today's MNIST production model reads. Never loaded: a champion of another
     interface is not scored."""
     shutil.copytree(model, destination)
     document = yaml.safe_load((destination / "MLmodel").read_text())
     for key in ("image_shape", "classes"):
         del document["metadata"][key]
-    inputs = json.loads(document["signature"]["inputs"])
-    inputs[0]["tensor-spec"]["shape"] = [-1, 28, 28]
-    document["signature"]["inputs"] = json.dumps(inputs)
+    for port, shape in (("inputs", [-1, 28, 28]), ("outputs", [-1, 10])):
+        tensors = json.loads(document["signature"][port])
+        tensors[0]["tensor-spec"]["shape"] = shape
+        document["signature"][port] = json.dumps(tensors)
     (destination / "MLmodel").write_text(yaml.safe_dump(document))
-    assert ModelInterface.of_model(destination) == MNIST_INTERFACE
+    assert ModelInterface.of_model(destination) == MNIST
     return destination
 
 
@@ -222,10 +219,7 @@ def test_a_production_model_of_another_problem_is_not_replaced_by_default(tmp_pa
     )
     options = {"champion": champion, "thresholds": shop["thresholds"]}
     report, blessing = judge(shop["model"], shop["preprocessed"], tmp_path / "run", **options)
-    unlike = (
-        "mnist-mlops v3 in production takes 28x28 grayscale images of 10 classes (0, 1, 2, 3, 4, 5, ...); "
-        f"this model takes {SHOP_DESCRIBED}"
-    )
+    unlike = f"mnist-mlops v3 in production takes {MNIST_DESCRIBED}; this model takes {SHOP_DESCRIBED}"
     assert report["champion"] is None and blessing["first_run_without_champion"] is True
     regression = gates(report)["max_regression"]
     assert (regression["outcome"], regression["reason"]) == (
@@ -262,10 +256,7 @@ def test_a_reference_of_another_kind_is_not_compared_and_says_so(tmp_path, shop)
     )
     assert [row["name"] for row in report["champion"]["per_class"]] == list(CLASSES)
     assert gates(report)["max_regression"]["value"] is not None
-    held = (
-        "mnist-mlops v1's reference holds 28x28 grayscale images of 10 classes (0, 1, 2, 3, 4, 5, ...); "
-        f"this model takes {SHOP_DESCRIBED}"
-    )
+    held = f"mnist-mlops v1's reference holds {MNIST_DESCRIBED}; this model takes {SHOP_DESCRIBED}"
     data_gate = gates(report)["max_data_shift"]
     assert (data_gate["outcome"], data_gate["reason"]) == ("no_reference", held)
     reference_gate = gates(report)["max_reference_regression"]

@@ -191,6 +191,23 @@ def test_mixed_shapes_are_resized_and_converted_on_request_and_reported(tmp_path
     assert any((image == (200, 100, 50)).all() for image in images), "the smaller image, resized"
 
 
+def test_a_split_wholly_of_another_shape_is_named_and_resized_on_request(tmp_path):
+    splits = {
+        "training": colour_splits(classes=3)["training"],
+        "testing": colour_splits(classes=3, size=28)["testing"],
+    }
+    source = write_png_tree(tmp_path / "src", splits, "animals", ANIMALS)
+    message = (
+        r"no testing image is 32x32x3, the dataset's shape \(most images\): testing has 28x28x3 \(9\), "
+        r"e\.g\. animals/testing/cat/0\.png; on_mixed_shape=resize"
+    )
+    with pytest.raises(UserInputError, match=message):
+        ingest(tmp_path, source)
+    assert not (tmp_path / "out").exists()
+    manifest, report, _ = ingest(tmp_path, source, on_mixed_shape="resize")
+    assert manifest["splits"]["testing"]["count"] == 9 and report["splits"]["testing"]["resized"] == 9
+
+
 def test_a_changed_class_list_is_flagged_against_the_reference_report(tmp_path, animals):
     ingest(tmp_path / "v1", animals)
     _, report, _ = ingest(

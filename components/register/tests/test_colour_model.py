@@ -85,5 +85,5 @@ def test_a_long_class_list_is_shortened_in_its_tag_with_the_count():
     classes = [f"product_{index:03d}" for index in range(200)]
     assert classes_tag(classes[:3]) == "product_000, product_001, product_002"
     tag = classes_tag(classes)
-    assert tag.startswith("product_000, product_001, ") and tag.endswith("product_074, ... (200 classes)")
+    assert tag.startswith("product_000, product_001, ") and tag.endswith("product_074, ... (200 in all)")
     assert len(tag) <= CLASSES_TAG_LENGTH
