@@ -32,6 +32,14 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_between_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI, so a test that calls it (register does)
+    would make later in-process component calls log standalone runs into that test's store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+
+
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     """A certificate (and key) for 127.0.0.1, its own CA: for TLS stand-ins on loopback."""
     from cryptography import x509
@@ -165,6 +173,37 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     with _service(command, lambda: _healthy(port), "mlflow server", 60):
         yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def mlflow_ui(backend_store_uri: str) -> Iterator[str]:
+    """The real MLflow UI (`mlflow server`) over an existing store, on loopback; yields its URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", "1", "--backend-store-uri", backend_store_uri]
+    with _service(command, lambda: _healthy(port), "mlflow server", 90):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def rendered_page() -> Callable[[str, str], str]:
+    """Debian's headless Chromium (installed from Debian's packages on first use, as podman-here does
+    for podman): a function from URL to the DOM after the page's scripts ran, loaded again (up to four
+    times) until it contains `marker`, since a cold server may answer a lazily loaded part late."""
+    if shutil.which("chromium") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True)
+
+    def render(url: str, marker: str) -> str:
+        command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+        command += ["--virtual-time-budget=20000", "--window-size=1400,2000", url]
+        for _ in range(4):
+            page = subprocess.run(command, capture_output=True, text=True, check=True, timeout=180).stdout
+            if marker in page:
+                break
+            time.sleep(2)
+        return page
+
+    return render
 
 
 def _healthy(port: int) -> bool:

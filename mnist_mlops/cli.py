@@ -73,6 +73,7 @@ def _run_pipeline_command(args: argparse.Namespace) -> int:
         until=args.until,
         use_cache=not args.no_cache,
         isolation=args.isolation,
+        tracking=args.tracking == "on",
     )
 
 
@@ -83,6 +84,8 @@ def _models_command(args: argparse.Namespace) -> int:
     database = sqlite_file(uri)
     if database is not None and not database.is_file():
         raise UserInputError(f"no registry at {uri} (run the pipeline first, or pass --registry)")
+    if args.card:
+        return _card_command(uri, args.name, args.card)
     rows = list_versions(uri, args.name)
     if not rows:
         print(f"no versions of {args.name} in {uri}")
@@ -93,6 +96,32 @@ def _models_command(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(row[column].ljust(widths[column]) for column in columns))
     _history_command(args)
+    return 0
+
+
+def _card_command(uri: str, name: str, version: str) -> int:
+    """Print a version's model card and the blessing it was registered on, from the registry."""
+    import tempfile
+
+    from mnist_mlops import contracts
+    from mnist_mlops.registry import JUDGEMENT_TAG, client, download_folder
+
+    try:
+        tags = client(uri).get_model_version(name, version).tags or {}
+    except Exception as error:  # MlflowException: no such version
+        raise UserInputError(
+            f"{name} version {version}: not in {uri} ({str(error).splitlines()[0]})"
+        ) from None
+    if JUDGEMENT_TAG not in tags:
+        raise UserInputError(f"{name} version {version}: registered before versions kept their model card")
+    with tempfile.TemporaryDirectory(prefix="mnist-mlops-card-") as scratch:
+        folder = download_folder(uri, tags[JUDGEMENT_TAG], Path(scratch) / "evaluation", "model_card.md")
+        print((folder / "model_card.md").read_text())
+        blessing = contracts.read_json(folder / "blessing.json", "blessing")
+    verdict = "blessed" if blessing["blessed"] else "not blessed"
+    print(f"blessing ({tags[JUDGEMENT_TAG]}/blessing.json): {verdict}")
+    for reason in blessing["reasons"]:
+        print(f"  - {reason}")
     return 0
 
 
@@ -118,6 +147,21 @@ def _history_command(args: argparse.Namespace) -> None:
             f"(was {record['previous_version'] or '-'})  {record['target']:<10} {record['outcome']:<11} "
             f"{validated}  {record['endpoint']}"
         )
+
+
+def _lineage_command(args: argparse.Namespace) -> int:
+    import json
+
+    from mnist_mlops.serving.lineage import render, trace
+
+    document = trace(
+        args.ref,
+        registry=args.registry,
+        runs_dir=Path(args.runs_dir),
+        requests=Path(args.requests) if args.requests else None,
+    )
+    print(json.dumps(document, indent=2) if args.json else render(document))
+    return 0
 
 
 def _serve_command(args: argparse.Namespace) -> int:
@@ -270,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one node's input (train.epochs=3) or a pipeline parameter, set on every node it feeds"
         " (model_name=shop)",
     )
+    run.add_argument(
+        "--tracking",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): MLflow runs on the run's registry, a parent per run and a child per node;"
+        " off: none (the run's own outputs and run.json are the same)",
+    )
     run.add_argument("--until", metavar="NODE", help="stop after this node")
     run.add_argument("--no-cache", action="store_true", help="run every node even if its result is cached")
     run.add_argument(
@@ -287,9 +338,32 @@ def build_parser() -> argparse.ArgumentParser:
     models = subparsers.add_parser("models", help="list registered model versions with aliases and metrics")
     models.add_argument("--name", default="mnist-mlops", help="registered model name (default mnist-mlops)")
     models.add_argument(
+        "--card", metavar="VERSION", help="print this version's model card and blessing reasons instead"
+    )
+    models.add_argument(
         "--registry", help="MLflow registry URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
     models.set_defaults(handler=_models_command)
+
+    lineage = subparsers.add_parser(
+        "lineage",
+        help="what produced a model, a run's result or a request's answer: version, run and nodes, dataset,"
+        " code, environment, blessing, deployments",
+    )
+    lineage.add_argument(
+        "ref",
+        metavar="REF",
+        help="models:/<name>/<version>, models:/<name>@<alias>, a run folder (runs/<id>) or a request id",
+    )
+    lineage.add_argument("--registry", help=registry_help)
+    lineage.add_argument(
+        "--runs-dir", default="runs", help="where run folders are looked for (default ./runs)"
+    )
+    lineage.add_argument(
+        "--requests", help="request log folder (default: every local endpoint's, beside the registry)"
+    )
+    lineage.add_argument("--json", action="store_true", help="print one JSON document (schema lineage)")
+    lineage.set_defaults(handler=_lineage_command)
 
     serve = subparsers.add_parser(
         "serve", help="serve a registered model on loopback (Azure ML inference server)"

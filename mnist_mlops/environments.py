@@ -25,7 +25,7 @@ from mnist_mlops.snapshot import source_root
 BASE_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
 """Debian bookworm with CPython 3.11, the Docker official image; Azure ML builds environments on any
 public image it can pull."""
-EXTRAS = {"data": ("azure",), "model": ("model",)}
+EXTRAS = {"data": ("azure", "tracking"), "model": ("model",)}
 """Which optional dependency groups of pyproject.toml each environment adds to the base dependencies
 (`azure` in the data environment: ingest registers its dataset as an Azure ML data asset)."""
 GENERATED = "# Generated from pyproject.toml by `mnist-mlops specs`; do not edit by hand.\n"

@@ -26,6 +26,9 @@ from mnist_mlops.errors import UserInputError
 
 DEFAULT_REGISTRY_FILE = "mlflow.db"
 READY_TAG = "validation_status"
+JUDGEMENT_TAG = "evaluation_uri"
+"""Where a version's judgement is (`runs:/<run>/evaluation`): the blessing, model card and evaluation
+report it was registered on, logged by register in its run."""
 SHIFT_TAG = "data_shift"
 SHIFT_REFERENCE_VERSION_TAG = "data_shift.reference_version"
 SHIFT_REFERENCE_DATASET_TAG = "data_shift.reference_dataset"

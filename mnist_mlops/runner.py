@@ -7,6 +7,7 @@ are checked against the spec first, so a bad value fails before anything starts.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -58,13 +59,19 @@ def render_command(spec: dict[str, Any], inputs: dict[str, Any], outputs: dict[s
 
 
 def run_component(
-    name: str, inputs: dict[str, Any], outputs: dict[str, str | Path], *, log_path: Path | None = None
+    name: str,
+    inputs: dict[str, Any],
+    outputs: dict[str, str | Path],
+    *,
+    log_path: Path | None = None,
+    environment: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run component `name` in a child process, in this process's working directory.
 
     The command is the spec's, with its `--source component.py` pointed at the component's file, so
     relative paths in inputs mean what the caller meant. Output goes to `log_path` when given, else to
-    this process's stdout and stderr. A failed step leaves none of the outputs it was to create.
+    this process's stdout and stderr; `environment` adds variables (its MLflow run, as Azure ML sets
+    them). A failed step leaves none of the outputs it was to create.
     """
     spec = load_spec(name)
     argv = render_command(spec, inputs, {port: str(Path(path)) for port, path in outputs.items()})
@@ -72,12 +79,15 @@ def run_component(
         argv[0] = str(Path(sys.executable).parent / "mldesigner")  # this environment's, activated or not
     argv[argv.index("--source") + 1] = str(component_dir(name) / "component.py")
     fresh = [Path(path) for path in outputs.values() if not Path(path).exists()]
+    env = {**os.environ, **(environment or {})}
     if log_path is None:
-        result = subprocess.run(argv, check=False)
+        result = subprocess.run(argv, check=False, env=env)
     else:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:
-            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+            result = subprocess.run(
+                argv, stdout=log, stderr=subprocess.STDOUT, text=True, check=False, env=env
+            )
     if result.returncode != 0:
         discard(fresh)
     return result

@@ -9,7 +9,10 @@ working directory (`containers.build_job_image`), because KFP has no code snapsh
 installed at start, so a pod runs exactly the pinned environment and code it was given.
 
 The command runs under `mnist_mlops.kfp_executor`, which reports the output artifacts to KFP (the
-executor output file that KFP's Python components write; kfp.local reads nothing else).
+executor output file that KFP's Python components write; kfp.local reads nothing else). A component's
+metadata.yaml may add KFP-only views (`kfp_reports`: Metrics, ClassificationMetrics, Markdown for the
+KFP UI, built from a file the command writes into a folder output): they are extra outputs here, filled
+by the executor, and no part of the spec or of Azure ML.
 
 The pipeline is the same graph as on Azure ML: ingest reads a folder (`raw_data`, imported by URI:
 `minio://`, `s3://`, `gs://` on a cluster, a path under the pipeline root with kfp.local), the champion
@@ -21,6 +24,7 @@ scoring server inside its task, then the registry's `production` pointer moves.
 from __future__ import annotations
 
 import inspect
+import json
 import shlex
 import tempfile
 from collections.abc import Callable
@@ -32,7 +36,7 @@ import yaml
 from mnist_mlops.atomic import atomic_write_bytes
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.pipelines.graph import Node, Param, Ref, parameters, training_pipeline
-from mnist_mlops.ports import load_spec
+from mnist_mlops.ports import load_metadata, load_spec
 from mnist_mlops.runner import OPTIONAL_BLOCK, PLACEHOLDER, is_artifact
 
 PIPELINE_NAME = "mnist-mlops-training"
@@ -48,7 +52,11 @@ KFP_TYPES = {
 }
 """Azure ML port type -> KFP type."""
 PYTHON_TYPES = {"string": str, "integer": int, "number": float, "boolean": bool}
-LAUNCHER = ["python", "-m", "mnist_mlops.kfp_executor", "{{$}}", "--"]
+LAUNCHER = ["python", "-m", "mnist_mlops.kfp_executor", "{{$}}"]
+REPORT_DESCRIPTION = (
+    "KFP-only view of {port}/{file} for the KFP UI, filled by mnist_mlops.kfp_executor (no such output on"
+    " Azure ML)."
+)
 
 
 def command_arguments(spec: dict[str, Any]) -> list[Any]:
@@ -90,9 +98,28 @@ def _placeholder(spec: dict[str, Any], kind: str, name: str) -> dict[str, str]:
     return {"inputPath": name} if is_artifact(spec["inputs"][name]) else {"inputValue": name}
 
 
+def checked_reports(spec: dict[str, Any], reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`reports` (metadata.yaml's `kfp_reports`), each named unlike the spec's ports and read from one of
+    its folder outputs."""
+    folders = [port for port, definition in spec["outputs"].items() if definition["type"] == "uri_folder"]
+    for name, report in reports.items():
+        if name in spec["inputs"] or name in spec["outputs"]:
+            raise UserInputError(
+                f"{spec['name']}: KFP report {name!r} is named as a port; give it another name"
+            )
+        if report["port"] not in folders:
+            raise UserInputError(
+                f"{spec['name']}: KFP report {name!r} reads {report['port']!r}, not a folder output"
+                f" ({', '.join(folders) or 'there is none'})"
+            )
+    return reports
+
+
 def component_document(stage: str, image: str) -> dict[str, Any]:
-    """The KFP component (v1 component format, which KFP v2 loads) generated from `stage`'s spec.yaml."""
+    """The KFP component (v1 component format, which KFP v2 loads) generated from `stage`'s spec.yaml,
+    with the KFP-only report outputs of its metadata.yaml."""
     spec = load_spec(stage)
+    reports = checked_reports(spec, load_metadata(stage).get("kfp_reports", {}))
     inputs = []
     for name, port in spec["inputs"].items():
         entry: dict[str, Any] = {"name": name, "type": KFP_TYPES[port["type"]]}
@@ -106,12 +133,19 @@ def component_document(stage: str, image: str) -> dict[str, Any]:
         {"name": name, "type": KFP_TYPES[port["type"]], "description": port.get("description", "")}
         for name, port in spec["outputs"].items()
     ]
+    outputs += [
+        {"name": name, "type": report["type"], "description": REPORT_DESCRIPTION.format(**report)}
+        for name, report in reports.items()
+    ]
+    launcher = LAUNCHER + (["--reports", json.dumps(reports, separators=(",", ":"))] if reports else [])
     return {
         "name": stage,
         "description": spec["description"],
         "inputs": inputs,
         "outputs": outputs,
-        "implementation": {"container": {"image": image, "command": LAUNCHER + command_arguments(spec)}},
+        "implementation": {
+            "container": {"image": image, "command": [*launcher, "--", *command_arguments(spec)]}
+        },
     }
 
 

@@ -44,18 +44,25 @@ from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import registry_uri
 from mnist_mlops.runner import is_artifact, run_component
 from mnist_mlops.step_cache import SameContentRule, StepCache, link_copy, step_key
+from mnist_mlops.tracking import TRACKING_SWITCH, PipelineRuns
+from mnist_mlops.uris import redact
 
 PIPELINE = "mnist_mlops_training"
 
 
 def run_pipeline_job(
-    job: Any, *, runs_dir: Path = Path("runs"), registry: str | None = None, use_cache: bool = True
+    job: Any,
+    *,
+    runs_dir: Path = Path("runs"),
+    registry: str | None = None,
+    use_cache: bool = True,
+    tracking: bool = True,
 ) -> tuple[int, Path]:
     """Run an AML pipeline job of these components on this machine; returns (exit code, run folder)."""
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
-    options = RunOptions(use_cache=use_cache, registry=registry)
+    options = RunOptions(use_cache=use_cache, registry=registry, tracking=tracking)
     return run_nodes(nodes_from_aml(job), run_dir, StepCache(runs_dir / ".cache"), options), run_dir
 
 
@@ -64,6 +71,8 @@ class RunOptions:
     use_cache: bool = True
     isolation: str = "process"
     registry: str | None = None
+    tracking: bool = True
+    """MLflow runs on the run's registry: a parent per pipeline run, a child per node."""
 
 
 def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions) -> int:
@@ -78,12 +87,21 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
         "nodes": [],
         "lineage": {"dataset_version": None, "model_version": None, "deployed": False},
         "outcome": "running",
+        "tracking": None,
     }
+    runs = _pipeline_runs(options, run_dir)
+    if runs is not None:
+        record["tracking"] = {
+            "uri": redact(runs.uri),
+            "experiment_id": runs.experiment_id,
+            "run_id": runs.run_id,
+        }
+        print(f"MLflow run {runs.run_id} (experiment {PIPELINE}) in {redact(runs.uri)}", flush=True)
     _write_record(run_dir, record)
     known: dict[str, str] = {}  # output path -> content hash, so a downstream input is not hashed again
     notes: list[str] = []  # why a node was reused other than by its own key
     for node in nodes:
-        entry, note = _run_node(node, nodes, run_dir, cache, options, known)
+        entry, note = _run_node(node, nodes, run_dir, cache, options, known, runs)
         if note:
             notes.append(f"{node.name} reused: {note}")
         known |= {output["path"]: output["sha256"] for output in entry["outputs"].values()}
@@ -105,6 +123,8 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
                 "failed",
                 f"{node.name} failed (log: {entry['log']})",
             )
+            if runs is not None:
+                runs.finish(runs.run_id, succeeded=False)
             return 1
     _summary(record["nodes"])
     folders = _folders(nodes, run_dir)
@@ -114,12 +134,28 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
         if entry["status"] == "cached"
     }
     _finish(run_dir, record, folders, "succeeded", _outcome(folders, reused, notes))
+    if runs is not None:
+        runs.finish(runs.run_id, succeeded=True)
     print(f"outputs: {run_dir}\nrun record: {run_dir / 'run.json'}")
     return 0
 
 
+def _pipeline_runs(options: RunOptions, run_dir: Path) -> PipelineRuns | None:
+    """The pipeline's MLflow runs on the run's registry, or None with tracking off."""
+    if not options.tracking:
+        return None
+    tags = {"mnist_mlops.run_dir": str(run_dir.resolve()), "mnist_mlops.pipeline": PIPELINE}
+    return PipelineRuns(registry_uri(options.registry), PIPELINE, run_dir.name, tags)
+
+
 def _run_node(
-    node: Node, nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions, known: dict[str, str]
+    node: Node,
+    nodes: list[Node],
+    run_dir: Path,
+    cache: StepCache,
+    options: RunOptions,
+    known: dict[str, str],
+    runs: PipelineRuns | None,
 ) -> tuple[dict, str | None]:
     """Reuse or run one node; returns its run_record entry and, when a `SameContentRule` let it be
     reused, the rule's reason."""
@@ -182,6 +218,8 @@ def _run_node(
         for port, path in outputs.items():
             link_copy(Path(cached[port]["path"]), path)
         entry |= {"reused_because": note} if note else {}
+        if runs is not None:
+            runs.cached_node(node.name, spec["name"], found, note)
         entry |= {
             "status": "cached",
             "cache_key": found,
@@ -192,7 +230,11 @@ def _run_node(
         return entry, note
     print(f"[{node.name}] running", flush=True)
     started = time.perf_counter()
-    code = _execute(node, inputs, outputs, log, options)
+    node_run = runs.start_node(node.name, spec["name"], key) if runs is not None else None
+    environment = runs.environment(node_run) if runs is not None else {TRACKING_SWITCH: "off"}
+    code = _execute(node, inputs, outputs, log, options, environment)
+    if runs is not None:
+        runs.finish(node_run, succeeded=code == 0)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     if code != 0:
         entry["status"] = "failed"
@@ -217,9 +259,15 @@ def _reusable_hit(
     return None
 
 
-def _execute(node: Node, inputs: dict, outputs: dict, log: Path, options: RunOptions) -> int:
+def _execute(
+    node: Node, inputs: dict, outputs: dict, log: Path, options: RunOptions, environment: dict[str, str]
+) -> int:
+    """Run the node's component; `environment`: the variables that attach it to its MLflow run. In a
+    container (no network, only its own folders) the node logs nothing: its run records status only."""
     if options.isolation == "process":
-        return run_component(node.component, inputs, outputs, log_path=log).returncode
+        return run_component(
+            node.component, inputs, outputs, log_path=log, environment=environment
+        ).returncode
     from mnist_mlops import containers
     from mnist_mlops.registry import registry_uri, sqlite_file
 
@@ -238,7 +286,9 @@ def _execute(node: Node, inputs: dict, outputs: dict, log: Path, options: RunOpt
             "source_data": source
         }
     tag = containers.build_image(containers.environment_of(node.component))
-    result = containers.run_in_container(node.component, tag, inputs, outputs, services=services)
+    result = containers.run_in_container(
+        node.component, tag, inputs, outputs, services=services, environment={TRACKING_SWITCH: "off"}
+    )
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(result.stdout + result.stderr)
     return result.returncode
@@ -391,6 +441,7 @@ def run_training_pipeline(
     until: str | None = None,
     use_cache: bool = True,
     isolation: str = "process",
+    tracking: bool = True,
 ) -> int:
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     nodes = training_pipeline({"source_uri": data, "source_sha256": sha256}, registry)
@@ -407,5 +458,5 @@ def run_training_pipeline(
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     print(f"run {run_id} in {run_dir}")
-    options = RunOptions(use_cache=use_cache, isolation=isolation, registry=registry)
+    options = RunOptions(use_cache=use_cache, isolation=isolation, registry=registry, tracking=tracking)
     return run_nodes(nodes, run_dir, StepCache(runs_dir / ".cache"), options)

@@ -27,12 +27,13 @@ from mnist_mlops.pipelines.kfp import (
     kfp_graph,
     training_pipeline_function,
 )
-from mnist_mlops.ports import load_spec
+from mnist_mlops.ports import load_metadata, load_spec
 from mnist_mlops.provenance import CODE_VERSION_ENV
 from mnist_mlops.registry import client
 from mnist_mlops.snapshot import snapshot_files
 from tests import models
 from tests.datasets import make_tarball, small_splits, write_png_tree
+from tests.test_kfp_reports import logged_confusion_matrix, logged_metrics
 
 LENIENT = models.LENIENT | {"min_accuracy": 0.2}
 MODEL = "kfp-mnist"
@@ -137,14 +138,19 @@ def test_the_code_snapshot_is_what_the_sdk_uploads_without_entering_dropped_fold
 def test_a_generated_component_takes_the_spec_ports_with_their_defaults(stage):
     spec = load_spec(stage)
     ported = component(stage, "localhost/example:1").component_spec
-    assert list(ported.inputs) == list(spec["inputs"]) and list(ported.outputs) == list(spec["outputs"])
+    reports = load_metadata(stage).get("kfp_reports", {})
+    assert list(ported.inputs) == list(spec["inputs"])
+    assert list(ported.outputs) == list(spec["outputs"]) + list(reports), "the KFP-only reports follow"
     for name, port in spec["inputs"].items():
         assert ported.inputs[name].default == port.get("default"), name
         assert ported.inputs[name].optional == ("default" in port or bool(port.get("optional"))), name
     container = ported.implementation.container
     assert container.image == "localhost/example:1"
-    assert container.command[:5] == ["python", "-m", "mnist_mlops.kfp_executor", "{{$}}", "--"]
-    assert container.command[5:7] == ["mldesigner", "execute"], "the spec's own command"
+    launcher = ["python", "-m", "mnist_mlops.kfp_executor", "{{$}}"]
+    launcher += ["--reports", json.dumps(reports, separators=(",", ":"))] if reports else []
+    assert container.command[: len(launcher) + 3] == [*launcher, "--", "mldesigner", "execute"], (
+        "the spec's own command under the launcher"
+    )
 
 
 def test_the_ir_has_the_graphs_tasks_edges_images_and_caching(tmp_path):
@@ -300,3 +306,19 @@ def test_the_pipeline_runs_in_the_job_images_under_kfp_local_and_finds_its_champ
     assert contracts.read_json(first, "evaluation_report")["champion"] is None
     assert contracts.read_json(second, "evaluation_report")["champion"]["version"] == "1"
     assert production_version(mlflow_server, MODEL) == "2"
+    evaluate_tasks = [path.parent for path in root.rglob("evaluate/executor_output.json")]
+    assert len(evaluate_tasks) == 2
+    for task in evaluate_tasks:
+        _assert_the_kfp_reports_show_the_evaluation(task)
+
+
+def _assert_the_kfp_reports_show_the_evaluation(task: Path) -> None:
+    """evaluate's Metrics, ClassificationMetrics and Markdown artifacts, as the task reported them to
+    kfp.local, hold what KFP's own API would have logged from its evaluation report and model card."""
+    artifacts = json.loads((task / "executor_output.json").read_text())["artifacts"]
+    reported = {name: listing["artifacts"][0] for name, listing in artifacts.items()}
+    report = contracts.read_json(task / "evaluation" / "evaluation_report.json", "evaluation_report")
+    assert reported["metrics"]["metadata"] == logged_metrics(report)
+    assert reported["confusion_matrix"]["metadata"] == logged_confusion_matrix(report)
+    card = (task / "evaluation" / "model_card.md").read_text()
+    assert Path(reported["model_card"]["uri"]).read_text() == card

@@ -8,8 +8,10 @@ serves a real tiny colour model through the real HTTP server.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -356,6 +358,42 @@ def test_each_request_is_recorded_compactly_and_the_log_rotates(tmp_path):
     assert len(list((tmp_path / "requests").glob("*.jsonl"))) <= 3  # the live file and `keep` rotated ones
 
 
+def test_every_answer_carries_its_request_id_and_the_log_keeps_it(tmp_path):
+    log = RequestLog(tmp_path / "requests")
+    scorer = Scorer(digits_model(), key=KEY, limits=Limits(), request_log=log)
+
+    def answer(body: bytes, *, key: str = KEY, **ids: str):
+        return scorer.respond(
+            method="POST",
+            authorization=f"Bearer {key}",
+            content_type="image/png",
+            content_length=len(body),
+            read_body=lambda size: body[:size],
+            **ids,
+        )
+
+    incoming = "3f2a9c1e-0b1c-4d2e-8f00-123456789abc"  # an x-request-id, as the inference server passes it
+    scored = answer(encode_png(images_of(100)[0]), request_id=incoming, client_request_id="order-42")
+    refused = answer(b"x", key="wrong")
+    unsafe = [
+        answer(b"x", request_id=bad, client_request_id=bad)
+        for bad in ("a b", "../etc", "x" * 101, "\x1b[31mred", "id\n")
+    ]
+    for response in [scored, refused, *unsafe]:
+        assert response.headers["x-request-id"] == response.body["request_id"]
+    assert (scored.status, scored.body["request_id"]) == (200, incoming)
+    contracts.validate(scored.body, "scoring_response", source="response")
+    assert refused.status == 401 and refused.body.keys() == {"message", "request_id"}
+    fresh = [response.body["request_id"] for response in [refused, *unsafe]]
+    assert len(set(fresh)) == len(fresh) and all(str(uuid.UUID(value)) == value for value in fresh)
+    records = [json.loads(line) for line in log.path.read_text().splitlines()]
+    for record in records:
+        contracts.validate(record, "request_record", source="request log")
+    assert [record["request_id"] for record in records] == [incoming, *fresh]
+    assert records[0]["client_request_id"] == "order-42"
+    assert not any("client_request_id" in record for record in records[1:])  # unsafe ids are not kept
+
+
 def test_a_colour_model_s_requests_are_recorded_with_its_class_names(tmp_path):
     log = RequestLog(tmp_path / "requests")
     scorer = Scorer(tints_model(), key=KEY, limits=Limits(), request_log=log)
@@ -464,6 +502,7 @@ def test_a_real_colour_model_served_over_http_answers_with_its_class_names(tmp_p
         config.MODEL_NAME: "tints",
         config.MODEL_VERSION: "1",
         config.KEY_FILE: str(tmp_path / "key"),
+        config.REQUEST_LOG: str(tmp_path / "requests"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     logged: list[str] = []
@@ -474,6 +513,8 @@ def test_a_real_colour_model_served_over_http_answers_with_its_class_names(tmp_p
         contracts.validate(answer, "scoring_response", source="response")
         labels = [item["label"] for item in answer["predictions"]]
         assert labels == [names[index] for index in expected[:4]]
+        ids = [request_ids(server.url, {}), request_ids(server.url, {"x-request-id": "a b"})]
+        traced = request_ids(server.url, {"x-request-id": "trace-7", "x-ms-client-request-id": "order-7"})
         status, answer = client.score(encode_png(images_of(100)[0]), "image/png")
         assert (status, answer["message"]) == (400, "body: 28x28 grayscale PNG, the model takes 32x32x3")
         checks = infra_validate(
@@ -489,3 +530,30 @@ def test_a_real_colour_model_served_over_http_answers_with_its_class_names(tmp_p
     assert checks["passed"], logged
     assert checks["canary_correct"] == checks["canary_requests"] == len(images) + 1
     assert checks["invalid_rejected"] == checks["invalid_requests"] >= 25
+    for body_id, header_id, _ in ids:  # the server's GUID, or a new one for an unsafe incoming id
+        assert body_id == header_id == str(uuid.UUID(body_id))
+    assert traced == ("trace-7", "trace-7", "order-7")
+    (log_file,) = (tmp_path / "requests").glob("requests-*.jsonl")
+    records = {record["request_id"]: record for record in map(json.loads, log_file.read_text().splitlines())}
+    assert {body_id for body_id, _, _ in ids} < records.keys()
+    assert records["trace-7"]["client_request_id"] == "order-7" and records["trace-7"]["status"] == 401
+
+
+def request_ids(url: str, headers: dict[str, str]) -> tuple[str, str, str | None]:
+    """A request (refused: no key) with `headers`: the request id in its body and its x-request-id
+    header, and its x-ms-client-request-id header."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(
+            "POST", "/score", body=b"{}", headers={"Content-Type": "application/json", **headers}
+        )
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        return (
+            body["request_id"],
+            response.getheader("x-request-id"),
+            response.getheader("x-ms-client-request-id"),
+        )
+    finally:
+        connection.close()

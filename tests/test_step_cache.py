@@ -109,7 +109,7 @@ class Evaluations:
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, node: Node, inputs: dict, outputs: dict, log: Path, options) -> int:
+    def __call__(self, node: Node, inputs: dict, outputs: dict, log: Path, options, environment) -> int:
         self.count += 1
         found = (Path(inputs["champion"]) / "model").is_dir()
         against = content_sha256(Path(inputs["champion"]) / "model")[:8] if found else "nothing"

@@ -49,6 +49,7 @@ from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 from mnist_mlops.serving.validation import canary_capacity, infra_validate, json_image_bytes
+from mnist_mlops.tracking import node_run
 
 COMPONENT_NAME = "mnist_mlops_deploy"
 TARGETS = ("local", "azureml", "kubernetes")
@@ -154,6 +155,7 @@ def _conclude(record: dict[str, Any], uri: str, deployment_record: str | Path) -
     the reason or write the record: a failed deployment leaves no output."""
     name, version = record["model_name"], record["model_version"]
     record["deployed_at"] = utc_iso(datetime.now(UTC))
+    _track(record)
     with exclusive(uri):
         if record["outcome"] == "deployed":
             move_production(uri, name, version)
@@ -170,6 +172,23 @@ def _conclude(record: dict[str, Any], uri: str, deployment_record: str | Path) -
         flush=True,
     )
     return record
+
+
+def _track(record: dict[str, Any]) -> None:
+    """The attempt in the node's MLflow run: which version went where, and how infra validation went."""
+    with node_run("deploy") as run:
+        run.tags(
+            {
+                "model_uri": f"models:/{record['model_name']}/{record['model_version']}",
+                "deploy.outcome": record["outcome"],
+                "deploy.target": record["target"],
+                "deploy.previous_version": record["previous_version"] or "-",
+                "deploy.endpoint": record.get("endpoint") or "-",
+            }
+        )
+        checks = record.get("infra_validation") or {}
+        counts = ("canary_requests", "canary_correct", "p99_ms", "invalid_requests", "invalid_rejected")
+        run.metrics({f"infra_validation.{key}": checks[key] for key in counts if key in checks})
 
 
 def _skip(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlops import __version__, contracts
+from mnist_mlops import __version__, contracts, tracking
 from mnist_mlops.atomic import atomic_write_text, staged_dir
 from mnist_mlops.baselines import read_baseline
 from mnist_mlops.champions import Champion, read_champion
@@ -161,9 +162,62 @@ def run_evaluate(
         "generated_at": now,
     }
     contracts.write_json(blessing, blessing_document, "blessing")
+    with tracking.node_run("evaluate") as run:
+        _log_judgement(run, report, Path(evaluation))
     verdict = "BLESSED" if blessed else "NOT BLESSED"
     print(f"{verdict}: " + "; ".join(blessing_document["reasons"]), flush=True)
     return report
+
+
+def _log_judgement(run: tracking.NodeRun, report: dict[str, Any], evaluation: Path) -> None:
+    """The report's figures for the challenger and (prefixed `champion_`) the champion, every gate's
+    value (`gate.<name>`), outcome and reason, the verdict, and the figures and model card as files."""
+    champion, gates = report["champion"], report["thresholds"]
+    champion_figures = figure_metrics(champion) if champion is not None else {}
+    run.metrics(
+        figure_metrics(report)
+        | {f"champion_{key}": value for key, value in champion_figures.items()}
+        | {f"gate.{gate['name']}": gate["value"] for gate in gates if gate["value"] is not None}
+        | {"blessed": int(report["blessed"])}
+    )
+    run.tags(
+        {
+            "blessed": str(report["blessed"]).lower(),
+            "dataset_version": report["dataset_version"],
+            "thresholds_source": report["thresholds_source"],
+        }
+        | ({"champion": f"{champion['name']} v{champion['version']}"} if champion is not None else {})
+        | {f"gate.{gate['name']}": gate["outcome"] for gate in gates}
+        | {f"reason.{gate['name']}": gate["reason"] for gate in gates}
+    )
+    for name in ("evaluation_report.json", "confusion_matrix.png", "misclassified.png", "model_card.md"):
+        run.artifact(evaluation / name)
+
+
+def figure_metrics(figures: dict[str, Any]) -> dict[str, float]:
+    """A model's report figures as MLflow metrics: accuracy, macro and per-class precision and recall
+    (`recall_<class name>`, see `metric_names`), single-image latency."""
+    per_class = figures["per_class"]
+    names = metric_names([row["name"] for row in per_class])
+    return {
+        "accuracy": figures["accuracy"],
+        "precision_macro": float(np.mean([row["precision"] for row in per_class])),
+        "recall_macro": float(np.mean([row["recall"] for row in per_class])),
+        "latency_p50_ms": figures["latency"]["p50_ms"],
+        "latency_p99_ms": figures["latency"]["p99_ms"],
+        **{f"precision_{name}": row["precision"] for name, row in zip(names, per_class, strict=True)},
+        **{f"recall_{name}": row["recall"] for name, row in zip(names, per_class, strict=True)},
+    }
+
+
+def metric_names(classes: list[str]) -> list[str]:
+    """Class names as parts of MLflow metric keys: letters, digits and `_-. ` are kept, every other
+    character becomes `_` (MLflow refuses most, and `/` would make the key a path). When two names then
+    collide, every name gets its label in front (`3_a_b`), so no two classes share a key."""
+    cleaned = [re.sub(r"[^\w.\- ]", "_", name) for name in classes]
+    if len(set(cleaned)) == len(cleaned):
+        return cleaned
+    return [f"{label}_{name}" for label, name in enumerate(cleaned)]
 
 
 def check_fits(interface: ModelInterface, manifest: dict[str, Any], images: np.ndarray, source: str) -> None:

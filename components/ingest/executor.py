@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlops import __version__, contracts
+from mnist_mlops import __version__, contracts, tracking
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.data_assets import check_registrable, register_dataset
-from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE, save_array
+from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE, describe_shape, save_array
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import image_digests, labelled_set_digest
 from mnist_mlops.ports import checked
@@ -149,13 +149,17 @@ def run_ingest(
         "checks": checks,
         "outcome": overall_outcome(checks),
     }
+    invalid_fraction = len(layout.invalid) / layout.candidates if layout.candidates else 0.0
     failed = [item for item in checks if item["outcome"] == "fail"]
     if failed:
         reasons = "; ".join(f"{item['name']}: {item['reason']}" for item in failed)
         examples = "; ".join(f"{item['path']}: {item['reason']}" for item in layout.invalid[:5])
-        raise DataValidationError(
-            f"data validation failed for {local.uri}: {reasons}" + (f" (e.g. {examples})" if examples else "")
-        )
+        with tracking.node_run("ingest") as run:
+            _log_report(run, report, invalid_fraction)  # so the run shows why the data was refused
+            raise DataValidationError(
+                f"data validation failed for {local.uri}: {reasons}"
+                + (f" (e.g. {examples})" if examples else "")
+            )
     for item in checks:
         if item["outcome"] == "warn":
             print(f"warning: {item['name']}: {item['reason']}", file=sys.stderr)
@@ -189,7 +193,44 @@ def run_ingest(
         # registered before the dataset is committed: a refused registration leaves no output behind
         report["data_asset"] = register_dataset(asset_name, manifest, DATASET_PORT) if asset_name else None
     contracts.write_json(data_report, report, "data_report")
+    with tracking.node_run("ingest") as run:
+        _log_report(run, report, invalid_fraction)
+        run.artifact(data_report, name="data_report.json")  # the port's file is named by the platform
     return manifest
+
+
+def _log_report(run: tracking.NodeRun, report: dict[str, Any], invalid_fraction: float) -> None:
+    """The dataset as the node's MLflow input, the data report's figures as metrics (each check's number
+    as `check.<name>`) and its verdict as tags."""
+    splits = report["splits"]
+    counts = {f"{name}_count": stats["count"] for name, stats in splits.items()}
+    run.dataset(
+        report["source_uri"],
+        report["dataset_version"],
+        "source",
+        {
+            "image_shape": describe_shape(splits["training"]["image_shape"]),
+            "class_count": len(splits["training"]["classes"]),
+            **counts,
+        },
+    )
+    run.params(report["policy"] | {"source_format": report["source_format"]})
+    pixels = {
+        f"{name}_{key}": stats[key]
+        for name, stats in splits.items()
+        for key in ("pixel_mean", "pixel_std", "ink_fraction")
+    }
+    check_values = {
+        f"check.{item['name']}": item["value"]
+        for item in report["checks"]
+        if isinstance(item["value"], int | float) and not isinstance(item["value"], bool)
+    }
+    invalid = {"invalid_count": report["invalid_count"], "invalid_fraction": invalid_fraction}
+    run.metrics(counts | pixels | check_values | invalid)
+    run.tags(
+        {"dataset_version": report["dataset_version"], "validation_outcome": report["outcome"]}
+        | {f"check.{item['name']}": item["outcome"] for item in report["checks"]}
+    )
 
 
 def _dataset_version(layout: LoadedDataset, digests: dict[str, np.ndarray]) -> str:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlops import __version__, contracts, features
+from mnist_mlops import __version__, contracts, features, tracking
 from mnist_mlops.atomic import staged_dir
-from mnist_mlops.dataset import classes_of, load_split, save_array
+from mnist_mlops.dataset import classes_of, describe_shape, load_split, save_array
 from mnist_mlops.hashing import sha256_file
 from mnist_mlops.ports import checked
 
@@ -85,7 +85,30 @@ def run_preprocess(
             "sha256": sha256_file(stage / "baseline_statistics.json"),
         }
         contracts.write_json(stage / "manifest.json", manifest, "preprocessed_manifest")
+    with tracking.node_run("preprocess") as run:
+        _log_splits(run, manifest, source["source_uri"])
     return manifest
+
+
+def _log_splits(run: tracking.NodeRun, manifest: dict[str, Any], source_uri: str) -> None:
+    """The dataset as the node's MLflow input for training, the split sizes and the normalization."""
+    counts = {f"{name}_count": split["count"] for name, split in manifest["splits"].items()}
+    run.dataset(
+        source_uri,
+        manifest["dataset_version"],
+        "training",
+        {
+            "image_shape": describe_shape(manifest["image_shape"]),
+            "class_count": len(manifest["classes"]),
+            **counts,
+        },
+    )
+    run.params({"seed": manifest["seed"], "validation_fraction": manifest["validation_fraction"]})
+    normalization = manifest["normalization"]
+    run.metrics(
+        counts | {"normalization_mean": normalization["mean"], "normalization_std": normalization["std"]}
+    )
+    run.tags({"dataset_version": manifest["dataset_version"]})
 
 
 def stratified_split(

@@ -29,6 +29,7 @@ from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked, load_spec
 from mnist_mlops.provenance import code_version, environment_hash
 from mnist_mlops.registry import (
+    JUDGEMENT_TAG,
     READY_TAG,
     SHIFT_REFERENCE_DATASET_TAG,
     SHIFT_REFERENCE_VERSION_TAG,
@@ -46,6 +47,8 @@ COMPONENT_NAME = "mnist_mlops_register"
 CHALLENGER_ALIAS = "challenger"
 GOLDEN_BATCH = 256
 EXPERIMENT = "mnist-mlops"
+JUDGEMENT_PATH = "evaluation"
+"""Run artifact folder of the blessing, model card and evaluation report the version was registered on."""
 PRODUCERS = ("ingest", "preprocess", "train", "evaluate", "register")
 """The components whose versions a registered model's lineage records."""
 CLASSES_TAG_LENGTH = 1000
@@ -124,8 +127,9 @@ def run_register(
     with tempfile.TemporaryDirectory(prefix="reference-") as bundle:
         references.write_bundle(Path(bundle), preprocessed, Path(data_report))
         with exclusive(uri):
+            judgement = [Path(blessing), Path(evaluation) / "model_card.md", report_path]
             version = _register_verified(
-                Path(model), Path(bundle), golden[:GOLDEN_BATCH], model_name, uri, lineage
+                Path(model), Path(bundle), judgement, golden[:GOLDEN_BATCH], model_name, uri, lineage
             )
     record |= {
         "registered": True,
@@ -141,10 +145,17 @@ def run_register(
 
 
 def _register_verified(
-    model_dir: Path, reference: Path, golden: np.ndarray, name: str, uri: str, lineage: dict
+    model_dir: Path,
+    reference: Path,
+    judgement: list[Path],
+    golden: np.ndarray,
+    name: str,
+    uri: str,
+    lineage: dict,
 ) -> str:
-    """Log the model and its `reference` bundle in one run, create the version (tagged with both) and
-    verify it; returns the version."""
+    """Log the model, its `reference` bundle and the gate's `judgement` (blessing, model card, report)
+    in one run (the node's own, when the platform or the runner made one), create the version (tagged
+    with where each is) and verify it; returns the version."""
     import mlflow
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
@@ -160,11 +171,14 @@ def _register_verified(
     with _job_run(uri) as run:
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         mlflow.log_artifacts(str(reference), artifact_path=references.ARTIFACT_PATH)
+        for path in judgement:
+            mlflow.log_artifact(str(path), artifact_path=JUDGEMENT_PATH)
         mlflow.log_metrics(lineage["metrics"])
         source = f"runs:/{run.info.run_id}/model"
     tags = {
         **_lineage_tags(lineage),
         references.TAG: f"runs:/{run.info.run_id}/{references.ARTIFACT_PATH}",
+        JUDGEMENT_TAG: f"runs:/{run.info.run_id}/{JUDGEMENT_PATH}",
         READY_TAG: "pending",
     }
     created = with_retries(

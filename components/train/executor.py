@@ -10,6 +10,7 @@ determinism is on.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlops import __version__, contracts, plots
+from mnist_mlops import __version__, contracts, plots, tracking
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
@@ -32,6 +33,9 @@ from mnist_mlops.ports import checked
 from mnist_mlops.provenance import code_version, environment_hash
 
 COMPONENT_NAME = "mnist_mlops_train"
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+"""Logged as MLflow metric history after every epoch (step = epoch): a sweep's early termination reads
+`val_accuracy` while the trial runs."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,6 @@ def run_train(
     dataset = strategy.experimental_distribute_dataset(training_dataset(*splits.train, global_batch, seed))
     train_step = _distributed_train_step(strategy, network, optimizer, global_batch, seed, augment)
     images_per_epoch = steps_per_epoch * global_batch
-    started = time.perf_counter()
-    history = _fit(network, train_step, dataset, splits.validation, epochs, images_per_epoch)
-    wall = time.perf_counter() - started
     hyperparameters = {
         "epochs": epochs,
         "batch_size": global_batch,
@@ -91,16 +92,40 @@ def run_train(
         "augment": augment,
         "max_train_images": max_train_images,
     }
-    summary = _summary(
-        splits.manifest, seed, hyperparameters, history, wall, epochs * images_per_epoch, cluster
-    )
-    contracts.validate(summary, "training_summary", source=str(training_summary))
-    if cluster and not cluster["is_chief"]:
-        return summary  # workers train in lockstep; only the chief writes outputs
-    _save_model(network, Path(model), splits.interface, splits.validation[0][:2], summary)
-    plots.training_curves(history, Path(training_curves))
-    contracts.write_json(training_summary, summary, "training_summary")
+    is_chief = cluster is None or cluster["is_chief"]
+    with _chief_run(is_chief) as run:
+        run.params({"seed": seed, **hyperparameters})
+        run.tags({"dataset_version": splits.manifest["dataset_version"]})
+        started = time.perf_counter()
+        history = _fit(
+            network,
+            train_step,
+            dataset,
+            splits.validation,
+            epochs,
+            images_per_epoch,
+            on_epoch=lambda row: run.metrics({key: row[key] for key in EPOCH_METRICS}, step=row["epoch"]),
+        )
+        wall = time.perf_counter() - started
+        summary = _summary(
+            splits.manifest, seed, hyperparameters, history, wall, epochs * images_per_epoch, cluster
+        )
+        contracts.validate(summary, "training_summary", source=str(training_summary))
+        if not is_chief:
+            return summary  # workers train in lockstep; only the chief writes outputs
+        _save_model(network, Path(model), splits.interface, splits.validation[0][:2], summary)
+        plots.training_curves(history, Path(training_curves))
+        contracts.write_json(training_summary, summary, "training_summary")
+        run.metrics({key: summary[key] for key in ("images_per_second", "wall_time_seconds")})
+        run.tags({key: summary[key] for key in ("environment_hash", "code_version")})
+        run.artifact(training_curves, name="training_curves.png")  # the port's file is named by the platform
     return summary
+
+
+def _chief_run(is_chief: bool) -> contextlib.AbstractContextManager[tracking.NodeRun]:
+    """The node's MLflow run on the chief; nothing on other workers, which share its run on Azure ML
+    (one process logs each epoch once)."""
+    return tracking.node_run("train") if is_chief else contextlib.nullcontext(tracking.NodeRun(None))
 
 
 def _read_splits(preprocessed: Path, max_train_images: int) -> _Splits:
@@ -192,8 +217,10 @@ def _fit(
     validation: tuple[np.ndarray, np.ndarray],
     epochs: int,
     images_per_epoch: int,
+    on_epoch: Callable[[dict[str, float]], None],
 ) -> list[dict[str, float]]:
-    """Train for `epochs`, scoring the validation split after each; one history row per epoch."""
+    """Train for `epochs`, scoring the validation split after each; one history row per epoch, passed to
+    `on_epoch` as soon as the epoch ends."""
     import tensorflow as tf
 
     @tf.function
@@ -215,6 +242,7 @@ def _fit(
             "seconds": time.perf_counter() - epoch_started,
         }
         history.append(row)
+        on_epoch(row)
         print(
             f"epoch {epoch}/{epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.4f} "
             f"val_loss {val_loss:.4f} val_accuracy {val_accuracy:.4f} ({row['seconds']:.1f}s)",
@@ -262,7 +290,7 @@ def _summary(
         "history": history,
         "wall_time_seconds": wall,
         "images_per_second": images_trained / wall,
-        "metrics": {key: history[-1][key] for key in ("loss", "accuracy", "val_loss", "val_accuracy")},
+        "metrics": {key: history[-1][key] for key in EPOCH_METRICS},
         "distributed": {
             "strategy": "MultiWorkerMirroredStrategy" if cluster else "default",
             "worker_count": cluster["workers"] if cluster else 1,

@@ -3,10 +3,13 @@
 One JSON line per request (`request_record` schema): id, time, model version, HTTP status, latency,
 and for each image its mean intensity and ink fraction (the features preprocess baselined), the
 predicted class (index, and name when the model's classes are given) and its confidence. Never the
-payload itself. Each server worker process writes its own file (``requests-<pid>.jsonl`` in the log
+payload itself. The id is the one the response carries (body and `x-request-id` header), and a
+client's own `x-ms-client-request-id` is kept beside it, so `mnist-mlops lineage <id>` finds the
+request from either. Each server worker process writes its own file (``requests-<pid>.jsonl`` in the log
 folder), so workers never interleave or rotate each other's files; a file past `max_bytes` is renamed
 with a timestamp and a fresh one started, and the oldest are removed beyond `keep` files per worker.
-`read_records` reads them back, for the monitor and for resolve_champion's picture of what clients send.
+`read_records` reads them back, for the monitor and for resolve_champion's picture of what clients send;
+`find_records` finds one request's records.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,6 +32,20 @@ from mnist_mlops.errors import ContractError
 from mnist_mlops.features import ink_fraction, mean_intensity
 
 MAX_EXAMPLES = 5
+REQUEST_ID = re.compile(contracts.load_schema("request_record")["properties"]["request_id"]["pattern"])
+"""What an id may look like to be kept: a GUID (as the Azure ML inference server makes them) or any
+short token of letters, digits and ``._:-``; never a path, a space or a control character, so it is
+safe in a header, a log line and a terminal."""
+
+
+def usable_request_id(candidate: str | None) -> str | None:
+    """`candidate` if it is a safe request id (see `REQUEST_ID`), else None."""
+    return candidate if candidate and REQUEST_ID.fullmatch(candidate) else None
+
+
+def new_request_id() -> str:
+    """A fresh id in the form the Azure ML inference server gives a request that came without one."""
+    return str(uuid.uuid4())
 
 
 class RequestLog:
@@ -51,11 +69,16 @@ class RequestLog:
         images: np.ndarray | None = None,
         probabilities: np.ndarray | None = None,
         classes: Sequence[str] | None = None,
+        request_id: str | None = None,
+        client_request_id: str | None = None,
     ) -> None:
-        """One line for one request; `classes` (the model's, by index) adds each image's `label`."""
+        """One line for one request; `classes` (the model's, by index) adds each image's `label`.
+        `request_id` is the one the response carried (a new one when None); `client_request_id`, the
+        client's own id, is kept when it is a safe one."""
         entry = {
             "schema_version": 1,
-            "request_id": uuid.uuid4().hex,
+            "request_id": usable_request_id(request_id) or new_request_id(),
+            **({"client_request_id": client_request_id} if usable_request_id(client_request_id) else {}),
             "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "model_name": model_name,
             "model_version": model_version,
@@ -124,6 +147,26 @@ def read_records(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     records.sort(key=lambda entry: entry["time"])
     log = {"files": len(files), "lines": lines, "bad_lines": bad, "bad_line_examples": examples}
     return records, log
+
+
+def find_records(folder: Path, request_id: str) -> tuple[list[dict[str, Any]], list[Path]]:
+    """The records below `folder` whose `request_id` or `client_request_id` is `request_id` (a client may
+    reuse its own ids, so there can be several), oldest first, and the log files searched. Only lines
+    holding the id are parsed, so a large log is searched at the speed of reading it."""
+    files = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
+    found = []
+    for file in files:
+        for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").split("\n"), 1):
+            if request_id not in line:
+                continue
+            try:
+                entry = json.loads(line)
+                contracts.validate(entry, "request_record", source=f"{file}:{number}")
+            except (ValueError, ContractError):
+                continue
+            if request_id in (entry["request_id"], entry.get("client_request_id")):
+                found.append(entry | {"file": str(file)})
+    return sorted(found, key=lambda entry: datetime.fromisoformat(entry["time"])), files
 
 
 def log_state(folder: Path) -> str:

@@ -3,13 +3,19 @@
 `init()` loads the model once and warms its compiled function; `run()` takes the raw HTTP request
 (`@rawhttp`) so it can check the key, bound the body before reading it and answer 401/405/413/415/400
 itself. Configuration comes from the environment (see `mnist_mlops.serving.config`).
+
+The request id: the inference server takes the request's `x-request-id` (or makes a GUID) as
+`flask.g.request_id`, logs it and echoes it in the `x-request-id` response header. The scorer keeps
+that id when it is safe and replaces it otherwise; writing its choice back to `g.request_id` makes the
+server's header and its own logs name the same id as the response body and the request log.
 """
 
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
+from flask import g
 
 from mnist_mlops.serving.config import scorer_from_environment
-from mnist_mlops.serving.scorer import Scorer, encode
+from mnist_mlops.serving.scorer import REQUEST_ID_HEADER, Scorer, encode
 
 scorer: Scorer | None = None
 
@@ -27,6 +33,9 @@ def run(request: AMLRequest) -> AMLResponse:
         content_type=request.headers.get("Content-Type"),
         content_length=request.content_length,
         read_body=request.stream.read,
+        request_id=g.get("request_id") or request.headers.get(REQUEST_ID_HEADER),
+        client_request_id=request.headers.get("x-ms-client-request-id"),
     )
+    g.request_id = response.headers[REQUEST_ID_HEADER]
     headers = {"Content-Type": "application/json", **response.headers}
     return AMLResponse(encode(response), response.status, headers)

@@ -8,10 +8,16 @@ A server started on an alias (``models:/mnist-mlops@production``) follows it: a 
 re-resolves the alias every few seconds, loads and warms the new version beside the old one, then swaps
 one reference. Requests in flight finish on the model they started with, so a rollback or a new
 deployment switches a running server without dropping a request.
+
+Every answer, a refusal too, carries the request's id in its body (`request_id`) and its `x-request-id`
+header, and the request log keeps it: the id a client quotes is the one `mnist-mlops lineage` traces.
+It is the request's incoming `x-request-id` when that is a safe id (the header the Azure ML inference
+server itself takes, or fills with a new GUID, logs and echoes), else a new GUID.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import re
@@ -29,8 +35,9 @@ import numpy as np
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.serving.payloads import BadRequest, Limits, check_body_size, parse_request
-from mnist_mlops.serving.request_log import RequestLog
+from mnist_mlops.serving.request_log import RequestLog, new_request_id, usable_request_id
 
+REQUEST_ID_HEADER = "x-request-id"
 DRAIN_LIMIT = 64 * 1024 * 1024
 MODEL_URI_PATTERN = re.compile(
     r"^models:/(?P<name>[^/@\s]+)(?:/(?P<version>[0-9]+)|@(?P<alias>[A-Za-z0-9_-]+))$"
@@ -196,12 +203,22 @@ class Scorer:
         content_type: str | None,
         content_length: int | None,
         read_body: Callable[[int], bytes],
+        request_id: str | None = None,
+        client_request_id: str | None = None,
     ) -> Response:
-        """One HTTP exchange. Never raises for bad input: every refusal is a 4xx with a clear message."""
+        """One HTTP exchange. Never raises for bad input: every refusal is a 4xx with a clear message.
+        `request_id` is the request's incoming id (kept when safe, else replaced by a new one);
+        `client_request_id`, the client's own, goes to the request log beside it."""
         started = time.perf_counter()
+        request_id = usable_request_id(request_id) or new_request_id()
         model = self._model  # one model parses and answers the request, even if the alias moves meanwhile
         response, images, probabilities = self._respond(
             model, method, authorization, content_type, content_length, read_body
+        )
+        response = dataclasses.replace(
+            response,
+            body={**response.body, "request_id": request_id},
+            headers={**response.headers, REQUEST_ID_HEADER: request_id},
         )
         if self.request_log is not None:
             self.request_log.record(
@@ -212,6 +229,8 @@ class Scorer:
                 images=images,
                 probabilities=probabilities,
                 classes=model.interface.classes,
+                request_id=request_id,
+                client_request_id=client_request_id,
             )
         return response
 

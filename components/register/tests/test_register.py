@@ -14,7 +14,7 @@ import pytest
 from mnist_mlops import contracts, references
 from mnist_mlops.components.register.executor import run_register
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.registry import READY_TAG, client
+from mnist_mlops.registry import JUDGEMENT_TAG, READY_TAG, client
 from tests.models import LENIENT, judge, judged_model, register_model
 
 pytestmark = pytest.mark.slow  # trains models or starts servers
@@ -65,7 +65,9 @@ def test_a_blessed_model_is_registered_verified_and_aliased(tmp_path, pipeline_o
     assert model.metadata.signature.inputs.inputs[0].shape == (-1, 28, 28)
 
 
-def test_the_version_keeps_its_reference_in_the_registry(tmp_path, pipeline_outputs):
+def test_the_version_keeps_its_reference_and_its_judgement_in_the_registry(tmp_path, pipeline_outputs):
+    import mlflow.artifacts
+
     registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
     record = register(pipeline_outputs, "blessed", tmp_path / "record.json", registry)
     version = client(registry).get_model_version("mnist-mlops", record["version"])
@@ -74,6 +76,19 @@ def test_the_version_keeps_its_reference_in_the_registry(tmp_path, pipeline_outp
     fetched = references.fetch(registry, "mnist-mlops", record["version"], tmp_path / "reference")
     assert fetched["found"] and fetched["uri"] == version.tags[references.TAG]
     assert fetched["dataset_version"] == record["lineage"]["dataset_version"]
+    judgement = version.tags[JUDGEMENT_TAG]
+    assert judgement == f"runs:/{version.run_id}/evaluation"
+    judged = Path(
+        mlflow.artifacts.download_artifacts(judgement, tracking_uri=registry, dst_path=str(tmp_path / "j"))
+    )
+    assert sorted(path.name for path in judged.iterdir()) == [
+        "blessing.json",
+        "evaluation_report.json",
+        "model_card.md",
+    ]
+    assert (judged / "model_card.md").read_text() == (
+        pipeline_outputs["blessed"] / "evaluation" / "model_card.md"
+    ).read_text()
     manifest, baseline = references.read_bundle(tmp_path / "reference")
     preprocessed = pipeline_outputs["root"] / "preprocessed"
     trained_on = contracts.read_json(preprocessed / "manifest.json", "preprocessed_manifest")
@@ -130,6 +145,14 @@ def test_models_lists_versions_with_alias_status_and_metrics(tmp_path, pipeline_
     listed = dict(zip(columns, row.split(), strict=True))
     assert (listed["version"], listed["aliases"], listed["status"]) == ("1", "challenger", "ready")
     assert listed["shift"] == "no_reference"
+
+    assert main(["models", "--registry", registry, "--card", "1"]) == 0
+    card = capsys.readouterr().out
+    assert card.startswith((pipeline_outputs["blessed"] / "evaluation" / "model_card.md").read_text())
+    blessing = json.loads((pipeline_outputs["blessed"] / "blessing.json").read_text())
+    assert f"  - {blessing['reasons'][0]}" in card and "/evaluation/blessing.json): blessed" in card
+    assert main(["models", "--registry", registry, "--card", "7"]) == 2
+    assert "mnist-mlops version 7: not in" in capsys.readouterr().err
 
 
 def test_an_unblessed_model_is_declined_with_the_gates_reasons(tmp_path, pipeline_outputs):

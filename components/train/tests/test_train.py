@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from conftest import free_port
 from mnist_mlops import contracts
 from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.tracking import TRACKING_SWITCH
 from tests.datasets import small_splits
 from tests.models import preprocessed_digits
 
@@ -73,11 +75,17 @@ def test_same_seed_same_model_other_seed_another(tmp_path, preprocessed):
 def test_two_workers_on_loopback_train_together_and_only_the_chief_writes(tmp_path, preprocessed):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    store = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    job_run = store.create_run(store.create_experiment("train")).info.run_id
     processes = []
     for index in range(2):
         out = tmp_path / f"worker{index}"
         env = os.environ | {
-            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            # as on Azure ML, every worker is started on the job's one run
+            "MLFLOW_TRACKING_URI": store.tracking_uri,
+            "MLFLOW_RUN_ID": job_run,
+            TRACKING_SWITCH: "on",
         }
         code = (
             "from mnist_mlops.components.train.executor import run_train; "
@@ -104,6 +112,8 @@ def test_two_workers_on_loopback_train_together_and_only_the_chief_writes(tmp_pa
     assert summary["hyperparameters"]["batch_size"] == 32
     assert (tmp_path / "worker0" / "model" / "MLmodel").is_file()
     assert not (tmp_path / "worker1").exists()
+    history = store.get_metric_history(job_run, "val_accuracy")
+    assert sorted(metric.step for metric in history) == [1, 2]  # the chief's epochs, logged once
 
 
 def test_bad_input_is_named(tmp_path, preprocessed, monkeypatch):

@@ -1,0 +1,244 @@
+"""MLflow tracking from inside a node, through the run the platform made for it.
+
+Azure ML starts every pipeline step with `MLFLOW_TRACKING_URI` and `MLFLOW_RUN_ID` set to the step's own
+run (a child of the pipeline job's run), so a component never creates runs or experiments of its own
+there; the local runner does the same (`pipelines/local.py`: a parent run per pipeline run, a child run
+per node). `node_run()` attaches to that run; a component run on its own (`mnist-mlops train ...`) logs
+to a new run only when `MLFLOW_TRACKING_URI` says where, and not at all otherwise. Tracking off
+(`MNIST_MLOPS_TRACKING=off`, what `mnist-mlops run --tracking off` sets) makes every call a no-op.
+
+`start_run` removes `MLFLOW_RUN_ID` from the environment once it has attached, so the id is read once,
+when this module is imported. Logging that fails (a tracking server that is down) fails the node with a
+message naming the server and the way to run without tracking; the run's status is the runner's to set
+(on Azure ML the job's exit code decides it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.uris import redact
+
+TRACKING_SWITCH = "MNIST_MLOPS_TRACKING"
+"""Set to "off" to run without tracking (`mnist-mlops run --tracking off`)."""
+STANDALONE_EXPERIMENT = "mnist-mlops"
+"""Where a component run on its own logs, when MLFLOW_TRACKING_URI is set."""
+_PLATFORM_RUN_ID = os.environ.get("MLFLOW_RUN_ID")
+
+
+def enabled() -> bool:
+    return os.environ.get(TRACKING_SWITCH, "on").lower() != "off"
+
+
+class NodeRun:
+    """The node's MLflow run; every method is a no-op when tracking is off or nowhere to log."""
+
+    def __init__(self, run_id: str | None) -> None:
+        self.run_id = run_id
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def params(self, values: dict[str, Any]) -> None:
+        if self.active:
+            import mlflow
+
+            _logged(lambda: mlflow.log_params({key: _text(value) for key, value in values.items()}))
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        if self.active:
+            import mlflow
+
+            finite = {key: float(value) for key, value in values.items() if value is not None}
+            _logged(lambda: mlflow.log_metrics(finite, step=step))
+
+    def tags(self, values: dict[str, Any]) -> None:
+        if self.active:
+            import mlflow
+
+            _logged(lambda: mlflow.set_tags({key: _text(value)[:5000] for key, value in values.items()}))
+
+    def artifact(self, path: str | Path, folder: str | None = None, name: str | None = None) -> None:
+        """Attach a file (a figure, a report, the model card), as `name` if given: images show in the
+        MLflow UI's run page and in the Azure ML studio's Images tab by their file name's extension."""
+        if not self.active:
+            return
+        import mlflow
+
+        if name is None or name == Path(path).name:
+            _logged(lambda: mlflow.log_artifact(str(path), artifact_path=folder))
+            return
+        with tempfile.TemporaryDirectory(prefix="mnist-mlops-artifact-") as scratch:
+            renamed = Path(scratch) / name
+            shutil.copyfile(path, renamed)
+            _logged(lambda: mlflow.log_artifact(str(renamed), artifact_path=folder))
+
+    def dataset(self, uri: str, dataset_version: str, context: str, tags: dict[str, Any]) -> None:
+        """Record the dataset as an MLflow dataset input, by reference: its digest is the dataset version's
+        16-hex prefix (MLflow allows 36 characters), the full content hash is in the input's tags. Built
+        from MLflow's entities, which mlflow-skinny (the data environment's) has too."""
+        if not self.active:
+            return
+        import json
+
+        from mlflow import MlflowClient
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        from mnist_mlops.data_assets import asset_version
+
+        scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+        source_type = {"file": "local", "https": "http"}.get(scheme, scheme)
+        dataset = Dataset(
+            name="images",
+            digest=asset_version(dataset_version),
+            source_type=source_type,
+            source=json.dumps({"uri": uri}),
+        )
+        labels = {"mlflow.data.context": context, "dataset_version": dataset_version}
+        labels |= {key: _text(value)[:500] for key, value in tags.items()}
+        inputs = [DatasetInput(dataset, tags=[InputTag(key, value) for key, value in labels.items()])]
+        try:
+            MlflowClient().log_inputs(self.run_id, datasets=inputs)
+        except (
+            Exception
+        ) as error:  # a store without dataset inputs (Azure ML does not list them as supported)
+            print(
+                f"warning: dataset input not logged ({str(error)[:200]}); recorded as tags", file=sys.stderr
+            )
+            self.tags({f"dataset.{key}": value for key, value in labels.items()})
+
+
+@contextlib.contextmanager
+def node_run(run_name: str) -> Iterator[NodeRun]:
+    """The node's run for the duration of the block (see the module docstring for which run)."""
+    if not enabled() or not (_PLATFORM_RUN_ID or os.environ.get("MLFLOW_TRACKING_URI")):
+        yield NodeRun(None)
+        return
+    import mlflow
+
+    if _PLATFORM_RUN_ID:
+        started = _logged(lambda: mlflow.start_run(run_id=_PLATFORM_RUN_ID))
+    else:
+        from mnist_mlops.registry import experiment_id, with_retries
+
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+        mlflow.set_tracking_uri(uri)
+        experiment = _logged(lambda: with_retries(lambda: experiment_id(uri, STANDALONE_EXPERIMENT)))
+        started = _logged(lambda: mlflow.start_run(experiment_id=experiment, run_name=run_name))
+    with started as run:
+        yield NodeRun(run.info.run_id)
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail fast on a tracking server that does not answer (MLflow's own client retries for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+    except (urllib.error.URLError, OSError) as error:
+        raise UserInputError(
+            f"MLflow tracking at {redact(uri)} does not answer ({error}); start it, or run with "
+            f"--tracking off ({TRACKING_SWITCH}=off) to run without tracking"
+        ) from None
+
+
+def _logged(action: Any) -> Any:
+    """Run an MLflow call; a tracking store that cannot be reached is a clear error, not a traceback."""
+    try:
+        return action()
+    except Exception as error:  # MLflow raises MlflowException, requests' and SQLAlchemy's errors
+        where = redact(os.environ.get("MLFLOW_TRACKING_URI", "the default tracking store"))
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise UserInputError(
+            f"MLflow tracking at {where} failed ({first}); run with --tracking off "
+            f"({TRACKING_SWITCH}=off) to run without tracking"
+        ) from None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+class PipelineRuns:
+    """The local runner's side, as Azure ML does it: a parent run per pipeline run and a child run per
+    node (tag `mlflow.parentRunId`), the node's process started on its child run, and the status set from
+    its exit code. A node served from the step cache gets a finished child run tagged `cached`, linked to
+    the run that produced the result, so a cached rerun still reads whole in the UI."""
+
+    CACHE_KEY_TAG = "mnist_mlops.cache_key"
+    STATUS_TAG = "mnist_mlops.status"
+
+    def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> None:
+        from mnist_mlops.registry import client, experiment_id, with_retries
+
+        self.uri = uri
+        _check_reachable(uri)
+        self._client = client(uri)
+        self.experiment_id = _logged(lambda: with_retries(lambda: experiment_id(uri, experiment)))
+        parent = _logged(lambda: self._client.create_run(self.experiment_id, run_name=run_name, tags=tags))
+        self.run_id = parent.info.run_id
+
+    def start_node(self, name: str, component: str, cache_key: str) -> str:
+        return self._child(name, {"mnist_mlops.component": component, self.CACHE_KEY_TAG: cache_key})
+
+    def environment(self, node_run_id: str) -> dict[str, str]:
+        """What the node's process needs to attach to its run (what Azure ML sets in a job)."""
+        return {
+            "MLFLOW_TRACKING_URI": self.uri,
+            "MLFLOW_RUN_ID": node_run_id,
+            "MLFLOW_EXPERIMENT_ID": self.experiment_id,
+        }
+
+    def cached_node(self, name: str, component: str, cache_key: str, note: str | None) -> None:
+        """A finished child run for a node reused from the cache, with the producing run's metrics."""
+        from mlflow.entities import Metric
+
+        producer = self._producer(cache_key)
+        tags = {"mnist_mlops.component": component, self.CACHE_KEY_TAG: cache_key, self.STATUS_TAG: "cached"}
+        tags |= {"mnist_mlops.reused_run_id": producer.info.run_id} if producer else {}
+        tags |= {"mnist_mlops.reused_because": note} if note else {}
+        run_id = self._child(name, tags)
+        if producer is not None and producer.data.metrics:
+            metrics = [Metric(key, value, 0, 0) for key, value in producer.data.metrics.items()]
+            _logged(lambda: self._client.log_batch(run_id, metrics=metrics))
+        _logged(lambda: self._client.set_terminated(run_id, "FINISHED"))
+
+    def finish(self, run_id: str, *, succeeded: bool) -> None:
+        """The status from the exit code, whatever the node's process set (as on Azure ML)."""
+        if succeeded:
+            _logged(lambda: self._client.set_tag(run_id, self.STATUS_TAG, "done"))
+        _logged(lambda: self._client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED"))
+
+    def _child(self, name: str, tags: dict[str, str]) -> str:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        run = _logged(
+            lambda: self._client.create_run(
+                self.experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_ID: self.run_id, **tags}
+            )
+        )
+        return run.info.run_id
+
+    def _producer(self, cache_key: str) -> Any:
+        """The latest run that produced the result filed under `cache_key`, if the store still has it."""
+        found = _logged(
+            lambda: self._client.search_runs(
+                [self.experiment_id],
+                f"tags.`{self.CACHE_KEY_TAG}` = '{cache_key}' and tags.`{self.STATUS_TAG}` = 'done'",
+                max_results=1,
+                order_by=["attributes.start_time DESC"],
+            )
+        )
+        return found[0] if found else None

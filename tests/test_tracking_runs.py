@@ -1,0 +1,103 @@
+"""The runner's MLflow runs: a parent per pipeline run, a child per node that the node's own process
+attaches to (as on Azure ML), statuses from exit codes, cached nodes linked to the run that produced them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.tracking import TRACKING_SWITCH, PipelineRuns, node_run
+
+NODE_SCRIPT = """
+from mnist_mlops.tracking import node_run
+with node_run("train") as run:
+    run.params({"epochs": 2})
+    for epoch, accuracy in enumerate([0.5, 0.75], start=1):
+        run.metrics({"val_accuracy": accuracy}, step=epoch)
+    run.dataset("/data/mnist", "ab" * 32, "training", {"image_shape": "28x28"})
+raise SystemExit(int(__import__("sys").argv[1]))
+"""
+
+
+@pytest.fixture
+def runs(tmp_path) -> PipelineRuns:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return PipelineRuns(uri, "mnist_mlops_training", "20261207-run", {"mnist_mlops.run_dir": str(tmp_path)})
+
+
+def run_node(runs: PipelineRuns, node_run_id: str, exit_code: int, **extra: str) -> int:
+    """The node's process, started as the runner starts it: on its own run through the environment."""
+    environment = {**runs.environment(node_run_id), **extra}
+    command = [sys.executable, "-c", NODE_SCRIPT, str(exit_code)]
+    code = subprocess.run(command, env={**_base_environment(), **environment}, check=False).returncode
+    runs.finish(node_run_id, succeeded=code == 0)
+    return code
+
+
+def _base_environment() -> dict[str, str]:
+    import os
+
+    return {
+        key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", TRACKING_SWITCH))
+    }
+
+
+def test_a_node_logs_into_its_child_run_and_the_runner_sets_its_status(runs):
+    train = runs.start_node("train", "mnist_mlops_train", "k" * 64)
+    assert run_node(runs, train, 0) == 0
+    client = MlflowClient(runs.uri)
+    run = client.get_run(train)
+    assert run.info.status == "FINISHED" and run.info.run_name == "train"
+    assert run.data.tags["mlflow.parentRunId"] == runs.run_id
+    assert run.data.params == {"epochs": "2"}
+    history = client.get_metric_history(train, "val_accuracy")
+    assert [(point.step, point.value) for point in history] == [(1, 0.5), (2, 0.75)]
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.digest == "ab" * 8 and {tag.key for tag in dataset.tags} >= {"dataset_version"}
+    assert len(client.search_experiments()) == 2  # Default and the pipeline's: the node made none
+
+
+def test_a_failed_node_is_failed_whatever_its_process_set(runs):
+    evaluate = runs.start_node("evaluate", "mnist_mlops_evaluate", "e" * 64)
+    assert run_node(runs, evaluate, 3) == 3
+    assert MlflowClient(runs.uri).get_run(evaluate).info.status == "FAILED"
+
+
+def test_tracking_off_logs_nothing(runs):
+    train = runs.start_node("train", "mnist_mlops_train", "k" * 64)
+    assert run_node(runs, train, 0, **{TRACKING_SWITCH: "off"}) == 0
+    run = MlflowClient(runs.uri).get_run(train)
+    assert not run.data.params and not run.data.metrics and not run.inputs.dataset_inputs
+
+
+def test_a_cached_node_is_a_finished_child_linked_to_the_run_that_produced_it(runs, tmp_path):
+    producer = runs.start_node("train", "mnist_mlops_train", "c" * 64)
+    run_node(runs, producer, 0)
+    rerun = PipelineRuns(runs.uri, "mnist_mlops_training", "20261207-rerun", {})
+    rerun.cached_node("train", "mnist_mlops_train", "c" * 64, None)
+    client = MlflowClient(runs.uri)
+    (cached,) = client.search_runs(
+        [rerun.experiment_id], f"tags.mlflow.parentRunId = '{rerun.run_id}'", max_results=5
+    )
+    assert cached.info.status == "FINISHED"
+    assert cached.data.tags["mnist_mlops.status"] == "cached"
+    assert cached.data.tags["mnist_mlops.reused_run_id"] == producer
+    assert cached.data.metrics == {"val_accuracy": 0.75}
+
+
+def test_a_tracking_store_that_cannot_be_reached_is_a_clear_error(tmp_path):
+    with pytest.raises(
+        UserInputError, match=r"MLflow tracking at http://127.0.0.1:9/ does not answer .*--tracking off"
+    ):
+        PipelineRuns("http://127.0.0.1:9/", "mnist_mlops_training", "run", {})
+
+
+def test_a_component_run_on_its_own_without_a_tracking_uri_logs_nowhere(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with node_run("train") as run:
+        assert not run.active
+        run.metrics({"accuracy": 1.0})
