@@ -7,8 +7,8 @@ per node). `node_run()` attaches to that run; a component run on its own (`mnist
 to a new run only when `MLFLOW_TRACKING_URI` says where, and not at all otherwise. Tracking off
 (`MNIST_MLOPS_TRACKING=off`, what `mnist-mlops run --tracking off` sets) makes every call a no-op.
 
-`start_run` removes `MLFLOW_RUN_ID` from the environment once it has attached, so the id is read once,
-when this module is imported. Logging that fails (a tracking server that is down) fails the node with a
+Ending a run removes `MLFLOW_RUN_ID` from the environment, so the id is read once, when this module is
+imported. Logging that fails (a tracking server that is down) fails the node with a
 message naming the server and the way to run without tracking; the run's status is the runner's to set
 (on Azure ML the job's exit code decides it).
 """
@@ -16,6 +16,7 @@ message naming the server and the way to run without tracking; the run's status 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import sys
@@ -58,7 +59,11 @@ class NodeRun:
         if self.active:
             import mlflow
 
-            finite = {key: float(value) for key, value in values.items() if value is not None}
+            finite = {
+                key: float(value)
+                for key, value in values.items()
+                if value is not None and math.isfinite(float(value))
+            }
             _logged(lambda: mlflow.log_metrics(finite, step=step))
 
     def tags(self, values: dict[str, Any]) -> None:
@@ -134,8 +139,13 @@ def node_run(run_name: str) -> Iterator[NodeRun]:
         mlflow.set_tracking_uri(uri)
         experiment = _logged(lambda: with_retries(lambda: experiment_id(uri, STANDALONE_EXPERIMENT)))
         started = _logged(lambda: mlflow.start_run(experiment_id=experiment, run_name=run_name))
-    with started as run:
-        yield NodeRun(run.info.run_id)
+    try:
+        yield NodeRun(started.info.run_id)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the node's own error says more than a store that is down
+            mlflow.end_run("FAILED")
+        raise
+    _logged(mlflow.end_run)
 
 
 def _check_reachable(uri: str) -> None:
@@ -147,7 +157,7 @@ def _check_reachable(uri: str) -> None:
 
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, ValueError) as error:
         raise UserInputError(
             f"MLflow tracking at {redact(uri)} does not answer ({error}); start it, or run with "
             f"--tracking off ({TRACKING_SWITCH}=off) to run without tracking"
@@ -178,6 +188,8 @@ class PipelineRuns:
     the run that produced the result, so a cached rerun still reads whole in the UI."""
 
     CACHE_KEY_TAG = "mnist_mlops.cache_key"
+    STANDING_KEY_TAG = "mnist_mlops.standing_key"
+    """The key a result is also filed under by a component's reuse rule (`SameContentRule`)."""
     STATUS_TAG = "mnist_mlops.status"
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> None:
@@ -190,12 +202,16 @@ class PipelineRuns:
         parent = _logged(lambda: self._client.create_run(self.experiment_id, run_name=run_name, tags=tags))
         self.run_id = parent.info.run_id
 
-    def start_node(self, name: str, component: str, cache_key: str) -> str:
-        return self._child(name, {"mnist_mlops.component": component, self.CACHE_KEY_TAG: cache_key})
+    def start_node(self, name: str, component: str, cache_key: str, standing_key: str | None = None) -> str:
+        tags = {"mnist_mlops.component": component, self.CACHE_KEY_TAG: cache_key}
+        return self._child(name, tags | ({self.STANDING_KEY_TAG: standing_key} if standing_key else {}))
 
     def environment(self, node_run_id: str) -> dict[str, str]:
-        """What the node's process needs to attach to its run (what Azure ML sets in a job)."""
+        """What the node's process needs to attach to its run (what Azure ML sets in a job), with MLflow's
+        HTTP retries cut from minutes to seconds unless set: a store that goes down fails the node soon."""
         return {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "30"),
             "MLFLOW_TRACKING_URI": self.uri,
             "MLFLOW_RUN_ID": node_run_id,
             "MLFLOW_EXPERIMENT_ID": self.experiment_id,
@@ -232,13 +248,17 @@ class PipelineRuns:
         return run.info.run_id
 
     def _producer(self, cache_key: str) -> Any:
-        """The latest run that produced the result filed under `cache_key`, if the store still has it."""
-        found = _logged(
-            lambda: self._client.search_runs(
-                [self.experiment_id],
-                f"tags.`{self.CACHE_KEY_TAG}` = '{cache_key}' and tags.`{self.STATUS_TAG}` = 'done'",
-                max_results=1,
-                order_by=["attributes.start_time DESC"],
+        """The latest run that produced the result filed under `cache_key` (as its own key or as the
+        standing key of a reuse rule), if the store still has it."""
+        for tag in (self.CACHE_KEY_TAG, self.STANDING_KEY_TAG):
+            found = _logged(
+                lambda tag=tag: self._client.search_runs(
+                    [self.experiment_id],
+                    f"tags.`{tag}` = '{cache_key}' and tags.`{self.STATUS_TAG}` = 'done'",
+                    max_results=1,
+                    order_by=["attributes.start_time DESC"],
+                )
             )
-        )
-        return found[0] if found else None
+            if found:
+                return found[0]
+        return None

@@ -101,7 +101,11 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     known: dict[str, str] = {}  # output path -> content hash, so a downstream input is not hashed again
     notes: list[str] = []  # why a node was reused other than by its own key
     for node in nodes:
-        entry, note = _run_node(node, nodes, run_dir, cache, options, known, runs)
+        try:
+            entry, note = _run_node(node, nodes, run_dir, cache, options, known, runs)
+        except UserInputError as error:  # the tracking store failed between nodes: say so in run.json too
+            _finish(run_dir, record, _folders(nodes, run_dir), "failed", f"{node.name}: {error}")
+            raise
         if note:
             notes.append(f"{node.name} reused: {note}")
         known |= {output["path"]: output["sha256"] for output in entry["outputs"].values()}
@@ -230,18 +234,20 @@ def _run_node(
         return entry, note
     print(f"[{node.name}] running", flush=True)
     started = time.perf_counter()
-    node_run = runs.start_node(node.name, spec["name"], key) if runs is not None else None
+    node_run = runs.start_node(node.name, spec["name"], key, also_file_under) if runs is not None else None
     environment = runs.environment(node_run) if runs is not None else {TRACKING_SWITCH: "off"}
     code = _execute(node, inputs, outputs, log, options, environment)
-    if runs is not None:
-        runs.finish(node_run, succeeded=code == 0)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     if code != 0:
         entry["status"] = "failed"
+        if runs is not None:
+            runs.finish(node_run, succeeded=False)
         return entry, None
-    stored = cache.store(key, outputs)
+    stored = cache.store(key, outputs)  # before the run's status: a store that is down loses no work
     if also_file_under:
         cache.record(also_file_under, stored)
+    if runs is not None:
+        runs.finish(node_run, succeeded=True)
     entry["outputs"] = {
         port: {"path": str(outputs[port]), "sha256": stored[port]["sha256"]} for port in outputs
     }

@@ -136,7 +136,7 @@ def evaluate(tmp_path: Path, champion_dir: Path, challenger: Path, data: Path, *
     inputs = {"challenger": challenger, "preprocessed": data, "champion": champion_dir}
     run_dir = tmp_path / "runs" / f"run{len(list((tmp_path / 'runs').glob('run*')))}"
     run_dir.mkdir(parents=True)
-    options = local.RunOptions(use_cache=use_cache)
+    options = local.RunOptions(use_cache=use_cache, tracking=False)  # no MLflow runs in the working folder
     assert (
         local.run_nodes(
             [Node("evaluate", "evaluate", inputs)], run_dir, StepCache(tmp_path / "cache"), options

@@ -155,11 +155,11 @@ def _conclude(record: dict[str, Any], uri: str, deployment_record: str | Path) -
     the reason or write the record: a failed deployment leaves no output."""
     name, version = record["model_name"], record["model_version"]
     record["deployed_at"] = utc_iso(datetime.now(UTC))
-    _track(record)
     with exclusive(uri):
         if record["outcome"] == "deployed":
             move_production(uri, name, version)
         history = append_history(uri, record)
+    _track(record)
     if record["outcome"] != "deployed":
         raise UserInputError(
             f"{name} v{version} was not deployed ({record['outcome']}): infra validation failed;"
@@ -175,7 +175,16 @@ def _conclude(record: dict[str, Any], uri: str, deployment_record: str | Path) -
 
 
 def _track(record: dict[str, Any]) -> None:
-    """The attempt in the node's MLflow run: which version went where, and how infra validation went."""
+    """The attempt in the node's MLflow run: which version went where, and how infra validation went.
+    Best effort, after the history: what serves and what the registry says must never disagree because
+    the tracking store did not answer."""
+    try:
+        _log_attempt(record)
+    except UserInputError as error:
+        print(f"warning: the deployment is done and in the history, but not in MLflow: {error}", flush=True)
+
+
+def _log_attempt(record: dict[str, Any]) -> None:
     with node_run("deploy") as run:
         run.tags(
             {
