@@ -188,19 +188,19 @@ def mlflow_ui(backend_store_uri: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def rendered_page() -> Callable[[str, str], str]:
     """Debian's headless Chromium (installed from Debian's packages on first use, as podman-here does
-    for podman): a function from URL to the DOM after the page's scripts ran, loaded again (up to four
-    times) until it contains `marker`, since a cold server may answer a lazily loaded part late."""
+    for podman): a function from URL to the DOM after the page's scripts ran, loaded again (up to eight
+    times, on a busy machine) until it contains `marker`: a cold server answers lazy parts late."""
     if shutil.which("chromium") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True)
 
     def render(url: str, marker: str) -> str:
         command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
-        command += ["--virtual-time-budget=20000", "--window-size=1400,2000", url]
-        for _ in range(4):
+        command += ["--virtual-time-budget=60000", "--window-size=1400,2000", url]
+        for _ in range(8):
             page = subprocess.run(command, capture_output=True, text=True, check=True, timeout=180).stdout
             if marker in page:
                 break
-            time.sleep(2)
+            time.sleep(5)
         return page
 
     return render
