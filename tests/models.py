@@ -12,7 +12,7 @@ from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.components.register.executor import run_register
 from mnist_mlops.components.train.executor import run_train
-from tests.datasets import small_splits, write_png_tree
+from tests.datasets import colour_splits, small_splits, write_png_tree
 
 LENIENT = {
     "schema_version": 1,
@@ -136,3 +136,21 @@ def champion_folder(
     }
     contracts.write_json(destination / RECORD, record, "champion_record")
     return destination
+
+
+def colour_model(root: Path, classes: list[str], prefix: str = "mnist_png", epochs: int = 2) -> Path:
+    """A tiny judged model of 32x32 colour images of `classes` (class-tinted noise), laid out in `root` as
+    `judged_model` lays out its digits model; every model passes its thresholds."""
+    splits = colour_splits(classes=len(classes), train_per_class=60)
+    source = write_png_tree(root / "src", splits, prefix, classes)
+    run_ingest(str(source), root / "dataset", root / "data_report.json")
+    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
+    run_train(
+        root / "preprocessed",
+        root / "model",
+        root / "summary.json",
+        root / "curves.png",
+        epochs=epochs,
+        batch_size=32,
+    )
+    return judge(root, ANY_MODEL, root)

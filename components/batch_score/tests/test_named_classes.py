@@ -13,14 +13,11 @@ import pytest
 
 from mnist_mlops import contracts
 from mnist_mlops.components.batch_score.executor import COLUMNS, run_batch_score, work_dir
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
-from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
 from mnist_mlops.serving.scorer import RegistryModels
-from tests.datasets import colour_images, colour_splits, make_tarball, png_bytes, write_png_tree
-from tests.models import ANY_MODEL, judge, register_model
+from tests.datasets import colour_images, make_tarball, png_bytes
+from tests.models import colour_model, register_model
 
 pytestmark = pytest.mark.slow  # trains a model
 
@@ -32,20 +29,7 @@ MODEL = "models:/mnist-mlops/1"
 def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A registry holding version 1: a model of `FOOD`, trained on class-tinted colour noise."""
     root = tmp_path_factory.mktemp("food-model")
-    splits = colour_splits(classes=5, train_per_class=60)
-    run_ingest(
-        str(write_png_tree(root / "src", splits, classes=FOOD)), root / "dataset", root / "data_report.json"
-    )
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    run_train(
-        root / "preprocessed",
-        root / "model",
-        root / "summary.json",
-        root / "curves.png",
-        epochs=4,  # after two, one class is not learnt yet (0.73 on the 15 test images)
-        batch_size=32,
-    )
-    judge(root, ANY_MODEL, root)
+    colour_model(root, FOOD, epochs=4)  # after two, one class is not learnt yet (0.73 on 15 test images)
     uri = f"sqlite:///{root / 'registry' / 'mlflow.db'}"
     register_model(root, uri, root / "registration.json")
     return uri

@@ -10,13 +10,9 @@ import pytest
 
 from mnist_mlops import contracts
 from mnist_mlops.components.deploy.executor import run_deploy
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
-from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.deployments import production_version
 from mnist_mlops.errors import UserInputError
-from tests.datasets import colour_splits, write_png_tree
-from tests.models import ANY_MODEL, judge, judged_model, register_model
+from tests.models import ANY_MODEL, colour_model, judged_model, register_model
 
 pytestmark = pytest.mark.slow  # trains models and starts servers
 
@@ -26,21 +22,7 @@ DEPLOY = {"target": "local", "canary_count": 8, "max_canary_p99_ms": 1000.0}
 
 def food_model(root: Path) -> Path:
     """A tiny judged model of 32x32 colour images of `FOOD`, its outputs in `root` as judged_model's."""
-    splits = colour_splits(classes=5, train_per_class=60)
-    run_ingest(
-        str(write_png_tree(root / "src", splits, classes=FOOD)), root / "dataset", root / "data_report.json"
-    )
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    run_train(
-        root / "preprocessed",
-        root / "model",
-        root / "summary.json",
-        root / "curves.png",
-        epochs=2,
-        batch_size=32,
-    )
-    judge(root, ANY_MODEL, root)
-    return root
+    return colour_model(root, FOOD)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.components.register.executor import CLASSES_TAG_LENGTH, classes_tag, run_register
-from mnist_mlops.components.train.executor import run_train
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.registry import READY_TAG, client
-from tests.datasets import colour_splits, write_png_tree
-from tests.models import ANY_MODEL, judge, register_model
+from tests.models import colour_model, register_model
 
 CLASSES = ["apple", "bread", "cheese", "dates", "eggs"]
 
@@ -26,18 +22,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny colour model of five named classes, judged by thresholds every model passes, laid out as
     `tests.models.judged_model` lays out its digits model."""
     root = tmp_path_factory.mktemp("shop")
-    write_png_tree(root / "src", colour_splits(classes=len(CLASSES), train_per_class=60), "shop", CLASSES)
-    run_ingest(str(root / "src"), root / "dataset", root / "data_report.json")
-    run_preprocess(root / "dataset", root / "preprocessed", validation_fraction=0.25)
-    run_train(
-        root / "preprocessed",
-        root / "model",
-        root / "summary.json",
-        root / "curves.png",
-        epochs=2,
-        batch_size=32,
-    )
-    return judge(root, ANY_MODEL, root)
+    return colour_model(root, CLASSES, "shop")
 
 
 @pytest.mark.slow
