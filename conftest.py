@@ -7,6 +7,7 @@ import functools
 import http.client
 import http.server
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +74,56 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+@dataclass(frozen=True)
+class DeployedRun:
+    """A finished `mnist-mlops run` that blessed, registered and deployed version 1 of `model`."""
+
+    data: Path
+    runs: Path
+    registry: str
+    run_dir: Path
+    argv: tuple[str, ...]
+    """The command's arguments after `mnist-mlops`: run it again for a cached rerun."""
+    stdout: str
+    stderr: str
+    """What the command printed, run as a user runs it (its own process, not a terminal)."""
+    model: str = "mnist-mlops"
+
+    @property
+    def record(self) -> dict:
+        return json.loads((self.run_dir / "run.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> DeployedRun:
+    """One small tracked pipeline run, ingest to a local deployment, shared by the tests that read a whole
+    run (the console, MLflow tracking, lineage, the run report): each costs a minute. Tests may add runs (a
+    cached rerun) and requests, never change what this run wrote."""
+    from tests.models import LENIENT
+
+    root = tmp_path_factory.mktemp("deployed-run")
+    thresholds = root / "kpis.json"
+    thresholds.write_text(json.dumps(LENIENT | {"min_accuracy": 0.3}))
+    data = write_png_tree(root / "data", small_splits(train_per_class=12, test_per_class=4))
+    registry = f"sqlite:///{root / 'registry' / 'mlflow.db'}"
+    argv = ["run", "--data", str(data), "--runs-dir", str(root / "runs"), "--registry", registry]
+    for setting in (
+        f"evaluate.thresholds={thresholds}",
+        "train.epochs=3",
+        "train.batch_size=16",
+        "deploy.canary_count=8",
+    ):
+        argv += ["--set", setting]
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    command = Path(sys.executable).parent / "mnist-mlops"
+    done = subprocess.run(
+        [str(command), *argv], cwd=root, env=environment, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"the shared small pipeline run failed:\n{done.stdout}\n{done.stderr}"
+    (run_dir,) = [folder for folder in (root / "runs").iterdir() if folder.name != ".cache"]
+    return DeployedRun(data, root / "runs", registry, run_dir, tuple(argv), done.stdout, done.stderr)
 
 
 @pytest.fixture

@@ -225,9 +225,10 @@ def validation_problems(pipeline_job: PipelineJob) -> list[str]:
     ]
     specs = {spec["name"]: spec for spec in map(load_spec, component_names())}
     for node_name, node in pipeline_job.jobs.items():
-        spec = specs.get(getattr(node.component, "name", None))
+        spec = specs.get(getattr(_component_of(node), "name", None))
         if spec is None:  # a component by reference, or not one of ours
             continue
+        problems += _search_space_problems(node_name, node, spec)
         for port, value in (data["jobs"][node_name].get("inputs") or {}).items():
             if isinstance(value, dict):
                 reference = PARENT_INPUT.fullmatch(str(value.get("path", "")))
@@ -241,6 +242,44 @@ def validation_problems(pipeline_job: PipelineJob) -> list[str]:
             except UserInputError as error:
                 problems.append(f"jobs.{node_name}: {error}")
     return problems + edge_problems(pipeline_job)
+
+
+def _component_of(node: Any) -> Any:
+    """The component a node runs: a sweep node's is its trial."""
+    from azure.ai.ml.entities._builders.sweep import Sweep
+
+    return node.trial if isinstance(node, Sweep) else node.component
+
+
+def _search_space_problems(node_name: str, node: Any, spec: dict[str, Any]) -> list[str]:
+    """A sweep node's search space against the trial's spec: every port a parameter of it, every choice
+    and every range's ends within its type, min/max and enum (a log range's ends are natural logs)."""
+    import math
+
+    from azure.ai.ml.sweep import Choice, LogUniform, Uniform
+
+    problems = []
+    for port, space in (getattr(node, "search_space", None) or {}).items():
+        if port not in spec["inputs"]:
+            problems.append(f"jobs.{node_name}.search_space: {spec['name']} has no input {port!r}")
+            continue
+        if isinstance(space, Choice):
+            values = list(space.values)
+        elif isinstance(space, LogUniform):
+            values = [math.exp(space.min_value), math.exp(space.max_value)]
+        elif isinstance(space, Uniform):
+            values = [space.min_value, space.max_value]
+        else:
+            continue  # a distribution without bounds (normal, ...): the trial's own check stops bad draws
+        if spec["inputs"][port]["type"] == "integer" and not isinstance(space, Choice):
+            problems.append(f"jobs.{node_name}.search_space.{port}: an integer takes a choice or randint")
+            continue
+        for value in values:
+            try:
+                check_value(spec["name"], port, spec["inputs"][port], value)
+            except UserInputError as error:
+                problems.append(f"jobs.{node_name}.search_space: {error}")
+    return problems
 
 
 def restore_booleans(values: dict[str, Any], declared: dict[str, Any]) -> dict[str, Any]:
@@ -263,7 +302,7 @@ def edge_problems(pipeline_job: PipelineJob) -> list[str]:
     names = {
         node: stage
         for node, job in pipeline_job.jobs.items()
-        if (stage := str(getattr(job.component, "name", "")).removeprefix("mnist_mlops_")) in ours
+        if (stage := str(getattr(_component_of(job), "name", "")).removeprefix("mnist_mlops_")) in ours
     }
     problems = []
     for node_name, node in data["jobs"].items():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mnist_mlops import __version__
 from mnist_mlops.errors import USER_ERROR_EXIT_CODE, UserInputError, exit_on_user_error
-from mnist_mlops.pipelines.job_options import add_job_options, job_from_options
+from mnist_mlops.pipelines.job_options import add_job_options, add_sweep_option, job_from_options
 from mnist_mlops.ports import component_dir, component_names, load_spec, parse_value
 
 
@@ -43,6 +43,15 @@ def _add_component_command(subparsers: argparse._SubParsersAction, name: str) ->
             required=True,
             help=f"{definition.get('description', '')} [path]",
         )
+    _add_verbose_option(parser)
+
+
+def _add_verbose_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the frameworks' own logs on the console (mldesigner, TensorFlow, libraries)",
+    )
 
 
 def _run_component_command(args: argparse.Namespace) -> int:
@@ -58,23 +67,41 @@ def _run_component_command(args: argparse.Namespace) -> int:
             except UserInputError as error:
                 raise UserInputError(f"{_option(port)}: {error}") from None
     outputs = {port: getattr(args, f"out_{port}") for port in spec["outputs"]}
-    return run_component(args.component, inputs, outputs).returncode
+    code = run_component(args.component, inputs, outputs, verbose=args.verbose).returncode
+    if code == 0:  # a component that says nothing on success still says where its outputs are
+        print(f"{args.component} done: " + ", ".join(f"{port} {path}" for port, path in outputs.items()))
+    return code
 
 
 def _run_pipeline_command(args: argparse.Namespace) -> int:
     from mnist_mlops.pipelines.local import run_training_pipeline
 
+    if args.tracking == "on" and not args.verbose:
+        _quiet_mlflow()
     return run_training_pipeline(
         args.data,
         sha256=args.sha256,
         runs_dir=Path(args.runs_dir),
         overrides=args.set,
+        sweep=args.sweep,
         registry=args.registry,
         until=args.until,
         use_cache=not args.no_cache,
         isolation=args.isolation,
         tracking=args.tracking == "on",
+        verbose=args.verbose,
     )
+
+
+def _quiet_mlflow() -> None:
+    """This process's MLflow speaks of problems only: its notes (such as creating a new registry's
+    tables) are not the user's business. Set after its import, which configures its logger; the nodes
+    keep theirs in their logs."""
+    import logging
+
+    import mlflow  # noqa: F401
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def _models_command(args: argparse.Namespace) -> int:
@@ -104,7 +131,13 @@ def _card_command(uri: str, name: str, version: str) -> int:
     import tempfile
 
     from mnist_mlops import contracts
-    from mnist_mlops.registry import JUDGEMENT_TAG, client, download_folder
+    from mnist_mlops.registry import (
+        JUDGEMENT_BLESSING,
+        JUDGEMENT_CARD,
+        JUDGEMENT_TAG,
+        client,
+        download_folder,
+    )
 
     try:
         tags = client(uri).get_model_version(name, version).tags or {}
@@ -115,11 +148,11 @@ def _card_command(uri: str, name: str, version: str) -> int:
     if JUDGEMENT_TAG not in tags:
         raise UserInputError(f"{name} version {version}: registered before versions kept their model card")
     with tempfile.TemporaryDirectory(prefix="mnist-mlops-card-") as scratch:
-        folder = download_folder(uri, tags[JUDGEMENT_TAG], Path(scratch) / "evaluation", "model_card.md")
-        print((folder / "model_card.md").read_text())
-        blessing = contracts.read_json(folder / "blessing.json", "blessing")
+        folder = download_folder(uri, tags[JUDGEMENT_TAG], Path(scratch) / "evaluation", JUDGEMENT_CARD)
+        print((folder / JUDGEMENT_CARD).read_text())
+        blessing = contracts.read_json(folder / JUDGEMENT_BLESSING, "blessing")
     verdict = "blessed" if blessing["blessed"] else "not blessed"
-    print(f"blessing ({tags[JUDGEMENT_TAG]}/blessing.json): {verdict}")
+    print(f"blessing ({tags[JUDGEMENT_TAG]}/{JUDGEMENT_BLESSING}): {verdict}")
     for reason in blessing["reasons"]:
         print(f"  - {reason}")
     return 0
@@ -161,6 +194,13 @@ def _lineage_command(args: argparse.Namespace) -> int:
         requests=Path(args.requests) if args.requests else None,
     )
     print(json.dumps(document, indent=2) if args.json else render(document))
+    return 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from mnist_mlops.pipelines.run_report import write_run_report
+
+    print(write_run_report(Path(args.run_dir), registry=args.registry))
     return 0
 
 
@@ -208,9 +248,16 @@ def _rollback_command(args: argparse.Namespace) -> int:
 
 def _compile_command(args: argparse.Namespace) -> int:
     if args.target == "aml":
-        from mnist_mlops.pipelines.aml import compile_aml
+        from mnist_mlops.pipelines.aml import aml_graph, compile_aml, training_job
+        from mnist_mlops.pipelines.sweep import parse_sweep
 
-        print(compile_aml(Path(args.out)))
+        sweep = parse_sweep(aml_graph(), args.sweep)
+        print(compile_aml(Path(args.out), training_job(sweep=sweep) if sweep else None))
+    elif args.sweep:
+        raise UserInputError(
+            "--sweep: the Kubeflow pipeline has no sweep node (Katib is not wired in); compile for aml,"
+            " or sweep locally with mnist-mlops run --sweep"
+        )
     else:
         from mnist_mlops.pipelines.kfp import compile_kfp
 
@@ -321,6 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="on (default): MLflow runs on the run's registry, a parent per run and a child per node;"
         " off: none (the run's own outputs and run.json are the same)",
     )
+    run.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NODE.PARAM=V1,V2,...",
+        help="train once per combination of these values (repeatable: train.learning_rate=0.001,0.003"
+        " --sweep train.batch_size=64,128), each trial cached like a node in NODE.trial-N/, and go on with"
+        " the trial of the best validation accuracy (recorded in run.json)",
+    )
     run.add_argument("--until", metavar="NODE", help="stop after this node")
     run.add_argument("--no-cache", action="store_true", help="run every node even if its result is cached")
     run.add_argument(
@@ -329,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="process",
         help="process (default): each node in its own process; container: in its component image, no network",
     )
+    _add_verbose_option(run)
     run.set_defaults(handler=_run_pipeline_command)
 
     for name in component_names():
@@ -365,6 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--json", action="store_true", help="print one JSON document (schema lineage)")
     lineage.set_defaults(handler=_lineage_command)
 
+    report = subparsers.add_parser(
+        "report",
+        help="(re)write a run folder's report.html: graph, data, training, evaluation, blessing, lineage",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (runs/<id>, holding run.json)")
+    report.add_argument(
+        "--registry", help="the registry the lineage asks (default: the one the run registered in)"
+    )
+    report.set_defaults(handler=_report_command)
+
     serve = subparsers.add_parser(
         "serve", help="serve a registered model on loopback (Azure ML inference server)"
     )
@@ -399,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="localhost/",
         help="KFP: prefix of the job images the pipeline names, ending in '/' (default localhost/)",
     )
+    add_sweep_option(compile_)
     compile_.set_defaults(handler=_compile_command)
 
     submit = subparsers.add_parser("submit", help="validate and submit the pipeline to an Azure ML workspace")

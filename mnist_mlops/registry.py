@@ -28,7 +28,12 @@ DEFAULT_REGISTRY_FILE = "mlflow.db"
 READY_TAG = "validation_status"
 JUDGEMENT_TAG = "evaluation_uri"
 """Where a version's judgement is (`runs:/<run>/evaluation`): the blessing, model card and evaluation
-report it was registered on, logged by register in its run."""
+report it was registered on, logged by register in its run under the JUDGEMENT_FILES names."""
+JUDGEMENT_BLESSING = "blessing.json"
+JUDGEMENT_CARD = "model_card.md"
+JUDGEMENT_REPORT = "evaluation_report.json"
+JUDGEMENT_FILES = (JUDGEMENT_BLESSING, JUDGEMENT_CARD, JUDGEMENT_REPORT)
+"""Whatever the platform named them (Azure ML names a file output after its port), kept as these."""
 SHIFT_TAG = "data_shift"
 SHIFT_REFERENCE_VERSION_TAG = "data_shift.reference_version"
 SHIFT_REFERENCE_DATASET_TAG = "data_shift.reference_dataset"

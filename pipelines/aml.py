@@ -15,7 +15,8 @@ workers (`distribution: tensorflow`, whose TF_CONFIG the train component reads),
 the model environment is CPU-only; a user-assigned managed identity for data and registry access; reuse
 per node from each component's `is_deterministic`; ingest's dataset registered by ingest itself as a
 data asset versioned by its content (`mnist_mlops.data_assets`), which later pipelines take as
-`azureml:<name>:<version>`.
+`azureml:<name>:<version>`. Optionally train becomes a hyperparameter sweep node (`pipelines.sweep`),
+still named train, so evaluate and register get the best trial's model.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from azure.ai.ml.entities import Component, ManagedIdentityConfiguration, Pipeli
 from mnist_mlops.data_assets import DATASET_ASSET
 from mnist_mlops.pipelines.graph import Node, Param, Ref, parameters, training_pipeline
 from mnist_mlops.pipelines.job_options import RAW_DATA
+from mnist_mlops.pipelines.sweep import Sweep, log_bounds
 from mnist_mlops.provenance import CODE_VERSION_ENV, code_version
 from mnist_mlops.runner import is_artifact
 from mnist_mlops.snapshot import code_root
@@ -58,8 +60,14 @@ def component(stage: str) -> Component:
     return load_component(code_root() / "components" / stage / "spec.yaml")
 
 
-def render(nodes: list[Node], *, name: str = PIPELINE_NAME, description: str = "") -> Any:
-    """A `dsl.pipeline` function over the graph: one pipeline input per Param, one node per Node."""
+def render(
+    nodes: list[Node], *, name: str = PIPELINE_NAME, description: str = "", sweep: Sweep | None = None
+) -> Any:
+    """A `dsl.pipeline` function over the graph: one pipeline input per Param, one node per Node; with a
+    `sweep`, its node becomes a sweep node of the same name, so downstream nodes get the best trial's
+    outputs. (The SDK accepts a sweep only while the pipeline is being built, hence here.)"""
+    if sweep is not None:
+        nodes = sweep.without_swept(nodes)
 
     def body(**values):  # the SDK reads the signature and annotations set below
         made: dict[str, Any] = {}
@@ -73,6 +81,8 @@ def render(nodes: list[Node], *, name: str = PIPELINE_NAME, description: str = "
                 elif value is not None:
                     bound[port] = value
             made[node.name] = component(node.component)(**bound)
+            if sweep is not None and node.name == sweep.node:
+                made[node.name] = made[node.name].sweep(**sweep_arguments(sweep))
             made[node.name].name = node.name
         return {output: made[node].outputs[port] for output, (node, port) in OUTPUTS.items() if node in made}
 
@@ -96,6 +106,44 @@ def render(nodes: list[Node], *, name: str = PIPELINE_NAME, description: str = "
     return dsl.pipeline(name=name, description=description)(body)
 
 
+def sweep_arguments(sweep: Sweep) -> dict[str, Any]:
+    """The sweep as the arguments of azure-ai-ml's `Command.sweep`. A boolean is refused: the service
+    hands a boolean choice to the trial as 1/0, which the component reads as false."""
+    from azure.ai.ml.sweep import BanditPolicy, Choice, LogUniform
+
+    from mnist_mlops.errors import UserInputError
+    from mnist_mlops.ports import load_spec
+
+    inputs = load_spec(sweep.component)["inputs"]
+    for port in sweep.space:
+        if inputs[port]["type"] == "boolean":
+            raise UserInputError(
+                f"--sweep {sweep.node}.{port}: Azure ML passes a boolean choice to the trial as 1/0, which"
+                " the component reads as false; sweep it locally (mnist-mlops run --sweep)"
+            )
+
+    space = {
+        port: Choice(list(values)) if isinstance(values, tuple) else LogUniform(*(log_bounds(values)))
+        for port, values in sweep.space.items()
+    }
+    policy = sweep.early_termination
+    return {
+        "primary_metric": sweep.objective.metric,
+        "goal": sweep.objective.goal,
+        "sampling_algorithm": sweep.sampling,
+        "search_space": space,
+        "early_termination_policy": BanditPolicy(
+            slack_factor=policy.slack_factor,
+            evaluation_interval=policy.evaluation_interval,
+            delay_evaluation=policy.delay_evaluation,
+        ),
+        "max_total_trials": sweep.max_total_trials,
+        "max_concurrent_trials": sweep.limits.max_concurrent_trials,
+        "timeout": sweep.limits.timeout,
+        "trial_timeout": sweep.limits.trial_timeout,
+    }
+
+
 def aml_graph(deploy_target: str = "azureml", dataset_asset: str | None = DATASET_ASSET) -> list[Node]:
     """The training graph with ingest reading a mounted folder and registering its dataset as the data
     asset `dataset_asset` (a pipeline parameter; None registers none), the registry the job's own MLflow."""
@@ -106,10 +154,11 @@ def aml_graph(deploy_target: str = "azureml", dataset_asset: str | None = DATASE
 
 
 def training_pipeline_function(
-    deploy_target: str = "azureml", dataset_asset: str | None = DATASET_ASSET
+    deploy_target: str = "azureml", dataset_asset: str | None = DATASET_ASSET, sweep: Sweep | None = None
 ) -> Any:
     return render(
         aml_graph(deploy_target, dataset_asset),
+        sweep=sweep,
         description=(
             "Ingest a versioned, validated MNIST dataset, train a CNN, judge it against the production "
             "champion and KPI thresholds, register it if blessed and deploy it after infra validation."
@@ -129,9 +178,11 @@ def training_job(
     deploy_target: str = "azureml",
     dataset_asset: str | None = DATASET_ASSET,
     accept_data_shift: bool = False,
+    sweep: Sweep | None = None,
 ) -> PipelineJob:
     """The pipeline job with its settings: computes, distributed training, identity, reuse, data asset,
-    and whether a shift of the training data from production's is accepted (a recorded decision)."""
+    whether a shift of the training data from production's is accepted (a recorded decision), and a
+    hyperparameter sweep of train (`pipelines.sweep`; its trials train on one instance each)."""
     from azure.ai.ml import TensorFlowDistribution
     from azure.ai.ml.entities import JobResourceConfiguration
 
@@ -139,12 +190,16 @@ def training_job(
 
     if train_instance_count < 1 or train_workers_per_instance < 1:
         raise UserInputError("train_instance_count and train_workers_per_instance must be at least 1")
+    if sweep is not None and train_instance_count * train_workers_per_instance > 1:
+        raise UserInputError("a sweep's trials train on one instance each; drop the distributed training")
+    if sweep is not None and epochs is not None and "epochs" in sweep.space:
+        raise UserInputError("epochs is swept; give it in one place")
     values: dict[str, Any] = {"raw_data": Input(type="uri_folder", path=raw_data)}
     if epochs is not None:
         values["epochs"] = epochs
     if accept_data_shift:
         values["accept_data_shift"] = True
-    job = training_pipeline_function(deploy_target, dataset_asset)(**values)
+    job = training_pipeline_function(deploy_target, dataset_asset, sweep)(**values)
     job.settings.default_compute = compute
     job.settings.force_rerun = False  # reuse where a component is deterministic; see the module docstring
     trained = job.jobs["train"]
@@ -200,8 +255,9 @@ def compile_aml(out_dir: Path, job: PipelineJob | None = None) -> Path:
     with staged_dir(Path(out_dir)) as stage:
         materialize(stage)
         for node_name, node in document["jobs"].items():
-            stage_name = node["component"]["name"].removeprefix("mnist_mlops_")
-            node["component"] = f"./components/{stage_name}/spec.yaml"
+            kind = "trial" if node.get("type") == "sweep" else "component"  # a sweep node runs its trial
+            stage_name = node[kind]["name"].removeprefix("mnist_mlops_")
+            node[kind] = f"./components/{stage_name}/spec.yaml"
             _bundle_local_inputs(node.get("inputs") or {}, stage / "inputs" / node_name)
         _bundle_local_inputs(document.get("inputs") or {}, stage / "inputs" / "pipeline")
         (stage / "pipeline.yml").write_text(yaml.safe_dump(document, sort_keys=False))

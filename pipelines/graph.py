@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mnist_mlops.artifacts import file_name
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import check_value, component_names, load_spec, parse_value
 from mnist_mlops.runner import NODE_OUTPUT, PARENT_INPUT, is_artifact
@@ -145,6 +146,11 @@ def nodes_from_aml(job: Any) -> list[Node]:
         values[name] = getattr(data, "path", data)  # an Input's local path or a parameter's value
     pending: dict[str, Node] = {}
     for name, node in document["jobs"].items():
+        if node.get("type") == "sweep":
+            raise UserInputError(
+                f"node {name} is an Azure ML sweep node; locally, sweep with mnist-mlops run --sweep"
+                f" {name}.PARAM=V1,V2"
+            )
         stage = str(getattr(job.jobs[name].component, "name", "")).removeprefix("mnist_mlops_")
         if stage not in component_names():
             raise UserInputError(f"node {name}: {stage!r} is not one of this project's components")
@@ -221,11 +227,14 @@ def apply_overrides(nodes: list[Node], overrides: list[str]) -> None:
             check_value(node_name, param, spec["inputs"][param], node.inputs[param])
 
 
-def output_path(run_dir: Path, node: str, port: str, kind: str) -> Path:
-    return run_dir / node / (f"{port}.json" if kind == "uri_file" else port)
+def output_path(run_dir: Path, node: str, component: str, port: str) -> Path:
+    """Where a node's output lives in a local run: a folder named after the port, or a file named after
+    the port and what it holds (`artifacts.file_name`)."""
+    is_file = load_spec(component)["outputs"][port]["type"] == "uri_file"
+    return run_dir / node / (file_name(component, port) if is_file else port)
 
 
 def ref_path(run_dir: Path, ref: Ref, nodes: list[Node]) -> Path:
-    """Where another node's output lives, from the output's type in that node's spec."""
+    """Where another node's output lives."""
     (component,) = [node.component for node in nodes if node.name == ref.node]
-    return output_path(run_dir, ref.node, ref.output, load_spec(component)["outputs"][ref.output]["type"])
+    return output_path(run_dir, ref.node, component, ref.output)

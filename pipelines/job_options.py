@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from mnist_mlops.data_assets import DATASET_ASSET
+from mnist_mlops.pipelines.sweep import DEFAULT, DEFAULT_SPACE, OBJECTIVES, Limits, describe
 
 RAW_DATA = "azureml://datastores/workspaceblobstore/paths/mnist/"
 NO_ASSET = "none"
@@ -32,11 +33,27 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
         help="promote even when the training data shifted from production's (evaluate.accept_data_shift):"
         " an explicit decision, recorded in the blessing and the registry's tags",
     )
+    add_sweep_option(parser)
+
+
+def add_sweep_option(parser: argparse.ArgumentParser) -> None:
+    """`--sweep` for an Azure ML job (`submit`, schedules, `compile --target aml`)."""
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="default|NODE.PARAM=V1,V2,...",
+        help=f"make train a sweep node (objective {OBJECTIVES['train'].metric}, Bandit early termination, at"
+        f" most {Limits().max_total_trials} trials, {Limits().max_concurrent_trials} at once): '{DEFAULT}'"
+        f" samples {describe(DEFAULT_SPACE)}; train.PARAM=V1,V2 chooses among the values given (repeatable;"
+        " replaces the default's for that parameter; explicit values only: every combination is tried)",
+    )
 
 
 def job_from_options(args: argparse.Namespace) -> Any:
     """The training pipeline job the options describe (`pipelines.aml.training_job`)."""
-    from mnist_mlops.pipelines.aml import training_job
+    from mnist_mlops.pipelines.aml import aml_graph, training_job
+    from mnist_mlops.pipelines.sweep import parse_sweep
 
     return training_job(
         args.data,
@@ -46,4 +63,5 @@ def job_from_options(args: argparse.Namespace) -> Any:
         deploy_target=args.deploy_target,
         dataset_asset=None if args.dataset_asset == NO_ASSET else args.dataset_asset,
         accept_data_shift=args.accept_data_shift,
+        sweep=parse_sweep(aml_graph(), args.sweep),
     )

@@ -12,17 +12,26 @@ parameters that only label the result and stay out of the key; `reuse_when_same_
 that adds nothing to judge when it holds the same content as another (`step_cache.SameContentRule`:
 evaluate's champion that is the challenger itself). A node reused that way is reported as cached, with
 the rule's reason on the console and in the run's outcome.
+
+A sweep (`--sweep`, `pipelines.sweep`) runs its node once per trial as `<node>.trial-<n>`, each like any
+node (cache, folder, MLflow run), and gives the nodes downstream the best trial's outputs in the node's
+own folder; run.json records every trial under the node's `sweep`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shlex
+import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mnist_mlops import contracts
 from mnist_mlops.atomic import atomic_write_text
@@ -39,6 +48,8 @@ from mnist_mlops.pipelines.graph import (
     ref_path,
     training_pipeline,
 )
+from mnist_mlops.pipelines.run_report import report_finished_run
+from mnist_mlops.pipelines.sweep import Sweep, parse_sweep
 from mnist_mlops.ports import load_metadata, load_spec
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import registry_uri
@@ -73,6 +84,10 @@ class RunOptions:
     registry: str | None = None
     tracking: bool = True
     """MLflow runs on the run's registry: a parent per pipeline run, a child per node."""
+    sweep: Sweep | None = None
+    """A node trained once per point of a grid, going on with the best trial (`pipelines.sweep`)."""
+    verbose: bool = False
+    """Nodes' whole output on the console too, not only their progress (all of it is in their log.txt)."""
 
 
 def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions) -> int:
@@ -102,7 +117,10 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     notes: list[str] = []  # why a node was reused other than by its own key
     for node in nodes:
         try:
-            entry, note = _run_node(node, nodes, run_dir, cache, options, known, runs)
+            if options.sweep is not None and node.name == options.sweep.node:
+                entry, note = _run_sweep(node, nodes, run_dir, cache, options, known, runs), None
+            else:
+                entry, note = _run_node(node, nodes, run_dir, cache, options, known, runs)
         except UserInputError as error:  # the tracking store failed between nodes: say so in run.json too
             _finish(run_dir, record, _folders(nodes, run_dir), "failed", f"{node.name}: {error}")
             raise
@@ -140,7 +158,7 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     _finish(run_dir, record, folders, "succeeded", _outcome(folders, reused, notes))
     if runs is not None:
         runs.finish(runs.run_id, succeeded=True)
-    print(f"outputs: {run_dir}\nrun record: {run_dir / 'run.json'}")
+    _closing(run_dir, record, folders, registry_uri(options.registry))
     return 0
 
 
@@ -169,7 +187,7 @@ def _run_node(
         for port, value in node.inputs.items()
         if value is not None
     }
-    outputs = {port: output_path(run_dir, node.name, port, d["type"]) for port, d in spec["outputs"].items()}
+    outputs = {port: output_path(run_dir, node.name, node.component, port) for port in spec["outputs"]}
     artifacts = {
         port: known.get(str(path)) or content_sha256(Path(path))
         for port, path in inputs.items()
@@ -254,6 +272,68 @@ def _run_node(
     return entry, None
 
 
+def _run_sweep(
+    node: Node,
+    nodes: list[Node],
+    run_dir: Path,
+    cache: StepCache,
+    options: RunOptions,
+    known: dict[str, str],
+    runs: PipelineRuns | None,
+) -> dict:
+    """Run the sweep's trials as nodes `<node>.trial-<n>` (each through the step cache, in its own folder
+    and MLflow run), then place the best trial's outputs as the node's own, for the nodes downstream.
+    A failed trial fails the sweep: a pick among the rest would hide a configuration that breaks."""
+    objective = options.sweep.objective
+    spec = load_spec(node.component)
+    trials: list[dict] = []
+    entries: list[dict] = []
+    record = {"objective": {"metric": objective.metric, "goal": objective.goal}, "trials": trials}
+    for number, values in enumerate(options.sweep.grid(), start=1):
+        trial = Node(f"{node.name}.trial-{number}", node.component, node.inputs | values)
+        entry, _ = _run_node(trial, nodes, run_dir, cache, options, known, runs)
+        print(f"[{trial.name}] {entry['status']} in {entry['seconds']:.1f}s", flush=True)
+        trials.append(
+            {
+                "name": trial.name,
+                "parameters": {port: _plain(value) for port, value in values.items()},
+                "status": entry["status"],
+                "cache_key": entry["cache_key"],
+                "seconds": entry["seconds"],
+                "folder": str(run_dir / trial.name),
+                "objective": None,
+                "chosen": False,
+            }
+        )
+        entries.append(entry)
+        if entry["status"] == "failed":
+            return entry | {"name": node.name, "sweep": record}
+        trials[-1]["objective"] = objective.value(Path(entry["outputs"][objective.summary_port]["path"]))
+    best = objective.best([trial["objective"] for trial in trials])
+    trials[best]["chosen"] = True
+    chosen = entries[best]
+    outputs = {port: output_path(run_dir, node.name, node.component, port) for port in spec["outputs"]}
+    for port, path in outputs.items():
+        link_copy(Path(chosen["outputs"][port]["path"]), path)
+    note = (
+        f"the best of {len(trials)} trials by {objective.metric}: {trials[best]['name']}"
+        f" ({objective.metric} {trials[best]['objective']:.4f})"
+    )
+    print(f"[{node.name}] {note}", flush=True)
+    if runs is not None:  # the node's own run links to the chosen trial's
+        runs.cached_node(node.name, spec["name"], chosen["cache_key"], note, status="chosen_trial")
+    return chosen | {
+        "name": node.name,
+        "status": "cached" if all(entry["status"] == "cached" for entry in entries) else "done",
+        "seconds": round(sum(entry["seconds"] for entry in entries), 3),
+        "outputs": {
+            port: {"path": str(path), "sha256": chosen["outputs"][port]["sha256"]}
+            for port, path in outputs.items()
+        },
+        "sweep": record | {"chosen": trials[best]["name"]},
+    }
+
+
 def _reusable_hit(
     cache: StepCache, candidates: list[tuple[str, str | None]], policy: str, registry: str | None
 ) -> tuple[str, str | None, dict[str, dict[str, str]]] | None:
@@ -268,11 +348,18 @@ def _reusable_hit(
 def _execute(
     node: Node, inputs: dict, outputs: dict, log: Path, options: RunOptions, environment: dict[str, str]
 ) -> int:
-    """Run the node's component; `environment`: the variables that attach it to its MLflow run. In a
-    container (no network, only its own folders) the node logs nothing: its run records status only."""
+    """Run the node's component, its output in `log` and its progress on the console as `[node] ...`;
+    `environment`: the variables that attach it to its MLflow run. In a container (no network, only its
+    own folders) the node logs nothing: its run records status only."""
     if options.isolation == "process":
         return run_component(
-            node.component, inputs, outputs, log_path=log, environment=environment
+            node.component,
+            inputs,
+            outputs,
+            log_path=log,
+            environment=environment,
+            label=node.name,
+            verbose=options.verbose,
         ).returncode
     from mnist_mlops import containers
     from mnist_mlops.registry import registry_uri, sqlite_file
@@ -372,40 +459,50 @@ def _folders(nodes: list[Node], run_dir: Path) -> dict[str, Path]:
 
 def _finish(run_dir: Path, record: dict, folders: dict[str, Path], status: str, outcome: str) -> None:
     record |= {"status": status, "finished_at": utc_iso(datetime.now(UTC)), "outcome": outcome}
-    if report := _artifact(folders, "ingest", "data_report.json"):
+    if report := _artifact(folders, "ingest", "data_report"):
         record["lineage"]["dataset_version"] = report["dataset_version"]
-    if blessing := _artifact(folders, "evaluate", "blessing.json"):
+    if blessing := _artifact(folders, "evaluate", "blessing"):
         record["lineage"]["data_shift"] = blessing["data_shift"]["decision"]
-    if registration := _artifact(folders, "register", "registration_record.json"):
+    if registration := _artifact(folders, "register", "registration_record"):
         record["lineage"]["model_version"] = registration["version"]
-    if deployment := _artifact(folders, "deploy", "deployment_record.json"):
+    if deployment := _artifact(folders, "deploy", "deployment_record"):
         record["lineage"]["deployed"] = deployment["outcome"] == "deployed"
     _write_record(run_dir, record)
+    report_finished_run(run_dir)
 
 
-def _artifact(folders: dict[str, Path], component: str, file_name: str) -> dict | None:
+def _artifact(folders: dict[str, Path], component: str, port: str) -> dict | None:
     """A JSON output of the node running `component`, if the run got that far."""
-    path = folders[component] / file_name if component in folders else None
-    return json.loads(path.read_text()) if path and path.is_file() else None
+    if component not in folders:
+        return None
+    path = output_path(folders[component].parent, folders[component].name, component, port)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _summary(entries: list[dict]) -> None:
-    print(f"\n{'node':<12} {'status':<8} {'seconds':>8}")
+    print(f"\n{'node':<16} {'status':<8} {'seconds':>8}")
     for entry in entries:
-        print(f"{entry['name']:<12} {entry['status']:<8} {entry['seconds']:>8.1f}")
+        print(f"{entry['name']:<16} {entry['status']:<8} {entry['seconds']:>8.1f}")
+        for trial in entry.get("sweep", {}).get("trials", []):
+            values = " ".join(f"{port}={value}" for port, value in trial["parameters"].items())
+            score = "-" if trial["objective"] is None else f"{trial['objective']:.4f}"
+            metric = entry["sweep"]["objective"]["metric"]
+            mark = "  <- chosen" if trial["chosen"] else ""
+            row = f"  {trial['name']:<14} {trial['status']:<8} {trial['seconds']:>8.1f}"
+            print(f"{row}  {values}  {metric} {score}{mark}")
 
 
 def _outcome(folders: dict[str, Path], reused: set[str], notes: list[str]) -> str:
     """The gate's verdict, the registration and the deployment: the pipeline's answer, blessed or not.
     A registration or deployment reused from the cache changed nothing (the registry agreed with it),
     so it is reported as what stays, with the reasons of any rule that let a node be reused."""
-    if blessing := _artifact(folders, "evaluate", "blessing.json"):
+    if blessing := _artifact(folders, "evaluate", "blessing"):
         earlier = " (the verdict of an earlier run, reused)" if "evaluate" in reused else ""
         print(f"\nmodel {'blessed' if blessing['blessed'] else 'NOT blessed'}{earlier}:")
         for reason in blessing["reasons"]:
             print(f"  - {reason}")
     summary = "finished"
-    if registration := _artifact(folders, "register", "registration_record.json"):
+    if registration := _artifact(folders, "register", "registration_record"):
         if registration["registered"] and "register" in reused:
             summary = "nothing new registered"
             print(
@@ -417,24 +514,99 @@ def _outcome(folders: dict[str, Path], reused: set[str], notes: list[str]) -> st
         else:
             summary = "not registered"
             print(summary)
-    if deployment := _artifact(folders, "deploy", "deployment_record.json"):
+    if deployment := _artifact(folders, "deploy", "deployment_record"):
+        name, version = deployment["model_name"], deployment["model_version"]
+        was = f"{name} v{deployment['previous_version']}" if deployment["previous_version"] else "nothing"
         if deployment["outcome"] == "skipped":
-            summary = f"not deployed: production stays at {deployment['previous_version'] or 'nothing'}"
+            summary = f"not deployed: production stays at {was}"
             print(summary)
         elif "deploy" in reused:
-            name, version = deployment["model_name"], deployment["model_version"]
             summary = f"production stays at {name} v{version}, {summary}"
             print(f"production stays at {name} v{version}, deployed earlier")
         else:
-            summary = f"deployed {deployment['model_name']} v{deployment['model_version']}"
-            was = deployment["previous_version"] or "-"
-            print(f"{summary} to production (was {was}) at {deployment['endpoint']}; serve it with:")
-            registry = registration["registry_uri"] if registration else registry_uri()
-            elsewhere = f" --registry {registry}" if registry != registry_uri() else ""
-            print(f"  mnist-mlops serve --model models:/{deployment['model_name']}@production{elsewhere}")
+            summary = f"deployed {name} v{version}"
+            live = f", serving at {deployment['endpoint']}" if deployment["target"] != "local" else ""
+            print(f"{summary} to production (was {was}){live}")
+    elif "deploy" not in folders:
+        print("no deploy node in this run: production is unchanged")
     for note in notes:
         print(note)
     return "; ".join([summary, *notes])
+
+
+def _closing(run_dir: Path, record: dict, folders: dict[str, Path], registry: str) -> None:
+    """Where the run's figures and files are and, when its model is in production on this machine, the
+    lines that serve and call it: the deployment only moved the `production` alias, so nothing is
+    listening until `mnist-mlops serve` is started."""
+    figures = [
+        os.path.relpath(figure, run_dir)
+        for entry in record["nodes"]
+        for output in entry["outputs"].values()
+        for figure in _pngs(Path(output["path"]))
+    ]
+    shown = f"; figures {', '.join(figures)}" if figures else ""
+    print(f"outputs in {run_dir}: run.json (the run record){shown}")
+    deployment = _artifact(folders, "deploy", "deployment_record")
+    if not deployment or deployment["outcome"] != "deployed" or deployment["target"] != "local":
+        return
+    from mnist_mlops.deployments import key_path
+
+    name, endpoint, version = deployment["model_name"], deployment["endpoint"], deployment["model_version"]
+    production, port = f"models:/{name}@production", urlsplit(endpoint).port
+    (deploy,) = [entry for entry in record["nodes"] if entry["name"] == folders["deploy"].name]
+    example, images = _example_request(run_dir, Path(deploy["inputs"]["test_data"]["path"]))
+    print(f"\nproduction: {name} v{version} ({production} in {redact(registry)})")
+    if _listening(port):
+        print(f"something already listens on port {port}: if it is `mnist-mlops serve --model {production}`,")
+        print(f"it serves v{version} within seconds; from another terminal, score {images}:")
+    else:
+        elsewhere = f" --registry {shlex.quote(redact(registry))}" if registry != registry_uri() else ""
+        print("nothing is listening yet; serve it with:")
+        print(f"  mnist-mlops serve --model {production}{elsewhere} --port {port}")
+        print(f"then, from another terminal, score {images}:")
+    print(
+        f'  curl -s -H "Authorization: Bearer $(cat {shlex.quote(str(key_path(registry, name)))})"'
+        f' -H "Content-Type: application/json" -d @{shlex.quote(str(example))} {endpoint}'
+    )
+
+
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback port (a server started earlier)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _pngs(path: Path) -> list[Path]:
+    """The figures an output holds: a PNG file output, or the PNG files at the top of a folder output."""
+    if path.is_dir():
+        return sorted(path.glob("*.png"))
+    return [path] if path.suffix == ".png" and path.is_file() else []
+
+
+EXAMPLE_IMAGES = 2
+"""Test images (of different classes) in the example scoring request: a batch, yet a body a person reads."""
+
+
+def _example_request(run_dir: Path, test_data: Path) -> tuple[Path, str]:
+    """A scoring request body of the first test images deploy's canaries came from, written beside the
+    run (a curl line with the pixels inline would fill the screen); returns its path and what it holds."""
+    import numpy as np
+
+    from mnist_mlops.dataset import classes_of, load_split
+
+    manifest = contracts.read_json(test_data / "manifest.json", "preprocessed_manifest")
+    images, labels = load_split(test_data, manifest, "test")
+    _, firsts = np.unique(labels, return_index=True)  # the first image of each class, so the answers differ
+    chosen = sorted(firsts)[:EXAMPLE_IMAGES]
+    path = run_dir / "example_request.json"
+    document = {"instances": images[chosen].tolist()}
+    contracts.validate(document, "scoring_request", source=str(path))
+    atomic_write_text(path, json.dumps(document) + "\n")
+    shown = ", ".join(classes_of(manifest)[label] for label in labels[chosen])
+    return path, f"{len(document['instances'])} test images (classes {shown})"
 
 
 def run_training_pipeline(
@@ -443,14 +615,19 @@ def run_training_pipeline(
     sha256: str | None,
     runs_dir: Path,
     overrides: list[str],
+    sweep: Sequence[str] = (),
     registry: str | None = None,
     until: str | None = None,
     use_cache: bool = True,
     isolation: str = "process",
     tracking: bool = True,
+    verbose: bool = False,
 ) -> int:
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     nodes = training_pipeline({"source_uri": data, "source_sha256": sha256}, registry)
+    swept = parse_sweep(nodes, sweep, overrides)
+    if swept is not None:
+        swept.grid()  # a range (Azure ML only) is refused before anything runs
     values, node_overrides = parameter_overrides(nodes, overrides)
     bind_parameters(nodes, {**values, "pipeline_run_id": run_id})
     apply_overrides(nodes, node_overrides)
@@ -459,10 +636,19 @@ def run_training_pipeline(
         if until not in names:
             raise UserInputError(f"--until {until!r}: no such node; nodes: {', '.join(names)}")
         nodes = nodes[: names.index(until) + 1]
+        if swept is not None and swept.node not in names[: names.index(until) + 1]:
+            raise UserInputError(f"--sweep {swept.node}: the run stops before it (--until {until})")
     if isolation not in ("process", "container"):
         raise UserInputError(f"--isolation {isolation!r}: expected process or container")
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     print(f"run {run_id} in {run_dir}")
-    options = RunOptions(use_cache=use_cache, isolation=isolation, registry=registry, tracking=tracking)
+    options = RunOptions(
+        use_cache=use_cache,
+        isolation=isolation,
+        registry=registry,
+        tracking=tracking,
+        sweep=swept,
+        verbose=verbose,
+    )
     return run_nodes(nodes, run_dir, StepCache(runs_dir / ".cache"), options)

@@ -116,7 +116,7 @@ def test_shifted_data_never_reaches_production_silently(world, capsys):
     shifted = run(world, "shifted")
     assert shifted["blessing"]["blessed"] is False
     assert shifted["blessing"]["data_shift"]["decision"] == "shifted"
-    assert shifted["record"]["outcome"] == "not deployed: production stays at 1"
+    assert shifted["record"]["outcome"] == f"not deployed: production stays at {MODEL} v1"
     assert production_version(uri, MODEL) == "1"
     by_name = gates(shifted)
     assert by_name["max_data_shift"]["outcome"] == "fail"

@@ -292,7 +292,7 @@ def test_without_its_run_folder_a_version_reads_the_dataset_from_the_registry(
     assert document["in_production"] is True and document["model"]["aliases"] == ["production"]
     (note,) = document["notes"]
     assert f"no run folder {tmp_path / 'runs' / LATER_RUN_ID} on this machine" in note
-    assert "the blessing's reasons are kept only there" in note
+    assert "the run's nodes are kept only there" in note
 
 
 def test_a_run_folder_is_traced_to_the_version_it_registered_in_the_registry_it_used(
@@ -427,26 +427,12 @@ def test_a_registry_that_cannot_be_reached_is_a_clear_error(tmp_path, capsys):
     assert time.monotonic() - started < 30  # MLflow alone would retry for four minutes
 
 
-@pytest.mark.slow  # trains a model, runs the whole pipeline and starts a server
-def test_a_real_run_and_a_request_it_served_are_traced_end_to_end(tmp_path, capsys):
+@pytest.mark.slow  # reads the shared small run (conftest `deployed_run`) and starts a server
+def test_a_real_run_and_a_request_it_served_are_traced_end_to_end(deployed_run, capsys, tmp_path):
     from mnist_mlops.deployments import key_path
     from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
-    from tests.models import LENIENT
 
-    registry = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
-    runs = tmp_path / "runs"
-    (tmp_path / "kpis.json").write_text(json.dumps(LENIENT | {"min_accuracy": 0.3}))
-    data = write_png_tree(tmp_path / "data", small_splits(train_per_class=12, test_per_class=4))
-    argv = ["run", "--data", str(data), "--runs-dir", str(runs), "--registry", registry]
-    for setting in (
-        f"evaluate.thresholds={tmp_path / 'kpis.json'}",
-        "train.epochs=3",
-        "train.batch_size=16",
-        "deploy.canary_count=8",
-    ):
-        argv += ["--set", setting]
-    assert main(argv) == 0, capsys.readouterr().out
-    (run_dir,) = [folder for folder in runs.iterdir() if folder.name != ".cache"]
+    registry, runs, run_dir = deployed_run.registry, deployed_run.runs, deployed_run.run_dir
     capsys.readouterr()
 
     production = lineage_json(
@@ -456,12 +442,19 @@ def test_a_real_run_and_a_request_it_served_are_traced_end_to_end(tmp_path, caps
     assert production["run"]["run_id"] == run_dir.name and production["run"]["status"] == "succeeded"
     assert {node["name"] for node in production["run"]["nodes"]} >= {"ingest", "train", "evaluate", "deploy"}
     assert production["dataset"]["read_from"] == str(runs / run_dir.name / "ingest" / "data_report.json")
-    assert production["dataset"]["source_uri"] == str(data) and production["dataset"]["validation"] == "pass"
+    assert (
+        production["dataset"]["source_uri"] == str(deployed_run.data)
+        and production["dataset"]["validation"] == "pass"
+    )
     assert production["code_version"] and len(production["environment_hash"]) == 64
     assert production["blessing"]["blessed"] and production["blessing"]["reasons"]
     assert [event["effect"] for event in production["deployments"]] == ["entered"]
     assert production["notes"] == []
     assert lineage_json(capsys, str(run_dir))["model"] == production["model"]
+    elsewhere = lineage_json(  # on a machine without the run folder: the blessing kept with the version
+        capsys, f"models:/{MODEL}@production", "--registry", registry, "--runs-dir", str(tmp_path)
+    )
+    assert elsewhere["blessing"] == production["blessing"] | {"read_from": "registry artifacts"}
 
     key = key_path(registry, MODEL).read_text().strip()
     environment = server_environment(

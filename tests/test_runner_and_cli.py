@@ -108,35 +108,23 @@ def run_pipeline(data: Path, runs_dir: Path, *settings: str, registry: str | Non
 
 
 @pytest.mark.slow
-def test_run_executes_every_stage_and_applies_overrides(tmp_path, png_dataset, capsys):
-    code = run_pipeline(
-        png_dataset,
-        tmp_path / "runs",
-        "preprocess.validation_fraction=0.5",
-        "train.batch_size=8",
-        "train.epochs=2",
-        registry=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
-    output = capsys.readouterr().out
-    assert code == 0, output
-    (run_dir,) = [path for path in (tmp_path / "runs").iterdir() if path.name != ".cache"]
-    manifest = json.loads((run_dir / "preprocess" / "preprocessed" / "manifest.json").read_text())
-    assert manifest["validation_fraction"] == 0.5 and manifest["splits"]["validation"]["count"] == 30
+def test_run_executes_every_stage_and_applies_overrides(deployed_run):
+    run_dir, output = deployed_run.run_dir, deployed_run.stdout
+    assert all(f"[{node}]" in output for node in ("ingest", "preprocess", "train", "evaluate", "deploy"))
     assert (run_dir / "ingest" / "log.txt").is_file()
-    assert (
-        json.loads((run_dir / "train" / "training_summary.json").read_text())["hyperparameters"]["epochs"]
-        == 2
-    )
+    summary = json.loads((run_dir / "train" / "training_summary.json").read_text())
+    assert (summary["hyperparameters"]["epochs"], summary["hyperparameters"]["batch_size"]) == (3, 16)
     record = json.loads((run_dir / "register" / "registration_record.json").read_text())
     assert record["lineage"]["pipeline_run_id"] == run_dir.name
     blessing = json.loads((run_dir / "evaluate" / "blessing.json").read_text())
-    assert ("model blessed" if blessing["blessed"] else "model NOT blessed") in output
-    assert all(node in output for node in ("ingest", "preprocess", "train", "evaluate"))
+    assert blessing["blessed"] and "model blessed" in output
+    report = json.loads((run_dir / "evaluate" / "evaluation" / "evaluation_report.json").read_text())
+    assert report["thresholds_source"] == "given"
     champion = json.loads((run_dir / "resolve_champion" / "champion" / "champion.json").read_text())
     assert champion["found"] is False and "names no version" in champion["reason"]
     deployment = json.loads((run_dir / "deploy" / "deployment_record.json").read_text())
-    if not blessing["blessed"]:
-        assert deployment["outcome"] == "skipped" and "not deployed" in output
+    assert deployment["outcome"] == "deployed"
+    assert deployment["infra_validation"]["canary_sources"]["test_split"] == 8  # deploy.canary_count
 
 
 def test_run_names_the_failed_node_and_its_log(tmp_path, capsys):

@@ -1,16 +1,18 @@
-"""The runner's MLflow runs: a parent per pipeline run, a child per node that the node's own process
-attaches to (as on Azure ML), statuses from exit codes, cached nodes linked to the run that produced them."""
+"""The runner's MLflow runs: a parent per pipeline run, a child per node that gets what the node's process
+logged (through its outbox, or attached to the run directly as on Azure ML), statuses from exit codes,
+cached nodes linked to the run that produced them."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.tracking import TRACKING_SWITCH, PipelineRuns, node_run
+from mnist_mlops.tracking import OUTBOX, TRACKING_SWITCH, PipelineRuns, node_run
 
 NODE_SCRIPT = """
 from mnist_mlops.tracking import node_run
@@ -19,6 +21,7 @@ with node_run("train") as run:
     for epoch, accuracy in enumerate([0.5, 0.75], start=1):
         run.metrics({"val_accuracy": accuracy}, step=epoch)
     run.dataset("/data/mnist", "ab" * 32, "training", {"image_shape": "28x28"})
+    run.artifact(__import__("sys").argv[2], folder="figures", name="curves.png")
 raise SystemExit(int(__import__("sys").argv[1]))
 """
 
@@ -29,10 +32,17 @@ def runs(tmp_path) -> PipelineRuns:
     return PipelineRuns(uri, "mnist_mlops_training", "20261207-run", {"mnist_mlops.run_dir": str(tmp_path)})
 
 
-def run_node(runs: PipelineRuns, node_run_id: str, exit_code: int, **extra: str) -> int:
-    """The node's process, started as the runner starts it: on its own run through the environment."""
+def run_node(
+    runs: PipelineRuns, node_run_id: str, exit_code: int, *, direct: bool = False, **extra: str
+) -> int:
+    """The node's process, started as the runner starts it: on its own run through the environment;
+    `direct`: without the outbox, attached to its run as on Azure ML."""
     environment = {**runs.environment(node_run_id), **extra}
-    command = [sys.executable, "-c", NODE_SCRIPT, str(exit_code)]
+    if direct:
+        del environment[OUTBOX]
+    figure = Path(environment["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).with_name("figure.bin")
+    figure.write_bytes(b"\x89PNG figure")
+    command = [sys.executable, "-c", NODE_SCRIPT, str(exit_code), str(figure)]
     code = subprocess.run(command, env={**_base_environment(), **environment}, check=False).returncode
     runs.finish(node_run_id, succeeded=code == 0)
     return code
@@ -46,9 +56,10 @@ def _base_environment() -> dict[str, str]:
     }
 
 
-def test_a_node_logs_into_its_child_run_and_the_runner_sets_its_status(runs):
+@pytest.mark.parametrize("direct", [False, True], ids=["through its outbox", "directly"])
+def test_a_node_logs_into_its_child_run_and_the_runner_sets_its_status(runs, direct):
     train = runs.start_node("train", "mnist_mlops_train", "k" * 64)
-    assert run_node(runs, train, 0) == 0
+    assert run_node(runs, train, 0, direct=direct) == 0
     client = MlflowClient(runs.uri)
     run = client.get_run(train)
     assert run.info.status == "FINISHED" and run.info.run_name == "train"
@@ -58,13 +69,19 @@ def test_a_node_logs_into_its_child_run_and_the_runner_sets_its_status(runs):
     assert [(point.step, point.value) for point in history] == [(1, 0.5), (2, 0.75)]
     (dataset,) = run.inputs.dataset_inputs
     assert dataset.dataset.digest == "ab" * 8 and {tag.key for tag in dataset.tags} >= {"dataset_version"}
+    (figure,) = client.list_artifacts(train, "figures")
+    assert figure.path == "figures/curves.png" and figure.file_size == len(b"\x89PNG figure")
     assert len(client.search_experiments()) == 2  # Default and the pipeline's: the node made none
 
 
 def test_a_failed_node_is_failed_whatever_its_process_set(runs):
     evaluate = runs.start_node("evaluate", "mnist_mlops_evaluate", "e" * 64)
+    outbox = Path(runs.environment(evaluate)[OUTBOX])
     assert run_node(runs, evaluate, 3) == 3
-    assert MlflowClient(runs.uri).get_run(evaluate).info.status == "FAILED"
+    run = MlflowClient(runs.uri).get_run(evaluate)
+    assert run.info.status == "FAILED"
+    assert run.data.params == {"epochs": "2"}  # what it logged before it failed is kept
+    assert not outbox.exists()
 
 
 def test_tracking_off_logs_nothing(runs):

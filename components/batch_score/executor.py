@@ -52,6 +52,7 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked
+from mnist_mlops.progress import Progress
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import registry_uri, sqlite_file
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels, parse_model_uri
@@ -64,6 +65,8 @@ class named by the file's folder when `labels` takes it as a label (`expected_cl
 PREDICT_BATCH = 512
 """Images per tf.function call: measured a little faster than 2048 on 2 cores (stays in cache)."""
 CHECKPOINT_FORMAT = 2
+PROGRESS_SECONDS = 2.0
+"""Progress is reported after a mini-batch at most this often (a small one takes milliseconds)."""
 LABEL_MODES = ("auto", "folders", "none")
 _PATH_ENCODING = ("utf-8", "surrogateescape")  # folder names that are not UTF-8 round-trip unchanged
 
@@ -220,10 +223,12 @@ def run_batch_score(
         flush=True,
     )
     load_seconds = resolve_seconds
+    already = sum(len(batches[index].paths) for index in done)
+    progress = Progress(len(entries), "files", items="img", start=already, every_seconds=PROGRESS_SECONDS)
     if pending and workers == 1:
-        load_seconds += _score_here(models, version, batches, pending, work)
+        load_seconds += _score_here(models, version, batches, pending, work, progress)
     elif pending:
-        load_seconds += _score_in_workers(models, version, batches, pending, work, workers)
+        load_seconds += _score_in_workers(models, version, batches, pending, work, workers, progress)
     parts = [_read_part(_part_path(work, index), len(batch.paths)) for index, batch in enumerate(batches)]
     if any(part is None for part in parts):
         raise RuntimeError(f"{work}: a mini-batch checkpoint is missing or damaged after scoring")
@@ -348,13 +353,17 @@ def _score_here(
     batches: Sequence[MiniBatch],
     pending: list[int],
     work: Path,
+    progress: Progress,
 ) -> float:
     """Score the pending mini-batches in this process; returns the model load time."""
     loading = time.perf_counter()
     loaded = models.load(version)
     load_seconds = time.perf_counter() - loading
+    scored = 0
     for index in pending:
         _write_part(work, index, score_mini_batch(loaded, *batches[index]))
+        scored += len(batches[index].paths)
+        progress.update(progress.start + scored, items=scored)
     return load_seconds
 
 
@@ -365,6 +374,7 @@ def _score_in_workers(
     pending: list[int],
     work: Path,
     workers: int,
+    progress: Progress,
 ) -> float:
     """Score the pending mini-batches in spawned processes (TensorFlow is not fork-safe), each loading
     the model once and pulling mini-batches from a queue, so a slow worker never holds up the others.
@@ -387,7 +397,7 @@ def _score_in_workers(
     for index in pending:
         tasks.put((index, batches[index]))
     ready_at = None
-    scored = 0
+    scored = files = 0
     try:
         while scored < len(pending):
             try:
@@ -401,7 +411,10 @@ def _score_in_workers(
                 raise RuntimeError(f"a scoring worker failed: {message}")
             if kind == "ready" and ready_at is None:
                 ready_at = time.perf_counter()
-            scored += kind == "scored"
+            if kind == "scored":
+                scored += 1
+                files += len(batches[message].paths)
+                progress.update(progress.start + files, items=files)
     finally:  # done (a worker still loading the model is not waited for) or failed
         for process in processes:
             process.terminate()

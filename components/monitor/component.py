@@ -34,7 +34,8 @@ def monitor(
         type="uri_folder", description="The scoring server's request log folder (*.jsonl request records)."
     ),
     report: Output(
-        type="uri_folder", description="monitor_report.json, drift.png; on an alert retrain_request.json."
+        type="uri_folder",
+        description="monitor_report.json, drift.png, report.html; on an alert retrain_request.json.",
     ),
     baseline: Input(
         type="uri_folder",

@@ -23,8 +23,8 @@ request (schema `retrain_request`) is written beside it, and the request is hand
 `on_breach` names (`mnist_mlops.retraining`: run the training pipeline here, submit it to Azure ML, or a
 user's own `package.module:function`); the monitor imports no orchestrator itself.
 
-Output folder (staged, renamed into place whole): ``monitor_report.json``, ``drift.png`` and, on an
-alert, ``retrain_request.json``.
+Output folder (staged, renamed into place whole): ``monitor_report.json``, ``drift.png``,
+``report.html`` (the same as a self-contained page) and, on an alert, ``retrain_request.json``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from mnist_mlops import contracts, data_shift, drift, features, references, retr
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.baselines import read_baseline
 from mnist_mlops.components.monitor import plot
+from mnist_mlops.components.monitor.page import PAGE_FILE, drift_page
 from mnist_mlops.dataset import classes_of
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.ports import checked
@@ -178,6 +179,7 @@ def run_monitor(
             stage / PLOT_FILE,
         )
         _announce(document)
+        breach_request = None
         if document["alert"]:
             breach_request = retrain_request(document, on_breach, retrain_data)
             contracts.write_json(stage / REQUEST_FILE, breach_request, "retrain_request")
@@ -186,6 +188,9 @@ def run_monitor(
         if document["retrain"]["status"] != "not_triggered":
             print(f"retrain {document['retrain']['status']}: {document['retrain']['detail']}", flush=True)
         contracts.write_json(stage / REPORT_FILE, document, "monitor_report")
+        (stage / PAGE_FILE).write_text(
+            drift_page(document, stage / PLOT_FILE, breach_request, REQUEST_FILE), encoding="utf-8"
+        )
     return document
 
 

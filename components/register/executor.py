@@ -15,6 +15,7 @@ and answers (`image_shape`, `classes`), so a registry user sees it without openi
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked, load_spec
 from mnist_mlops.provenance import code_version, environment_hash
 from mnist_mlops.registry import (
+    JUDGEMENT_FILES,
     JUDGEMENT_TAG,
     READY_TAG,
     SHIFT_REFERENCE_DATASET_TAG,
@@ -127,7 +129,8 @@ def run_register(
     with tempfile.TemporaryDirectory(prefix="reference-") as bundle:
         references.write_bundle(Path(bundle), preprocessed, Path(data_report))
         with exclusive(uri):
-            judgement = [Path(blessing), Path(evaluation) / "model_card.md", report_path]
+            given = (Path(blessing), Path(evaluation) / "model_card.md", report_path)
+            judgement = dict(zip(JUDGEMENT_FILES, given, strict=True))
             version = _register_verified(
                 Path(model), Path(bundle), judgement, golden[:GOLDEN_BATCH], model_name, uri, lineage
             )
@@ -147,7 +150,7 @@ def run_register(
 def _register_verified(
     model_dir: Path,
     reference: Path,
-    judgement: list[Path],
+    judgement: dict[str, Path],
     golden: np.ndarray,
     name: str,
     uri: str,
@@ -171,8 +174,10 @@ def _register_verified(
     with _job_run(uri) as run:
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         mlflow.log_artifacts(str(reference), artifact_path=references.ARTIFACT_PATH)
-        for path in judgement:
-            mlflow.log_artifact(str(path), artifact_path=JUDGEMENT_PATH)
+        with tempfile.TemporaryDirectory(prefix="judgement-") as kept:
+            for kept_as, path in judgement.items():
+                shutil.copyfile(path, Path(kept) / kept_as)
+            mlflow.log_artifacts(kept, artifact_path=JUDGEMENT_PATH)
         mlflow.log_metrics(lineage["metrics"])
         source = f"runs:/{run.info.run_id}/model"
     tags = {

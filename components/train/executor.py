@@ -30,12 +30,16 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.inference import predict_in_batches
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked
+from mnist_mlops.progress import Progress
 from mnist_mlops.provenance import code_version, environment_hash
 
 COMPONENT_NAME = "mnist_mlops_train"
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 """Logged as MLflow metric history after every epoch (step = epoch): a sweep's early termination reads
 `val_accuracy` while the trial runs."""
+PROGRESS_FIGURES = {"loss": "loss", "acc": "accuracy", "val_acc": "val_accuracy"}
+"""Each epoch's progress line (`mnist_mlops.progress`), word -> metric: short, so that with the images/s
+and the time left it fits an 80-column terminal."""
 
 
 @dataclass(frozen=True)
@@ -96,16 +100,16 @@ def run_train(
     with _chief_run(is_chief) as run:
         run.params({"seed": seed, **hyperparameters})
         run.tags({"dataset_version": splits.manifest["dataset_version"]})
+        progress = Progress(epochs, "epoch", items="img")
+
+        def on_epoch(row: dict[str, float]) -> None:
+            run.metrics({key: row[key] for key in EPOCH_METRICS}, step=row["epoch"])
+            if is_chief:  # workers train in lockstep: one voice reports
+                figures = {word: row[metric] for word, metric in PROGRESS_FIGURES.items()}
+                progress.update(row["epoch"], items=row["epoch"] * images_per_epoch, **figures)
+
         started = time.perf_counter()
-        history = _fit(
-            network,
-            train_step,
-            dataset,
-            splits.validation,
-            epochs,
-            images_per_epoch,
-            on_epoch=lambda row: run.metrics({key: row[key] for key in EPOCH_METRICS}, step=row["epoch"]),
-        )
+        history = _fit(network, train_step, dataset, splits.validation, epochs, images_per_epoch, on_epoch)
         wall = time.perf_counter() - started
         summary = _summary(
             splits.manifest, seed, hyperparameters, history, wall, epochs * images_per_epoch, cluster
@@ -243,11 +247,6 @@ def _fit(
         }
         history.append(row)
         on_epoch(row)
-        print(
-            f"epoch {epoch}/{epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.4f} "
-            f"val_loss {val_loss:.4f} val_accuracy {val_accuracy:.4f} ({row['seconds']:.1f}s)",
-            flush=True,
-        )
     return history
 
 

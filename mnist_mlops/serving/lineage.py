@@ -186,7 +186,7 @@ class _Tracer:
         trained = facts.get("training_summary", {})
         for key in ("code_version", "environment_hash"):
             document[key] = tags.get(key) or registered.get(key) or trained.get(key)
-        document["blessing"] = self._blessing(tags, facts.get("blessing"))
+        document["blessing"] = self._blessing(uri, tags, facts.get("blessing"))
         if model is not None:
             document["deployments"], document["in_production"] = self._deployments(uri, *model)
         return document
@@ -215,7 +215,7 @@ class _Tracer:
             self.notes.append(
                 f"pipeline run {run_id}: no run folder {folder} on this machine (pass --runs-dir: where"
                 " mnist-mlops run wrote it; on Azure ML the id names the pipeline job in the studio); the"
-                " run's nodes and the blessing's reasons are kept only there"
+                " run's nodes are kept only there"
             )
         return None
 
@@ -386,7 +386,7 @@ class _Tracer:
             self.notes.append(f"data report {source}: {error}")
             return None
 
-    def _download(self, uri: str, source: str, scratch: Path) -> Path | None:
+    def _download(self, uri: str, source: str, scratch: Path, what: str = "the data report") -> Path | None:
         import mlflow.artifacts
 
         try:
@@ -396,18 +396,32 @@ class _Tracer:
                 )
             )
         except Exception as error:  # MLflow, OS and HTTP errors: the registry may outlive its artifacts
-            self.notes.append(f"the data report {source} cannot be read ({_first_line(error)})")
+            self.notes.append(f"{what} {source} cannot be read ({_first_line(error)})")
             return None
 
-    def _blessing(self, tags: dict[str, str], blessing: dict[str, Any] | None) -> dict[str, Any] | None:
-        from mnist_mlops.registry import SHIFT_TAG
+    def _blessing(
+        self, uri: str | None, tags: dict[str, str], blessing: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The blessing from the run folder, else the copy register keeps with the version (its
+        `evaluation_uri`: the run folder may be on another machine, or Azure ML's), else the tags alone."""
+        from mnist_mlops.registry import JUDGEMENT_BLESSING, JUDGEMENT_TAG, SHIFT_TAG
 
+        read_from = "run folder"
+        if blessing is None and uri is not None and tags.get(JUDGEMENT_TAG):
+            source = f"{tags[JUDGEMENT_TAG].rstrip('/')}/{JUDGEMENT_BLESSING}"
+            with tempfile.TemporaryDirectory(prefix="mnist-mlops-lineage-") as scratch:
+                path = self._download(uri, source, Path(scratch), "the blessing")
+                try:
+                    blessing = contracts.read_json(path, "blessing") if path is not None else None
+                except UserInputError as error:
+                    self.notes.append(f"blessing {source}: {error}")
+            read_from = "registry artifacts" if blessing is not None else read_from
         if blessing is not None:
             return {
                 "blessed": blessing["blessed"],
                 "reasons": blessing["reasons"],
                 "data_shift": blessing["data_shift"]["decision"],
-                "read_from": "run folder",
+                "read_from": read_from,
             }
         if "blessed" not in tags:
             return None

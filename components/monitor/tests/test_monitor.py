@@ -1,4 +1,5 @@
-"""monitor on request logs written here: checks and outcomes, windows, bad lines, bad inputs, breach actions.
+"""monitor on request logs written here: checks and outcomes, windows, bad lines, bad inputs, breach actions,
+and the page (report.html) it writes beside its report.
 
 The logs hold the per-image statistics of real images (the test digits, clean or noise-corrupted), written
 in the server's record format with controlled times, statuses and latencies.
@@ -20,6 +21,7 @@ import pytest
 from mnist_mlops import contracts, features, retraining
 from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.components.monitor.executor import DEFAULT_THRESHOLDS, read_thresholds, run_monitor
+from mnist_mlops.components.monitor.page import PAGE_FILE
 from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.errors import ContractError, UserInputError
 from mnist_mlops.hashing import sha256_file
@@ -27,6 +29,7 @@ from mnist_mlops.pipelines import retrain
 from mnist_mlops.pipelines.aml import aml_graph
 from tests.datasets import colour_splits, digit_images, small_splits, write_png_tree
 from tests.models import preprocessed_digits
+from tests.pages import ParsedPage, console_of, loads_nothing
 from tests.test_azure_jobs import SUBSCRIPTION, RecordingMLClient
 
 START = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
@@ -594,3 +597,31 @@ def test_the_monitor_imports_no_orchestrator():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.usefixtures("rendered_page")  # installs Debian's chromium when it is missing
+def test_an_alert_page_shows_each_check_the_plot_and_the_retrain_request(tmp_path, baseline):
+    images, labels = clean_traffic()
+    entries = records(images, labels, START) + records(shifted(images), labels, START + timedelta(hours=1))
+    log = write_log(tmp_path / "log" / "requests-1.jsonl", entries)
+    (tmp_path / "recent.json").write_text(json.dumps({"schema_version": 1, "window": 200, "checks": []}))
+    report = run_monitor(log, tmp_path / "report", baseline=baseline, thresholds=tmp_path / "recent.json")
+    text = (tmp_path / "report" / PAGE_FILE).read_text()
+    assert loads_nothing(ParsedPage(text)) and "://" not in text
+    assert text.count("data:image/png;base64,") == 1  # drift.png
+    for check in report["checks"]:
+        assert f'<td>{check["metric"]}</td><td><span class="badge' in text
+    for reason in report["alert_reasons"]:
+        assert reason.replace(">", "&gt;") in text
+    assert "retrain_request.json" in text and "mean_intensity, ink_fraction" in text
+    dom, messages = console_of(tmp_path / "report" / PAGE_FILE, tmp_path / "profile")
+    assert messages == [] and "Drift over time" in dom
+
+
+def test_a_quiet_page_says_nothing_alerted(tmp_path, baseline):
+    images, labels = clean_traffic()
+    log = write_log(tmp_path / "log" / "requests-1.jsonl", records(images, labels, START))
+    report = run_monitor(log, tmp_path / "report", baseline=baseline)
+    text = (tmp_path / "report" / PAGE_FILE).read_text()
+    assert report["alert"] is False
+    assert "no check alerted" in text and "no retrain request: nothing alerted" in text
