@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import CACHED_RERUN_MAX_RATIO, CACHED_RERUN_MAX_S, DEFAULT_TARBALL, cached_rerun_meets_bar, run
 
+from mnist_mlops.pipelines.local import PIPELINE
 from mnist_mlops.registry import DEFAULT_REGISTRY_FILE, client
 
 GOAL_FIRST_RUN = 0.03
@@ -53,18 +54,21 @@ class Sample:
     nodes: int
     cached_nodes: int
     mlflow_runs: int
-    """Tracking on: the child runs of the pipeline's run; off: every run in the working directory's store."""
+    """Tracking on: the child runs of the pipeline's run; off: every run of the pipeline's experiment in
+    the working directory's store (register's run holding the model it registers is not tracking)."""
     mlflow_metrics: int
     """The metrics those runs hold."""
+    node_seconds: dict[str, float]
+    """Each node's own time (run.json), to see where a difference comes from."""
 
 
 def logged(workdir: Path, record: dict) -> tuple[int, int]:
     """(runs, metrics) that MLflow holds for this pipeline run: the children of its parent run when
-    tracked, else every run in the working directory's store (where there must be none)."""
+    tracked, else every run of the pipeline's experiment (where there must be none)."""
     store = client(f"sqlite:///{(workdir / DEFAULT_REGISTRY_FILE).resolve()}")
     if record["tracking"] is None:
-        experiments = [experiment.experiment_id for experiment in store.search_experiments()]
-        runs = store.search_runs(experiments) if experiments else []
+        experiment = store.get_experiment_by_name(PIPELINE)
+        runs = store.search_runs([experiment.experiment_id]) if experiment else []
     else:
         parent = record["tracking"]["run_id"]
         runs = store.search_runs(
@@ -88,6 +92,7 @@ def measure(workdir: Path, data: Path, tracking: str, kind: str, repeat: int, se
         cached_nodes=sum(node["status"] == "cached" for node in record["nodes"]),
         mlflow_runs=runs,
         mlflow_metrics=metrics,
+        node_seconds={node["name"]: node["seconds"] for node in record["nodes"]},
     )
     print(
         f"repeat {repeat}, {kind} run, tracking {tracking}: {seconds:.1f} s, {sample.cached_nodes} of "

@@ -562,12 +562,25 @@ def _closing(run_dir: Path, record: dict, folders: dict[str, Path], registry: st
     else:
         elsewhere = f" --registry {shlex.quote(redact(registry))}" if registry != registry_uri() else ""
         print("nothing is listening yet; serve it with:")
-        print(f"  mnist-mlops serve --model {production}{elsewhere} --port {port}")
+        print(f"  {_command()} serve --model {production}{elsewhere} --port {port}")
         print(f"then, from another terminal, score {images}:")
     print(
         f'  curl -s -H "Authorization: Bearer $(cat {shlex.quote(str(key_path(registry, name)))})"'
         f' -H "Content-Type: application/json" -d @{shlex.quote(str(example))} {endpoint}'
     )
+
+
+def _command() -> str:
+    """How this shell reaches the CLI: `mnist-mlops` when it is on PATH, else this environment's script
+    (the quick start installs into .venv without activating it)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "mnist-mlops"
+    found = shutil.which("mnist-mlops")
+    if not script.is_file() or (found is not None and Path(found).resolve() == script.resolve()):
+        return "mnist-mlops"
+    return shlex.quote(os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script))
 
 
 def _listening(port: int) -> bool:

@@ -25,7 +25,7 @@ from mnist_mlops.artifacts import ARTIFACTS, file_name
 from mnist_mlops.contracts import schema_names
 from mnist_mlops.dataset import load_split
 from mnist_mlops.pipelines.graph import Ref, output_path, ref_path, training_pipeline
-from mnist_mlops.pipelines.local import _closing, _outcome
+from mnist_mlops.pipelines.local import _closing, _command, _outcome
 from mnist_mlops.ports import component_names, load_spec
 from mnist_mlops.serving.server import ScoringClient, free_port, stop_process
 from tests.datasets import small_splits
@@ -107,8 +107,9 @@ def test_data(tmp_path_factory) -> Path:
 
 
 def test_a_local_deployment_ends_with_a_serve_line_and_a_curl_line_with_its_example(
-    tmp_path, test_data, capsys
+    tmp_path, test_data, capsys, monkeypatch
 ):
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     port = free_port()
     registry = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
     record, folders = deployed_folder(tmp_path, test_data, port)
@@ -128,6 +129,12 @@ def test_a_local_deployment_ends_with_a_serve_line_and_a_curl_line_with_its_exam
         test_data, contracts.read_json(test_data / "manifest.json", "preprocessed_manifest"), "test"
     )
     assert example["instances"] == images[[list(labels).index(0), list(labels).index(1)]].tolist()
+
+
+def test_the_serve_line_names_the_installed_script_when_it_is_not_on_path(monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    script = Path(sys.executable).parent / "mnist-mlops"
+    assert Path(_command()).resolve() == script.resolve()  # the quick start's .venv, not activated
 
 
 def test_a_server_already_listening_is_not_called_missing(tmp_path, test_data, capsys):
@@ -169,12 +176,14 @@ def test_a_run_ends_with_lines_that_serve_and_call_its_model(deployed_run, tmp_p
     if "something already listens on port 5001" in out:
         pytest.skip("port 5001 had a server during the shared run: its closing lines name no serve command")
     assert "nothing is listening yet; serve it with:" in lines
-    (serve,) = [line.strip() for line in lines if line.strip().startswith("mnist-mlops serve ")]
-    assert serve == f"mnist-mlops serve --model models:/{MODEL}@production --registry {registry} --port 5001"
+    (serve,) = [line.strip() for line in lines if " serve --model " in line]
+    command, _, arguments = serve.partition(" serve ")
+    assert arguments == f"--model models:/{MODEL}@production --registry {registry} --port 5001"
 
     port = free_port()  # the printed lines on a free port: this machine may serve 5001 already
     argv = shlex.split(serve)
-    argv[0] = str(Path(sys.executable).parent / argv[0])
+    if command == "mnist-mlops":  # on the PATH of whoever ran it
+        argv[0] = str(Path(sys.executable).parent / argv[0])
     argv[argv.index("--port") + 1] = str(port)
     environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     log = tmp_path / "serve.log"
