@@ -76,8 +76,8 @@ def _run_component_command(args: argparse.Namespace) -> int:
 def _run_pipeline_command(args: argparse.Namespace) -> int:
     from mnist_mlops.pipelines.local import run_training_pipeline
 
-    if args.tracking == "on" and not args.verbose:
-        _quiet_mlflow()
+    if not args.verbose:  # MLflow's notes (creating a new registry's tables) are not the user's business
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     return run_training_pipeline(
         args.data,
         sha256=args.sha256,
@@ -91,17 +91,6 @@ def _run_pipeline_command(args: argparse.Namespace) -> int:
         tracking=args.tracking == "on",
         verbose=args.verbose,
     )
-
-
-def _quiet_mlflow() -> None:
-    """This process's MLflow speaks of problems only: its notes (such as creating a new registry's
-    tables) are not the user's business. Set after its import, which configures its logger; the nodes
-    keep theirs in their logs."""
-    import logging
-
-    import mlflow  # noqa: F401
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def _models_command(args: argparse.Namespace) -> int:

@@ -130,28 +130,35 @@ def stream_node(
     failing = threading.Event()  # a command's traceback began: the rest of its stderr is the error
     said = threading.Event()  # the node put a line of its own on stderr
 
+    broken: list[OSError] = []  # a console or log that cannot be written: drain on, report at the end
+
     def pump(stream: IO[str], from_stderr: bool) -> None:
         for line in stream:
             with lock:
-                if log is not None:
-                    log.write(line)
-                    log.flush()
-                if (event := Event.parse(line)) is not None:
-                    view.progress(event)
-                    continue
-                if from_stderr and not pipeline and line.startswith(TRACEBACK):
-                    failing.set()
-                shown = (
-                    verbose
-                    or console_shows(line, from_stderr, pipeline=pipeline)
-                    or (from_stderr and failing.is_set())
-                )
-                if shown:
-                    view.echo(line, errors if from_stderr else console, prefixed=pipeline)
-                if from_stderr and shown:
-                    said.set()
-                elif from_stderr:
-                    held.append(line)
+                if broken:
+                    continue  # still read: a node whose pipe is not drained blocks for ever
+                try:
+                    tee(line, from_stderr)
+                except OSError as error:  # a closed terminal, `| head`, a full disk
+                    broken.append(error)
+
+    def tee(line: str, from_stderr: bool) -> None:
+        if log is not None:
+            log.write(line)
+            log.flush()
+        if (event := Event.parse(line)) is not None:
+            view.progress(event)
+            return
+        if from_stderr and not pipeline and line.startswith(TRACEBACK):
+            failing.set()
+        shown = verbose or console_shows(line, from_stderr, pipeline=pipeline)
+        shown = shown or (from_stderr and failing.is_set())
+        if shown:
+            view.echo(line, errors if from_stderr else console, prefixed=pipeline)
+        if from_stderr and shown:
+            said.set()
+        elif from_stderr:
+            held.append(line)
 
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(open(log_path, "w")) if pipeline else None
@@ -159,24 +166,28 @@ def stream_node(
             subprocess.Popen(
                 argv,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.STDOUT if pipeline else subprocess.PIPE,  # a log in the order written
                 text=True,
                 errors="replace",
                 env=env | {"PYTHONUNBUFFERED": "1"},  # progress as it happens, not when a buffer fills
             )
         )
-        pumps = [
-            threading.Thread(target=pump, args=(process.stdout, False), daemon=True),
-            threading.Thread(target=pump, args=(process.stderr, True), daemon=True),
-        ]
+        pumps = [threading.Thread(target=pump, args=(process.stdout, False), daemon=True)]
+        if not pipeline:
+            pumps.append(threading.Thread(target=pump, args=(process.stderr, True), daemon=True))
         for thread in pumps:
             thread.start()
         code = process.wait()
         for thread in pumps:
             thread.join()
-    view.close()
-    if not pipeline and code != 0 and not said.is_set():
-        errors.writelines(held)  # a crash with no word of its own: its last lines are the clue
+    with contextlib.suppress(OSError):
+        view.close()
+        if broken:
+            print(f"warning: {label}'s output was not all shown or logged: {broken[0]}", file=errors)
+        if not pipeline and code != 0 and not said.is_set():
+            errors.writelines(held)  # a crash with no word of its own: its last lines are the clue
+            if not held:
+                print(f"error: {label} exited with code {code}", file=errors)
     return code
 
 

@@ -28,7 +28,6 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,6 @@ class NodeRun:
     def __init__(self, run_id: str | None, outbox: Path | None = None) -> None:
         self.run_id = run_id
         self._outbox = outbox
-        self._files = count()
 
     @property
     def active(self) -> bool:
@@ -99,8 +97,8 @@ class NodeRun:
         if not self.active:
             return
         if self._outbox is not None:  # a copy: the file may be temporary
-            kept = self._outbox / "files" / str(next(self._files)) / (name or Path(path).name)
-            kept.parent.mkdir(parents=True)
+            (self._outbox / "files").mkdir(exist_ok=True)
+            kept = Path(tempfile.mkdtemp(dir=self._outbox / "files")) / (name or Path(path).name)
             shutil.copyfile(path, kept)
             self._keep("artifact", path=str(kept.relative_to(self._outbox)), folder=folder)
             return
@@ -156,6 +154,18 @@ def _log_dataset(
         print(f"warning: dataset input not logged ({str(error)[:200]}); recorded as tags", file=sys.stderr)
         fallback = [RunTag(f"dataset.{key}", value) for key, value in labels.items()]
         _logged(lambda: client.log_batch(run_id, tags=fallback))
+
+
+def _calls(text: str) -> list[dict[str, Any]]:
+    """An outbox's calls; a last line cut short (a node killed while writing it) is left out."""
+    calls = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            calls.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(text.splitlines()):
+                raise
+    return calls
 
 
 def _now_ms() -> int:
@@ -256,7 +266,9 @@ class PipelineRuns:
         """What the node's process needs to attach to its run (what Azure ML sets in a job: components
         that use MLflow themselves, as register does, log there), its outbox for the rest, and MLflow's
         HTTP retries cut from minutes to seconds unless set: a store that goes down fails the node soon."""
-        outbox = self._outboxes.setdefault(node_run_id, Path(tempfile.mkdtemp(prefix="mnist-mlops-outbox-")))
+        if node_run_id not in self._outboxes:
+            self._outboxes[node_run_id] = Path(tempfile.mkdtemp(prefix="mnist-mlops-outbox-"))
+        outbox = self._outboxes[node_run_id]
         return {
             OUTBOX: str(outbox),
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
@@ -290,7 +302,7 @@ class PipelineRuns:
         if outbox is not None:
             try:
                 self._deliver(run_id, outbox)
-            except UserInputError:
+            except Exception:  # a failed node's own error says more
                 if succeeded:
                     raise
             finally:
@@ -305,14 +317,17 @@ class PipelineRuns:
         from mlflow.entities import Metric, Param, RunTag
 
         calls_file = outbox / OUTBOX_CALLS
-        calls = (
-            [json.loads(line) for line in calls_file.read_text().splitlines()] if calls_file.exists() else []
-        )
+        calls = _calls(calls_file.read_text()) if calls_file.exists() else []
         params: dict[str, str] = {}
         tags: dict[str, str] = {}
         metrics = []
         for call in calls:
             if call["kind"] == "params":
+                changed = [key for key, value in call["values"].items() if params.get(key, value) != value]
+                if changed:
+                    raise UserInputError(
+                        f"MLflow params cannot change: {', '.join(changed)} logged again with another value"
+                    )
                 params |= call["values"]
             elif call["kind"] == "tags":
                 tags |= call["values"]

@@ -25,6 +25,7 @@ import os
 import secrets
 import shlex
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,7 +159,10 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     _finish(run_dir, record, folders, "succeeded", _outcome(folders, reused, notes))
     if runs is not None:
         runs.finish(runs.run_id, succeeded=True)
-    _closing(run_dir, record, folders, registry_uri(options.registry))
+    try:
+        _closing(run_dir, record, folders, registry_uri(options.registry))
+    except (OSError, UserInputError) as error:  # the run succeeded: only the advice is missing
+        print(f"warning: no serve and curl lines: {error}", file=sys.stderr)
     return 0
 
 
@@ -254,7 +258,12 @@ def _run_node(
     started = time.perf_counter()
     node_run = runs.start_node(node.name, spec["name"], key, also_file_under) if runs is not None else None
     environment = runs.environment(node_run) if runs is not None else {TRACKING_SWITCH: "off"}
-    code = _execute(node, inputs, outputs, log, options, environment)
+    try:
+        code = _execute(node, inputs, outputs, log, options, environment)
+    except BaseException:  # interrupted, or refused before it ran: its MLflow run is not left running
+        if runs is not None:
+            runs.finish(node_run, succeeded=False)
+        raise
     entry["seconds"] = round(time.perf_counter() - started, 3)
     if code != 0:
         entry["status"] = "failed"
@@ -545,7 +554,7 @@ def _closing(run_dir: Path, record: dict, folders: dict[str, Path], registry: st
         for figure in _pngs(Path(output["path"]))
     ]
     shown = f"; figures {', '.join(figures)}" if figures else ""
-    print(f"outputs in {run_dir}: run.json (the run record){shown}")
+    print(f"outputs in {run_dir.resolve()}: run.json (the run record){shown}")
     deployment = _artifact(folders, "deploy", "deployment_record")
     if not deployment or deployment["outcome"] != "deployed" or deployment["target"] != "local":
         return
@@ -560,9 +569,9 @@ def _closing(run_dir: Path, record: dict, folders: dict[str, Path], registry: st
         print(f"something already listens on port {port}: if it is `mnist-mlops serve --model {production}`,")
         print(f"it serves v{version} within seconds; from another terminal, score {images}:")
     else:
-        elsewhere = f" --registry {shlex.quote(redact(registry))}" if registry != registry_uri() else ""
         print("nothing is listening yet; serve it with:")
-        print(f"  {_command()} serve --model {production}{elsewhere} --port {port}")
+        where = shlex.quote(redact(registry))
+        print(f"  {_command()} serve --model {production} --registry {where} --port {port}")
         print(f"then, from another terminal, score {images}:")
     print(
         f'  curl -s -H "Authorization: Bearer $(cat {shlex.quote(str(key_path(registry, name)))})"'
@@ -574,7 +583,6 @@ def _command() -> str:
     """How this shell reaches the CLI: `mnist-mlops` when it is on PATH, else this environment's script
     (the quick start installs into .venv without activating it)."""
     import shutil
-    import sys
 
     script = Path(sys.executable).parent / "mnist-mlops"
     found = shutil.which("mnist-mlops")
@@ -614,8 +622,8 @@ def _example_request(run_dir: Path, test_data: Path) -> tuple[Path, str]:
     images, labels = load_split(test_data, manifest, "test")
     _, firsts = np.unique(labels, return_index=True)  # the first image of each class, so the answers differ
     chosen = sorted(firsts)[:EXAMPLE_IMAGES]
-    path = run_dir / "example_request.json"
-    document = {"instances": images[chosen].tolist()}
+    path = run_dir.resolve() / "example_request.json"  # read from another terminal, in another folder
+    document = {"instances": images[chosen].astype(int).tolist()}
     contracts.validate(document, "scoring_request", source=str(path))
     atomic_write_text(path, json.dumps(document) + "\n")
     shown = ", ".join(classes_of(manifest)[label] for label in labels[chosen])

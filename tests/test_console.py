@@ -190,7 +190,7 @@ def test_a_run_ends_with_lines_that_serve_and_call_its_model(deployed_run, tmp_p
     with open(log, "wb") as sink:
         server = subprocess.Popen(
             argv,
-            cwd=deployed_run.runs.parent,
+            cwd=tmp_path,  # another terminal, in another folder
             env=environment,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -200,7 +200,7 @@ def test_a_run_ends_with_lines_that_serve_and_call_its_model(deployed_run, tmp_p
         wait_until_healthy(server, f"http://127.0.0.1:{port}", log)
         called = subprocess.run(
             ["bash", "-c", curl.replace(endpoint, f"http://127.0.0.1:{port}/score")],
-            cwd=deployed_run.runs.parent,
+            cwd=tmp_path,  # another terminal, in another folder
             capture_output=True,
             text=True,
             check=True,

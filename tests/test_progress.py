@@ -116,8 +116,8 @@ def test_a_component_command_shows_the_projects_lines_and_hides_the_frameworks(t
 
 
 def test_verbose_shows_the_frameworks_logs_too(tmp_path):
-    _, console, errors = _stream(tmp_path, log=True, verbose=True)
-    assert f"[train] {MLDESIGNER_BANNER}" in console and f"[train] {TF_NOTICE}" in errors
+    _, console, errors = _stream(tmp_path, log=True, verbose=True)  # one stream, in the order written
+    assert f"[train] {MLDESIGNER_BANNER}" in console and f"[train] {TF_NOTICE}" in console
     _, console, errors = _stream(tmp_path, log=False, verbose=True)
     assert MLDESIGNER_BANNER in console.splitlines() and TF_NOTICE in errors.splitlines()
 
@@ -214,3 +214,25 @@ def test_a_run_shows_trains_progress_and_nothing_a_newcomer_must_ignore(deployed
     for noise in FRAMEWORK_NOISE:
         assert noise not in deployed_run.stdout + deployed_run.stderr, noise
     assert deployed_run.stderr == ""
+
+
+class _ClosedConsole(io.StringIO):
+    """A terminal that went away (`mnist-mlops run | head` after head exits)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_console_that_goes_away_never_blocks_the_node(tmp_path):
+    script = "for n in range(20000): print(f'progress: epoch {n % 9 + 1}/9 loss 0.5', flush=True)"
+    errors = io.StringIO()
+    code = stream_node(
+        [sys.executable, "-c", script],
+        dict(os.environ),
+        log_path=tmp_path / "log.txt",
+        label="train",
+        console=_ClosedConsole(),
+        errors=errors,
+    )
+    assert code == 0  # its pipe was drained to the end: more than a pipe's 64 KiB were written
+    assert "train's output was not all shown or logged: [Errno 32] Broken pipe" in errors.getvalue()

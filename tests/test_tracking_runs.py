@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.tracking import OUTBOX, TRACKING_SWITCH, PipelineRuns, node_run
+from mnist_mlops.tracking import OUTBOX, OUTBOX_CALLS, TRACKING_SWITCH, NodeRun, PipelineRuns, node_run
 
 NODE_SCRIPT = """
 from mnist_mlops.tracking import node_run
@@ -118,3 +118,38 @@ def test_a_component_run_on_its_own_without_a_tracking_uri_logs_nowhere(monkeypa
     with node_run("train") as run:
         assert not run.active
         run.metrics({"accuracy": 1.0})
+
+
+def test_an_outbox_of_any_size_reaches_the_run_whole_and_in_order(runs):
+    train = runs.start_node("train", "mnist_mlops_train", "b" * 64)
+    node = NodeRun(None, Path(runs.environment(train)[OUTBOX]))
+    node.tags({f"tag{index}": index for index in range(250)})  # past MLflow's 100 per batch
+    for step in range(2500):  # past its 1000 metrics per batch
+        node.metrics({"loss": 1 / (step + 1)}, step=step)
+    runs.finish(train, succeeded=True)
+    client = MlflowClient(runs.uri)
+    assert {f"tag{index}" for index in range(250)} <= set(client.get_run(train).data.tags)
+    history = client.get_metric_history(train, "loss")
+    assert [point.step for point in history] == list(range(2500))
+    assert all(point.timestamp > 0 for point in history)
+
+
+def test_a_param_logged_again_with_another_value_fails_as_on_azure_ml(runs):
+    train = runs.start_node("train", "mnist_mlops_train", "p" * 64)
+    node = NodeRun(None, Path(runs.environment(train)[OUTBOX]))
+    node.params({"epochs": 2})
+    node.params({"epochs": 2})  # the same value again is fine
+    node.params({"epochs": 3})
+    with pytest.raises(UserInputError, match="params cannot change: epochs"):
+        runs.finish(train, succeeded=True)
+
+
+def test_a_node_killed_while_writing_its_outbox_keeps_its_own_failure(runs):
+    evaluate = runs.start_node("evaluate", "mnist_mlops_evaluate", "f" * 64)
+    outbox = Path(runs.environment(evaluate)[OUTBOX])
+    NodeRun(None, outbox).metrics({"accuracy": 0.5})
+    with open(outbox / OUTBOX_CALLS, "a") as calls:
+        calls.write('{"kind": "metr')  # cut short
+    runs.finish(evaluate, succeeded=False)
+    run = MlflowClient(runs.uri).get_run(evaluate)
+    assert run.info.status == "FAILED" and run.data.metrics == {"accuracy": 0.5}

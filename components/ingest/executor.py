@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops import __version__, contracts, tracking
+from mnist_mlops.artifacts import file_name
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.data_assets import check_registrable, register_dataset
 from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE, describe_shape, save_array
@@ -204,7 +205,7 @@ def run_ingest(
     contracts.write_json(data_report, report, "data_report")
     with tracking.node_run("ingest") as run:
         _log_report(run, report, invalid_fraction)
-        run.artifact(data_report, name="data_report.json")  # the port's file is named by the platform
+        run.artifact(data_report, name=file_name("ingest", "data_report"))  # the platform names it
     step_done("written")
     return manifest
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops import __version__, contracts, plots, tracking
+from mnist_mlops.artifacts import file_name
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import UserInputError
@@ -122,7 +123,7 @@ def run_train(
         contracts.write_json(training_summary, summary, "training_summary")
         run.metrics({key: summary[key] for key in ("images_per_second", "wall_time_seconds")})
         run.tags({key: summary[key] for key in ("environment_hash", "code_version")})
-        run.artifact(training_curves, name="training_curves.png")  # the port's file is named by the platform
+        run.artifact(training_curves, name=file_name("train", "training_curves"))  # the platform names it
     return summary
 
 
