@@ -130,7 +130,7 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
         known |= {output["path"]: output["sha256"] for output in entry["outputs"].values()}
         record["nodes"].append(entry)
         _write_record(run_dir, record)
-        print(f"[{node.name}] {entry['status']} in {entry['seconds']:.1f}s", flush=True)
+        _announce(entry)
         if entry["status"] == "failed":
             tail = (
                 Path(entry["log"]).read_text().strip().splitlines()[-1:]
@@ -164,6 +164,11 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     except (OSError, UserInputError) as error:  # the run succeeded: only the advice is missing
         print(f"warning: no serve and curl lines: {error}", file=sys.stderr)
     return 0
+
+
+def _announce(entry: dict) -> None:
+    """The console line of a node (or a sweep's trial) that has ended."""
+    print(f"[{entry['name']}] {entry['status']} in {entry['seconds']:.1f}s", flush=True)
 
 
 def _pipeline_runs(options: RunOptions, run_dir: Path) -> PipelineRuns | None:
@@ -301,7 +306,7 @@ def _run_sweep(
     for number, values in enumerate(options.sweep.grid(), start=1):
         trial = Node(f"{node.name}.trial-{number}", node.component, node.inputs | values)
         entry, _ = _run_node(trial, nodes, run_dir, cache, options, known, runs)
-        print(f"[{trial.name}] {entry['status']} in {entry['seconds']:.1f}s", flush=True)
+        _announce(entry)
         trials.append(
             {
                 "name": trial.name,

@@ -33,6 +33,7 @@ from mnist_mlops.serving.request_log import RequestLog
 from mnist_mlops.serving.scorer import LoadedModel, Scorer
 from mnist_mlops.serving.server import free_port
 from tests.datasets import small_splits, write_png_tree
+from tests.run_folders import first_run_blessing
 
 MODEL = "mnist-mlops"
 RUN_ID = "20261207-010203-abc123"
@@ -105,23 +106,8 @@ def write_run(runs: Path, run_id: str, report: Path, registry: str, version: str
     (folder / "ingest").mkdir(parents=True)
     shutil.copyfile(report, folder / "ingest" / "data_report.json")
     dataset_version = json.loads(report.read_text())["dataset_version"]
-    blessing = {
-        "schema_version": 1,
-        "blessed": version is not None,
-        "reasons": REASONS if version else ["accuracy 0.12 < 0.5"],
-        "first_run_without_champion": True,
-        "model_uri": f"runs/{run_id}/train/model",
-        "dataset_version": dataset_version,
-        "evaluation_report_sha256": "b" * 64,
-        "data_shift": {
-            "decision": "no_reference",
-            "accepted": False,
-            "reference_model_version": None,
-            "reference_dataset_version": None,
-            "reasons": ["max_data_shift: no champion to compare with"],
-        },
-        "generated_at": "2026-12-07T01:03:00Z",
-    }
+    reasons = REASONS if version else ["accuracy 0.12 < 0.5"]
+    blessing = first_run_blessing(run_id, dataset_version, blessed=version is not None, reasons=reasons)
     registration = {
         "schema_version": 1,
         "registered": version is not None,

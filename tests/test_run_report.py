@@ -22,6 +22,7 @@ from mnist_mlops.html_report import GraphNode, Markup, Section, element, graph, 
 from mnist_mlops.pipelines.run_report import REPORT_FILE, report_finished_run, write_run_report
 from tests.datasets import small_splits, write_png_tree
 from tests.pages import ParsedPage, console_of, loads_nothing
+from tests.run_folders import first_run_blessing
 
 RUN_ID = "20261207-010203-abc123"
 HOSTILE = "<script>alert('x')</script>"
@@ -114,23 +115,8 @@ def failed_run(tmp_path: Path, data_report: Path) -> Path:
     history = [{"epoch": 1, "loss": 2.0, "accuracy": 0.3, "val_loss": 2.1, "val_accuracy": 0.2}]
     plots.training_curves(history, folder / "train" / "training_curves.png")
     dataset_version = json.loads(data_report.read_text())["dataset_version"]
-    blessing = {
-        "schema_version": 1,
-        "blessed": False,
-        "reasons": [f"accuracy 0.12 < 0.5 for class {HOSTILE}"],
-        "first_run_without_champion": True,
-        "model_uri": f"runs/{RUN_ID}/train/model",
-        "dataset_version": dataset_version,
-        "evaluation_report_sha256": "b" * 64,
-        "data_shift": {
-            "decision": "no_reference",
-            "accepted": False,
-            "reference_model_version": None,
-            "reference_dataset_version": None,
-            "reasons": ["max_data_shift: no champion to compare with"],
-        },
-        "generated_at": "2026-12-07T01:03:00Z",
-    }
+    reasons = [f"accuracy 0.12 < 0.5 for class {HOSTILE}"]
+    blessing = first_run_blessing(RUN_ID, dataset_version, blessed=False, reasons=reasons)
     contracts.write_json(folder / "evaluate" / "blessing.json", blessing, "blessing")
     record = {
         "schema_version": 1,
