@@ -111,7 +111,7 @@ def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> DeployedRun:
     argv = ["run", "--data", str(data), "--runs-dir", str(root / "runs"), "--registry", registry]
     for setting in (
         f"evaluate.thresholds={thresholds}",
-        "train.epochs=3",
+        "train.epochs=8",
         "train.batch_size=16",
         "deploy.canary_count=8",
     ):

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_inputs import arguments, test_pngs
+from serving_inputs import arguments, resident_mb, test_pngs
 
 from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
 from mnist_mlops.deployments import ensure_key, key_path
@@ -34,20 +34,6 @@ from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import RegistryModels
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 from mnist_mlops.serving.validation import invalid_requests, send_invalid
-
-
-def resident_mb(root_pid: int) -> float:
-    """RSS of a process and its children (the gunicorn master and its worker)."""
-    pids = [root_pid]
-    children = Path(f"/proc/{root_pid}/task/{root_pid}/children")
-    if children.exists():
-        pids += [int(pid) for pid in children.read_text().split()]
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def main() -> None:

@@ -1,15 +1,20 @@
-"""Benchmark: the batch_score executor vs a naive scoring loop, on the 10,000 MNIST test PNGs.
+"""Benchmark: the batch_score executor vs a naive scoring loop on the 10,000 MNIST test PNGs, and at 10x.
 
-    python benchmarks/batch_score.py [--registry URI] [--model models:/mnist-mlops@production] [--workers 1]
+    python benchmarks/batch_score.py [--registry URI] [--model models:/mnist-mlops@production] [--rounds 3]
 
 Needs a registry with a model trained on the shared MNIST (`mnist-mlops run` then `mnist-mlops deploy`
 make one in ./mlflow.db). The test PNGs (testing/<digit>/*.png of the shared tarball) are first copied
-into a tarball of their own (not timed). Both sides then go from that tarball to a predictions CSV:
-- ours: `run_batch_score` end to end (read the tarball, decode, predict, checkpoint, write CSV and
-  summary), best of `--rounds`; its figures exclude the one-off model load, reported apart for the
-  first (cold) round with that round's whole wall time, TensorFlow import included;
+into a tarball of their own, and ten times over (copy k's pixels differ from the others': its top-left
+pixel XOR k, re-encoded) into a second one (not timed). One cold run of ours comes first (its model
+load and wall time reported apart, not counted), then every round, interleaved:
+- ours: `run_batch_score` in a process of its own, end to end (read the tarball, decode, predict,
+  checkpoint, write CSV and summary), on the test PNGs and on the 10x tarball; its images/s exclude the
+  one-off model load (the summary's `model_load_seconds`); the 10x run's peak resident memory is the
+  scoring process's own (its VmHWM; with workers, the parent's: workers=1 is the default);
 - baseline: a naive loop over `tarfile` members, Pillow decoding each file and `model.predict` of the
   MLflow pyfunc model per mini-batch of 32, then `csv` (the model load is excluded likewise).
+Figures are medians over the rounds with their [min, max]. Parity: ours and the baseline predict the
+same class for every test PNG, and their confidences (6 decimals) differ by at most 1e-5.
 The last line printed is the JSON summary.
 """
 
@@ -21,6 +26,8 @@ import csv
 import io
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -37,13 +44,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_inputs import DEFAULT_TARBALL
 
 from mnist_mlops.archives import read_tar_gz
-from mnist_mlops.components.batch_score.executor import COLUMNS, expected_classes, run_batch_score
+from mnist_mlops.components.batch_score.executor import COLUMNS, expected_classes
 from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE
 from mnist_mlops.model_interface import MNIST
 from mnist_mlops.registry import registry_uri
 from mnist_mlops.serving.scorer import RegistryModels
 
 BASELINE_BATCH = 32
+SCALE = 10
+CONFIDENCE_TOLERANCE = 1e-5
+SCORE_IN_CHILD = """
+import sys
+from mnist_mlops.components.batch_score.executor import run_batch_score
+model, images, predictions, summary, registry, mini_batch_size, workers = sys.argv[1:]
+run_batch_score(model, images, predictions, summary, registry=registry,
+                mini_batch_size=int(mini_batch_size), workers=int(workers))
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+"""
+"""Scores in a fresh process and prints its peak resident memory in kB (VmHWM: this process's own, not
+its parent's, which a forked child's ru_maxrss would include)."""
 
 
 def arguments() -> argparse.Namespace:
@@ -55,29 +75,72 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--tarball", type=Path, default=DEFAULT_TARBALL, help="the shared MNIST PNG tarball")
     parser.add_argument("--workers", type=int, default=1, help="batch_score workers")
     parser.add_argument("--mini-batch-size", type=int, default=2048, help="batch_score mini_batch_size")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of ours; the best is reported")
-    return parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of ours (1x and 10x) and the baseline")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
 
 
-def test_tarball(shared: Path, target: Path) -> int:
-    """The testing/<digit>/*.png members of the shared tarball in a tarball of their own."""
+def test_tarballs(shared: Path, single: Path, scaled: Path) -> int:
+    """The testing/<digit>/*.png members of the shared tarball in a tarball of their own (`single`),
+    and SCALE times over in `scaled` (copy<k>/testing/...: copy k's top-left pixel XOR k, so no two
+    copies of an image have the same pixels). Returns the number of test PNGs."""
     entries = [entry for entry in read_tar_gz(shared) if "testing" in Path(entry.path).parts]
-    with tarfile.open(target, "w:gz") as archive:
+    with tarfile.open(single, "w:gz") as archive:
         for entry in entries:
-            info = tarfile.TarInfo(entry.path)
-            info.size, info.mtime = len(entry.data), int(entry.mtime)
-            archive.addfile(info, io.BytesIO(entry.data))
+            _add(archive, entry.path, entry.data, int(entry.mtime))
+    with tarfile.open(scaled, "w:gz") as archive:
+        for copy in range(SCALE):
+            for entry in entries:
+                _add(archive, f"copy{copy}/{entry.path}", _marked(entry.data, copy), int(entry.mtime))
     return len(entries)
 
 
-def baseline(tarball: Path, model_uri: str, uri: str, target: Path) -> tuple[float, list[int]]:
-    """The naive loop; returns its seconds (model load excluded) and its predicted classes."""
-    import mlflow.pyfunc
+def _add(archive: tarfile.TarFile, path: str, data: bytes, mtime: int) -> None:
+    info = tarfile.TarInfo(path)
+    info.size, info.mtime = len(data), mtime
+    archive.addfile(info, io.BytesIO(data))
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    model = mlflow.pyfunc.load_model(model_uri)
-    model.predict(np.zeros((BASELINE_BATCH, *MNIST_IMAGE_SHAPE), np.uint8))  # warm up, as ours is warmed
+
+def _marked(png: bytes, copy: int) -> bytes:
+    """The PNG with its top-left pixel XOR `copy` (copy 0: unchanged)."""
+    if copy == 0:
+        return png
+    with Image.open(io.BytesIO(png)) as image:
+        pixels = np.array(image)
+    pixels[0, 0] ^= copy
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def ours(tarball: Path, folder: Path, args: argparse.Namespace, uri: str) -> dict:
+    """`run_batch_score` in a process of its own; returns its summary with the process's wall seconds
+    and peak resident memory (MB)."""
+    command = [
+        sys.executable,
+        "-c",
+        SCORE_IN_CHILD,
+        args.model,
+        str(tarball),
+        str(folder / "predictions.csv"),
+        str(folder / "summary.json"),
+        uri,
+        str(args.mini_batch_size),
+        str(args.workers),
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"batch_score failed ({done.returncode}):\n{done.stderr}")
+    peak_kb = int(done.stdout.split()[-1])
+    summary = json.loads((folder / "summary.json").read_text())
+    return summary | {"wall_seconds": time.perf_counter() - started, "peak_rss_mb": peak_kb / 1024}
+
+
+def baseline(model, tarball: Path, target: Path) -> float:
+    """The naive loop over the tarball into CSV `target`; returns its seconds."""
     started = time.perf_counter()
     rows, paths, pixels = [], [], []
 
@@ -110,58 +173,107 @@ def baseline(tarball: Path, model_uri: str, uri: str, target: Path) -> tuple[flo
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows((*row, truth) for row, truth in zip(rows, truths, strict=True))
-    return time.perf_counter() - started, [row[1] for row in rows]
+    return time.perf_counter() - started
+
+
+def predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    classes = np.array([int(row["class"]) for row in rows])
+    return [row["path"] for row in rows], classes, np.array([float(row["confidence"]) for row in rows])
+
+
+def spread(values: list[float], digits: int = 1) -> dict:
+    """The median and [min, max] of a figure over the rounds."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
 
 
 def main() -> None:
     args = arguments()
     uri = registry_uri(args.registry)
+    figures: dict[str, list[float]] = {key: [] for key in ("ours", "baseline", "scale10", "scale10_rss")}
     with tempfile.TemporaryDirectory(prefix="batch-score-benchmark-") as folder:
         work = Path(folder)
-        tarball = work / "mnist_test_png.tar.gz"
-        images = test_tarball(args.tarball, tarball)
-        runs = []
+        single, scaled = work / "mnist_test_png.tar.gz", work / "mnist_test_png_x10.tar.gz"
+        images = test_tarballs(args.tarball, single, scaled)
+        first = ours(single, _fresh(work / "cold"), args, uri)
+        version_uri = f"models:/{RegistryModels(args.model, uri).name}/{first['model_version']}"
+        model = _pyfunc(version_uri, uri)
         for round_number in range(args.rounds):
-            predictions = work / f"ours-{round_number}" / "predictions.csv"
-            started = time.perf_counter()
-            summary = run_batch_score(
-                args.model,
-                tarball,
-                predictions,
-                predictions.with_name("summary.json"),
-                registry=uri,
-                mini_batch_size=args.mini_batch_size,
-                workers=args.workers,
+            run = ours(single, _fresh(work / f"ours-{round_number}"), args, uri)
+            figures["ours"].append(run["images_per_s"])
+            at_scale = ours(scaled, _fresh(work / f"scale10-{round_number}"), args, uri)
+            figures["scale10"].append(at_scale["images_per_s"])
+            figures["scale10_rss"].append(at_scale["peak_rss_mb"])
+            # Keras prints a progress bar per predict call: writing it to a terminal is not what we measure.
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                seconds = baseline(model, single, work / "baseline.csv")
+            figures["baseline"].append(images / seconds)
+            print(
+                f"round {round_number + 1}: ours {run['images_per_s']:.0f} img/s, at 10x"
+                f" {at_scale['images_per_s']:.0f} img/s peak {at_scale['peak_rss_mb']:.0f} MB,"
+                f" baseline {images / seconds:.0f} img/s",
+                file=sys.stderr,
+                flush=True,
             )
-            runs.append((summary["seconds"], time.perf_counter() - started, summary, predictions))
-        seconds, _, summary, predictions = min(runs, key=lambda run: run[0])
-        version_uri = f"models:/{RegistryModels(args.model, uri).name}/{summary['model_version']}"
-        # Keras prints a progress bar per predict call: writing it to a terminal is not what we measure.
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            baseline_seconds, baseline_classes = baseline(tarball, version_uri, uri, work / "baseline.csv")
-        with open(predictions, newline="") as handle:
-            ours_classes = [int(row["class"]) for row in csv.DictReader(handle)]
-        agreement = np.mean(np.array(ours_classes) == np.array(baseline_classes))
+        our_paths, our_classes, our_confidences = predictions(work / "ours-0" / "predictions.csv")
+        base_paths, base_classes, base_confidences = predictions(work / "baseline.csv")
+        if our_paths != base_paths or at_scale["scored"] != SCALE * images:
+            raise SystemExit("ours and the baseline scored different files")
+        agreement = float(np.mean(our_classes == base_classes))
+        confidence_difference = float(np.max(np.abs(our_confidences - base_confidences)))
+    ratios = [ours_rate / base for ours_rate, base in zip(figures["ours"], figures["baseline"], strict=True)]
     print(
         json.dumps(
             {
                 "model": version_uri,
                 "workers": args.workers,
                 "mini_batch_size": args.mini_batch_size,
-                "rounds_seconds": [round(run[0], 3) for run in runs],
-                "cold_model_load_seconds": runs[0][2]["model_load_seconds"],
-                "cold_wall_seconds": round(runs[0][1], 3),
-                "baseline_seconds": round(baseline_seconds, 3),
-                "classes_agree_with_baseline": round(float(agreement), 6),
+                "rounds": args.rounds,
                 "images": images,
-                "seconds": round(seconds, 3),
-                "images_per_s": round(images / seconds),
-                "baseline_images_per_s": round(images / baseline_seconds),
-                "ratio": round(baseline_seconds / seconds, 2),
-                "accuracy": summary["accuracy"],
+                "scale10_images": SCALE * images,
+                "cold_model_load_seconds": first["model_load_seconds"],
+                "cold_wall_seconds": round(first["wall_seconds"], 3),
+                "classes_agree_with_baseline": round(agreement, 6),
+                "confidence_max_abs_diff_vs_baseline": round(confidence_difference, 6),
+                "parity": agreement == 1.0 and confidence_difference <= CONFIDENCE_TOLERANCE,
+                "accuracy": first["accuracy"],
+                "spread": {
+                    "images_per_s": spread(figures["ours"]),
+                    "baseline_images_per_s": spread(figures["baseline"]),
+                    "ratio": spread(ratios, 2),
+                    "scale10_images_per_s": spread(figures["scale10"]),
+                    "scale10_peak_rss_mb": spread(figures["scale10_rss"]),
+                },
+                "images_per_s": round(statistics.median(figures["ours"])),
+                "baseline_images_per_s": round(statistics.median(figures["baseline"])),
+                "ratio": round(statistics.median(ratios), 2),
+                "scale10_images_per_s": round(statistics.median(figures["scale10"])),
+                "scale10_peak_rss_mb": round(statistics.median(figures["scale10_rss"])),
             }
         )
     )
+
+
+def _fresh(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
+
+
+def _pyfunc(version_uri: str, uri: str):
+    """The baseline's model: the registered MLflow pyfunc model, warmed as ours is."""
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model(version_uri)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        model.predict(np.zeros((BASELINE_BATCH, *MNIST_IMAGE_SHAPE), np.uint8))
+    return model
 
 
 if __name__ == "__main__":

@@ -1,21 +1,25 @@
-"""Benchmark: `mnist-mlops run` on the shared MNIST, first run vs cached rerun vs a changed parameter.
+"""Benchmark: `mnist-mlops run` on the shared MNIST, first run vs cached reruns vs a changed parameter.
 
-    python benchmarks/pipeline.py [--tarball ../shared/data/mnist_png.tar.gz]
+    python benchmarks/pipeline.py [--tarball ../shared/data/mnist_png.tar.gz] [--reruns 3]
 
 In a fresh working directory (its own ./runs and ./mlflow.db), with default parameters:
-1. the first full run, ingest to a validated local deployment;
-2. an immediate rerun with nothing changed (served from the step cache; resolve_champion asks the
-   registry again, since the first run's deploy moved production), then one more (`steady_rerun_s`:
-   production where the rerun found it, so every node comes from the cache);
-3. the baseline: the same rerun with --no-cache (what a runner without a content-addressed cache does);
+1. the first full run, ingest to a validated local deployment: one measurement (it trains; it is the
+   baseline the reruns are measured against, in the same process and on the same machine);
+2. `--reruns` reruns with nothing changed, each served from the step cache. The first of them is the
+   immediate rerun (`immediate_rerun_s`): resolve_champion asks the registry again, since the first
+   run's deploy moved production; the others find production where it was (`steady_rerun_s`).
+   `cached_rerun_s` is the median of all of them, `cached_rerun_spread_s` their max - min;
+3. the baseline of a runner without a content-addressed cache: the same rerun with --no-cache;
 4. a rerun after changing one train parameter (seed): only train and the nodes after it may rerun.
-The immediate rerun's bar (issue 5) is `cached_rerun_meets_bar`. The last line printed is the JSON summary.
+Issue 13's bar, `cached_rerun_meets_bar`: the median cached rerun within 2% of the first run (and
+issue 5's 30 s). The last line printed is the JSON summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,12 +28,17 @@ from pathlib import Path
 
 DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
 CACHED_RERUN_MAX_S = 30.0
-CACHED_RERUN_MAX_RATIO = 0.10
+CACHED_RERUN_MAX_RATIO = 0.02
 
 
 def cached_rerun_meets_bar(cached_s: float, first_s: float) -> bool:
-    """Issue 5's bar for an immediate rerun with nothing changed: in seconds and against the first run."""
+    """The bar for a rerun with nothing changed: against the first run (issue 13) and in seconds (issue 5)."""
     return cached_s <= CACHED_RERUN_MAX_S and cached_s / first_s <= CACHED_RERUN_MAX_RATIO
+
+
+def cached_count(record: dict) -> int:
+    """How many nodes of a run record came from the step cache."""
+    return sum(node["status"] == "cached" for node in record["nodes"])
 
 
 def run(workdir: Path, data: Path, *extra: str) -> tuple[float, dict]:
@@ -54,31 +63,41 @@ def run(workdir: Path, data: Path, *extra: str) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tarball", type=Path, default=DEFAULT_TARBALL)
+    parser.add_argument("--reruns", type=int, default=3, help="cached reruns to time (at least 2)")
     args = parser.parse_args()
+    if args.reruns < 2:
+        parser.error("--reruns: at least 2 (the immediate rerun and one with production where it was)")
+    data = args.tarball.resolve()
     with tempfile.TemporaryDirectory(prefix="mnist-mlops-pipeline-bench-") as scratch:
         workdir = Path(scratch)
-        first_s, first = run(workdir, args.tarball.resolve())
+        first_s, first = run(workdir, data)
         print(f"first run: {first_s:.1f} s, {first['outcome']}", flush=True)
-        cached_s, cached = run(workdir, args.tarball.resolve())
-        print(f"cached rerun: {cached_s:.1f} s", flush=True)
-        steady_s, steady = run(workdir, args.tarball.resolve())
-        print(f"cached rerun again: {steady_s:.1f} s", flush=True)
-        uncached_s, _ = run(workdir, args.tarball.resolve(), "--no-cache")
+        reruns = []
+        for number in range(1, args.reruns + 1):
+            reruns.append(run(workdir, data))
+            print(f"cached rerun {number}: {reruns[-1][0]:.2f} s", flush=True)
+        uncached_s, _ = run(workdir, data, "--no-cache")
         print(f"rerun without cache: {uncached_s:.1f} s", flush=True)
-        changed_s, changed = run(workdir, args.tarball.resolve(), "--set", "train.seed=7")
+        changed_s, changed = run(workdir, data, "--set", "train.seed=7")
         rerun = [node["name"] for node in changed["nodes"] if node["status"] == "done"]
         print(f"after train.seed=7: {changed_s:.1f} s, reran {rerun}", flush=True)
+    seconds = [rerun_s for rerun_s, _ in reruns]
+    cached_s = statistics.median(seconds)
     print(
         json.dumps(
             {
                 "first_run_s": round(first_s, 1),
                 "first_run_outcome": first["outcome"],
-                "cached_rerun_s": round(cached_s, 1),
-                "cached_nodes": sum(node["status"] == "cached" for node in cached["nodes"]),
-                "ratio": round(cached_s / first_s, 3),
+                "cached_rerun_s": round(cached_s, 2),
+                "cached_rerun_spread_s": round(max(seconds) - min(seconds), 2),
+                "cached_rerun_samples_s": [round(rerun_s, 2) for rerun_s in seconds],
+                "cached_nodes": cached_count(reruns[0][1]),
+                "ratio": round(cached_s / first_s, 4),
                 "cached_rerun_meets_bar": cached_rerun_meets_bar(cached_s, first_s),
-                "steady_rerun_s": round(steady_s, 1),
-                "steady_cached_nodes": sum(node["status"] == "cached" for node in steady["nodes"]),
+                "immediate_rerun_s": round(seconds[0], 2),
+                "immediate_rerun_ratio": round(seconds[0] / first_s, 4),
+                "steady_rerun_s": round(statistics.median(seconds[1:]), 2),
+                "steady_cached_nodes": min(cached_count(record) for _, record in reruns[1:]),
                 "no_cache_rerun_s": round(uncached_s, 1),
                 "nodes_rerun_after_param_change": rerun,
                 "param_change_rerun_s": round(changed_s, 1),

@@ -1,4 +1,5 @@
-"""What both serving benchmarks share: MNIST test PNGs from the shared tarball and a registered model."""
+"""What the serving benchmarks share: MNIST test PNGs from the shared tarball, a registered model, and
+the scoring server's resident memory."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mni
 
 
 def arguments(description: str, *, each: bool = False) -> argparse.Namespace:
+    parser = argument_parser(description)
+    if each:
+        parser.add_argument("--each", type=int, default=1000, help="requests of every malformed kind")
+    return parser.parse_args()
+
+
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """The options every serving benchmark takes (registry, model, test PNGs); add your own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--registry", help="MLflow registry URI (default ./mlflow.db, as `mnist-mlops run` made it)"
@@ -23,9 +32,7 @@ def arguments(description: str, *, each: bool = False) -> argparse.Namespace:
         "--tarball", type=Path, default=DEFAULT_TARBALL, help="MNIST PNG tarball (test images)"
     )
     parser.add_argument("--images", type=int, default=2560, help="test PNGs to use")
-    if each:
-        parser.add_argument("--each", type=int, default=1000, help="requests of every malformed kind")
-    return parser.parse_args()
+    return parser
 
 
 def test_pngs(tarball: Path, count: int) -> tuple[list[bytes], list[int]]:
@@ -43,3 +50,19 @@ def test_pngs(tarball: Path, count: int) -> tuple[list[bytes], list[int]]:
         raise SystemExit(f"{tarball}: only {len(blobs)} test PNGs found, wanted {count}")
     chosen = np.random.default_rng(0).choice(len(blobs), count, replace=False)
     return [blobs[i] for i in chosen], [labels[i] for i in chosen]
+
+
+def resident_mb(root_pid: int, measure: str = "Rss") -> float:
+    """Memory of a process and its children (the gunicorn master and its workers), from /proc:
+    "Rss" counts pages the processes share (libraries, the forked master's) once per process, "Pss"
+    splits them between the sharers, so its sum is what the server takes."""
+    pids = [root_pid]
+    children = Path(f"/proc/{root_pid}/task/{root_pid}/children")
+    if children.exists():
+        pids += [int(pid) for pid in children.read_text().split()]
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(f"{measure}:"):
+                total += int(line.split()[1])
+    return total / 1024

@@ -8,6 +8,7 @@ run past the end, bad header checksums, and archives that inflate beyond a byte 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +21,10 @@ BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _MAX_MTIME = 253402300800  # 10000-01-01: later (or NaN, or infinite) is not a real file time
 DEFAULT_MAX_INFLATED_BYTES = 4 << 30
+WINDOW_BYTES = 8 << 20
+"""Inflated bytes `iter_tar_gz` gathers before walking them: large enough that the per-window numpy
+checksum pass is cheap, small enough to be a fixed cost next to the dataset."""
+_READ_BYTES = 1 << 20
 _REGULAR = {b"0", b"\0", b"7"}
 _LINKS = {b"1": "hard link", b"2": "symbolic link"}
 _SPECIAL = {b"3": "character device", b"4": "block device", b"6": "FIFO"}
@@ -44,104 +49,176 @@ def gunzip(data: bytes, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES, source: 
 
     The output cap is passed to each inflate call, so a bomb stops at the cap instead of filling memory.
     """
-    pieces: list[bytes] = []
-    total = 0
-    pending = data
-    while pending:
-        inflater = isal_zlib.decompressobj(wbits=31)
-        chunk = pending
-        try:
-            while chunk:
-                piece = inflater.decompress(chunk, max_bytes + 1 - total)
-                total += len(piece)
-                pieces.append(piece)
-                if total > max_bytes:
-                    raise ArchiveError(
-                        f"{source}: inflates to more than {max_bytes} bytes (decompression bomb?)"
-                    )
-                chunk = inflater.unconsumed_tail
-        except isal_zlib.error as error:
-            raise ArchiveError(f"{source}: corrupt gzip data ({error})") from None
-        if not inflater.eof:
-            raise ArchiveError(f"{source}: truncated gzip data")
-        pending = inflater.unused_data
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return b"".join(_inflate((data,), max_bytes, source))
 
 
 def read_tar_gz(path: Path, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> list[FileEntry]:
     """Regular files of a .tar.gz, in archive order; raises ArchiveError on anything unsafe."""
-    return read_tar(gunzip(Path(path).read_bytes(), max_bytes=max_bytes, source=str(path)), source=str(path))
+    return list(iter_tar_gz(path, max_bytes=max_bytes))
+
+
+def iter_tar_gz(path: Path, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> Iterator[FileEntry]:
+    """Regular files of a .tar.gz, in archive order, read as the archive inflates.
+
+    Memory holds one window of the inflated tar (about `WINDOW_BYTES`, more only for a larger member),
+    never the whole archive. Every check of `read_tar` applies; each window's header checksums are
+    verified before any of its entries is yielded, so an error can surface after earlier entries were
+    seen: callers stage what they write. The inflated-size cap is a running total over the archive.
+    """
+    source = str(path)
+    walker = _TarWalker(source)
+    leftover = b""
+    pieces: list[bytes] = []
+    pending = 0
+    for piece in _inflate(_file_chunks(Path(path)), max_bytes, source):
+        if walker.ended:
+            continue  # past the end-of-archive marker: inflate on only to check the gzip stream
+        pieces.append(piece)
+        pending += len(piece)
+        if pending >= max(WINDOW_BYTES, 2 * len(leftover)):  # a member larger than the window grows it
+            window = leftover + b"".join(pieces)
+            entries, used = walker.walk(window, final=False)
+            yield from entries
+            leftover, pieces, pending = window[used:], [], 0
+    if not walker.ended:
+        yield from walker.walk(leftover + b"".join(pieces), final=True)[0]
+
+
+def _inflate(chunks: Iterable[bytes], max_bytes: int, source: str) -> Iterator[bytes]:
+    """The inflated bytes of gzip data arriving in `chunks` (concatenated members allowed); refuses more
+    than `max_bytes` in total, corrupt data and a truncated last member."""
+    total = 0
+    inflater = isal_zlib.decompressobj(wbits=31)
+    fed = False  # whether the current gzip member has had any input
+    for chunk in chunks:
+        while chunk:
+            fed = True
+            try:
+                piece = inflater.decompress(chunk, max_bytes + 1 - total)
+            except isal_zlib.error as error:
+                raise ArchiveError(f"{source}: corrupt gzip data ({error})") from None
+            total += len(piece)
+            if total > max_bytes:
+                raise ArchiveError(f"{source}: inflates to more than {max_bytes} bytes (decompression bomb?)")
+            if piece:
+                yield piece
+            if inflater.eof:
+                chunk = inflater.unused_data
+                inflater, fed = isal_zlib.decompressobj(wbits=31), False
+            else:
+                chunk = inflater.unconsumed_tail
+    if fed:
+        raise ArchiveError(f"{source}: truncated gzip data")
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_BYTES):
+            yield chunk
 
 
 def read_tar(buf: bytes, *, source: str = "archive") -> list[FileEntry]:
-    """Regular files of an uncompressed tar held in memory.
+    """Regular files of an uncompressed tar held in memory; any refusal raises before the caller sees a
+    single entry."""
+    return _TarWalker(source).walk(buf, final=True)[0]
 
-    Header checksums are verified for all headers at once with numpy after the walk, which is what
-    makes the walk cheap; any refusal raises before the caller sees a single entry.
+
+class _TarWalker:
+    """Walks the headers of one tar archive over consecutive windows of its bytes, carrying a GNU long
+    name or pax record that precedes a member across a window's end.
+
+    Header checksums are verified for a whole window at once with numpy after its walk, which is what
+    makes the walk cheap.
     """
-    end = len(buf)
-    pos = 0
-    long_name: bytes | None = None
-    pax: dict[str, str] = {}
-    header_offsets: list[int] = []
-    entries: list[FileEntry] = []
-    try:
-        while pos + BLOCK <= end:
-            header = buf[pos : pos + BLOCK]
-            if not header[0] and header == _ZERO_BLOCK:
-                break
-            header_offsets.append(pos)
-            typeflag = header[156:157]
-            name = _header_name(header)
-            size = (
-                _pax_number(pax, "size", source) if "size" in pax else _number(header[124:136], source, name)
-            )
-            start = pos + BLOCK
-            stop = start + size
-            if stop > end:
-                raise ArchiveError(
-                    f"{source}: member {_show(name)} runs past the end of the archive (truncated)"
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.offset = 0  # archive offset of the next window's first byte
+        self.long_name: bytes | None = None
+        self.pax: dict[str, str] = {}
+        self.ended = False
+
+    def walk(self, buf: bytes, *, final: bool) -> tuple[list[FileEntry], int]:
+        """The regular files of the complete members at the start of `buf` and the bytes they take; with
+        `final`, `buf` is the rest of the archive and a member cut short is refused as truncated."""
+        source = self.source
+        end = len(buf)
+        pos = 0
+        header_offsets: list[int] = []
+        entries: list[FileEntry] = []
+        try:
+            while pos + BLOCK <= end:
+                header = buf[pos : pos + BLOCK]
+                if not header[0] and header == _ZERO_BLOCK:
+                    self.ended = True
+                    break
+                header_offsets.append(pos)
+                typeflag = header[156:157]
+                name = _header_name(header)
+                pax = self.pax
+                size = (
+                    _pax_number(pax, "size", source)
+                    if "size" in pax
+                    else _number(header[124:136], source, name)
                 )
-            pos = start + -(-size // BLOCK) * BLOCK
-            if typeflag == b"L":
-                long_name = buf[start:stop].rstrip(b"\0")
-                continue
-            if typeflag == b"x":
-                pax = _parse_pax(buf[start:stop], source)
-                continue
-            if typeflag == b"g":
-                continue
-            if long_name is not None:
-                name, long_name = long_name, None
-            if "path" in pax:
-                name = pax["path"].encode()
-            mtime = (
-                _pax_mtime(pax, source) if "mtime" in pax else float(_number(header[136:148], source, name))
-            )
-            if not 0 <= mtime < _MAX_MTIME:
-                raise ArchiveError(f"{source}: member {_show(name)} has an impossible modification time")
-            pax = {}
-            path = _safe_path(name, source)
-            if typeflag in _REGULAR:
-                entries.append(FileEntry(path, buf[start:stop], mtime))
-            elif typeflag in _LINKS:
-                raise ArchiveError(f"{source}: member {path!r} is a {_LINKS[typeflag]}; links are refused")
-            elif typeflag in _SPECIAL:
-                raise ArchiveError(f"{source}: member {path!r} is a {_SPECIAL[typeflag]}; refused")
-            elif typeflag != b"5":
-                raise ArchiveError(f"{source}: member {path!r} has unsupported type {typeflag!r}; refused")
-        else:
-            if pos < end and any(buf[pos:]):
-                raise ArchiveError(f"{source}: trailing partial header (truncated archive)")
-    except ArchiveError:
-        _check_checksums(buf, header_offsets, source)  # a corrupt header explains the error better
-        raise
-    _check_checksums(buf, header_offsets, source)
-    return entries
+                start = pos + BLOCK
+                stop = start + size
+                following = start + -(-size // BLOCK) * BLOCK  # the next header, after the padding
+                if following > end and not final:
+                    header_offsets.pop()  # walked again, whole, with the next window
+                    break
+                if stop > end:
+                    raise ArchiveError(
+                        f"{source}: member {_show(name)} runs past the end of the archive (truncated)"
+                    )
+                pos = following
+                if typeflag == b"L":
+                    self.long_name = buf[start:stop].rstrip(b"\0")
+                    continue
+                if typeflag == b"x":
+                    self.pax = _parse_pax(buf[start:stop], source)
+                    continue
+                if typeflag == b"g":
+                    continue
+                if self.long_name is not None:
+                    name, self.long_name = self.long_name, None
+                if "path" in pax:
+                    name = pax["path"].encode()
+                mtime = (
+                    _pax_mtime(pax, source)
+                    if "mtime" in pax
+                    else float(_number(header[136:148], source, name))
+                )
+                if not 0 <= mtime < _MAX_MTIME:
+                    raise ArchiveError(f"{source}: member {_show(name)} has an impossible modification time")
+                self.pax = {}
+                path = _safe_path(name, source)
+                if typeflag in _REGULAR:
+                    entries.append(FileEntry(path, buf[start:stop], mtime))
+                elif typeflag in _LINKS:
+                    raise ArchiveError(
+                        f"{source}: member {path!r} is a {_LINKS[typeflag]}; links are refused"
+                    )
+                elif typeflag in _SPECIAL:
+                    raise ArchiveError(f"{source}: member {path!r} is a {_SPECIAL[typeflag]}; refused")
+                elif typeflag != b"5":
+                    raise ArchiveError(
+                        f"{source}: member {path!r} has unsupported type {typeflag!r}; refused"
+                    )
+            else:
+                if final and pos < end and any(buf[pos:]):
+                    raise ArchiveError(f"{source}: trailing partial header (truncated archive)")
+        except ArchiveError:
+            _check_checksums(buf, header_offsets, source, self.offset)  # a corrupt header explains it better
+            raise
+        _check_checksums(buf, header_offsets, source, self.offset)
+        self.offset += pos
+        return entries, pos
 
 
-def _check_checksums(buf: bytes, offsets: list[int], source: str) -> None:
-    """Verify every header's checksum (the sum of its bytes, the checksum field counted as spaces)."""
+def _check_checksums(buf: bytes, offsets: list[int], source: str, base: int) -> None:
+    """Verify every header's checksum (the sum of its bytes, the checksum field counted as spaces);
+    `offsets` are within `buf`, which starts at archive offset `base`."""
     if not offsets:
         return
     blocks = np.frombuffer(buf, dtype=np.uint8, count=len(buf) // BLOCK * BLOCK).reshape(-1, BLOCK)
@@ -160,7 +237,8 @@ def _check_checksums(buf: bytes, offsets: list[int], source: str) -> None:
     bad = np.flatnonzero((stored != computed) | ~seen_digit)
     if len(bad):
         raise ArchiveError(
-            f"{source}: bad tar header checksum at byte {offsets[bad[0]]} (corrupt or not a tar archive)"
+            f"{source}: bad tar header checksum at byte {base + offsets[bad[0]]} "
+            "(corrupt or not a tar archive)"
         )
 
 

@@ -79,6 +79,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
     if preexisting and (not final.is_dir() or any(final.iterdir())):
         raise UserInputError(f"output {final} already exists and is not an empty folder; not overwritten")
     parent = final if preexisting else final.parent
+    created = [folder for folder in final.parents if not folder.exists()]  # innermost first
     parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.", suffix=".partial"))
     try:
@@ -90,4 +91,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
             os.replace(stage, final)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # a failed stage leaves no empty folders it made either
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise

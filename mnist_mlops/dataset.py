@@ -90,10 +90,13 @@ def check_split(
         )
 
 
-def load_split(root: Path, manifest: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of a non-empty split named in a (preprocessed or dataset) manifest, verified."""
+def load_split(
+    root: Path, manifest: dict[str, Any], split: str, *, mmap: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a non-empty split named in a (preprocessed or dataset) manifest, verified;
+    with `mmap` the images are a memory map whose pages are read only when used."""
     files = manifest["splits"][split]["files"]
-    images, labels = load_array(root, files["images"]), load_array(root, files["labels"])
+    images, labels = load_array(root, files["images"], mmap=mmap), load_array(root, files["labels"])
     check_split(images, labels, str(root / split), image_shape_of(manifest), len(classes_of(manifest)))
     if not len(images):
         raise UserInputError(f"{root / split}: the {split} split is empty")

@@ -12,7 +12,8 @@ PREDICT_BATCH = 2000
 
 
 def predict_in_batches(predict: Callable[[np.ndarray], Any], images: np.ndarray) -> np.ndarray:
-    """Probabilities for all `images`, calling `predict` (e.g. a warmed tf.function) batch by batch."""
+    """Probabilities for all `images`, calling `predict` (a warmed tf.function, an ONNX Runtime session)
+    batch by batch."""
     return np.concatenate(
         [
             np.asarray(predict(images[start : start + PREDICT_BATCH]))

@@ -27,12 +27,12 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mnist_mlops.archives import DEFAULT_MAX_INFLATED_BYTES, FileEntry, read_tar_gz
+from mnist_mlops.archives import DEFAULT_MAX_INFLATED_BYTES, FileEntry, iter_tar_gz
 from mnist_mlops.atomic import atomic_write_bytes
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
@@ -225,8 +225,8 @@ def _container_client(uri: str, container_client_type):
     return container_client_type.from_container_url(container_url), prefix
 
 
-def read_files(path: Path, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> list[FileEntry]:
-    """Regular files of a local folder or .tar.gz, paths relative to it.
+def iter_files(path: Path, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> Iterable[FileEntry]:
+    """Regular files of a local folder or .tar.gz, paths relative to it; a tarball's read as it inflates.
 
     A folder holding exactly one tarball and no other data (how a mounted AML data asset of a tarball
     looks) is read as that tarball. Symbolic links in folders are refused like links in archives.
@@ -234,12 +234,17 @@ def read_files(path: Path, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> li
     if path.is_file():
         if not path.name.endswith(TARBALL_SUFFIXES):
             raise SourceError(f"source {path}: a file source must be a .tar.gz or .tgz archive")
-        return list(read_tar_gz(path, max_bytes=max_bytes))
+        return iter_tar_gz(path, max_bytes=max_bytes)
     entries = list(_walk(path))
     tarballs = [entry for entry in entries if entry.path.endswith(TARBALL_SUFFIXES)]
     if len(tarballs) == 1 and len(entries) == 1:
-        return list(read_tar_gz(path / tarballs[0].path, max_bytes=max_bytes))
+        return iter_tar_gz(path / tarballs[0].path, max_bytes=max_bytes)
     return entries
+
+
+def read_files(path: Path, *, max_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> list[FileEntry]:
+    """`iter_files`, all at once."""
+    return list(iter_files(path, max_bytes=max_bytes))
 
 
 def _walk(root: Path) -> Iterator[FileEntry]:

@@ -11,7 +11,8 @@ agrees); `annotations` lists
 parameters that only label the result and stay out of the key; `reuse_when_same_content` names an input
 that adds nothing to judge when it holds the same content as another (`step_cache.SameContentRule`:
 evaluate's champion that is the challenger itself). A node reused that way is reported as cached, with
-the rule's reason on the console and in the run's outcome.
+the rule's reason on the console and in the run's outcome. A component declared `local_in_process` runs
+its executor in the runner's process rather than its command in a new one (`_execute_in_process`).
 
 A sweep (`--sweep`, `pipelines.sweep`) runs its node once per trial as `<node>.trial-<n>`, each like any
 node (cache, folder, MLflow run), and gives the nodes downstream the best trial's outputs in the node's
@@ -365,6 +366,12 @@ def _execute(
     """Run the node's component, its output in `log` and its progress on the console as `[node] ...`;
     `environment`: the variables that attach it to its MLflow run. In a container (no network, only its
     own folders) the node logs nothing: its run records status only."""
+    if options.isolation == "process" and load_metadata(node.component).get("local_in_process"):
+        code = _execute_in_process(node.component, inputs, outputs, log)
+        if options.verbose:  # what its command's output would have shown, once it ended
+            lines = log.read_text().splitlines(keepends=True)
+            print("".join(f"[{node.name}] {line}" for line in lines), end="", flush=True)
+        return code
     if options.isolation == "process":
         return run_component(
             node.component,
@@ -399,6 +406,48 @@ def _execute(
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(result.stdout + result.stderr)
     return result.returncode
+
+
+def _execute_in_process(component: str, inputs: dict, outputs: dict, log: Path) -> int:
+    """Call the component's executor (`run_<component>`) in this process, for a light step declared
+    `local_in_process` (resolve_champion, which reruns whenever production moves): no interpreter and no
+    MLflow import to pay again. As its command would: everything it prints goes to `log`, the exit code
+    is 0, 2 for bad input (`error: ...`) or 1 for a crash (its traceback), and a failed step leaves none
+    of the outputs it was to create. Such a component logs nothing to MLflow itself (its node's run gets
+    its status from the runner). The executor is loaded from its file: importing it as a module of the
+    components package would import every component, with mldesigner and azure-ai-ml (seconds)."""
+    import contextlib
+    import importlib.util
+    import traceback
+
+    from mnist_mlops.errors import USER_ERROR_EXIT_CODE
+    from mnist_mlops.ports import component_dir
+    from mnist_mlops.runner import discard
+
+    def executor() -> Any:
+        name = f"_in_process_{component}_executor"
+        if name not in sys.modules:
+            found = importlib.util.spec_from_file_location(name, component_dir(component) / "executor.py")
+            module = importlib.util.module_from_spec(found)
+            found.loader.exec_module(module)  # registered once it loaded: a broken file fails every time
+            sys.modules[name] = module
+        return sys.modules[name]
+
+    fresh = [Path(path) for path in outputs.values() if not Path(path).exists()]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as stream, contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+        try:
+            getattr(executor(), f"run_{component}")(**outputs, **inputs)
+            code = 0
+        except UserInputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            code = USER_ERROR_EXIT_CODE
+        except Exception:  # a crash fails the node, as a child process's would, not the runner
+            traceback.print_exc()
+            code = 1
+    if code != 0:
+        discard(fresh)
+    return code
 
 
 def _source_identity(uri: str | None, pin: str | None) -> str | None:

@@ -37,7 +37,7 @@ def workspace(tmp_path: Path) -> dict:
 def run(workspace: dict, *extra: str) -> tuple[int, dict]:
     argv = ["run", "--data", str(workspace["data"]), "--runs-dir", str(workspace["runs"])]
     argv += ["--registry", workspace["registry"], "--set", f"evaluate.thresholds={workspace['kpis']}"]
-    argv += ["--set", "train.epochs=3", "--set", "train.batch_size=16", "--set", "deploy.canary_count=8"]
+    argv += ["--set", "train.epochs=8", "--set", "train.batch_size=16", "--set", "deploy.canary_count=8"]
     before = set(workspace["runs"].iterdir()) if workspace["runs"].exists() else set()
     code = main([*argv, *extra])
     (new,) = set(workspace["runs"].iterdir()) - before - {workspace["runs"] / ".cache"}

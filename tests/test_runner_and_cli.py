@@ -178,3 +178,64 @@ def test_relative_paths_mean_the_callers_working_directory(ingested_by_the_cli):
 def test_non_finite_numbers_are_refused(tmp_path, png_dataset, capsys):
     code = run_pipeline(png_dataset, tmp_path / "runs", "preprocess.validation_fraction=nan")
     assert code == 2 and "must be a finite number" in capsys.readouterr().err
+
+
+@pytest.fixture
+def in_process_champion(monkeypatch) -> None:
+    """resolve_champion declared `local_in_process`, and no child process to fall back on."""
+    from mnist_mlops.pipelines import local
+    from mnist_mlops.ports import load_metadata
+
+    declared = load_metadata("resolve_champion") | {"local_in_process": True}
+    monkeypatch.setattr(
+        local, "load_metadata", lambda name: declared if name == "resolve_champion" else load_metadata(name)
+    )
+
+    def no_child_process(*args, **kwargs):
+        raise AssertionError("a local_in_process component was started as a command")
+
+    monkeypatch.setattr(local, "run_component", no_child_process)
+
+
+def resolve_in_process(tmp_path: Path, verbose: bool = False, **inputs) -> tuple[int, Path, Path]:
+    from mnist_mlops.pipelines import local
+    from mnist_mlops.pipelines.graph import Node
+
+    node = Node("resolve_champion", "resolve_champion", {})
+    champion, log = tmp_path / "run" / "resolve_champion" / "champion", tmp_path / "run" / "log.txt"
+    inputs = {"registry": f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"} | inputs
+    options = local.RunOptions(tracking=False, verbose=verbose)
+    code = local._execute(node, inputs, {"champion": champion}, log, options, {})
+    return code, champion, log
+
+
+def test_a_local_in_process_component_runs_here_as_its_command_would(tmp_path, in_process_champion, capsys):
+    code, champion, log = resolve_in_process(tmp_path)
+    assert code == 0
+    assert not contracts.read_json(champion / "champion.json", "champion_record")["found"]
+    said = "champion: no champion: mnist-mlops@production names no version"
+    assert said in log.read_text() and capsys.readouterr().out == ""  # its log, not the console
+
+    resolve_in_process(tmp_path / "again", verbose=True)
+    assert f"[resolve_champion] {said}" in capsys.readouterr().out
+
+
+def test_a_local_in_process_component_fails_as_its_command_would(tmp_path, in_process_champion):
+    code, champion, log = resolve_in_process(tmp_path, request_log=str(tmp_path / "missing"))
+    assert code == 2 and not champion.exists()
+    assert log.read_text() == f"error: request_log {tmp_path / 'missing'}: no such folder\n"
+
+    code, champion, log = resolve_in_process(tmp_path, traffic_window=10)  # below the port's minimum
+    expected = "error: mnist_mlops_resolve_champion: parameter traffic_window=10: below the minimum 100\n"
+    assert code == 2 and not champion.exists() and log.read_text() == expected
+
+
+def test_a_local_in_process_component_that_crashes_fails_its_node_not_the_runner(tmp_path):
+    from mnist_mlops.pipelines import local
+
+    (tmp_path / "a-file").write_text("not a folder")
+    registry = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
+    log = tmp_path / "log.txt"
+    outputs = {"champion": tmp_path / "a-file" / "champion"}  # cannot be created: the node crashes
+    assert local._execute_in_process("resolve_champion", {"registry": registry}, outputs, log) == 1
+    assert log.read_text().startswith("Traceback (most recent call last):")

@@ -343,6 +343,7 @@ def test_each_request_is_recorded_compactly_and_the_log_rotates(tmp_path):
     call(scorer, secret, "application/json")
     call(scorer, as_instances(images_of(0, 250)), "application/json")
     call(scorer, b"x", "image/png", key=None)
+    log.flush()  # the scorer only queues records: its writer thread appends them
     lines = log.path.read_text().splitlines()
     records = [json.loads(line) for line in lines]
     for record in records:
@@ -355,6 +356,7 @@ def test_each_request_is_recorded_compactly_and_the_log_rotates(tmp_path):
     assert MARKER not in log.path.read_text()
     for _ in range(60):
         call(scorer, encode_png(images_of(100)[0]), "image/png")
+    log.flush()
     assert len(list((tmp_path / "requests").glob("*.jsonl"))) <= 3  # the live file and `keep` rotated ones
 
 
@@ -386,6 +388,7 @@ def test_every_answer_carries_its_request_id_and_the_log_keeps_it(tmp_path):
     assert refused.status == 401 and refused.body.keys() == {"message", "request_id"}
     fresh = [response.body["request_id"] for response in [refused, *unsafe]]
     assert len(set(fresh)) == len(fresh) and all(str(uuid.UUID(value)) == value for value in fresh)
+    log.flush()
     records = [json.loads(line) for line in log.path.read_text().splitlines()]
     for record in records:
         contracts.validate(record, "request_record", source="request log")
@@ -398,6 +401,7 @@ def test_a_colour_model_s_requests_are_recorded_with_its_class_names(tmp_path):
     log = RequestLog(tmp_path / "requests")
     scorer = Scorer(tints_model(), key=KEY, limits=Limits(), request_log=log)
     call(scorer, as_instances(tinted(1, 2)), "application/json")
+    log.flush()
     (record,) = [json.loads(line) for line in log.path.read_text().splitlines()]
     contracts.validate(record, "request_record", source="request log")
     assert [(image["class"], image["label"]) for image in record["images"]] == [(1, "green"), (2, "blue")]

@@ -4,6 +4,7 @@ applies it (a stand-in for the component's command, so nothing trains here)."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -238,3 +239,36 @@ def test_a_cached_champion_is_reused_only_while_the_request_log_is_unchanged(tmp
     assert local._registry_agrees(cached, registry)  # the same log, read here beside the registry
     client_sends_an_image()
     assert not local._registry_agrees(cached, registry)
+
+
+def test_a_champion_that_is_the_challenger_has_its_content_though_register_added_the_scoring_export(
+    tmp_path,
+):
+    """register logs the model with its scoring export (`onnx_export.EXPORT_FOLDER`); resolve_champion
+    hands evaluate the model without it, so the rule still finds the challenger itself in production
+    (else every rerun would judge, register and deploy again), and any other model is still judged."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mnist_mlops.onnx_export import EXPORT_FOLDER
+
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trained = model(tmp_path / "train" / "model", "w1")
+    logged = tmp_path / "logged"
+    shutil.copytree(trained, logged)
+    (logged / EXPORT_FOLDER).mkdir()
+    (logged / EXPORT_FOLDER / "model.onnx").write_text("the export")
+    mlflow.set_tracking_uri(registry)
+    client = MlflowClient(registry)
+    client.create_registered_model("mnist-mlops")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(logged), artifact_path="model")
+    version = client.create_model_version("mnist-mlops", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias("mnist-mlops", "production", version.version)
+
+    folder = tmp_path / "champion"
+    assert run_resolve_champion(folder, registry=registry)["version"] == str(version.version)
+    assert not (folder / "model" / EXPORT_FOLDER).exists()
+    assert RULE.holds({"champion": folder}, {"challenger": content_sha256(trained)})
+    another = model(tmp_path / "other" / "model", "w2")
+    assert not RULE.holds({"champion": folder}, {"challenger": content_sha256(another)})

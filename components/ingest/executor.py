@@ -21,21 +21,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mnist_mlops import __version__, contracts, tracking
 from mnist_mlops.artifacts import file_name
 from mnist_mlops.atomic import staged_dir
 from mnist_mlops.data_assets import check_registrable, register_dataset
-from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE, describe_shape, save_array
+from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE, describe_shape
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.hashing import image_digests, labelled_set_digest
+from mnist_mlops.hashing import labelled_set_digest
 from mnist_mlops.ports import checked
 from mnist_mlops.progress import Progress
 from mnist_mlops.provenance import utc_iso
-from mnist_mlops.sources import open_source, read_files
+from mnist_mlops.sources import iter_files, open_source, read_files
 
 from .layouts import SPLITS, LoadedDataset, load_layout, parse_classes
+from .streaming import stream_png_folders
 from .validation import (
     MAX_LISTED_INVALID,
     Policy,
@@ -109,96 +108,92 @@ def run_ingest(
     declared = parse_classes(classes)
     reference = contracts.read_json(reference_report, "data_report") if reference_report else None
     now = now or datetime.now(UTC)
-    with open_source(source, sha256=source_sha256) as local:
-        entries = read_files(local.path)
-        step_done = _step_progress(len(entries))
+    with staged_dir(Path(dataset)) as stage:
+        with open_source(source, sha256=source_sha256) as local:
+            layout = _load(local.path, local.uri, stage, declared, on_mixed_shape)
+        step_done = _step_progress(layout.source_files)
         step_done("read")
-        layout = load_layout(entries, local.uri, classes=declared, on_mixed_shape=on_mixed_shape)
         step_done("decoded")
 
-    digests = {name: image_digests(split.images) for name, split in layout.splits.items()}
-    stats = {
-        name: split_statistics(
-            split.images,
-            split.labels,
-            digests[name],
-            layout.classes,
-            converted=split.converted,
-            resized=split.resized,
-        )
-        for name, split in layout.splits.items()
-    }
-    newest = datetime.fromtimestamp(layout.newest_mtime, UTC)
-    checks = data_checks(
-        stats,
-        invalid=layout.invalid,
-        odd_shapes=layout.odd_shapes,
-        candidates=layout.candidates,
-        leakage=leakage_count(digests["training"], digests["testing"]),
-        newest_source_time=newest,
-        now=now,
-        policy=policy,
-    )
-    if reference:
-        checks += reference_checks(stats, reference, policy)
-    step_done("checked")
-    version = _dataset_version(layout, digests)
-    report = {
-        "schema_version": 1,
-        "dataset_version": version,
-        "generated_at": utc_iso(now),
-        "source_uri": local.uri,
-        "source_format": layout.format,
-        "splits": stats,
-        "invalid_files": layout.invalid[:MAX_LISTED_INVALID],
-        "invalid_count": len(layout.invalid),
-        "ignored_files": layout.ignored_files,
-        "newest_source_time": utc_iso(newest),
-        "reference_dataset_version": reference["dataset_version"] if reference else None,
-        "policy": vars(policy),
-        "checks": checks,
-        "outcome": overall_outcome(checks),
-    }
-    invalid_fraction = len(layout.invalid) / layout.candidates if layout.candidates else 0.0
-    failed = [item for item in checks if item["outcome"] == "fail"]
-    if failed:
-        reasons = "; ".join(f"{item['name']}: {item['reason']}" for item in failed)
-        examples = "; ".join(f"{item['path']}: {item['reason']}" for item in layout.invalid[:5])
-        with tracking.node_run("ingest") as run:
-            _log_report(run, report, invalid_fraction)  # so the run shows why the data was refused
-            raise DataValidationError(
-                f"data validation failed for {local.uri}: {reasons}"
-                + (f" (e.g. {examples})" if examples else "")
+        stats = {
+            name: split_statistics(
+                layout.image_shape,
+                split.labels,
+                split.digests,
+                split.class_histograms,
+                layout.classes,
+                converted=split.converted,
+                resized=split.resized,
             )
-    for item in checks:
-        if item["outcome"] == "warn":
-            print(f"warning: {item['name']}: {item['reason']}", file=sys.stderr)
+            for name, split in layout.splits.items()
+        }
+        newest = datetime.fromtimestamp(layout.newest_mtime, UTC)
+        checks = data_checks(
+            stats,
+            invalid=layout.invalid,
+            odd_shapes=layout.odd_shapes,
+            candidates=layout.candidates,
+            leakage=leakage_count(layout.splits["training"].digests, layout.splits["testing"].digests),
+            newest_source_time=newest,
+            now=now,
+            policy=policy,
+        )
+        if reference:
+            checks += reference_checks(stats, reference, policy)
+        step_done("checked")
+        version = _dataset_version(layout)
+        report = {
+            "schema_version": 1,
+            "dataset_version": version,
+            "generated_at": utc_iso(now),
+            "source_uri": local.uri,
+            "source_format": layout.format,
+            "splits": stats,
+            "invalid_files": layout.invalid[:MAX_LISTED_INVALID],
+            "invalid_count": len(layout.invalid),
+            "ignored_files": layout.ignored_files,
+            "newest_source_time": utc_iso(newest),
+            "reference_dataset_version": reference["dataset_version"] if reference else None,
+            "policy": vars(policy),
+            "checks": checks,
+            "outcome": overall_outcome(checks),
+        }
+        invalid_fraction = len(layout.invalid) / layout.candidates if layout.candidates else 0.0
+        failed = [item for item in checks if item["outcome"] == "fail"]
+        if failed:  # raised inside the stage: nothing staged survives
+            reasons = "; ".join(f"{item['name']}: {item['reason']}" for item in failed)
+            examples = "; ".join(f"{item['path']}: {item['reason']}" for item in layout.invalid[:5])
+            with tracking.node_run("ingest") as run:
+                _log_report(run, report, invalid_fraction)  # so the run shows why the data was refused
+                raise DataValidationError(
+                    f"data validation failed for {local.uri}: {reasons}"
+                    + (f" (e.g. {examples})" if examples else "")
+                )
+        for item in checks:
+            if item["outcome"] == "warn":
+                print(f"warning: {item['name']}: {item['reason']}", file=sys.stderr)
 
-    manifest = {
-        "schema_version": 1,
-        "dataset_version": version,
-        "source_uri": local.uri,
-        "source_kind": local.kind,
-        "source_format": layout.format,
-        "fetched_at": utc_iso(now),
-        "newest_source_time": utc_iso(newest),
-        "image_shape": list(layout.image_shape),
-        "classes": layout.classes,
-        "splits": {},
-        "producer": {"component": COMPONENT_NAME, "version": __version__},
-    }
-    contracts.validate(report, "data_report", source=str(data_report))
-    with staged_dir(Path(dataset)) as stage:
-        for name, split in layout.splits.items():
-            manifest["splits"][name] = {
-                "count": len(split.images),
-                "class_counts": stats[name]["class_counts"],
-                "files": {
-                    "images": save_array(stage, f"{name}/images.npy", split.images),
-                    "labels": save_array(stage, f"{name}/labels.npy", split.labels),
-                    "digests": save_array(stage, f"{name}/digests.npy", digests[name]),
-                },
-            }
+        manifest = {
+            "schema_version": 1,
+            "dataset_version": version,
+            "source_uri": local.uri,
+            "source_kind": local.kind,
+            "source_format": layout.format,
+            "fetched_at": utc_iso(now),
+            "newest_source_time": utc_iso(newest),
+            "image_shape": list(layout.image_shape),
+            "classes": layout.classes,
+            "splits": {
+                name: {
+                    "count": len(split.labels),
+                    "class_counts": stats[name]["class_counts"],
+                    "files": split.files,
+                }
+                for name, split in layout.splits.items()
+            },
+            "producer": {"component": COMPONENT_NAME, "version": __version__},
+        }
+        contracts.validate(report, "data_report", source=str(data_report))
         contracts.write_json(stage / "manifest.json", manifest, "dataset_manifest")
         # registered before the dataset is committed: a refused registration leaves no output behind
         report["data_asset"] = register_dataset(asset_name, manifest, DATASET_PORT) if asset_name else None
@@ -208,6 +203,15 @@ def run_ingest(
         run.artifact(data_report, name=file_name("ingest", "data_report"))  # the platform names it
     step_done("written")
     return manifest
+
+
+def _load(path: Path, uri: str, stage: Path, classes: list[str] | None, on_mixed_shape: str) -> LoadedDataset:
+    """The source decoded into `stage`: streamed when it is image folders of one shape (MNIST's case),
+    else (IDX files, mixed shapes, or a source to refuse) read whole and decoded in memory."""
+    streamed = stream_png_folders(iter_files(path), stage, classes=classes)
+    if streamed is not None:
+        return streamed
+    return load_layout(read_files(path), uri, stage, classes=classes, on_mixed_shape=on_mixed_shape)
 
 
 def _step_progress(files: int) -> Callable[[str], None]:
@@ -252,7 +256,7 @@ def _log_report(run: tracking.NodeRun, report: dict[str, Any], invalid_fraction:
     )
 
 
-def _dataset_version(layout: LoadedDataset, digests: dict[str, np.ndarray]) -> str:
+def _dataset_version(layout: LoadedDataset) -> str:
     """Content hash of every (image, label) pair per split: the same content always has one version.
 
     The image shape and class names are content too (the same pixels and label numbers mean other
@@ -260,8 +264,9 @@ def _dataset_version(layout: LoadedDataset, digests: dict[str, np.ndarray]) -> s
     """
     whole = hashlib.sha256()
     for name in SPLITS:
+        split = layout.splits[name]
         whole.update(name.encode())
-        whole.update(labelled_set_digest(digests[name], layout.splits[name].labels).digest())
+        whole.update(labelled_set_digest(split.digests, split.labels).digest())
     if (layout.image_shape, tuple(layout.classes)) != (MNIST_IMAGE_SHAPE, MNIST_CLASSES):
         whole.update(json.dumps({"image_shape": layout.image_shape, "classes": layout.classes}).encode())
     return whole.hexdigest()

@@ -23,13 +23,16 @@ import math
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mnist_mlops import features
 from mnist_mlops.archives import FileEntry, gunzip
-from mnist_mlops.dataset import MNIST_CLASSES, describe_shape
+from mnist_mlops.dataset import MNIST_CLASSES, describe_shape, save_array
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.hashing import image_digests
 from mnist_mlops.imaging import ImageDecodeError, decode_pngs, png_shapes, resize_png
 
 SPLITS = ("training", "testing")
@@ -46,8 +49,13 @@ _LISTED_EXAMPLES = 3
 
 @dataclass
 class LoadedSplit:
-    images: np.ndarray
+    """One split, its files already staged: what the checks, the manifest and the version need of it
+    without holding its images."""
+
     labels: np.ndarray
+    digests: np.ndarray  # sha256 of each image's pixels, (N, 32) uint8
+    class_histograms: np.ndarray  # features.class_pixel_histograms of the split
+    files: dict[str, dict[str, str]]  # "images", "labels", "digests" -> manifest entry (path, sha256)
     converted: int = 0
     resized: int = 0
 
@@ -63,6 +71,7 @@ class LoadedDataset:
     candidates: int = 0
     ignored_files: int = 0
     newest_mtime: float = 0.0
+    source_files: int = 0
 
 
 def parse_classes(text: str | None) -> list[str] | None:
@@ -78,14 +87,42 @@ def parse_classes(text: str | None) -> list[str] | None:
     return _checked_class_count(names, "ingest: the declared classes")
 
 
+def staged_split(
+    stage: Path,
+    split: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_count: int,
+    *,
+    converted: int = 0,
+    resized: int = 0,
+) -> LoadedSplit:
+    """Write a split held in memory to `stage/<split>/` and describe it."""
+    digests = image_digests(images)
+    files = {
+        "images": save_array(stage, f"{split}/images.npy", images),
+        "labels": save_array(stage, f"{split}/labels.npy", labels),
+        "digests": save_array(stage, f"{split}/digests.npy", digests),
+    }
+    histograms = features.class_pixel_histograms(images, labels, class_count)
+    return LoadedSplit(labels, digests, histograms, files, converted, resized)
+
+
 def load_layout(
-    entries: list[FileEntry], source: str, *, classes: list[str] | None = None, on_mixed_shape: str = "fail"
+    entries: list[FileEntry],
+    source: str,
+    stage: Path,
+    *,
+    classes: list[str] | None = None,
+    on_mixed_shape: str = "fail",
 ) -> LoadedDataset:
-    """Decode the dataset among `entries`, whichever layout it is in, labelled by `classes` when given."""
-    png_entries = [(entry, parts) for entry in entries if (parts := _png_parts(entry.path))]
+    """Decode the dataset among `entries` into `stage`, whichever layout it is in, labelled by `classes`
+    when given. Holds the whole source and its images in memory: `streaming.stream_png_folders` is the
+    way for one-shape image folders; this is the way for the rest."""
+    png_entries = [(entry, parts) for entry in entries if (parts := png_parts(entry.path))]
     idx_entries: dict[str, FileEntry] = {}
     for entry in entries:
-        if stem := _idx_stem(entry.path):
+        if stem := idx_stem(entry.path):
             if stem in idx_entries:
                 raise UserInputError(
                     f"source {source}: {idx_entries[stem].path} and {entry.path} are both {stem}"
@@ -94,16 +131,16 @@ def load_layout(
     if png_entries and idx_entries:
         raise UserInputError(f"source {source}: holds both mnist_png folders and IDX files; pick one")
     if png_entries:
-        return _load_png(png_entries, len(entries), source, classes, on_mixed_shape)
+        return _load_png(png_entries, len(entries), source, stage, classes, on_mixed_shape)
     if idx_entries:
-        return _load_idx(idx_entries, len(entries), source, classes)
+        return _load_idx(idx_entries, len(entries), source, stage, classes)
     raise UserInputError(
         f"source {source}: no image data found (expected <root>/training/<class>/*.png and "
         "<root>/testing/<class>/*.png, or the four *-idx?-ubyte[.gz] files)"
     )
 
 
-def _png_parts(path: str) -> tuple[str, str, str] | None:
+def png_parts(path: str) -> tuple[str, str, str] | None:
     """(root, split, class folder) when `path` is `[<root>/]<split>/<class>/<file>`, else None."""
     parts = path.rsplit("/", 3)
     if len(parts) < 3 or parts[-3] not in SPLITS:
@@ -115,6 +152,7 @@ def _load_png(
     matches: list[tuple[FileEntry, tuple[str, str, str]]],
     total_files: int,
     source: str,
+    stage: Path,
     declared: list[str] | None,
     on_mixed_shape: str,
 ) -> LoadedDataset:
@@ -141,9 +179,12 @@ def _load_png(
         candidates=len(matches),
         ignored_files=total_files - len(matches),
         newest_mtime=max(entry.mtime for entry, _ in matches),
+        source_files=total_files,
     )
     for split in SPLITS:
-        dataset.splits[split] = _decode_split(dataset, split, items[split], shapes[split], on_mixed_shape)
+        dataset.splits[split] = _decode_split(
+            dataset, stage, split, items[split], shapes[split], on_mixed_shape
+        )
     return dataset
 
 
@@ -225,6 +266,7 @@ def _check_each_split_has(
 
 def _decode_split(
     dataset: LoadedDataset,
+    stage: Path,
     split: str,
     items: list[tuple[FileEntry, int]],
     shapes: list[tuple[int, ...] | str],
@@ -239,7 +281,7 @@ def _decode_split(
     resized = np.zeros(len(items), dtype=bool)
     failures: dict[int, str] = {}
     uniform = [index for index, found in enumerate(shapes) if found == shape]
-    batch = decode_pngs([items[index][0].data for index in uniform], shape, fork=True)
+    batch = decode_pngs([items[index][0].data for index in uniform], shape)
     images[uniform], kept[uniform], converted[uniform] = batch.images, True, batch.converted
     failures |= {uniform[position]: reason for position, reason in batch.errors.items()}
     for index, found in enumerate(shapes):
@@ -260,22 +302,25 @@ def _decode_split(
         kept[index] = False
         dataset.invalid.append({"path": items[index][0].path, "split": split, "reason": reason})
     labels = np.asarray([label for _, label in items], dtype=np.uint8)
-    return LoadedSplit(
-        images=images[kept],
-        labels=labels[kept],
+    return staged_split(
+        stage,
+        split,
+        images[kept],
+        labels[kept],
+        len(dataset.classes),
         converted=int(converted[kept].sum()),
         resized=int(resized[kept].sum()),
     )
 
 
-def _idx_stem(path: str) -> str | None:
+def idx_stem(path: str) -> str | None:
     name = path.rsplit("/", 1)[-1]
     stem = name[: -len(".gz")] if name.endswith(".gz") else name
     return stem if stem in _IDX_STEMS else None
 
 
 def _load_idx(
-    files: dict[str, FileEntry], total_files: int, source: str, declared: list[str] | None
+    files: dict[str, FileEntry], total_files: int, source: str, stage: Path, declared: list[str] | None
 ) -> LoadedDataset:
     missing = [stem for pair in _IDX_FILES.values() for stem in pair if stem not in files]
     if missing:
@@ -294,7 +339,9 @@ def _load_idx(
         )
     classes = declared or list(MNIST_CLASSES)
     hint = "" if declared else " (MNIST's digits; name the classes of other IDX data with classes=)"
-    dataset = LoadedDataset("idx", shape, classes, ignored_files=total_files - len(files))
+    dataset = LoadedDataset(
+        "idx", shape, classes, ignored_files=total_files - len(files), source_files=total_files
+    )
     dataset.newest_mtime = max(entry.mtime for entry in files.values())
     for split, (images_stem, labels_stem) in _IDX_FILES.items():
         images, labels = arrays[split]
@@ -312,7 +359,7 @@ def _load_idx(
                 }
             )
         dataset.candidates += len(images)
-        dataset.splits[split] = LoadedSplit(images=images[keep].copy(), labels=labels[keep].copy())
+        dataset.splits[split] = staged_split(stage, split, images[keep], labels[keep], len(classes))
     return dataset
 
 

@@ -45,30 +45,32 @@ def check(name: str, outcome: str, value: Any, threshold: Any, reason: str) -> d
 
 
 def split_statistics(
-    images: np.ndarray,
+    image_shape: tuple[int, ...],
     labels: np.ndarray,
     digests: np.ndarray,
+    class_histograms: np.ndarray,
     classes: list[str],
     *,
     converted: int,
     resized: int,
 ) -> dict:
-    """The statistics of one split that the report keeps and later versions compare against."""
+    """The statistics of one split that the report keeps and later versions compare against, from its
+    labels, image digests and `features.class_pixel_histograms` (never the images themselves)."""
     counts = features.class_counts(labels, len(classes))
     unique = len(np.unique(digests.view(np.dtype((np.void, 32))).ravel())) if len(digests) else 0
-    histogram = features.class_pixel_histograms(images, labels, len(classes)).sum(axis=0)
+    histogram = class_histograms.sum(axis=0)
     pixel_mean, pixel_std = features.histogram_moments(histogram)
     return {
-        "count": len(images),
-        "image_shape": list(images.shape[1:]),
-        "mode": _MODES[images.ndim - 1],
+        "count": len(labels),
+        "image_shape": list(image_shape),
+        "mode": _MODES[len(image_shape)],
         "classes": classes,
         "class_counts": counts,
         "class_priors": features.class_priors(labels, len(classes)),
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
         "ink_fraction": float(histogram[features.INK_THRESHOLD :].sum() / max(histogram.sum(), 1)),
-        "duplicates": len(images) - unique,
+        "duplicates": len(labels) - unique,
         "converted": converted,
         "resized": resized,
     }

@@ -7,9 +7,13 @@ trained and tested on, logged in the same run as the model and named by the `ref
 later run can compare new data with production's without this run's folder. It is loaded back from the
 registry and must reproduce the trained model's predictions on a golden batch of test images before it
 is tagged `validation_status=ready` and given the alias `challenger`; any failure deletes the version,
-so a half-registered version is never usable. Concurrent registrations get distinct versions (the
-registry numbers them; SQLite lock contention is retried). The version's tags say what the model takes
-and answers (`image_shape`, `classes`), so a registry user sees it without opening the model.
+so a half-registered version is never usable. The logged model carries its scoring copy
+(`mnist_mlops.onnx_export`: an ONNX export checked on the same golden images before logging, and again
+as the server loads it from the registry); a model tf2onnx cannot convert is registered to be scored
+through TensorFlow, the reason in its export record and the registration record. Concurrent
+registrations get distinct versions (the registry numbers them; SQLite lock contention is retried).
+The version's tags say what the model takes and answers (`image_shape`, `classes`), so a registry user
+sees it without opening the model, and what scores it (`scoring_runtime`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from mnist_mlops.dataset import classes_of, describe_shape, load_split
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
 from mnist_mlops.model_interface import ModelInterface
+from mnist_mlops.onnx_export import export_onnx, same_predictions
 from mnist_mlops.ports import checked, load_spec
 from mnist_mlops.provenance import code_version, environment_hash
 from mnist_mlops.registry import (
@@ -43,6 +48,7 @@ from mnist_mlops.registry import (
     set_pointer,
     with_retries,
 )
+from mnist_mlops.serving.scorer import RegistryModels
 from mnist_mlops.uris import redact
 
 COMPONENT_NAME = "mnist_mlops_register"
@@ -53,6 +59,8 @@ JUDGEMENT_PATH = "evaluation"
 """Run artifact folder of the blessing, model card and evaluation report the version was registered on."""
 PRODUCERS = ("ingest", "preprocess", "train", "evaluate", "register")
 """The components whose versions a registered model's lineage records."""
+SCORING_RUNTIME_TAG = "scoring_runtime"
+"""What scores the version in the server and batch scoring: onnxruntime (its export) or tensorflow."""
 CLASSES_TAG_LENGTH = 1000
 """The longest `classes` tag: registry UIs show a tag on one line; the full list is in the registration
 record and the model's MLmodel metadata."""
@@ -131,19 +139,17 @@ def run_register(
         with exclusive(uri):
             given = (Path(blessing), Path(evaluation) / "model_card.md", report_path)
             judgement = dict(zip(JUDGEMENT_FILES, given, strict=True))
-            version = _register_verified(
+            version, export = _register_verified(
                 Path(model), Path(bundle), judgement, golden[:GOLDEN_BATCH], model_name, uri, lineage
             )
-    record |= {
-        "registered": True,
-        "version": version,
-        "aliases": [CHALLENGER_ALIAS],
-        "reasons": [
-            f"registered {model_name} version {version}: blessed, verified on {GOLDEN_BATCH} golden images"
-        ],
-    }
+    reasons = [
+        f"registered {model_name} version {version}: blessed, verified on {GOLDEN_BATCH} golden images"
+    ]
+    if export["runtime"] != "onnxruntime":
+        reasons.append(f"no ONNX export, scored through TensorFlow: {export['reason']}")
+    record |= {"registered": True, "version": version, "aliases": [CHALLENGER_ALIAS], "reasons": reasons}
     contracts.write_json(registration_record, record, "registration_record")
-    print(record["reasons"][0], flush=True)
+    print("; ".join(reasons), flush=True)
     return record
 
 
@@ -155,12 +161,14 @@ def _register_verified(
     name: str,
     uri: str,
     lineage: dict,
-) -> str:
-    """Log the model, its `reference` bundle and the gate's `judgement` (blessing, model card, report)
-    in one run (the node's own, when the platform or the runner made one), create the version (tagged
-    with where each is) and verify it; returns the version."""
+) -> tuple[str, dict[str, Any]]:
+    """Log the model with its scoring export, its `reference` bundle and the gate's `judgement`
+    (blessing, model card, report) in one run (the node's own, when the platform or the runner made
+    one), create the version (tagged with where each is) and verify it; returns the version and the
+    export record."""
     import mlflow
     import mlflow.pyfunc
+    import mlflow.tensorflow
     from mlflow.exceptions import MlflowException
 
     expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(golden))
@@ -171,40 +179,48 @@ def _register_verified(
     except MlflowException as error:
         if "already exists" not in str(error).lower():
             raise
-    with _job_run(uri) as run:
-        mlflow.log_artifacts(str(model_dir), artifact_path="model")
-        mlflow.log_artifacts(str(reference), artifact_path=references.ARTIFACT_PATH)
-        with tempfile.TemporaryDirectory(prefix="judgement-") as kept:
-            for kept_as, path in judgement.items():
-                shutil.copyfile(path, Path(kept) / kept_as)
-            mlflow.log_artifacts(kept, artifact_path=JUDGEMENT_PATH)
-        mlflow.log_metrics(lineage["metrics"])
-        source = f"runs:/{run.info.run_id}/model"
+    with tempfile.TemporaryDirectory(prefix="model-") as staged:
+        logged = Path(staged) / "model"
+        shutil.copytree(model_dir, logged)
+        keras_model = mlflow.tensorflow.load_model(str(model_dir))
+        export = export_onnx(logged, keras_model, ModelInterface.of_model(model_dir), golden, expected)
+        with _job_run(uri) as run:
+            mlflow.log_artifacts(str(logged), artifact_path="model")
+            mlflow.log_artifacts(str(reference), artifact_path=references.ARTIFACT_PATH)
+            with tempfile.TemporaryDirectory(prefix="judgement-") as kept:
+                for kept_as, path in judgement.items():
+                    shutil.copyfile(path, Path(kept) / kept_as)
+                mlflow.log_artifacts(kept, artifact_path=JUDGEMENT_PATH)
+            mlflow.log_metrics(lineage["metrics"])
+            source = f"runs:/{run.info.run_id}/model"
     tags = {
         **_lineage_tags(lineage),
         references.TAG: f"runs:/{run.info.run_id}/{references.ARTIFACT_PATH}",
         JUDGEMENT_TAG: f"runs:/{run.info.run_id}/{JUDGEMENT_PATH}",
         READY_TAG: "pending",
+        SCORING_RUNTIME_TAG: export["runtime"],
     }
     created = with_retries(
         lambda: registry.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
     )
     try:
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{created.version}")
-        actual = np.asarray(loaded.predict(golden))
-        if not (
-            np.array_equal(actual.argmax(axis=1), expected.argmax(axis=1))
-            and np.allclose(actual, expected, atol=1e-5)
-        ):
+        if not same_predictions(np.asarray(loaded.predict(golden)), expected):
             raise UserInputError(
                 f"{name} version {created.version}: the registered copy predicts differently"
+            )
+        served = RegistryModels(f"models:/{name}/{created.version}", uri).load(str(created.version))
+        if not same_predictions(np.asarray(served.predict(golden)), expected):
+            raise UserInputError(
+                f"{name} version {created.version}: the registered copy predicts differently when scored"
+                f" the way the server scores it ({export['runtime']})"
             )
         with_retries(lambda: registry.set_model_version_tag(name, created.version, READY_TAG, "ready"))
         with_retries(lambda: set_pointer(uri, name, CHALLENGER_ALIAS, str(created.version)))
     except BaseException:
         with_retries(lambda: registry.delete_model_version(name, created.version))
         raise
-    return str(created.version)
+    return str(created.version), export
 
 
 def _check_interface(

@@ -2,10 +2,11 @@
 
 Framework-free interface. Reads which version a registry pointer (`production`) names and writes a
 folder (`mnist_mlops.champions`): `champion.json` (schema `champion_record`) and, when there is a
-champion, the registered artifact in `model/`, exactly as registered (MLflow's download note removed),
-and its reference bundle in `reference/` (`mnist_mlops.references`: what it was trained and tested on),
-so evaluate can tell whether new data still describes production. Beside them `traffic.json`
-(schema `traffic_summary`): the newest images clients sent, from the scoring server's request log.
+champion, the registered MLflow model in `model/` as train wrote it (without MLflow's download note
+and register's scoring export) and its reference bundle in `reference/` (`mnist_mlops.references`:
+what it was trained and tested on), so evaluate can tell whether new data still describes production.
+Beside them `traffic.json` (schema `traffic_summary`): the newest images clients sent, from the scoring
+server's request log.
 
 No production model, a reference the registry no longer holds, or a quiet request log are not errors:
 the record says what is missing and why (a missing reference also as a warning). No timestamps of our
@@ -15,6 +16,7 @@ own, so the same champion and the same log give the same folder, and evaluate's 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from mnist_mlops.atomic import staged_dir
 from mnist_mlops.champions import MODEL, RECORD, REFERENCE, TRAFFIC
 from mnist_mlops.deployments import request_log_dir
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.onnx_export import EXPORT_FOLDER
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import client, download_folder, pointer_version, registry_uri, sqlite_file
@@ -133,6 +136,8 @@ def _download(uri: str, model_name: str, version: str, destination: Path) -> Non
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     source = client(uri).get_model_version_download_uri(model_name, version)
     download_folder(uri, source, destination, "MLmodel")
-    # MLflow adds a note of the registered name and version on download; without it the folder holds
-    # exactly the registered artifact.
+    # MLflow adds a note of the registered name and version on download, and register adds the scoring
+    # export (evaluate scores the MLflow model): without them the folder holds the model as trained, so
+    # a champion that is this run's challenger has its content (evaluate's `reuse_when_same_content`).
     (destination / "registered_model_meta").unlink(missing_ok=True)
+    shutil.rmtree(destination / EXPORT_FOLDER, ignore_errors=True)

@@ -39,8 +39,8 @@ def train(
     ),
     training_curves: Output(type="uri_file", description="PNG of loss and accuracy per epoch."),
     epochs: Input(
-        type="integer", default=12, min=1, max=200, description="Passes over the train split."
-    ) = 12,
+        type="integer", default=10, min=1, max=200, description="Passes over the train split."
+    ) = 10,
     batch_size: Input(
         type="integer", default=128, min=8, max=4096, description="Images per step per worker."
     ) = 128,

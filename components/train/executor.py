@@ -60,7 +60,7 @@ def run_train(
     training_summary: str | Path,
     training_curves: str | Path,
     *,
-    epochs: int = 12,
+    epochs: int = 10,
     batch_size: int = 128,
     learning_rate: float = 3e-3,
     seed: int = 42,
@@ -254,15 +254,16 @@ def _fit(
 def _train_epoch(
     train_step: Callable[..., Any], dataset: Iterable[Any], steps: Iterator[int]
 ) -> tuple[float, float]:
-    """One pass over the data: the summed per-image loss and the number of correct predictions."""
+    """One pass over the data: the summed per-image loss and the number of correct predictions, summed as
+    tensors and read once at the end, so no step waits to hand its figures to Python."""
     import tensorflow as tf
 
-    total_loss = total_correct = 0.0
+    total_loss = total_correct = tf.constant(0.0)
     for images, labels in dataset:
         loss, correct = train_step(images, labels, tf.constant(next(steps), tf.int64))
-        total_loss += float(loss)
-        total_correct += float(correct)
-    return total_loss, total_correct
+        total_loss += loss
+        total_correct += correct
+    return float(total_loss), float(total_correct)
 
 
 def _summary(

@@ -14,16 +14,22 @@ with a timestamp and a fresh one started, and the oldest are removed beyond `kee
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import queue
 import re
+import sys
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,18 +54,53 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
+QUEUE_LIMIT = 4096
+"""Records waiting for a log's writer thread; a longer burst makes `submit` wait, never drops one."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """One request's record as `submit` took it: formatted by the writer, off the request's path."""
+
+    unix_time: float
+    latency_ms: float
+    fields: dict[str, Any]
+
+
 class RequestLog:
+    """The request records of one folder, written by one background thread per process.
+
+    `submit` (the server's path) only queues a record, so an answer never waits for the disk; the
+    writer keeps the file open, appends each record with one unbuffered write (it is in the file
+    within moments of its answer, and a process forked meanwhile holds no copy of it to write again)
+    and rotates the file as described above. `record` writes and waits;
+    `flush` waits for everything submitted so far. Nothing queued is lost: a full queue makes the
+    caller wait, and every live log is flushed when the process exits (a server stopped by SIGTERM
+    included), and before this process reads a log (`read_records`, `find_records`, `log_state`).
+    """
+
     def __init__(self, folder: Path, *, max_bytes: int = 10 * 1024 * 1024, keep: int = 5) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
         self.keep = keep
         folder.mkdir(parents=True, exist_ok=True)
+        self._start_lock = threading.Lock()
+        self._queue: queue.Queue[_Pending] | None = None
+        self._writer_pid: int | None = None  # the process whose thread serves `_queue`
+        self._handle: BinaryIO | None = None
+        self._size = 0
+        _LIVE_LOGS.add(self)
 
     @property
     def path(self) -> Path:
         return self.folder / f"requests-{os.getpid()}.jsonl"
 
-    def record(
+    def record(self, **request: Any) -> None:
+        """`submit`, then wait until the line is in the file."""
+        self.submit(**request)
+        self.flush()
+
+    def submit(
         self,
         *,
         model_name: str,
@@ -72,54 +113,126 @@ class RequestLog:
         request_id: str | None = None,
         client_request_id: str | None = None,
     ) -> None:
-        """One line for one request; `classes` (the model's, by index) adds each image's `label`.
-        `request_id` is the one the response carried (a new one when None); `client_request_id`, the
-        client's own id, is kept when it is a safe one."""
-        entry = {
-            "schema_version": 1,
-            "request_id": usable_request_id(request_id) or new_request_id(),
-            **({"client_request_id": client_request_id} if usable_request_id(client_request_id) else {}),
-            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        """Queue one request's line and return: the writer thread formats and appends it. `classes`
+        (the model's, by index) adds each image's `label`. `request_id` is the one the response
+        carried (a new one when None); `client_request_id`, the client's own, is kept when it is safe.
+        The arrays are kept, not copied: the caller must not change them afterwards."""
+        fields = {
             "model_name": model_name,
             "model_version": model_version,
             "status": status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            "images": [],
+            "images": images,
+            "probabilities": probabilities,
+            "classes": classes,
+            "request_id": request_id,
+            "client_request_id": client_request_id,
         }
-        if images is not None and probabilities is not None:
-            entry["images"] = [
-                {
-                    "mean_intensity": round(float(mean), 3),
-                    "ink_fraction": round(float(ink), 4),
-                    "class": predicted,
-                    **({"label": classes[predicted]} if classes is not None else {}),
-                    "confidence": round(float(p), 4),
-                }
-                for mean, ink, predicted, p in zip(
-                    mean_intensity(images),
-                    ink_fraction(images),
-                    probabilities.argmax(axis=1).tolist(),
-                    probabilities.max(axis=1),
-                    strict=True,
-                )
-            ]
-        self._append(json.dumps(entry, separators=(",", ":")) + "\n")
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        self._writer_queue().put(_Pending(time.time(), latency_ms, fields))
 
-    def _append(self, line: str) -> None:
+    def flush(self) -> None:
+        """Wait until every record this process submitted is in the file."""
+        if self._queue is not None and self._writer_pid == os.getpid():
+            self._queue.join()
+
+    def _writer_queue(self) -> queue.Queue[_Pending]:
+        """This process's queue; the first record in a process (the server's worker, also after a
+        fork from a preloading master) starts its writer thread."""
+        if self._writer_pid != os.getpid():
+            with self._start_lock:
+                if self._writer_pid != os.getpid():
+                    self._queue = queue.Queue(maxsize=QUEUE_LIMIT)
+                    self._handle = None
+                    threading.Thread(
+                        target=self._write_queued, args=(self._queue,), name="request-log", daemon=True
+                    ).start()
+                    self._writer_pid = os.getpid()
+        return self._queue
+
+    def _write_queued(self, pending: queue.Queue[_Pending]) -> None:
+        while True:
+            item = pending.get()
+            try:
+                self._append(_line(item))
+            except Exception as error:  # the server keeps answering; say loudly what was not recorded
+                print(f"request log {self.path}: a record was not written ({error})", file=sys.stderr)
+                self._close_file()
+            finally:
+                pending.task_done()
+
+    def _append(self, line: bytes) -> None:
         path = self.path
-        if path.exists() and path.stat().st_size + len(line) > self.max_bytes:
+        if self._handle is None and path.exists():
+            self._size = path.stat().st_size
+        if (self._handle is not None or path.exists()) and self._size + len(line) > self.max_bytes:
+            self._close_file()
             path.rename(path.with_name(f"{path.stem}.{time.time_ns()}.jsonl"))
             rotated = sorted(self.folder.glob(f"{path.stem}.*.jsonl"))
             for old in rotated[: max(len(rotated) - self.keep, 0)]:
                 old.unlink(missing_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(line)
+        if self._handle is None:
+            self._handle = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across records
+            self._size = self._handle.tell()
+        self._handle.write(line)
+        self._size += len(line)
+
+    def _close_file(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            handle.close()
+
+
+def _line(pending: _Pending) -> bytes:
+    """One `request_record` line of a submitted request."""
+    fields = pending.fields
+    images, probabilities, classes = fields["images"], fields["probabilities"], fields["classes"]
+    client_request_id = fields["client_request_id"]
+    entry = {
+        "schema_version": 1,
+        "request_id": usable_request_id(fields["request_id"]) or new_request_id(),
+        **({"client_request_id": client_request_id} if usable_request_id(client_request_id) else {}),
+        "time": datetime.fromtimestamp(pending.unix_time, UTC).isoformat().replace("+00:00", "Z"),
+        "model_name": fields["model_name"],
+        "model_version": fields["model_version"],
+        "status": fields["status"],
+        "latency_ms": pending.latency_ms,
+        "images": [],
+    }
+    if images is not None and probabilities is not None:
+        entry["images"] = [
+            {
+                "mean_intensity": round(float(mean), 3),
+                "ink_fraction": round(float(ink), 4),
+                "class": predicted,
+                **({"label": classes[predicted]} if classes is not None else {}),
+                "confidence": round(float(p), 4),
+            }
+            for mean, ink, predicted, p in zip(
+                mean_intensity(images),
+                ink_fraction(images),
+                probabilities.argmax(axis=1).tolist(),
+                probabilities.max(axis=1),
+                strict=True,
+            )
+        ]
+    return (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+
+
+_LIVE_LOGS: weakref.WeakSet[RequestLog] = weakref.WeakSet()
+
+
+@atexit.register
+def flush_live_logs() -> None:
+    """Wait until every record this process submitted, to any log, is in its file."""
+    for log in list(_LIVE_LOGS):
+        log.flush()
 
 
 def read_records(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every valid `request_record` below `folder`, oldest first, and what was read (files, lines, bad
     lines with a few examples). A line after a file's last newline is one the server is still writing:
     left for the next reader. A missing folder reads as no records."""
+    flush_live_logs()  # what this process answered is read too
     files = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
     records: list[dict[str, Any]] = []
     lines = bad = 0
@@ -153,6 +266,7 @@ def find_records(folder: Path, request_id: str) -> tuple[list[dict[str, Any]], l
     """The records below `folder` whose `request_id` or `client_request_id` is `request_id` (a client may
     reuse its own ids, so there can be several), oldest first, and the log files searched. Only lines
     holding the id are parsed, so a large log is searched at the speed of reading it."""
+    flush_live_logs()  # what this process answered is read too
     files = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
     found = []
     for file in files:
@@ -171,6 +285,7 @@ def find_records(folder: Path, request_id: str) -> tuple[list[dict[str, Any]], l
 
 def log_state(folder: Path) -> str:
     """A cheap fingerprint of the log's files (names and sizes): it changes whenever a request is logged."""
+    flush_live_logs()  # what this process answered is read too
     files = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
     listing = [f"{file.relative_to(folder)}:{file.stat().st_size}" for file in files]
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()

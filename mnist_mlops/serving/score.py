@@ -8,10 +8,19 @@ The request id: the inference server takes the request's `x-request-id` (or make
 `flask.g.request_id`, logs it and echoes it in the `x-request-id` response header. The scorer keeps
 that id when it is safe and replaces it otherwise; writing its choice back to `g.request_id` makes the
 server's header and its own logs name the same id as the response body and the request log.
+
+Logging: `logging.json` beside this script sets the server's loggers to WARNING (azmlinfsrv 1.5.1 ignores
+AZUREML_LOG_LEVEL), so a request writes no log lines (at INFO it wrote three: an access line and two
+of the server's); App Insights' loggers stay at INFO for their own handlers. The server reads a
+`logging.json` from AML_APP_ROOT, else from the entry script's folder as resolved from its working
+directory; `init()` applies this one itself, so the levels hold however the platform starts it.
 """
+
+from pathlib import Path
 
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
+from azureml_inference_server_http.log_config import load_logging_config
 from flask import g
 
 from mnist_mlops.serving.config import scorer_from_environment
@@ -22,6 +31,7 @@ scorer: Scorer | None = None
 
 def init() -> None:
     global scorer
+    load_logging_config(str(Path(__file__).parent), silent=True)
     scorer = scorer_from_environment()
 
 

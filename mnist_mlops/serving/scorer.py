@@ -1,8 +1,10 @@
 """The scoring logic behind the HTTP server: model loading, key auth, request -> response.
 
 Framework-free (no Flask): `score.py` adapts the Azure ML inference server's request to `Scorer.respond`.
-The model is loaded once and called through a warmed `tf.function` with a fixed uint8 signature of the
-model's own image shape (its `ModelInterface`), about 100x faster per request than `model.predict`.
+The model is loaded once: its ONNX export made at registration (`mnist_mlops.onnx_export`) in ONNX
+Runtime when the version has one, which imports neither TensorFlow nor MLflow; else (a version
+registered before exports, or one tf2onnx could not convert) through a warmed `tf.function` with a
+fixed uint8 signature of the model's own image shape (its `ModelInterface`).
 
 A server started on an alias (``models:/mnist-mlops@production``) follows it: a background thread
 re-resolves the alias every few seconds, loads and warms the new version beside the old one, then swaps
@@ -17,6 +19,7 @@ server itself takes, or fills with a new GUID, logs and echoes), else a new GUID
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -34,6 +37,7 @@ import numpy as np
 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.model_interface import ModelInterface
+from mnist_mlops.onnx_export import load_export
 from mnist_mlops.serving.payloads import BadRequest, Limits, check_body_size, parse_request
 from mnist_mlops.serving.request_log import RequestLog, new_request_id, usable_request_id
 
@@ -57,6 +61,8 @@ class LoadedModel:
     version: str
     predict: Callable[[np.ndarray], np.ndarray]
     interface: ModelInterface
+    runtime: str | None = None
+    """What runs the model: "onnxruntime" or "tensorflow" (None: a plain function, as tests make)."""
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -83,14 +89,31 @@ def compile_predict(keras_model: Any, interface: ModelInterface) -> Callable[[np
     return lambda images: function(images).numpy()
 
 
-def load_model_folder(name: str, version: str, folder: str | Path) -> LoadedModel:
-    """Load a local MLflow model folder (TensorFlow flavor) with its interface, compiled and warmed."""
+def load_model_folder(
+    name: str, version: str, folder: str | Path, *, threads: int | None = None
+) -> LoadedModel:
+    """Load a local MLflow model folder with its interface: its ONNX export when it has one, else the
+    TensorFlow model, compiled and warmed. `threads`: CPU threads per call (None: one for ONNX Runtime,
+    as a server scales by processes; TensorFlow's default, which TensorFlow takes only before it runs)."""
+    interface = ModelInterface.of_model(folder)
+    exported = load_export(Path(folder), threads=threads or 1)
+    if exported is not None:
+        return LoadedModel(name, version, exported, interface, "onnxruntime")
+    if threads is not None:
+        _limit_tensorflow_threads(threads)
     import mlflow.tensorflow
 
-    interface = ModelInterface.of_model(folder)
-    return LoadedModel(
-        name, version, compile_predict(mlflow.tensorflow.load_model(str(folder)), interface), interface
-    )
+    keras_model = mlflow.tensorflow.load_model(str(folder))
+    return LoadedModel(name, version, compile_predict(keras_model, interface), interface, "tensorflow")
+
+
+def _limit_tensorflow_threads(threads: int) -> None:
+    """Give TensorFlow `threads` threads per operation; a process that already ran it keeps its own."""
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):  # raised once TensorFlow is initialized
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 class RegistryModels:
@@ -115,7 +138,8 @@ class RegistryModels:
             )
         return str(found.version)
 
-    def load(self, version: str) -> LoadedModel:
+    def load(self, version: str, *, threads: int | None = None) -> LoadedModel:
+        """Download a version and load it (`load_model_folder`, with `threads`)."""
         import mlflow.artifacts
 
         from mnist_mlops.registry import client
@@ -126,7 +150,7 @@ class RegistryModels:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=source, dst_path=scratch, tracking_uri=self.registry
             )
-            return load_model_folder(self.name, version, local)
+            return load_model_folder(self.name, version, local, threads=threads)
 
     def interface(self, version: str) -> ModelInterface:
         """What a version takes and answers, from its `MLmodel` file alone (no weights, no TensorFlow):
@@ -221,7 +245,7 @@ class Scorer:
             headers={**response.headers, REQUEST_ID_HEADER: request_id},
         )
         if self.request_log is not None:
-            self.request_log.record(
+            self.request_log.submit(
                 model_name=model.name,
                 model_version=model.version,
                 status=response.status,

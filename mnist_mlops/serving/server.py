@@ -76,7 +76,6 @@ def server_environment(
         config.MAX_BODY_BYTES: max_body_bytes,
         config.POLL_SECONDS: poll_seconds,
         config.REQUEST_LOG: str(request_log) if request_log else None,
-        "AZUREML_LOG_LEVEL": "WARNING",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     return {name: str(value) for name, value in settings.items() if value is not None}

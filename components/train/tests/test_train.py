@@ -70,6 +70,16 @@ def test_same_seed_same_model_other_seed_another(tmp_path, preprocessed):
     losses = [[row["loss"] for row in run["history"]] for run in (first, second, third)]
     assert losses[0] == losses[1]
     assert losses[0] != losses[2]
+    weights = [saved_weights(tmp_path / name / "model") for name in "abc"]
+    assert all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
+    assert not all(np.array_equal(a, c) for a, c in zip(weights[0], weights[2], strict=True))
+
+
+def saved_weights(model: Path) -> list[np.ndarray]:
+    """The weights as saved in the MLflow model: what a rerun with the same seed must repeat bit for bit."""
+    import mlflow.tensorflow
+
+    return mlflow.tensorflow.load_model(str(model)).get_weights()
 
 
 def test_two_workers_on_loopback_train_together_and_only_the_chief_writes(tmp_path, preprocessed):

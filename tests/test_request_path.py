@@ -1,0 +1,365 @@
+"""The scoring server's request path: faster ways to the same answers.
+
+One PNG is unfiltered by Pillow, JSON is parsed by orjson, request records are written by a background
+thread and the server logs at WARNING. Each is checked against the way it replaced: the same pixels and
+the same refusals as `decode_pngs`, the same parse as the standard library, every record on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import zlib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlops import contracts, imaging
+from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE
+from mnist_mlops.imaging import decode_pngs, encode_png
+from mnist_mlops.serving import payloads, request_log
+from mnist_mlops.serving.payloads import BadRequest, Limits, parse_request
+from mnist_mlops.serving.request_log import RequestLog, read_records
+from mnist_mlops.serving.server import ENTRY_SCRIPT
+from mnist_mlops.serving.validation import invalid_requests
+from tests.datasets import digit_images, png_bytes
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
+SERVER_LOGGERS = ("azmlinfsrv", "gunicorn.access", "gunicorn.error")
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def filtered_rows(image: np.ndarray, filters: list[int]) -> bytes:
+    """The PNG row filters applied by hand (8-bit grayscale: the left neighbour is one byte back)."""
+    pixels = image.astype(int)
+    out = bytearray()
+    for y, kind in enumerate(filters):
+        row = pixels[y]
+        above = pixels[y - 1] if y else np.zeros_like(row)
+        left = np.concatenate([[0], row[:-1]])
+        corner = np.concatenate([[0], above[:-1]])
+        if kind == 0:
+            predicted = np.zeros_like(row)
+        elif kind == 1:
+            predicted = left
+        elif kind == 2:
+            predicted = above
+        elif kind == 3:
+            predicted = (left + above) // 2
+        else:
+            estimate = left + above - corner
+            near_left, near_above, near_corner = (abs(estimate - v) for v in (left, above, corner))
+            predicted = np.where(
+                (near_left <= near_above) & (near_left <= near_corner),
+                left,
+                np.where(near_above <= near_corner, above, corner),
+            )
+        out += bytes([kind]) + bytes(((row - predicted) % 256).astype(np.uint8))
+    return bytes(out)
+
+
+def raw_png(
+    image: np.ndarray,
+    filters: list[int],
+    *,
+    idat_parts: int = 1,
+    after_stream: bytes = b"",
+    header: dict | None = None,
+    level: int = 6,
+) -> bytes:
+    """A grayscale PNG written by hand, with chosen row filters, IDAT split and header fields."""
+    fields = {"width": image.shape[1], "height": image.shape[0], "depth": 8, "colour": 0, "interlace": 0}
+    fields |= header or {}
+    ihdr = (
+        fields["width"].to_bytes(4, "big")
+        + fields["height"].to_bytes(4, "big")
+        + bytes([fields["depth"], fields["colour"], 0, 0, fields["interlace"]])
+    )
+    stream = zlib.compress(filtered_rows(image, filters), level) + after_stream
+    size = -(-len(stream) // idat_parts)
+    idats = b"".join(chunk(b"IDAT", stream[i : i + size]) for i in range(0, len(stream), size))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idats + chunk(b"IEND", b"")
+
+
+def outcome(blob: bytes, shape: tuple[int, ...] = MNIST_IMAGE_SHAPE) -> np.ndarray | tuple[int, str]:
+    """The pixels a one-PNG request decodes to, or its refusal (status, message)."""
+    try:
+        return parse_request(blob, "image/png", Limits(), shape)
+    except BadRequest as refusal:
+        return refusal.status, refusal.message
+
+
+def batch_decoder_outcome(blob: bytes, monkeypatch, shape: tuple[int, ...] = MNIST_IMAGE_SHAPE):
+    """The same request through `decode_pngs` alone, as before the one-PNG path."""
+    with monkeypatch.context() as patched:
+        patched.setattr(payloads, "decode_plain_gray_png", lambda blob, image_shape: None)
+        return outcome(blob, shape)
+
+
+def same(first, second) -> bool:
+    """The same pixels (dtype and shape included) or the same refusal."""
+    if isinstance(first, np.ndarray) or isinstance(second, np.ndarray):
+        arrays = isinstance(first, np.ndarray) and isinstance(second, np.ndarray)
+        return arrays and first.dtype == second.dtype and np.array_equal(first, second)
+    return first == second
+
+
+def plain_pngs() -> list[bytes]:
+    """8-bit grayscale PNGs of every row filter, mixed and alone, split and whole, by hand and by Pillow."""
+    rng = np.random.default_rng(7)
+    digits, _ = digit_images(3, seed=1)
+    images = [*digits, rng.integers(0, 256, MNIST_IMAGE_SHAPE, dtype=np.uint8)]
+    images += [np.zeros(MNIST_IMAGE_SHAPE, np.uint8), np.full(MNIST_IMAGE_SHAPE, 255, np.uint8)]
+    blobs = []
+    for index, image in enumerate(images):
+        blobs.append(encode_png(image))
+        blobs.append(raw_png(image, rng.integers(0, 5, 28).tolist(), idat_parts=1 + index % 3))
+        blobs += [raw_png(image, [kind] * 28, level=index % 10) for kind in range(5)]
+    return blobs
+
+
+def test_one_png_decodes_to_the_batch_decoder_s_pixels():
+    blobs = plain_pngs()
+    for blob in blobs:
+        assert imaging.decode_plain_gray_png(blob, MNIST_IMAGE_SHAPE) is not None  # the fast path is taken
+        expected = decode_pngs([blob], MNIST_IMAGE_SHAPE)
+        assert not expected.errors
+        assert same(outcome(blob), expected.images)
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_file(), reason="the shared MNIST tarball is not on this machine")
+def test_real_mnist_pngs_decode_alike_one_by_one_and_as_a_batch():
+    blobs = []
+    with tarfile.open(SHARED_MNIST, "r:gz") as archive:
+        for member in archive:
+            if member.isfile() and member.name.endswith(".png"):
+                blobs.append(archive.extractfile(member).read())
+            if len(blobs) == 3000:
+                break
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)
+    assert not batch.errors
+    one_by_one = np.concatenate([outcome(blob) for blob in blobs])
+    assert np.array_equal(one_by_one, batch.images)
+
+
+def refusal_cases() -> dict[str, bytes]:
+    """PNGs the one-PNG path must leave to `decode_pngs`: other kinds, and every kind of damage."""
+    digit = digit_images(1, seed=3)[0][4]
+    plain = raw_png(digit, [1] * 28)
+    stream_start = plain.index(b"IDAT") + 4
+    rgb = np.stack([digit, 255 - digit, digit // 2], axis=-1)
+    cases = {
+        "palette of grays": png_bytes(digit, "P"),
+        "colour": png_bytes(rgb, "RGB"),
+        "colour with alpha": png_bytes(rgb, "RGBA"),
+        "gray with alpha": png_bytes(digit, "LA"),
+        "one bit": png_bytes(digit, "1"),
+        "sixteen bit": png_bytes(digit.astype(np.uint16) * 257, "I;16"),
+        "interlaced (header)": raw_png(digit, [0] * 28, header={"interlace": 1}),
+        "another size": encode_png(np.zeros((29, 28), np.uint8)),
+        "bomb": raw_png(digit, [0] * 28, header={"width": 10_000, "height": 10_000}),
+        "row filter 5": raw_png(digit, [0] * 27 + [5]),
+        "bytes after the zlib stream": raw_png(digit, [0] * 28, after_stream=b"\x00\x01"),
+        "short stream": raw_png(digit[:27], [0] * 27, header={"height": 28}),
+        "long stream": raw_png(np.vstack([digit, digit[:1]]), [0] * 29, header={"height": 28}),
+        "bad IDAT CRC": plain[:-16] + bytes([plain[-16] ^ 1]) + plain[-15:],
+        "corrupt stream": plain[:stream_start] + b"\xff\xff" + plain[stream_start + 2 :],
+        "truncated": plain[: len(plain) // 2],
+        "no IEND": plain[:-12],
+        "not a PNG": b"GIF89a" + b"\x00" * 40,
+        "empty": b"",
+    }
+    return cases
+
+
+@pytest.mark.parametrize("kind", list(refusal_cases()))
+def test_other_pngs_and_damaged_ones_get_the_batch_decoder_s_answer(kind, monkeypatch):
+    blob = refusal_cases()[kind]
+    assert same(outcome(blob), batch_decoder_outcome(blob, monkeypatch))
+
+
+def test_a_colour_model_s_png_is_left_to_the_batch_decoder(monkeypatch):
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for blob in (png_bytes(image, "RGB"), encode_png(image[..., 0])):
+        assert imaging.decode_plain_gray_png(blob, (32, 32, 3)) is None
+        assert same(outcome(blob, (32, 32, 3)), batch_decoder_outcome(blob, monkeypatch, (32, 32, 3)))
+
+
+def json_outcome(body: bytes) -> np.ndarray | tuple[int, str]:
+    try:
+        return parse_request(body, "application/json", Limits(max_batch=8), MNIST_IMAGE_SHAPE)
+    except BadRequest as refusal:
+        return refusal.status, refusal.message
+
+
+def json_bodies() -> dict[str, bytes]:
+    digits, _ = digit_images(1, seed=5)
+    pngs = [encode_png(image) for image in digits[:3]]
+    catalogue = invalid_requests(digits[0], Limits(max_batch=8), key=None)
+    bodies = {
+        request.kind: request.body for request in catalogue if request.content_type == "application/json"
+    }
+    return bodies | {
+        "pixels": json.dumps({"instances": digits[:8].astype(int).tolist()}).encode(),
+        "pixels with a channel axis": json.dumps({"instances": digits[:2, ..., None].tolist()}).encode(),
+        "base64 PNGs": json.dumps({"images": [base64.b64encode(png).decode() for png in pngs]}).encode(),
+        "schema version": json.dumps({"schema_version": 1, "instances": digits[:1].tolist()}).encode(),
+        "UTF-8 BOM": b"\xef\xbb\xbf" + json.dumps({"instances": digits[:1].tolist()}).encode(),
+        "UTF-16": json.dumps({"instances": digits[:1].tolist()}).encode("utf-16"),
+        "lone surrogate in a key": b'{"\\ud800": 1}',
+        "NaN": b'{"instances": [[[NaN]]]}',
+        "Infinity": b'{"instances": [[[-Infinity]]]}',
+        "nested deeply": b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "not UTF-8": b'{"instances": "\xff"}',
+        "trailing content": b'{"instances": []} x',
+        "floats": json.dumps({"instances": (digits[:1] / 2).tolist()}).encode(),
+        "exponent": b'{"instances": [[[1e2]]]}',
+    }
+
+
+@pytest.mark.parametrize("kind", list(json_bodies()))
+def test_json_bodies_parse_as_the_standard_library_parses_them(kind, monkeypatch):
+    body = json_bodies()[kind]
+    fast = json_outcome(body)
+    with monkeypatch.context() as patched:  # the standard library alone, as before orjson
+        patched.setattr(payloads.orjson, "loads", payloads._parse_json)
+        assert same(fast, json_outcome(body))
+
+
+def submitted(log: RequestLog, count: int, tag: str = "r") -> list[str]:
+    """`count` records submitted to `log`; their request ids."""
+    ids = [f"{tag}-{index}" for index in range(count)]
+    image = np.full((1, *MNIST_IMAGE_SHAPE), 200, np.uint8)
+    probabilities = np.eye(10, dtype=np.float32)[[3]]
+    for request_id in ids:
+        log.submit(
+            model_name="m",
+            model_version="1",
+            status=200,
+            started=time.perf_counter(),
+            images=image,
+            probabilities=probabilities,
+            classes=MNIST_CLASSES,
+            request_id=request_id,
+        )
+    return ids
+
+
+def logged_ids(where: Path) -> list[str]:
+    """The request ids of a log file, or of every log file in a folder."""
+    files = sorted(where.glob("*.jsonl")) if where.is_dir() else [where]
+    return [json.loads(line)["request_id"] for file in files for line in file.open()]
+
+
+def test_records_submitted_from_many_threads_are_all_written_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(request_log, "QUEUE_LIMIT", 4)  # submitters wait for the writer, none is dropped
+    log = RequestLog(tmp_path / "requests")
+    threads = [threading.Thread(target=submitted, args=(log, 150, f"t{n}")) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.flush()
+    ids = logged_ids(log.folder)
+    assert len(ids) == len(set(ids)) == 900
+    for line in log.path.read_text().splitlines():
+        contracts.validate(json.loads(line), "request_record", source="request log")
+
+
+def test_a_reader_in_the_serving_process_sees_every_record_submitted(tmp_path):
+    log = RequestLog(tmp_path / "requests")
+    ids = submitted(log, 300)
+    records, _ = read_records(log.folder)
+    assert [record["request_id"] for record in records] == ids
+
+
+def test_records_still_queued_are_written_when_the_process_exits(tmp_path):
+    script = (
+        "import sys; from pathlib import Path; from tests.test_request_path import RequestLog, submitted;"
+        " submitted(RequestLog(Path(sys.argv[1])), 3000)"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=Path(__file__).parents[1])
+    assert len(logged_ids(tmp_path)) == 3000
+
+
+def _submit_in_child(log: RequestLog) -> None:
+    submitted(log, 5, "child")
+    log.flush()  # multiprocessing's children leave through os._exit: no exit handlers
+
+
+def test_a_forked_worker_writes_its_own_file_with_its_own_writer(tmp_path):
+    log = RequestLog(tmp_path / "requests")
+    submitted(log, 1, "parent")  # the parent's writer thread is running when it forks
+    child = multiprocessing.get_context("fork").Process(target=_submit_in_child, args=(log,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    log.flush()
+    by_file = {
+        file.name: [json.loads(line)["request_id"] for line in file.open()] for file in log.folder.iterdir()
+    }
+    assert by_file == {
+        f"requests-{os.getpid()}.jsonl": ["parent-0"],
+        f"requests-{child.pid}.jsonl": [f"child-{index}" for index in range(5)],
+    }
+
+
+def test_a_record_that_cannot_be_written_is_reported_and_the_writer_goes_on(tmp_path, capfd):
+    log = RequestLog(tmp_path / "requests")
+    log.path.mkdir()  # the log file's name is taken: opening it fails
+    submitted(log, 1, "lost")
+    log.flush()
+    assert "a record was not written" in capfd.readouterr().err
+    log.path.rmdir()
+    submitted(log, 2, "kept")
+    log.flush()
+    assert logged_ids(log.folder) == ["kept-0", "kept-1"]
+
+
+def test_the_server_logging_config_ships_beside_the_entry_script_at_warning():
+    shipped = resources.files("mnist_mlops.serving") / "logging.json"
+    ours = json.loads(shipped.read_text())
+    assert Path(str(shipped)).parent == ENTRY_SCRIPT.parent
+    packaged = json.loads((resources.files("azureml_inference_server_http") / "logging.json").read_text())
+    for section in ("handlers", "formatters", "filters"):  # the server's own config but for the levels
+        assert {name: {**value, "level": "-"} for name, value in ours[section].items()} == {
+            name: {**value, "level": "-"} for name, value in packaged[section].items()
+        }
+    assert {ours["handlers"][name]["level"] for name in ours["handlers"]} == {"WARNING"}
+    assert {ours["loggers"][name]["level"] for name in SERVER_LOGGERS} == {"WARNING"}
+    assert ours["disable_existing_loggers"] is False  # score.py applies it again in a running worker
+
+
+@pytest.mark.parametrize("layout", ["local", "azure_ml"])
+def test_the_server_finds_the_logging_config_locally_and_in_azure_ml_s_layout(layout, tmp_path):
+    """Locally `mnist-mlops serve` passes the entry script's absolute path; on an endpoint AML_APP_ROOT
+    is the code snapshot and the entry script a path inside it."""
+    root = ENTRY_SCRIPT.parents[2]
+    settings = {"AML_APP_ROOT": str(tmp_path), "AZUREML_ENTRY_SCRIPT": str(ENTRY_SCRIPT)}
+    if layout == "azure_ml":
+        settings = {"AML_APP_ROOT": str(root), "AZUREML_ENTRY_SCRIPT": "mnist_mlops/serving/score.py"}
+    script = (
+        "import logging, azureml_inference_server_http.server.config;"
+        f" print([logging.getLevelName(logging.getLogger(name).level) for name in {SERVER_LOGGERS!r}])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **settings},
+        cwd=root if layout == "azure_ml" else tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert str(["WARNING"] * 3) in result.stdout.splitlines()
