@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from mnist_mlops.errors import UserInputError
@@ -92,6 +92,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         for folder in created:  # a failed stage leaves no empty folders it made either
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+            with suppress(OSError):  # best effort: the error being raised is the one to see
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         raise

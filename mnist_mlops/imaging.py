@@ -124,11 +124,12 @@ def read_png_header(data: bytes) -> PngHeader:
     return PngHeader(width, height, depth, color, interlace)
 
 
-def _idat_parts(blob: bytes) -> list[memoryview]:
+def _idat_parts(blob: bytes, *, only: frozenset[bytes] | None = None) -> list[memoryview]:
     """Walk the chunks after IHDR up to IEND, checking every CRC; return the IDAT payloads.
 
     Structural damage (truncation, bad CRC, unknown critical chunk) is caught here for every image,
-    whichever decoder then handles the pixels.
+    whichever decoder then handles the pixels. `only`: the chunk types besides IDAT and IEND the image
+    may hold (any other raises), for a caller that must know what a later reader will do with them.
     """
     view = memoryview(blob)
     size = len(blob)
@@ -149,6 +150,8 @@ def _idat_parts(blob: bytes) -> list[memoryview]:
                 break
         elif chunk_type == b"IEND":
             break
+        elif only is not None and chunk_type not in only:
+            raise ImageDecodeError(f"{_chunk_name(chunk_type)} chunk not taken here")
         elif not chunk_type[0] & 0x20 and chunk_type != b"PLTE":
             raise ImageDecodeError(f"unknown critical chunk {_chunk_name(chunk_type)}")
         pos = end
@@ -157,12 +160,13 @@ def _idat_parts(blob: bytes) -> list[memoryview]:
     return parts
 
 
-def _inflate_gray8(blob: bytes, expected: int) -> bytes:
-    """Inflate the IDAT data of a checked PNG, insisting on exactly `expected` bytes.
+def _inflate_gray8(blob: bytes, expected: int, *, only: frozenset[bytes] | None = None) -> bytes:
+    """Inflate the IDAT data of a checked PNG, insisting on exactly `expected` bytes (`only`: as for
+    `_idat_parts`).
 
     The output cap means a malicious stream can never make us allocate more than one image's worth.
     """
-    parts = _idat_parts(blob)
+    parts = _idat_parts(blob, only=only)
     stream = isal_zlib.decompressobj()
     try:
         raw = stream.decompress(parts[0] if len(parts) == 1 else b"".join(parts), expected + 1)
@@ -476,19 +480,27 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+_PLAIN_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tRNS", b"tEXt", b"tIME", b"bKGD", b"sBIT"})
+"""The chunks besides IDAT and IEND a PNG may hold for `decode_plain_gray_png`: ones Pillow reads
+without inflating. Pillow inflates zTXt, iTXt and iCCP (up to 1 MB each, 64 MB an image), work the
+batch decoder never does, so a small request could make a worker inflate far more than its image."""
+
+
 def decode_plain_gray_png(blob: bytes, image_shape: tuple[int, ...]) -> np.ndarray | None:
     """One plain 8-bit grayscale PNG of a grayscale model's size, unfiltered by Pillow in C: about 5x
     faster than `decode_pngs` on a single image (its numpy unfiltering pays off across a batch, not
     within one image). `decode_pngs`' checks run first (header, chunk CRCs, the exact inflated size,
-    the row filter types); for anything they doubt, or any other kind of PNG, None: `decode_pngs`
-    then decides, so pixels and refusals are its own."""
+    the row filter types) and the image may hold no chunk outside `_PLAIN_CHUNKS`; for anything they
+    doubt, or any other kind of PNG, None: `decode_pngs` then decides, so pixels and refusals are its
+    own. Pillow inflates the image data a second time, knowingly: one small image's worth, already
+    checked to be exactly that size."""
     if len(image_shape) != 2 or type(blob) is not bytes:
         return None
     height, width = image_shape
     try:
         if _verdict(blob[:_HEADER_END], height, width) is not None:
             return None
-        rows = _inflate_gray8(blob, height * (width + 1))
+        rows = _inflate_gray8(blob, height * (width + 1), only=_PLAIN_CHUNKS)
         if max(rows[:: width + 1]) > 4:  # a row filter type PNG does not define
             return None
         with Image.open(BytesIO(blob), formats=["PNG"]) as image:

@@ -1,4 +1,4 @@
-"""Running a compiled model function over many images: shared by train, evaluate and scoring."""
+"""Running a compiled model function over many images: shared by train and evaluate."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ PREDICT_BATCH = 2000
 
 
 def predict_in_batches(predict: Callable[[np.ndarray], Any], images: np.ndarray) -> np.ndarray:
-    """Probabilities for all `images`, calling `predict` (a warmed tf.function, an ONNX Runtime session)
+    """Probabilities for all `images`, calling `predict` (train's and evaluate's warmed tf.function)
     batch by batch."""
     return np.concatenate(
         [

@@ -4,6 +4,8 @@ A dataset larger than memory is never held whole: rows are appended after a rese
 written last, with the final row count (numpy keeps spare room in the header for the first axis to
 grow, so its length does not depend on the count). Rows are re-ordered with `os.pread` rather than
 through `np.memmap`, whose mapped pages would count in the process's resident memory like a copy.
+Every `pread` and `pwrite` is repeated until all its bytes are moved: one call moves at most about
+2 GiB on Linux, and fewer when a signal interrupts it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -19,11 +22,12 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing
 
-GATHER_ROWS = 65_536
-"""Rows gathered per block: a few MB of images, enough that the per-block overhead is negligible."""
+GATHER_BYTES = 64 << 20
+"""Bytes of rows gathered per block (64 MiB, about 85,000 MNIST rows): enough that the per-block overhead
+is negligible, whatever the row size, and a bounded amount of memory."""
 
 
-def npy_header(shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> bytes:
+def _npy_header(shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> bytes:
     """The header `np.save` writes for a C-ordered array of `shape` and `dtype`."""
     header = io.BytesIO()
     fields = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
@@ -43,10 +47,14 @@ class NpyWriter:
         self.row_shape = tuple(row_shape)
         self.dtype = np.dtype(dtype)
         self.rows = 0
-        self._header_size = len(npy_header((0, *self.row_shape), self.dtype))
+        self._header_size = len(_npy_header((0, *self.row_shape), self.dtype))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close(), which writes the header
-        self._file.write(bytes(self._header_size))
+        try:
+            self._file.write(bytes(self._header_size))
+        except BaseException:
+            self._file.close()
+            raise
 
     def append(self, rows: np.ndarray) -> None:
         if rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
@@ -57,12 +65,15 @@ class NpyWriter:
         self.rows += len(rows)
 
     def close(self) -> None:
-        header = npy_header((self.rows, *self.row_shape), self.dtype)
-        if len(header) != self._header_size:  # only past 10**21 rows
-            raise ValueError(f"{self.path}: {self.rows} rows do not fit the reserved .npy header")
-        self._file.seek(0)
-        self._file.write(header)
-        self._file.close()
+        """Write the header for the rows appended; the file is closed even when that fails."""
+        try:
+            header = _npy_header((self.rows, *self.row_shape), self.dtype)
+            if len(header) != self._header_size:  # only past 10**21 rows
+                raise ValueError(f"{self.path}: {self.rows} rows do not fit the reserved .npy header")
+            self._file.seek(0)
+            self._file.write(header)
+        finally:
+            self._file.close()
 
     def __enter__(self) -> NpyWriter:
         return self
@@ -82,8 +93,9 @@ class NpyWriter:
 
 def allocate_npy(path: Path, shape: tuple[int, ...], dtype: np.typing.DTypeLike = np.uint8) -> int:
     """Create the .npy file for an array of `shape`, header written and data zero, for rows to be
-    written in place (by several processes at once); returns the byte offset of the first row."""
-    header = npy_header(shape, dtype)
+    written in place with `write_rows` (by several processes at once); returns the byte offset of the
+    first row."""
+    header = _npy_header(shape, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(header)
@@ -91,32 +103,33 @@ def allocate_npy(path: Path, shape: tuple[int, ...], dtype: np.typing.DTypeLike 
     return len(header)
 
 
-def gathered_rows(path: Path, order: np.ndarray, *, block: int = GATHER_ROWS) -> Iterator[np.ndarray]:
-    """The rows `order` names of the .npy array at `path`, in that order, `block` rows at a time.
+def write_rows(path: Path, offset: int, rows: np.ndarray) -> None:
+    """Write `rows` into the file at `path` from byte `offset`, every byte: a short write left alone
+    would leave zeros from `allocate_npy` that the file's sha256 would then vouch for."""
+    data = memoryview(np.ascontiguousarray(rows).reshape(-1).view(np.uint8))
+    with open(path, "r+b") as handle:
+        while data:
+            written = os.pwrite(handle.fileno(), data, offset)
+            if written == 0:
+                raise OSError(f"{path}: no byte written at offset {offset}")
+            data, offset = data[written:], offset + written
 
-    Runs of consecutive rows are read with one `pread` each, so an order that is mostly ascending costs
-    few system calls.
-    """
+
+def read_rows(path: Path, rows: np.ndarray) -> np.ndarray:
+    """The rows `rows` names of the .npy array at `path`, in that order, as one array (the caller
+    bounds how many)."""
     with open(path, "rb") as handle:
-        shape, fortran_order, dtype = _read_header(handle, path)
-        if fortran_order:
-            raise ValueError(f"{path}: a Fortran-ordered array cannot be gathered by rows")
-        offset = handle.tell()
-        row_shape = tuple(shape[1:])
-        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
-        descriptor = handle.fileno()
+        return _RowLayout.read(handle, path).gather(handle.fileno(), rows)
+
+
+def gathered_rows(path: Path, order: np.ndarray, *, block_bytes: int = GATHER_BYTES) -> Iterator[np.ndarray]:
+    """The rows `order` names of the .npy array at `path`, in that order, about `block_bytes` at a time
+    (at least one row)."""
+    with open(path, "rb") as handle:
+        layout = _RowLayout.read(handle, path)
+        block = max(1, block_bytes // max(layout.row_bytes, 1))
         for start in range(0, len(order), block):
-            rows = np.asarray(order[start : start + block], dtype=np.int64)
-            if len(rows) and (rows.min() < 0 or rows.max() >= shape[0]):
-                raise IndexError(f"{path}: row index out of range for {shape[0]} rows")
-            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-            run_starts = np.concatenate([[0], breaks]).tolist()
-            run_stops = np.concatenate([breaks, [len(rows)]]).tolist()
-            pieces = [
-                os.pread(descriptor, (stop - first) * row_bytes, offset + int(rows[first]) * row_bytes)
-                for first, stop in zip(run_starts, run_stops, strict=True)
-            ]
-            yield np.frombuffer(b"".join(pieces), dtype=dtype).reshape(len(rows), *row_shape)
+            yield layout.gather(handle.fileno(), order[start : start + block])
 
 
 def reorder_rows(path: Path, order: np.ndarray) -> None:
@@ -133,6 +146,58 @@ def reorder_rows(path: Path, order: np.ndarray) -> None:
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class _RowLayout:
+    """Where the rows of an open C-ordered .npy file are."""
+
+    path: Path
+    count: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int  # of the first row
+
+    @classmethod
+    def read(cls, handle: BinaryIO, path: Path) -> _RowLayout:
+        shape, fortran_order, dtype = _read_header(handle, path)
+        if fortran_order:
+            raise ValueError(f"{path}: a Fortran-ordered array cannot be gathered by rows")
+        return cls(path, shape[0], tuple(shape[1:]), dtype, handle.tell())
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.row_shape) * self.dtype.itemsize
+
+    def gather(self, descriptor: int, rows: np.ndarray) -> np.ndarray:
+        """The rows `rows` names, in that order; each run of consecutive rows is one read, so an order
+        that is mostly ascending costs few system calls."""
+        rows = np.asarray(rows, dtype=np.int64)
+        gathered = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        if not len(rows):
+            return gathered
+        if rows.min() < 0 or rows.max() >= self.count:
+            raise IndexError(f"{self.path}: row index out of range for {self.count} rows")
+        target = memoryview(gathered.reshape(-1).view(np.uint8))
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.concatenate([[0], breaks]).tolist()
+        stops = np.concatenate([breaks, [len(rows)]]).tolist()
+        for first, stop in zip(starts, stops, strict=True):
+            self._read_into(
+                descriptor,
+                target[first * self.row_bytes : stop * self.row_bytes],
+                self.offset + int(rows[first]) * self.row_bytes,
+            )
+        return gathered
+
+    def _read_into(self, descriptor: int, target: memoryview, offset: int) -> None:
+        """Fill `target` with the file's bytes from `offset`, however few each `pread` returns."""
+        while target:
+            data = os.pread(descriptor, len(target), offset)
+            if not data:
+                raise ValueError(f"{self.path}: the file ends before the rows its .npy header promises")
+            target[: len(data)] = data
+            target, offset = target[len(data) :], offset + len(data)
 
 
 def _read_header(handle: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -5,9 +5,11 @@ model folder it logs, as `scoring/model.onnx` with `scoring/export.json` (schema
 versions, sha256, the golden figures), only once the export reproduces the MLflow model on the golden
 images by the rule every copy of a model meets (`same_predictions`). The registry's model stays the
 MLflow model; its pyfunc flavor ignores the extra folder. The scoring server and batch scoring load the
-export (its sha256 checked), which needs neither TensorFlow nor MLflow: a tenth of the memory and about
-a tenth of the time per single-image call. A model tf2onnx cannot convert is registered with an
-export.json that says why, and scored through TensorFlow, as is a version registered before exports.
+export (its sha256 checked) without TensorFlow: a tenth of the memory and about a tenth of the time per
+single-image call. Running it needs no MLflow either (`load_export` on a local model folder); fetching
+a version from the registry still does. A model tf2onnx cannot convert is registered with an
+export.json that says why, and scored through TensorFlow, as is a version registered before exports;
+any other failure of the export (a full disk, no memory) fails the registration.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ INPUT_NAME = "images"
 OPSET = 17
 ATOL = 1e-5
 """The largest difference in any probability a copy of a model may show (with the same classes)."""
+CONVERTER_ERRORS = (ValueError, NotImplementedError, RuntimeError)
+"""What tf2onnx raises for a model it cannot convert (an op or a graph it has no rule for). Anything
+else, OSError and MemoryError above all, is a fault to see, not a reason to score through TensorFlow."""
 
 
 def same_predictions(actual: np.ndarray, expected: np.ndarray) -> bool:
@@ -50,8 +55,9 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Write the ONNX export of `keras_model` (the model of MLflow `model_folder`) and its record into
     `model_folder`/scoring, checked on `golden` against the MLflow model's `expected` probabilities;
-    returns the record. A model tf2onnx cannot convert gets a record naming TensorFlow and the reason;
-    an export that predicts differently is refused (UserInputError)."""
+    returns the record. A model tf2onnx cannot convert (CONVERTER_ERRORS) gets a record naming
+    TensorFlow and the reason; an export that predicts differently is refused (UserInputError); any
+    other error propagates."""
     import onnx
     import onnxruntime
     import tensorflow as tf
@@ -66,14 +72,14 @@ def export_onnx(
             tf2onnx.convert.from_keras(
                 keras_model, input_signature=signature, opset=OPSET, output_path=str(converted)
             )
-            data = converted.read_bytes()
-        except Exception as error:  # any converter failure: the version is scored through TensorFlow
+        except CONVERTER_ERRORS as error:  # the version is scored through TensorFlow
             reason = (
                 f"tf2onnx {tf2onnx.__version__} cannot convert the model: {type(error).__name__}: {error}"
             )
             record = {"schema_version": 1, "runtime": "tensorflow", "reason": reason.strip()}
             contracts.write_json(folder / RECORD_FILE, record, "scoring_export")
             return record
+        data = converted.read_bytes()
     actual = _session_predict(data, threads=1)(np.ascontiguousarray(golden, dtype=np.uint8))
     if not same_predictions(actual, expected):
         raise UserInputError(

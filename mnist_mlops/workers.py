@@ -1,8 +1,11 @@
 """Run a function over a stream of jobs on a fork pool, results in submission order, memory bounded.
 
 `Pool.imap` would do, but its feeder thread drains the job iterator without bound: a stream read from
-an archive would be read whole into the task queue. Here at most `in_flight` jobs are pending, so the
-producer (the archive reader, in this process) and the workers overlap and memory stays bounded.
+an archive would be read whole into the task queue. Here at most two jobs per worker are pending, so
+the producer (the archive reader, in this process) and the workers overlap and memory stays bounded.
+The pool is a `ProcessPoolExecutor`, not a `multiprocessing.Pool`: when a worker dies (killed for
+memory, a crash in a C library) the executor fails every pending job at once, where `Pool` silently
+starts a new worker, drops the job and leaves its caller waiting forever.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 
@@ -27,7 +32,9 @@ def ordered_results(
     more than one job, more than one CPU and the platform can fork; else in this process.
 
     `function` must be a module-level function (workers find it by name). Forking copies this process:
-    call it before starting threads.
+    call it before starting threads. A worker that dies raises RuntimeError here. Closing the iterator
+    early (or an error in the consumer, once the iterator is closed) cancels the jobs not yet started
+    and waits for the running ones.
     """
     workers = workers or worker_count()
     jobs = iter(jobs)
@@ -36,18 +43,27 @@ def ordered_results(
         for job in itertools.chain(first_two, jobs):
             yield function(*job)
         return
-    pending: deque = deque()
-    pool = multiprocessing.get_context("fork").Pool(workers)
+    pending: deque[Future] = deque()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        try:
+            for job in itertools.chain(first_two, jobs):
+                pending.append(pool.submit(function, *job))
+                if len(pending) >= 2 * workers:
+                    yield _result(pending.popleft(), function)
+            while pending:
+                yield _result(pending.popleft(), function)
+        except BaseException:  # also a consumer that stops early (GeneratorExit): drop the pending jobs
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def _result(future: Future, function: Callable[..., Any]) -> Any:
+    """The job's result; a dead worker is named as such (the executor's own words do not say which
+    work failed, nor the likely cause)."""
     try:
-        for job in itertools.chain(first_two, jobs):
-            pending.append(pool.apply_async(function, job))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-    except BaseException:  # also a consumer that stops early (GeneratorExit): drop the pending jobs
-        pool.terminate()
-        pool.join()
-        raise
-    pool.close()
-    pool.join()
+        return future.result()
+    except BrokenProcessPool as error:
+        raise RuntimeError(
+            f"a worker process running {function.__module__}.{function.__qualname__} died (killed for "
+            "memory, or a crash); rerun, with more memory if the system log shows an out-of-memory kill"
+        ) from error

@@ -28,11 +28,12 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from mnist_mlops import contracts
@@ -367,7 +368,7 @@ def _execute(
     `environment`: the variables that attach it to its MLflow run. In a container (no network, only its
     own folders) the node logs nothing: its run records status only."""
     if options.isolation == "process" and load_metadata(node.component).get("local_in_process"):
-        code = _execute_in_process(node.component, inputs, outputs, log)
+        code = _execute_in_process(node.component, inputs, outputs, log, environment)
         if options.verbose:  # what its command's output would have shown, once it ended
             lines = log.read_text().splitlines(keepends=True)
             print("".join(f"[{node.name}] {line}" for line in lines), end="", flush=True)
@@ -408,15 +409,18 @@ def _execute(
     return result.returncode
 
 
-def _execute_in_process(component: str, inputs: dict, outputs: dict, log: Path) -> int:
+def _execute_in_process(
+    component: str, inputs: dict, outputs: dict, log: Path, environment: dict[str, str]
+) -> int:
     """Call the component's executor (`run_<component>`) in this process, for a light step declared
     `local_in_process` (resolve_champion, which reruns whenever production moves): no interpreter and no
-    MLflow import to pay again. As its command would: everything it prints goes to `log`, the exit code
-    is 0, 2 for bad input (`error: ...`) or 1 for a crash (its traceback), and a failed step leaves none
-    of the outputs it was to create. Such a component logs nothing to MLflow itself (its node's run gets
-    its status from the runner). The executor is loaded from its file: importing it as a module of the
-    components package would import every component, with mldesigner and azure-ai-ml (seconds)."""
-    import contextlib
+    MLflow import to pay again. As its command would: it sees `environment` and whatever it sets in
+    os.environ is undone after it; everything it writes, from Python or from C, to stdout or stderr
+    goes to `log` (file descriptors 1 and 2 point there meanwhile; nodes run one at a time); the exit
+    code is 0, 2 for bad input (`error: ...`), a SystemExit's own code, or 1 for a crash (its traceback);
+    and a failed or interrupted step leaves none of the outputs it was to create. The executor is loaded
+    from its file: importing it as a module of the components package would import every component,
+    with mldesigner and azure-ai-ml (seconds)."""
     import importlib.util
     import traceback
 
@@ -435,19 +439,59 @@ def _execute_in_process(component: str, inputs: dict, outputs: dict, log: Path) 
 
     fresh = [Path(path) for path in outputs.values() if not Path(path).exists()]
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as stream, contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
-        try:
-            getattr(executor(), f"run_{component}")(**outputs, **inputs)
-            code = 0
-        except UserInputError as error:
-            print(f"error: {error}", file=sys.stderr)
-            code = USER_ERROR_EXIT_CODE
-        except Exception:  # a crash fails the node, as a child process's would, not the runner
-            traceback.print_exc()
-            code = 1
-    if code != 0:
-        discard(fresh)
+    code = 1
+    try:
+        with open(log, "w", buffering=1) as stream, _process_output_to(stream), _environment(environment):
+            try:
+                getattr(executor(), f"run_{component}")(**outputs, **inputs)
+                code = 0
+            except UserInputError as error:
+                print(f"error: {error}", file=sys.stderr)
+                code = USER_ERROR_EXIT_CODE
+            except SystemExit as stop:  # what `sys.exit` in a command would have made its exit code
+                if stop.code is None or isinstance(stop.code, int):
+                    code = stop.code or 0
+                else:
+                    print(stop.code, file=sys.stderr)
+            except Exception:  # a crash fails the node, as a child process's would, not the runner
+                traceback.print_exc()
+    finally:
+        if code != 0:
+            discard(fresh)
     return code
+
+
+@contextmanager
+def _process_output_to(stream: IO[str]) -> Iterator[None]:
+    """This process's stdout and stderr, Python's and the file descriptors under them, into `stream`."""
+    import contextlib
+
+    for console in (sys.stdout, sys.stderr):
+        console.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+            stream.flush()
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in saved:
+            os.close(descriptor)
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """os.environ with `variables` for the duration, then exactly as it was (a step's own setdefaults too)."""
+    saved = dict(os.environ)
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _source_identity(uri: str | None, pin: str | None) -> str | None:

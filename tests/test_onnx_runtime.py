@@ -1,7 +1,8 @@
 """The scoring copy of a model (`mnist_mlops.onnx_export`): register's ONNX export predicts what the
-TensorFlow model predicts on real images, the server loads it without TensorFlow or MLflow, a tampered
-export is refused, and a version without an export (a model tf2onnx cannot convert, a version
-registered before exports) is scored through TensorFlow."""
+TensorFlow model predicts on real images, a local model folder's export loads without TensorFlow or
+MLflow, a tampered export is refused, and a version without an export (a model tf2onnx cannot convert,
+with a warning, a version registered before exports) is scored through TensorFlow; a fault of the
+export itself (a full disk, no memory) is not taken for a model tf2onnx cannot convert."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from mnist_mlops.components.batch_score.executor import run_batch_score
 from mnist_mlops.dataset import load_split
 from mnist_mlops.errors import ContractError, UserInputError
 from mnist_mlops.hashing import sha256_file
+from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.onnx_export import (
     EXPORT_FOLDER,
     INPUT_NAME,
@@ -127,6 +129,37 @@ def test_an_export_record_names_its_file_and_checks_or_says_why_there_is_none():
         contracts.validate({"schema_version": 1, "runtime": "tensorflow"}, "scoring_export", source="x")
 
 
+@pytest.mark.parametrize(
+    ("fault", "scored_by_tensorflow"),
+    [
+        (ValueError("unsupported op Foo"), True),
+        (NotImplementedError("Foo"), True),
+        (OSError(28, "No space left on device"), False),
+        (MemoryError(), False),
+    ],
+    ids=["cannot convert", "not implemented", "disk full", "no memory"],
+)
+def test_only_a_model_tf2onnx_cannot_convert_falls_back_to_tensorflow(
+    fault, scored_by_tensorflow, tmp_path, monkeypatch
+):
+    import tf2onnx
+
+    def convert(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(tf2onnx.convert, "from_keras", convert)
+    interface = ModelInterface(SHAPE, tuple(CLASSES))
+    golden = np.zeros((1, *SHAPE), np.uint8)
+    arguments = (tmp_path, None, interface, golden, np.full((1, 6), 1 / 6))  # no model: nothing converts
+    if scored_by_tensorflow:
+        record = export_onnx(*arguments)
+        assert record["runtime"] == "tensorflow" and type(fault).__name__ in record["reason"]
+    else:
+        with pytest.raises(type(fault)):
+            export_onnx(*arguments)
+        assert not (tmp_path / EXPORT_FOLDER / RECORD_FILE).exists()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny model trained on generated digits, judged by lenient thresholds."""
@@ -160,7 +193,7 @@ def test_the_onnx_export_predicts_what_tensorflow_predicts_on_real_images(traine
 
 @pytest.mark.slow  # trains a model and registers it
 def test_a_model_tf2onnx_cannot_convert_registers_and_serves_through_tensorflow(
-    trained, tmp_path, monkeypatch
+    trained, tmp_path, monkeypatch, capsys
 ):
     import tf2onnx
 
@@ -172,6 +205,7 @@ def test_a_model_tf2onnx_cannot_convert_registers_and_serves_through_tensorflow(
     record = register_model(trained, registry, tmp_path / "record.json")
     assert record["registered"] and "scored through TensorFlow" in record["reasons"][1]
     assert "ValueError: unsupported op Foo" in record["reasons"][1]
+    assert f"warning: mnist-mlops version 1: {record['reasons'][1]}\n" in capsys.readouterr().err
     version = client(registry).get_model_version("mnist-mlops", record["version"])
     assert version.tags["scoring_runtime"] == "tensorflow"
     loaded = RegistryModels("models:/mnist-mlops/1", registry).load(record["version"])

@@ -8,6 +8,7 @@ the same refusals as `decode_pngs`, the same parse as the standard library, ever
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import multiprocessing
 import os
@@ -93,6 +94,26 @@ def raw_png(
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idats + chunk(b"IEND", b"")
 
 
+def with_chunks(png: bytes, *chunks: bytes) -> bytes:
+    """`png` with `chunks` between its header and its image data."""
+    return png[:33] + b"".join(chunks) + png[33:]
+
+
+INFLATED_TEXT = 1_000_000
+"""What each compressed chunk below inflates to: under Pillow's 1 MB a chunk, so Pillow would inflate it."""
+
+
+def compressed_chunk_cases() -> dict[str, bytes]:
+    """Plain grayscale PNGs carrying chunks Pillow inflates and the batch decoder only CRC-checks."""
+    plain = raw_png(digit_images(1, seed=3)[0][4], [1] * 28)
+    text = zlib.compress(bytes(INFLATED_TEXT), 9)  # about 1 KB
+    return {
+        "zTXt bomb": with_chunks(plain, *[chunk(b"zTXt", b"Comment\x00\x00" + text)] * 8),
+        "compressed iTXt": with_chunks(plain, chunk(b"iTXt", b"Comment\x00\x01\x00\x00\x00" + text)),
+        "iCCP": with_chunks(plain, chunk(b"iCCP", b"profile\x00\x00" + text)),
+    }
+
+
 def outcome(blob: bytes, shape: tuple[int, ...] = MNIST_IMAGE_SHAPE) -> np.ndarray | tuple[int, str]:
     """The pixels a one-PNG request decodes to, or its refusal (status, message)."""
     try:
@@ -123,8 +144,10 @@ def plain_pngs() -> list[bytes]:
     images = [*digits, rng.integers(0, 256, MNIST_IMAGE_SHAPE, dtype=np.uint8)]
     images += [np.zeros(MNIST_IMAGE_SHAPE, np.uint8), np.full(MNIST_IMAGE_SHAPE, 255, np.uint8)]
     blobs = []
+    harmless = (chunk(b"gAMA", (45455).to_bytes(4, "big")), chunk(b"tEXt", b"Comment\x00a digit"))
     for index, image in enumerate(images):
         blobs.append(encode_png(image))
+        blobs.append(with_chunks(encode_png(image), *harmless))
         blobs.append(raw_png(image, rng.integers(0, 5, 28).tolist(), idat_parts=1 + index % 3))
         blobs += [raw_png(image, [kind] * 28, level=index % 10) for kind in range(5)]
     return blobs
@@ -181,13 +204,20 @@ def refusal_cases() -> dict[str, bytes]:
         "not a PNG": b"GIF89a" + b"\x00" * 40,
         "empty": b"",
     }
-    return cases
+    return cases | compressed_chunk_cases()
 
 
 @pytest.mark.parametrize("kind", list(refusal_cases()))
 def test_other_pngs_and_damaged_ones_get_the_batch_decoder_s_answer(kind, monkeypatch):
     blob = refusal_cases()[kind]
     assert same(outcome(blob), batch_decoder_outcome(blob, monkeypatch))
+
+
+@pytest.mark.parametrize("kind", list(compressed_chunk_cases()))
+def test_a_png_with_a_chunk_pillow_would_inflate_is_left_to_the_batch_decoder(kind, monkeypatch):
+    blob = compressed_chunk_cases()[kind]
+    assert imaging.decode_plain_gray_png(blob, MNIST_IMAGE_SHAPE) is None
+    assert isinstance(batch_decoder_outcome(blob, monkeypatch), np.ndarray)  # its verdict: the pixels
 
 
 def test_a_colour_model_s_png_is_left_to_the_batch_decoder(monkeypatch):
@@ -316,16 +346,68 @@ def test_a_forked_worker_writes_its_own_file_with_its_own_writer(tmp_path):
     }
 
 
-def test_a_record_that_cannot_be_written_is_reported_and_the_writer_goes_on(tmp_path, capfd):
+def test_a_record_that_cannot_be_written_is_reported_counted_and_the_writer_goes_on(tmp_path, capfd):
     log = RequestLog(tmp_path / "requests")
     log.path.mkdir()  # the log file's name is taken: opening it fails
     submitted(log, 1, "lost")
     log.flush()
     assert "a record was not written" in capfd.readouterr().err
+    assert log.dropped == 1
     log.path.rmdir()
     submitted(log, 2, "kept")
     log.flush()
     assert logged_ids(log.folder) == ["kept-0", "kept-1"]
+    assert log.dropped == 1
+
+
+def open_files() -> set[str]:
+    """What this process's file descriptors point at."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return found
+
+
+def test_close_writes_what_was_queued_ends_the_writer_and_closes_the_file(tmp_path):
+    log = RequestLog(tmp_path / "requests")
+    before = set(threading.enumerate())
+    ids = submitted(log, 500)
+    writers = set(threading.enumerate()) - before
+    assert [thread.name for thread in writers] == ["request-log"]
+    log.flush()
+    assert str(log.path) in open_files()  # kept open across records
+    log.close()
+    assert not any(thread.is_alive() for thread in writers)
+    assert str(log.path) not in open_files()
+    assert logged_ids(log.path) == ids
+    log.close()  # closing twice is harmless; a later record starts a writer again
+    ids += submitted(log, 1, "again")
+    log.close()
+    assert logged_ids(log.path) == ids
+
+
+def test_a_worker_forked_while_the_lock_is_held_still_logs(tmp_path):
+    log = RequestLog(tmp_path / "requests")
+    with request_log._START_LOCK:  # as another thread starting or closing a writer holds it at the fork
+        child = multiprocessing.get_context("fork").Process(target=_submit_in_child, args=(log,))
+        child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    assert logged_ids(log.folder) == [f"child-{index}" for index in range(5)]
+
+
+def test_a_log_file_removed_by_someone_else_costs_no_later_record(tmp_path):
+    log = RequestLog(tmp_path / "requests", max_bytes=1000, keep=2)  # a few records a file
+    submitted(log, 1, "before")
+    log.flush()
+    log.path.unlink()  # while the writer holds it open: its next rotation finds no file to rename
+    ids = submitted(log, 20, "after")
+    log.close()
+    assert log.dropped == 0
+    assert logged_ids(log.folder)[-1] == ids[-1]
 
 
 def test_the_server_logging_config_ships_beside_the_entry_script_at_warning():

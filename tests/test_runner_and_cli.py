@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -237,5 +238,40 @@ def test_a_local_in_process_component_that_crashes_fails_its_node_not_the_runner
     registry = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
     log = tmp_path / "log.txt"
     outputs = {"champion": tmp_path / "a-file" / "champion"}  # cannot be created: the node crashes
-    assert local._execute_in_process("resolve_champion", {"registry": registry}, outputs, log) == 1
+    assert local._execute_in_process("resolve_champion", {"registry": registry}, outputs, log, {}) == 1
     assert log.read_text().startswith("Traceback (most recent call last):")
+
+
+IN_PROCESS_STEP = """
+import os, sys
+
+def run_{name}(out, behaviour):
+    os.makedirs(out)
+    print("python sees", os.environ["NODE_RUN"])
+    os.write(2, b"written from C\\n")  # below Python: the file descriptor itself
+    os.environ.setdefault("SET_BY_STEP", "1")
+    if behaviour == "exit":
+        sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize(("behaviour", "code"), [("return", 0), ("exit", 3)])
+def test_a_local_in_process_step_gets_its_environment_and_log_and_leaves_the_runner_as_it_was(
+    tmp_path, monkeypatch, capfd, behaviour, code
+):
+    from mnist_mlops import ports
+    from mnist_mlops.pipelines import local
+
+    name = f"fake_step_{behaviour}"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "executor.py").write_text(IN_PROCESS_STEP.replace("{name}", name))
+    monkeypatch.setattr(ports, "component_dir", lambda component: tmp_path / component)
+    before = dict(os.environ)
+    log, out = tmp_path / "log.txt", tmp_path / "out"
+    ran = local._execute_in_process(
+        name, {"behaviour": behaviour}, {"out": str(out)}, log, {"NODE_RUN": "r1"}
+    )
+    assert ran == code and dict(os.environ) == before
+    assert log.read_text() == "python sees r1\nwritten from C\n"
+    assert capfd.readouterr() == ("", "")  # nothing reached the runner's console
+    assert out.exists() == (code == 0)  # a failed step leaves none of its outputs

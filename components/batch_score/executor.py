@@ -59,6 +59,7 @@ from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import registry_uri, sqlite_file
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels, parse_model_uri
 from mnist_mlops.sources import open_source, read_files
+from mnist_mlops.workers import worker_count
 
 COMPONENT_NAME = "mnist_mlops_batch_score"
 COLUMNS = ("path", "class", "label", "confidence", "expected")
@@ -367,7 +368,7 @@ def _score_here(
     loading = time.perf_counter()
     loaded = models.load(version)
     load_seconds = time.perf_counter() - loading
-    parallel = len(os.sched_getaffinity(0)) if loaded.runtime == "onnxruntime" else 1
+    parallel = worker_count() if loaded.runtime == "onnxruntime" else 1
     scored = 0
     with ThreadPoolExecutor(parallel, thread_name_prefix="predict") as calls:
         for index in pending:
@@ -390,7 +391,7 @@ def _score_in_workers(
     fork-safe), each loading the model once and pulling mini-batches from a queue, so a slow worker
     never holds up the others. Returns the time until the first worker was ready to score."""
     workers = min(workers, len(pending))
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    threads = max(1, worker_count() // workers)
     context = multiprocessing.get_context("spawn")
     tasks, results = context.Queue(), context.Queue()
     tasks.cancel_join_thread()  # tasks left unread at the end must not keep this process from exiting

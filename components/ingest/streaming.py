@@ -4,21 +4,24 @@ The reader (this process) walks the source and hands batches of `BATCH_IMAGES` P
 fork pool; each worker decodes its batch, hashes each image and counts pixel values per class folder.
 The kept rows go straight into the staged `<split>/images.npy` in archive order, with only each row's
 path, class folder and digest kept in memory; at the end the rows are put in path order (a pass over
-the file, skipped when the archive already is in path order, as MNIST's is). So memory grows with the
-file count, not with the archive or the pixels, and the outputs are byte for byte what
+the file, skipped when the archive already is in path order, as MNIST's is). So for a .tar.gz source
+memory grows with the file count, not with the archive or the pixels; a folder source is read whole
+first (`sources.iter_files`), so its files' bytes are in memory. The outputs are byte for byte what
 `layouts.load_layout` writes from the whole source in memory.
 
 What this path does not handle it hands back (`None`) before anything is final, and the caller reads
 the source the in-memory way, which also words every refusal: IDX files, several roots, images of
-another shape than the first readable one, class folders that are not a valid class list, and sources
-with no readable image.
+another shape than the first readable one, class folders that are not a valid class list, sources
+with no readable image, and names that are not valid UTF-8 (undecodable bytes in a folder source,
+which this path cannot put in the in-memory way's order).
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +93,10 @@ class _SplitRows:
     def add(self, rows: DecodedRows, paths: list[str], folders: np.ndarray) -> None:
         self.writer.append(rows.images)
         kept = rows.kept.tolist()
-        self.paths.append(np.array([paths[index].encode() for index in kept], dtype=np.bytes_))
+        try:
+            self.paths.append(np.array([paths[index].encode() for index in kept], dtype=np.bytes_))
+        except UnicodeEncodeError:  # a surrogate-escaped name: the in-memory way sorts it as a str
+            raise _Unsupported from None
         self.folders.append(folders[rows.kept])
         self.digests.append(rows.digests)
         self.histograms[: len(rows.histograms)] += rows.histograms
@@ -156,6 +162,11 @@ class _Reader:
             if batch.blobs and self.shape is not None:
                 yield self._submit(batch)
 
+    def close(self) -> None:
+        """Release the source now (a tarball's open file), not when its generator is collected."""
+        if isinstance(self.entries, Generator):
+            self.entries.close()
+
     def _submit(self, batch: _Batch) -> tuple[list[bytes], np.ndarray, tuple[int, ...]]:
         self.submitted.append(batch)
         assert self.shape is not None
@@ -174,18 +185,8 @@ def stream_png_folders(
     (and nothing left in `stage`) when the source is not image folders of one shape with valid classes."""
     reader = _Reader(entries, classes)
     splits: dict[str, _SplitRows] = {}
-    results = ordered_results(decode_rows, reader.batches(batch_images), workers=workers)
     try:
-        for rows in results:
-            batch = reader.submitted.popleft()
-            if rows.odd_shape:
-                reader.unsupported = True
-                break
-            if batch.split not in splits:
-                assert reader.shape is not None
-                splits[batch.split] = _SplitRows(NpyWriter(stage / batch.split / "images.npy", reader.shape))
-            splits[batch.split].add(rows, batch.paths, np.asarray(batch.folders, dtype=np.uint8))
-        results.close()  # after a break: stops the workers now
+        _decode_batches(reader, splits, stage, batch_images, workers)
         label_classes = None if reader.unsupported else _classes(reader, classes)
         if label_classes is None or reader.shape is None or len(reader.roots) != 1:
             raise _Unsupported
@@ -217,6 +218,27 @@ def stream_png_folders(
     except BaseException:
         _discard(stage, splits)
         raise
+
+
+def _decode_batches(
+    reader: _Reader, splits: dict[str, _SplitRows], stage: Path, batch_images: int, workers: int | None
+) -> None:
+    """Decode the source's batches into `splits`, up to the first image of another shape. The workers
+    and the source are released here however this ends: an error would otherwise leave them to the
+    garbage collector, as its traceback holds the suspended generators."""
+    with ExitStack() as cleanup:
+        cleanup.callback(reader.close)
+        batches = cleanup.enter_context(closing(reader.batches(batch_images)))
+        results = cleanup.enter_context(closing(ordered_results(decode_rows, batches, workers=workers)))
+        for rows in results:
+            batch = reader.submitted.popleft()
+            if rows.odd_shape:
+                reader.unsupported = True
+                return
+            if batch.split not in splits:
+                assert reader.shape is not None
+                splits[batch.split] = _SplitRows(NpyWriter(stage / batch.split / "images.npy", reader.shape))
+            splits[batch.split].add(rows, batch.paths, np.asarray(batch.folders, dtype=np.uint8))
 
 
 class _Unsupported(Exception):

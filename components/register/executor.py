@@ -10,8 +10,9 @@ is tagged `validation_status=ready` and given the alias `challenger`; any failur
 so a half-registered version is never usable. The logged model carries its scoring copy
 (`mnist_mlops.onnx_export`: an ONNX export checked on the same golden images before logging, and again
 as the server loads it from the registry); a model tf2onnx cannot convert is registered to be scored
-through TensorFlow, the reason in its export record and the registration record. Concurrent
-registrations get distinct versions (the registry numbers them; SQLite lock contention is retried).
+through TensorFlow, the reason in its export record, the registration record and a warning; any other
+failure of the export fails the registration. Concurrent registrations get distinct versions (the
+registry numbers them; SQLite lock contention is retried).
 The version's tags say what the model takes and answers (`image_shape`, `classes`), so a registry user
 sees it without opening the model, and what scores it (`scoring_runtime`).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -145,8 +147,9 @@ def run_register(
     reasons = [
         f"registered {model_name} version {version}: blessed, verified on {GOLDEN_BATCH} golden images"
     ]
-    if export["runtime"] != "onnxruntime":
+    if export["runtime"] != "onnxruntime":  # served, but at the TensorFlow server's memory: a warning
         reasons.append(f"no ONNX export, scored through TensorFlow: {export['reason']}")
+        print(f"warning: {model_name} version {version}: {reasons[-1]}", file=sys.stderr, flush=True)
     record |= {"registered": True, "version": version, "aliases": [CHALLENGER_ALIAS], "reasons": reasons}
     contracts.write_json(registration_record, record, "registration_record")
     print("; ".join(reasons), flush=True)

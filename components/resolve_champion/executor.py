@@ -139,5 +139,8 @@ def _download(uri: str, model_name: str, version: str, destination: Path) -> Non
     # MLflow adds a note of the registered name and version on download, and register adds the scoring
     # export (evaluate scores the MLflow model): without them the folder holds the model as trained, so
     # a champion that is this run's challenger has its content (evaluate's `reuse_when_same_content`).
+    # A removal that fails raises: a champion that kept its export would never have its challenger's
+    # content, and every rerun would judge, register and deploy again.
     (destination / "registered_model_meta").unlink(missing_ok=True)
-    shutil.rmtree(destination / EXPORT_FOLDER, ignore_errors=True)
+    if (destination / EXPORT_FOLDER).exists():
+        shutil.rmtree(destination / EXPORT_FOLDER)

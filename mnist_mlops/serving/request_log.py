@@ -15,6 +15,7 @@ with a timestamp and a fresh one started, and the oldest are removed beyond `kee
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -55,7 +56,21 @@ def new_request_id() -> str:
 
 
 QUEUE_LIMIT = 4096
-"""Records waiting for a log's writer thread; a longer burst makes `submit` wait, never drops one."""
+"""Records waiting for a log's writer thread; a longer burst makes `submit` wait, never drops one. It
+also bounds what a worker killed outright can lose (see `RequestLog`)."""
+
+_START_LOCK = threading.Lock()
+"""Held while a log starts or stops its writer thread."""
+
+
+def _reset_start_lock() -> None:
+    """A fork while another thread holds `_START_LOCK` would leave the child's copy held for good, and
+    the child's first record would wait forever: the child starts with a free lock."""
+    global _START_LOCK
+    _START_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_start_lock)
 
 
 @dataclass(frozen=True)
@@ -73,10 +88,14 @@ class RequestLog:
     `submit` (the server's path) only queues a record, so an answer never waits for the disk; the
     writer keeps the file open, appends each record with one unbuffered write (it is in the file
     within moments of its answer, and a process forked meanwhile holds no copy of it to write again)
-    and rotates the file as described above. `record` writes and waits;
-    `flush` waits for everything submitted so far. Nothing queued is lost: a full queue makes the
-    caller wait, and every live log is flushed when the process exits (a server stopped by SIGTERM
-    included), and before this process reads a log (`read_records`, `find_records`, `log_state`).
+    and rotates the file as described above. `record` writes and waits; `flush` waits for everything
+    submitted so far; `close` writes what is queued, ends the thread and closes the file. A full queue
+    makes the caller wait, every live log is closed when the process exits normally (a server stopped
+    by SIGTERM included), and flushed before this process reads a log (`read_records`, `find_records`,
+    `log_state`). A process killed outright (SIGKILL, the OOM killer, gunicorn's worker timeout) loses
+    the records it answered but had not yet written: those of the last few milliseconds while the disk
+    keeps up, at most QUEUE_LIMIT. A record the writer cannot write is reported on stderr and counted
+    in `dropped`, so a gap in the log can be told from a quiet server.
     """
 
     def __init__(self, folder: Path, *, max_bytes: int = 10 * 1024 * 1024, keep: int = 5) -> None:
@@ -84,16 +103,22 @@ class RequestLog:
         self.max_bytes = max_bytes
         self.keep = keep
         folder.mkdir(parents=True, exist_ok=True)
-        self._start_lock = threading.Lock()
-        self._queue: queue.Queue[_Pending] | None = None
-        self._writer_pid: int | None = None  # the process whose thread serves `_queue`
+        self._queue: queue.Queue[_Pending | None] | None = None  # None: no writer running
+        self._thread: threading.Thread | None = None
+        self._writer_pid: int | None = None  # the process `_queue`, `_handle` and `_dropped` belong to
         self._handle: BinaryIO | None = None
         self._size = 0
+        self._dropped = 0
         _LIVE_LOGS.add(self)
 
     @property
     def path(self) -> Path:
         return self.folder / f"requests-{os.getpid()}.jsonl"
+
+    @property
+    def dropped(self) -> int:
+        """Records this process submitted that the writer could not write."""
+        return self._dropped if self._writer_pid == os.getpid() else 0
 
     def record(self, **request: Any) -> None:
         """`submit`, then wait until the line is in the file."""
@@ -132,33 +157,58 @@ class RequestLog:
 
     def flush(self) -> None:
         """Wait until every record this process submitted is in the file."""
-        if self._queue is not None and self._writer_pid == os.getpid():
-            self._queue.join()
+        pending = self._queue
+        if pending is not None and self._writer_pid == os.getpid():
+            pending.join()
 
-    def _writer_queue(self) -> queue.Queue[_Pending]:
+    def close(self) -> None:
+        """Write every record this process submitted, end its writer thread and close the file; a later
+        `submit` starts them again. For teardown: a record submitted while `close` runs may be lost."""
+        with _START_LOCK:  # held until the thread ends, so a new writer never shares the file with it
+            pending, thread = self._queue, self._thread
+            if pending is None or thread is None or self._writer_pid != os.getpid():
+                return
+            self._queue = self._thread = None
+            pending.put(None)
+            thread.join()
+
+    def _writer_queue(self) -> queue.Queue[_Pending | None]:
         """This process's queue; the first record in a process (the server's worker, also after a
-        fork from a preloading master) starts its writer thread."""
-        if self._writer_pid != os.getpid():
-            with self._start_lock:
-                if self._writer_pid != os.getpid():
-                    self._queue = queue.Queue(maxsize=QUEUE_LIMIT)
-                    self._handle = None
-                    threading.Thread(
-                        target=self._write_queued, args=(self._queue,), name="request-log", daemon=True
-                    ).start()
-                    self._writer_pid = os.getpid()
-        return self._queue
+        fork from a preloading master) or after `close` starts a writer thread."""
+        pending = self._queue
+        if pending is not None and self._writer_pid == os.getpid():
+            return pending
+        with _START_LOCK:
+            if self._writer_pid != os.getpid():  # a forked child: the parent's file and count are not ours
+                self._close_file()
+                self._dropped = 0
+                self._queue = None
+                self._writer_pid = os.getpid()
+            if self._queue is None:
+                self._queue = queue.Queue(maxsize=QUEUE_LIMIT)
+                self._thread = threading.Thread(
+                    target=self._write_queued, args=(self._queue,), name="request-log", daemon=True
+                )
+                self._thread.start()
+            return self._queue
 
-    def _write_queued(self, pending: queue.Queue[_Pending]) -> None:
-        while True:
-            item = pending.get()
+    def _write_queued(self, pending: queue.Queue[_Pending | None]) -> None:
+        """The writer thread: append each queued record until `close` queues None."""
+        while (item := pending.get()) is not None:
             try:
                 self._append(_line(item))
             except Exception as error:  # the server keeps answering; say loudly what was not recorded
-                print(f"request log {self.path}: a record was not written ({error})", file=sys.stderr)
+                self._dropped += 1
+                print(
+                    f"request log {self.path}: a record was not written ({error});"
+                    f" {self._dropped} lost in this process",
+                    file=sys.stderr,
+                )
                 self._close_file()
             finally:
                 pending.task_done()
+        self._close_file()
+        pending.task_done()
 
     def _append(self, line: bytes) -> None:
         path = self.path
@@ -166,7 +216,8 @@ class RequestLog:
             self._size = path.stat().st_size
         if (self._handle is not None or path.exists()) and self._size + len(line) > self.max_bytes:
             self._close_file()
-            path.rename(path.with_name(f"{path.stem}.{time.time_ns()}.jsonl"))
+            with contextlib.suppress(FileNotFoundError):  # renamed or removed by someone else meanwhile
+                path.rename(path.with_name(f"{path.stem}.{time.time_ns()}.jsonl"))
             rotated = sorted(self.folder.glob(f"{path.stem}.*.jsonl"))
             for old in rotated[: max(len(rotated) - self.keep, 0)]:
                 old.unlink(missing_ok=True)
@@ -219,13 +270,20 @@ def _line(pending: _Pending) -> bytes:
 
 
 _LIVE_LOGS: weakref.WeakSet[RequestLog] = weakref.WeakSet()
+"""Every log of this process: a log whose writer is running is held by its thread until `close`."""
 
 
-@atexit.register
 def flush_live_logs() -> None:
     """Wait until every record this process submitted, to any log, is in its file."""
     for log in list(_LIVE_LOGS):
         log.flush()
+
+
+@atexit.register
+def _close_live_logs() -> None:
+    """On a normal exit, write what every log queued and close it (the writer threads are daemons)."""
+    for log in list(_LIVE_LOGS):
+        log.close()
 
 
 def read_records(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:

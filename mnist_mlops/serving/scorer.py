@@ -2,9 +2,10 @@
 
 Framework-free (no Flask): `score.py` adapts the Azure ML inference server's request to `Scorer.respond`.
 The model is loaded once: its ONNX export made at registration (`mnist_mlops.onnx_export`) in ONNX
-Runtime when the version has one, which imports neither TensorFlow nor MLflow; else (a version
-registered before exports, or one tf2onnx could not convert) through a warmed `tf.function` with a
-fixed uint8 signature of the model's own image shape (its `ModelInterface`).
+Runtime when the version has one, without TensorFlow (MLflow only downloads a registry version:
+`load_model_folder` on a local folder imports neither); else (a version registered before exports, or
+one tf2onnx could not convert) through a warmed `tf.function` with a fixed uint8 signature of the
+model's own image shape (its `ModelInterface`).
 
 A server started on an alias (``models:/mnist-mlops@production``) follows it: a background thread
 re-resolves the alias every few seconds, loads and warms the new version beside the old one, then swaps

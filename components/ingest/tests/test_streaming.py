@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import random
+import sys
 import tarfile
 from pathlib import Path
 
@@ -14,11 +16,12 @@ import pytest
 
 from mnist_mlops import archives
 from mnist_mlops.archives import ArchiveError, iter_tar_gz, read_tar
-from mnist_mlops.components.ingest.layouts import load_layout
+from mnist_mlops.components.ingest.executor import run_ingest
+from mnist_mlops.components.ingest.layouts import LoadedDataset, load_layout
 from mnist_mlops.components.ingest.streaming import stream_png_folders
 from mnist_mlops.npyfiles import NpyWriter, reorder_rows
-from mnist_mlops.sources import read_files
-from tests.datasets import png_bytes, small_splits
+from mnist_mlops.sources import iter_files, read_files
+from tests.datasets import png_bytes, small_splits, write_png_tree
 
 LONG_FOLDER = "a_class_folder_name_long_enough_that_the_member_path_needs_more_than_the_ustar_hundred_bytes"
 
@@ -55,30 +58,22 @@ def _staged_files(stage: Path) -> dict[str, bytes]:
     return {path.relative_to(stage).as_posix(): path.read_bytes() for path in sorted(stage.rglob("*.npy"))}
 
 
-def _both_ways(tmp_path: Path, tarball: Path, **options) -> tuple:
+def _both_ways(
+    tmp_path: Path, tarball: Path, *, workers: int | None = None, classes: list[str] | None = None
+) -> tuple:
     streamed_stage, memory_stage = tmp_path / "streamed", tmp_path / "memory"
     streamed_stage.mkdir(parents=True)
     memory_stage.mkdir(parents=True)
-    streamed = stream_png_folders(iter_tar_gz(tarball), streamed_stage, batch_images=5, **options)
-    memory = load_layout(read_files(tarball), str(tarball), memory_stage)
+    streamed = stream_png_folders(
+        iter_tar_gz(tarball), streamed_stage, classes=classes, batch_images=5, workers=workers
+    )
+    memory = load_layout(read_files(tarball), str(tarball), memory_stage, classes=classes)
     return streamed, memory, _staged_files(streamed_stage), _staged_files(memory_stage)
 
 
-@pytest.mark.parametrize("order", ["sorted", "shuffled", "reversed"])
-@pytest.mark.parametrize("workers", [1, 2])
-def test_streamed_outputs_are_byte_identical_to_the_in_memory_ones(tmp_path, order, workers):
-    members = _members()
-    if order == "shuffled":
-        random.Random(7).shuffle(members)
-    elif order == "reversed":
-        members.reverse()
-    tarball = _tarball(tmp_path / "source.tar.gz", members)
-    streamed, memory, streamed_files, memory_files = _both_ways(tmp_path, tarball, workers=workers)
+def _assert_same(streamed: LoadedDataset | None, memory: LoadedDataset) -> None:
+    """Everything `run_ingest` reads of a loaded dataset, but the staged files, is the same both ways."""
     assert streamed is not None
-    assert streamed_files == memory_files
-    assert set(streamed_files) == {
-        f"{split}/{name}.npy" for split in ("training", "testing") for name in ("images", "labels", "digests")
-    }
     for field in (
         "format",
         "image_shape",
@@ -91,15 +86,65 @@ def test_streamed_outputs_are_byte_identical_to_the_in_memory_ones(tmp_path, ord
         "source_files",
     ):
         assert getattr(streamed, field) == getattr(memory, field), field
+    for split in ("training", "testing"):
+        ours, theirs = streamed.splits[split], memory.splits[split]
+        assert ours.files == theirs.files
+        assert (ours.labels == theirs.labels).all() and (ours.digests == theirs.digests).all()
+        assert (ours.class_histograms == theirs.class_histograms).all()
+        assert (ours.converted, ours.resized) == (theirs.converted, theirs.resized)
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled", "reversed"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_streamed_outputs_are_byte_identical_to_the_in_memory_ones(tmp_path, order, workers):
+    members = _members()
+    if order == "shuffled":
+        random.Random(7).shuffle(members)
+    elif order == "reversed":
+        members.reverse()
+    tarball = _tarball(tmp_path / "source.tar.gz", members)
+    streamed, memory, streamed_files, memory_files = _both_ways(tmp_path, tarball, workers=workers)
+    _assert_same(streamed, memory)
+    assert streamed_files == memory_files
+    assert set(streamed_files) == {
+        f"{split}/{name}.npy" for split in ("training", "testing") for name in ("images", "labels", "digests")
+    }
     assert [item["path"] for item in streamed.invalid] == [
         "mnist_png/training/3/broken.png",
         "mnist_png/testing/5/notes.txt",
     ]
-    for split in ("training", "testing"):
-        ours, theirs = streamed.splits[split], memory.splits[split]
-        assert ours.files == theirs.files
-        assert (ours.class_histograms == theirs.class_histograms).all()
-        assert (ours.converted, ours.resized) == (theirs.converted, theirs.resized)
+
+
+@pytest.mark.parametrize("variant", ["declared classes", "no testing folder", "duplicate member paths"])
+def test_streamed_outputs_are_byte_identical_to_the_in_memory_ones_also_with(tmp_path, variant):
+    members, classes = _members(), None
+    if variant == "declared classes":
+        classes = [str(label) for label in range(10, -1, -1)]  # another order, and a class with no images
+    elif variant == "no testing folder":
+        members = [member for member in members if "/testing/" not in member[0]]
+    else:  # tar keeps both members of one path, and so does either way, in archive order
+        path, _ = members[5]
+        members.insert(6, (path, png_bytes(small_splits()["training"][0][-1])))
+    tarball = _tarball(tmp_path / "source.tar.gz", members)
+    streamed, memory, streamed_files, memory_files = _both_ways(tmp_path, tarball, workers=2, classes=classes)
+    _assert_same(streamed, memory)
+    assert streamed_files == memory_files
+    if variant == "duplicate member paths":
+        assert members[5][0].startswith("mnist_png/testing/")
+        assert len(memory.splits["testing"].labels) == len(small_splits()["testing"][1]) + 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that takes any bytes as a name")
+def test_an_undecodable_file_name_goes_the_in_memory_way(tmp_path):
+    source = write_png_tree(tmp_path / "source", small_splits())
+    undecodable = os.fsdecode(os.fsencode(source / "mnist_png" / "training" / "3") + b"/\xff.png")
+    Path(undecodable).write_bytes(png_bytes(small_splits()["training"][0][-1]))
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    assert stream_png_folders(iter_files(source), stage, workers=2) is None
+    assert not any(stage.iterdir())
+    manifest = run_ingest(str(source), tmp_path / "dataset", tmp_path / "data_report.json")
+    assert manifest["splits"]["training"]["count"] == len(small_splits()["training"][1]) + 1
 
 
 def test_long_member_names_pax_and_gnu_stream_like_the_whole_archive(tmp_path):

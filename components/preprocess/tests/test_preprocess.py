@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_mlops import contracts
+from mnist_mlops import contracts, workers
 from mnist_mlops.components.ingest.executor import run_ingest
-from mnist_mlops.components.preprocess.executor import run_preprocess
+from mnist_mlops.components.preprocess import executor as preprocess
+from mnist_mlops.components.preprocess.executor import run_preprocess, stratified_split
 from mnist_mlops.errors import UserInputError
 from tests.datasets import small_splits, write_png_tree
 
@@ -89,3 +90,28 @@ def test_manifest_paths_cannot_leave_the_folder(tmp_path, dataset):
     (dataset / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserInputError, match="outside the folder"):
         run_preprocess(dataset, tmp_path / "pre")
+
+
+def test_rows_copied_in_7_row_blocks_by_two_workers_are_what_numpy_saves(tmp_path, dataset, monkeypatch):
+    """7-row blocks: many jobs a split, finished out of order, and the baseline merged over blocks."""
+    monkeypatch.setattr(preprocess, "COPY_ROWS", 7)
+    monkeypatch.setattr(workers, "worker_count", lambda: 2)
+    run_preprocess(dataset, tmp_path / "blocks", validation_fraction=0.2, seed=3)
+    images, labels = load(dataset, "training")
+    rng = np.random.default_rng(3)
+    train_rows, validation_rows = stratified_split(labels, 0.2, rng)
+    train_rows = rng.permutation(train_rows)
+    expected = {
+        "train": (images[train_rows], labels[train_rows]),
+        "validation": (images[validation_rows], labels[validation_rows]),
+        "test": load(dataset, "testing"),
+    }
+    for name, arrays in expected.items():
+        for kind, array in zip(("images", "labels"), arrays, strict=True):
+            np.save(tmp_path / "reference.npy", array)
+            written = (tmp_path / "blocks" / name / f"{kind}.npy").read_bytes()
+            assert written == (tmp_path / "reference.npy").read_bytes(), f"{name}/{kind}.npy"
+    monkeypatch.setattr(preprocess, "COPY_ROWS", len(labels))  # one block a split
+    run_preprocess(dataset, tmp_path / "whole", validation_fraction=0.2, seed=3)
+    baseline = "baseline_statistics.json"
+    assert (tmp_path / "blocks" / baseline).read_bytes() == (tmp_path / "whole" / baseline).read_bytes()

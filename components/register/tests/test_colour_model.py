@@ -36,6 +36,7 @@ def test_a_colour_model_is_verified_and_its_version_says_what_it_takes_and_answe
     tags = client(registry).get_model_version("mnist-mlops", record["version"]).tags
     assert tags[READY_TAG] == "ready"  # the registered copy reproduced the golden batch's answers
     assert (tags["image_shape"], tags["classes"]) == ("32x32x3", "apple, bread, cheese, dates, eggs")
+    assert tags["scoring_runtime"] == "onnxruntime"  # exported with a (None, 32, 32, 3) signature, checked
     mlflow.set_tracking_uri(registry)
     model = mlflow.pyfunc.load_model("models:/mnist-mlops@challenger")
     assert model.metadata.signature.inputs.inputs[0].shape == (-1, 32, 32, 3)

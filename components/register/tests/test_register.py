@@ -198,6 +198,23 @@ def test_a_failed_verification_leaves_no_version(tmp_path, pipeline_outputs, mon
     assert not (tmp_path / "record.json").exists()
 
 
+def test_an_export_that_fails_its_golden_check_leaves_no_version(tmp_path, pipeline_outputs, monkeypatch):
+    from mnist_mlops import onnx_export
+
+    real_session = onnx_export._session_predict
+
+    def other_classes(data: bytes, **options: object):
+        predict = real_session(data, **options)
+        return lambda images: predict(images)[:, ::-1]
+
+    monkeypatch.setattr(onnx_export, "_session_predict", other_classes)
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(UserInputError, match="the ONNX export predicts differently"):
+        register(pipeline_outputs, "blessed", tmp_path / "record.json", registry)
+    assert client(registry).search_model_versions("name='mnist-mlops'") == []
+    assert not (tmp_path / "record.json").exists()
+
+
 def test_two_registrations_at_once_get_two_intact_versions(tmp_path, pipeline_outputs):
     registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
     root = pipeline_outputs["root"]
