@@ -114,7 +114,10 @@ def test_run_executes_every_stage_and_applies_overrides(deployed_run):
     assert all(f"[{node}]" in output for node in ("ingest", "preprocess", "train", "evaluate", "deploy"))
     assert (run_dir / "ingest" / "log.txt").is_file()
     summary = json.loads((run_dir / "train" / "training_summary.json").read_text())
-    assert (summary["hyperparameters"]["epochs"], summary["hyperparameters"]["batch_size"]) == (3, 16)
+    settings = dict(arg.split("=", 1) for arg in deployed_run.argv if arg.startswith("train."))
+    hyperparameters = summary["hyperparameters"]
+    assert str(hyperparameters["epochs"]) == settings["train.epochs"]
+    assert str(hyperparameters["batch_size"]) == settings["train.batch_size"]
     record = json.loads((run_dir / "register" / "registration_record.json").read_text())
     assert record["lineage"]["pipeline_run_id"] == run_dir.name
     blessing = json.loads((run_dir / "evaluate" / "blessing.json").read_text())
