@@ -32,43 +32,12 @@ from mnist_mlops.serving.payloads import BadRequest, Limits, parse_request
 from mnist_mlops.serving.request_log import RequestLog, read_records
 from mnist_mlops.serving.server import ENTRY_SCRIPT
 from mnist_mlops.serving.validation import invalid_requests
+from tests import pngs
 from tests.datasets import digit_images, png_bytes
+from tests.pngs import chunk
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
 SERVER_LOGGERS = ("azmlinfsrv", "gunicorn.access", "gunicorn.error")
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-
-def filtered_rows(image: np.ndarray, filters: list[int]) -> bytes:
-    """The PNG row filters applied by hand (8-bit grayscale: the left neighbour is one byte back)."""
-    pixels = image.astype(int)
-    out = bytearray()
-    for y, kind in enumerate(filters):
-        row = pixels[y]
-        above = pixels[y - 1] if y else np.zeros_like(row)
-        left = np.concatenate([[0], row[:-1]])
-        corner = np.concatenate([[0], above[:-1]])
-        if kind == 0:
-            predicted = np.zeros_like(row)
-        elif kind == 1:
-            predicted = left
-        elif kind == 2:
-            predicted = above
-        elif kind == 3:
-            predicted = (left + above) // 2
-        else:
-            estimate = left + above - corner
-            near_left, near_above, near_corner = (abs(estimate - v) for v in (left, above, corner))
-            predicted = np.where(
-                (near_left <= near_above) & (near_left <= near_corner),
-                left,
-                np.where(near_above <= near_corner, above, corner),
-            )
-        out += bytes([kind]) + bytes(((row - predicted) % 256).astype(np.uint8))
-    return bytes(out)
 
 
 def raw_png(
@@ -81,17 +50,11 @@ def raw_png(
     level: int = 6,
 ) -> bytes:
     """A grayscale PNG written by hand, with chosen row filters, IDAT split and header fields."""
-    fields = {"width": image.shape[1], "height": image.shape[0], "depth": 8, "colour": 0, "interlace": 0}
-    fields |= header or {}
-    ihdr = (
-        fields["width"].to_bytes(4, "big")
-        + fields["height"].to_bytes(4, "big")
-        + bytes([fields["depth"], fields["colour"], 0, 0, fields["interlace"]])
-    )
-    stream = zlib.compress(filtered_rows(image, filters), level) + after_stream
-    size = -(-len(stream) // idat_parts)
-    idats = b"".join(chunk(b"IDAT", stream[i : i + size]) for i in range(0, len(stream), size))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idats + chunk(b"IEND", b"")
+    fields = {"width": image.shape[1], "height": image.shape[0], "interlace": 0} | (header or {})
+    rows = pngs.filter_rows(image.reshape(len(image), -1), filters, bpp=1)
+    stream = zlib.compress(rows, level) + after_stream
+    header_chunk = pngs.ihdr(fields["width"], fields["height"], interlace=fields["interlace"])
+    return pngs.png_bytes(header_chunk, stream, idat_parts=idat_parts)
 
 
 def with_chunks(png: bytes, *chunks: bytes) -> bytes:
