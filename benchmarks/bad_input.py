@@ -23,7 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_inputs import arguments, resident_mb, test_pngs
+from measures import tree_memory_mb
+from serving_inputs import arguments, test_pngs
 
 from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
 from mnist_mlops.deployments import ensure_key, key_path
@@ -54,7 +55,7 @@ def main() -> None:
                 send_invalid(scoring, request)
             for png in pngs:
                 scoring.score(png, "image/png")
-        before = resident_mb(server.process.pid)
+        before = tree_memory_mb(server.process.pid)
         started = time.perf_counter()
         for round_number in range(each):
             for request in catalogue:
@@ -64,11 +65,11 @@ def main() -> None:
                     client_errors += 1
             if round_number % 200 == 199:
                 print(
-                    f"{round_number + 1} rounds, server RSS {resident_mb(server.process.pid):.1f} MB",
+                    f"{round_number + 1} rounds, server RSS {tree_memory_mb(server.process.pid):.1f} MB",
                     flush=True,
                 )
         seconds = time.perf_counter() - started
-        after = resident_mb(server.process.pid)
+        after = tree_memory_mb(server.process.pid)
         answers = [scoring.score(png, "image/png") for png in pngs]
         alive = all(status == 200 for status, _ in answers)
         accuracy = sum(

@@ -1,4 +1,5 @@
-"""Benchmark: the batch_score executor vs a naive scoring loop on the 10,000 MNIST test PNGs, and at 10x.
+"""Benchmark: the batch_score executor vs a naive scoring loop on the 10,000 MNIST test PNGs, at 10x, and
+in 1 and 2 worker processes of one CPU each.
 
     python benchmarks/batch_score.py [--registry URI] [--model models:/mnist-mlops@production] [--rounds 3]
 
@@ -12,9 +13,14 @@ load and wall time reported apart, not counted), then every round, interleaved:
   one-off model load (the summary's `model_load_seconds`); the 10x run's peak resident memory is the
   scoring process's own (its VmHWM; with workers, the parent's: workers=1 is the default);
 - baseline: a naive loop over `tarfile` members, Pillow decoding each file and `model.predict` of the
-  MLflow pyfunc model per mini-batch of 32, then `csv` (the model load is excluded likewise).
-Figures are medians over the rounds with their [min, max]. Parity: ours and the baseline predict the
-same class for every test PNG, and their confidences (6 decimals) differ by at most 1e-5.
+  MLflow pyfunc model per mini-batch of 32, then `csv` (the model load is excluded likewise);
+- workers: ours on the 10x tarball in one process kept to one CPU (`workers=1`), and with `workers=2`
+  (each worker kept to a CPU of its own by the executor, as an Azure ML parallel job gives each process
+  its share of a node); `workers_scaling` is the second's images/s over the first's (the time until
+  the first worker is ready excluded) and `parity` the fraction of the two-worker run's predictions
+  (whole CSV rows: path, class, label, confidence, expected) equal to the one-process run's.
+Figures are medians over the rounds with their [min, max]. Baseline parity: ours and the baseline
+predict the same class for every test PNG, and their confidences (6 decimals) differ by at most 1e-5.
 The last line printed is the JSON summary.
 """
 
@@ -26,6 +32,7 @@ import csv
 import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -41,7 +48,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_inputs import DEFAULT_TARBALL
+from common import DEFAULT_TARBALL, spread
 
 from mnist_mlops.archives import read_tar_gz
 from mnist_mlops.components.batch_score.executor import COLUMNS, expected_classes
@@ -53,17 +60,20 @@ from mnist_mlops.serving.scorer import RegistryModels
 BASELINE_BATCH = 32
 SCALE = 10
 CONFIDENCE_TOLERANCE = 1e-5
+SCORING_WORKERS = 2
 SCORE_IN_CHILD = """
-import sys
+import os, sys
 from mnist_mlops.components.batch_score.executor import run_batch_score
-model, images, predictions, summary, registry, mini_batch_size, workers = sys.argv[1:]
+model, images, predictions, summary, registry, mini_batch_size, workers, one_cpu = sys.argv[1:]
+if one_cpu == "yes":
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 run_batch_score(model, images, predictions, summary, registry=registry,
                 mini_batch_size=int(mini_batch_size), workers=int(workers))
 with open("/proc/self/status") as status:
     print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 """
-"""Scores in a fresh process and prints its peak resident memory in kB (VmHWM: this process's own, not
-its parent's, which a forked child's ru_maxrss would include)."""
+"""Scores in a fresh process (kept to one CPU if asked) and prints its peak resident memory in kB (VmHWM:
+this process's own, not its parent's, which a forked child's ru_maxrss would include)."""
 
 
 def arguments() -> argparse.Namespace:
@@ -115,9 +125,17 @@ def _marked(png: bytes, copy: int) -> bytes:
     return buffer.getvalue()
 
 
-def ours(tarball: Path, folder: Path, args: argparse.Namespace, uri: str) -> dict:
-    """`run_batch_score` in a process of its own; returns its summary with the process's wall seconds
-    and peak resident memory (MB)."""
+def ours(
+    tarball: Path,
+    folder: Path,
+    args: argparse.Namespace,
+    uri: str,
+    *,
+    workers: int = 0,
+    one_cpu: bool = False,
+) -> dict:
+    """`run_batch_score` in a process of its own (`workers`: 0 for --workers); returns its summary with
+    the process's wall seconds, peak resident memory (MB) and console output."""
     command = [
         sys.executable,
         "-c",
@@ -128,7 +146,8 @@ def ours(tarball: Path, folder: Path, args: argparse.Namespace, uri: str) -> dic
         str(folder / "summary.json"),
         uri,
         str(args.mini_batch_size),
-        str(args.workers),
+        str(workers or args.workers),
+        "yes" if one_cpu else "no",
     ]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -136,7 +155,11 @@ def ours(tarball: Path, folder: Path, args: argparse.Namespace, uri: str) -> dic
         raise SystemExit(f"batch_score failed ({done.returncode}):\n{done.stderr}")
     peak_kb = int(done.stdout.split()[-1])
     summary = json.loads((folder / "summary.json").read_text())
-    return summary | {"wall_seconds": time.perf_counter() - started, "peak_rss_mb": peak_kb / 1024}
+    return summary | {
+        "wall_seconds": time.perf_counter() - started,
+        "peak_rss_mb": peak_kb / 1024,
+        "console": done.stdout,
+    }
 
 
 def baseline(model, tarball: Path, target: Path) -> float:
@@ -183,19 +206,11 @@ def predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return [row["path"] for row in rows], classes, np.array([float(row["confidence"]) for row in rows])
 
 
-def spread(values: list[float], digits: int = 1) -> dict:
-    """The median and [min, max] of a figure over the rounds."""
-    return {
-        "median": round(statistics.median(values), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-    }
-
-
 def main() -> None:
     args = arguments()
     uri = registry_uri(args.registry)
-    figures: dict[str, list[float]] = {key: [] for key in ("ours", "baseline", "scale10", "scale10_rss")}
+    keys = ("ours", "baseline", "scale10", "scale10_rss", "one_worker", "workers", "workers_scaling")
+    figures: dict[str, list[float]] = {key: [] for key in keys}
     with tempfile.TemporaryDirectory(prefix="batch-score-benchmark-") as folder:
         work = Path(folder)
         single, scaled = work / "mnist_test_png.tar.gz", work / "mnist_test_png_x10.tar.gz"
@@ -203,6 +218,7 @@ def main() -> None:
         first = ours(single, _fresh(work / "cold"), args, uri)
         version_uri = f"models:/{RegistryModels(args.model, uri).name}/{first['model_version']}"
         model = _pyfunc(version_uri, uri)
+        parity, runtimes = [], set()
         for round_number in range(args.rounds):
             run = ours(single, _fresh(work / f"ours-{round_number}"), args, uri)
             figures["ours"].append(run["images_per_s"])
@@ -213,10 +229,24 @@ def main() -> None:
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 seconds = baseline(model, single, work / "baseline.csv")
             figures["baseline"].append(images / seconds)
+            alone = ours(
+                scaled, _fresh(work / f"one-worker-{round_number}"), args, uri, workers=1, one_cpu=True
+            )
+            spread_out = ours(
+                scaled, _fresh(work / f"workers-{round_number}"), args, uri, workers=SCORING_WORKERS
+            )
+            figures["one_worker"].append(alone["images_per_s"])
+            figures["workers"].append(spread_out["images_per_s"])
+            figures["workers_scaling"].append(spread_out["images_per_s"] / alone["images_per_s"])
+            parity.append(same_rows(work / f"one-worker-{round_number}", work / f"workers-{round_number}"))
+            runtimes.update(
+                re.findall(r"^worker \d+/\d+ scores with (\w+)", spread_out["console"], re.MULTILINE)
+            )
             print(
                 f"round {round_number + 1}: ours {run['images_per_s']:.0f} img/s, at 10x"
                 f" {at_scale['images_per_s']:.0f} img/s peak {at_scale['peak_rss_mb']:.0f} MB,"
-                f" baseline {images / seconds:.0f} img/s",
+                f" baseline {images / seconds:.0f} img/s; at 10x on one CPU {alone['images_per_s']:.0f}"
+                f" img/s, {SCORING_WORKERS} workers {spread_out['images_per_s']:.0f} img/s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -227,6 +257,7 @@ def main() -> None:
         agreement = float(np.mean(our_classes == base_classes))
         confidence_difference = float(np.max(np.abs(our_confidences - base_confidences)))
     ratios = [ours_rate / base for ours_rate, base in zip(figures["ours"], figures["baseline"], strict=True)]
+    medians = {key: statistics.median(values) for key, values in figures.items()}
     print(
         json.dumps(
             {
@@ -240,23 +271,41 @@ def main() -> None:
                 "cold_wall_seconds": round(first["wall_seconds"], 3),
                 "classes_agree_with_baseline": round(agreement, 6),
                 "confidence_max_abs_diff_vs_baseline": round(confidence_difference, 6),
-                "parity": agreement == 1.0 and confidence_difference <= CONFIDENCE_TOLERANCE,
+                "baseline_parity": agreement == 1.0 and confidence_difference <= CONFIDENCE_TOLERANCE,
                 "accuracy": first["accuracy"],
+                "scaling_workers": SCORING_WORKERS,
+                "workers_runtime": sorted(runtimes),
+                "one_worker_images_per_s": round(medians["one_worker"]),
+                "two_workers_images_per_s": round(medians["workers"]),
                 "spread": {
-                    "images_per_s": spread(figures["ours"]),
-                    "baseline_images_per_s": spread(figures["baseline"]),
+                    "images_per_s": spread(figures["ours"], 1),
+                    "baseline_images_per_s": spread(figures["baseline"], 1),
                     "ratio": spread(ratios, 2),
-                    "scale10_images_per_s": spread(figures["scale10"]),
-                    "scale10_peak_rss_mb": spread(figures["scale10_rss"]),
+                    "scale10_images_per_s": spread(figures["scale10"], 1),
+                    "scale10_peak_rss_mb": spread(figures["scale10_rss"], 1),
+                    "one_worker_images_per_s": spread(figures["one_worker"], 1),
+                    "two_workers_images_per_s": spread(figures["workers"], 1),
+                    "workers_scaling": spread(figures["workers_scaling"], 3),
                 },
-                "images_per_s": round(statistics.median(figures["ours"])),
-                "baseline_images_per_s": round(statistics.median(figures["baseline"])),
+                "images_per_s": round(medians["ours"]),
+                "baseline_images_per_s": round(medians["baseline"]),
                 "ratio": round(statistics.median(ratios), 2),
-                "scale10_images_per_s": round(statistics.median(figures["scale10"])),
-                "scale10_peak_rss_mb": round(statistics.median(figures["scale10_rss"])),
+                "scale10_images_per_s": round(medians["scale10"]),
+                "scale10_peak_rss_mb": round(medians["scale10_rss"]),
+                "workers_scaling": round(medians["workers_scaling"], 3),
+                "parity": min(parity),
             }
         )
     )
+
+
+def same_rows(one: Path, other: Path) -> float:
+    """The fraction of rows of `one`'s predictions equal to `other`'s, row for row."""
+    with open(one / "predictions.csv") as first, open(other / "predictions.csv") as second:
+        rows, others = first.read().splitlines()[1:], second.read().splitlines()[1:]
+    if len(rows) != len(others):
+        return 0.0
+    return sum(row == row_other for row, row_other in zip(rows, others, strict=True)) / len(rows)
 
 
 def _fresh(folder: Path) -> Path:

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import DEFAULT_TARBALL
 
-DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
 IDX_NAMES = {
     "training": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "testing": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import DEFAULT_TARBALL, spread, tree_memory_mb
 from PIL import Image
 
 from mnist_mlops.components.ingest.executor import run_ingest
@@ -44,7 +45,6 @@ from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.hashing import sha256_file
 from mnist_mlops.sources import cache_dir
 
-DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
 SCALE = 10
 SCALE_VERSION = 1
 """Part of the 10x archive's cache key: bump it when `build_scaled` changes what it writes."""
@@ -142,33 +142,12 @@ def run_measurement(side: str, tarball: Path) -> dict:
     with subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True) as child:
         peak = 0
         while child.poll() is None:
-            peak = max(peak, _tree_rss(child.pid))
+            peak = max(peak, tree_memory_mb(child.pid))
             time.sleep(_SAMPLE_SECONDS)
         output = child.stdout.read()
     if child.returncode:
         raise SystemExit(f"{side} measurement failed (exit {child.returncode})")
-    return json.loads(output.strip().splitlines()[-1]) | {"peak_rss_mb": peak / _MIB}
-
-
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of `pid` and all its descendants (0 for processes that ended meanwhile)."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        total += next(
-            (int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0
-        )
-        pending += [int(child) for child in children]
-    return total
-
-
-def _spread(values: list[float]) -> list[float]:
-    return [round(min(values), 3), round(max(values), 3)]
+    return json.loads(output.strip().splitlines()[-1]) | {"peak_rss_mb": peak}
 
 
 def main() -> None:
@@ -202,9 +181,9 @@ def main() -> None:
     summary = {
         "images": count,
         "seconds": round(seconds, 3),
-        "seconds_spread": _spread([run["seconds"] for run in project_runs]),
+        "seconds_spread": spread([run["seconds"] for run in project_runs]),
         "baseline_seconds": round(naive_seconds, 3),
-        "baseline_seconds_spread": _spread([run["seconds"] for run in naive_runs]),
+        "baseline_seconds_spread": spread([run["seconds"] for run in naive_runs]),
         "images_per_s": round(count / seconds),
         "baseline_images_per_s": round(naive_count / naive_seconds),
         "ratio": round(naive_seconds / seconds * count / naive_count, 2),
@@ -217,7 +196,7 @@ def main() -> None:
         summary |= {
             "scale10_images": scaled_runs[0]["images"],
             "scale10_seconds": round(scaled_seconds, 3),
-            "scale10_seconds_spread": _spread([run["seconds"] for run in scaled_runs]),
+            "scale10_seconds_spread": spread([run["seconds"] for run in scaled_runs]),
             "scale10_seconds_ratio": round(scaled_seconds / (SCALE * seconds), 3),
             "scale10_peak_rss_mb": round(max(run["peak_rss_mb"] for run in scaled_runs)),
             "scale10_peak_rss_scope": "process tree: ingest + preprocess process and its decode workers",

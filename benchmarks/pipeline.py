@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
+from common import DEFAULT_TARBALL
+
 CACHED_RERUN_MAX_S = 30.0
 CACHED_RERUN_MAX_RATIO = 0.02
 

@@ -42,7 +42,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_inputs import argument_parser, resident_mb, test_pngs
+from measures import spread, tree_memory_mb
+from serving_inputs import argument_parser, test_pngs
 
 from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
 from mnist_mlops.deployments import ensure_key, key_path
@@ -152,14 +153,6 @@ def mlflow_call(baseline: ScoringClient) -> Callable[[bytes], None]:
     return call
 
 
-def spread(values: list[float], digits: int) -> dict:
-    return {
-        "median": round(float(np.median(values)), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-    }
-
-
 def main() -> None:
     parser = argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="measurement rounds (median and spread)")
@@ -218,7 +211,7 @@ def main() -> None:
                 pixels=(batch_http, pixel_bodies),
                 mlflow=(to_mlflow, mlflow_bodies),
             )
-            memory = {measure: resident_mb(server.process.pid, measure) for measure in ("Rss", "Pss")}
+            memory = {measure: tree_memory_mb(server.process.pid, measure) for measure in ("Rss", "Pss")}
     finally:
         stop_process(baseline_process)
     print(json.dumps(summary(rounds, memory, version_uri, args.workers, clients)))

@@ -1,5 +1,4 @@
-"""What the serving benchmarks share: MNIST test PNGs from the shared tarball, a registered model, and
-the scoring server's resident memory."""
+"""What the serving benchmarks share: their arguments and MNIST test PNGs from the shared tarball."""
 
 from __future__ import annotations
 
@@ -8,8 +7,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-
-DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
+from common import DEFAULT_TARBALL
 
 
 def arguments(description: str, *, each: bool = False) -> argparse.Namespace:
@@ -50,19 +48,3 @@ def test_pngs(tarball: Path, count: int) -> tuple[list[bytes], list[int]]:
         raise SystemExit(f"{tarball}: only {len(blobs)} test PNGs found, wanted {count}")
     chosen = np.random.default_rng(0).choice(len(blobs), count, replace=False)
     return [blobs[i] for i in chosen], [labels[i] for i in chosen]
-
-
-def resident_mb(root_pid: int, measure: str = "Rss") -> float:
-    """Memory of a process and its children (the gunicorn master and its workers), from /proc:
-    "Rss" counts pages the processes share (libraries, the forked master's) once per process, "Pss"
-    splits them between the sharers, so its sum is what the server takes."""
-    pids = [root_pid]
-    children = Path(f"/proc/{root_pid}/task/{root_pid}/children")
-    if children.exists():
-        pids += [int(pid) for pid in children.read_text().split()]
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith(f"{measure}:"):
-                total += int(line.split()[1])
-    return total / 1024

@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import spread
 from pipeline import CACHED_RERUN_MAX_RATIO, CACHED_RERUN_MAX_S, DEFAULT_TARBALL, cached_rerun_meets_bar, run
 
 from mnist_mlops.pipelines.local import PIPELINE
@@ -138,10 +139,6 @@ def outside_training(samples: list[Sample], tracking: str) -> list[float]:
         for sample in samples
         if sample.tracking == tracking and sample.kind == "first"
     ]
-
-
-def spread(seconds: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(seconds), 2), "min": min(seconds), "max": max(seconds)}
 
 
 def overhead(on: float, off: float) -> float:

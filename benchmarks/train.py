@@ -30,12 +30,12 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+from common import DEFAULT_TARBALL, spread
 
 from mnist_mlops.components.ingest.executor import run_ingest
 from mnist_mlops.components.preprocess.executor import run_preprocess
 from mnist_mlops.components.train.executor import run_train
 
-DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
 DEFAULT_SEED, SECOND_SEED = 42, 7
 """The component's default seed and the second seed the issue asks for."""
 
@@ -107,11 +107,6 @@ def isolated(function: Callable[..., Any], *args: Any) -> Any:
     """`function(*args)` in a fresh interpreter, so no TensorFlow switch carries over between trainings."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
         return process.submit(function, *args).result()
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """Median, min and max: one run on a shared machine can be off by 2x, the median of pairs cannot."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def main() -> None:

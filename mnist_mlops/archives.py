@@ -194,6 +194,10 @@ class _TarWalker:
                 self.pax = {}
                 path = _safe_path(name, source)
                 if typeflag in _REGULAR:
+                    if not path:  # "", "." or "./": the extraction root itself, not a file in it
+                        raise ArchiveError(
+                            f"{source}: a file member named {_show(name)} has no path; refused"
+                        )
                     entries.append(FileEntry(path, buf[start:stop], mtime))
                 elif typeflag in _LINKS:
                     raise ArchiveError(
@@ -309,7 +313,10 @@ def _safe_path(name: bytes, source: str) -> str:
     parts = [part for part in text.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise ArchiveError(f"{source}: member {text!r} escapes the archive root ('..'); refused")
-    return "/".join(parts)
+    path = "/".join(parts)
+    if path[1:2] == ":":  # "./C:/x" is "C:/x" once normalised: a drive letter after all
+        raise ArchiveError(f"{source}: member {text!r} has an absolute path; refused")
+    return path
 
 
 def _show(name: bytes) -> str:

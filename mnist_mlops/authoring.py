@@ -26,30 +26,40 @@ PORTS_END = "<!-- ports:end -->"
 CATALOG_START = "<!-- catalog:start (generated from metadata.yaml by `mnist-mlops specs`; do not edit) -->"
 CATALOG_END = "<!-- catalog:end -->"
 SPEC_HEADER = "# Generated from component.py and metadata.yaml by `mnist-mlops specs`; do not edit by hand.\n"
+PARALLEL_MODULE = "parallel"
+"""A stage's `parallel.py`: its Azure ML parallel component and the command component merging its outputs."""
+PARALLEL_SCHEMA = "https://azuremlschemas.azureedge.net/latest/parallelComponent.schema.json"
 
 
-def render_spec(name: str) -> str:
-    """Compile component `name` as `mldesigner compile` does and return the portable spec.yaml text."""
+def render_spec(name: str, module: str = "component") -> str:
+    """Compile component `name` (its command component in `module` of its folder) as `mldesigner compile`
+    does and return the portable spec.yaml text."""
     folder = component_dir(name)
-    spec = _compiled_spec(name)
+    spec = _compiled_spec(name, module)
     # mldesigner writes the code root as the compile output and the build context as absolute paths;
     # the checked-in spec names both relative to its own folder, so it works from any clone.
     spec["code"] = Path(os.path.relpath(source_root(), folder)).as_posix()
     build = dict(spec["environment"]["build"])
     build["path"] = Path(os.path.relpath(Path(build["path"]).resolve(), folder.resolve())).as_posix()
     spec["environment"] = {"build": build}
+    return _with_catalog(name, spec, f"{module}.py")
+
+
+def _with_catalog(name: str, spec: dict[str, Any], source: str) -> str:
+    """The spec text, generated from `source`, with metadata.yaml's catalog fields in its tags."""
+    folder = component_dir(name)
     catalog = catalog_tags(name)
     clashes = sorted(catalog.keys() & spec.get("tags", {}).keys())
     if clashes:
         raise UserInputError(
-            f"{folder / 'component.py'}: tag(s) {', '.join(clashes)} come from metadata.yaml; "
+            f"{folder / source}: tag(s) {', '.join(clashes)} come from metadata.yaml; "
             "remove them from the decorator's tags"
         )
     spec["tags"] = {**spec.get("tags", {}), **catalog}
-    return SPEC_HEADER + yaml.safe_dump(spec, sort_keys=False, width=110)
+    return SPEC_HEADER.replace("component.py", source) + yaml.safe_dump(spec, sort_keys=False, width=110)
 
 
-def _compiled_spec(name: str) -> dict[str, Any]:
+def _compiled_spec(name: str, module_name: str = "component") -> dict[str, Any]:
     """The spec `mldesigner compile --source component.py` writes, by its own collector and compiler,
     from the component module as imported (once per process, like every other use of the components).
 
@@ -66,7 +76,7 @@ def _compiled_spec(name: str) -> dict[str, Any]:
             return []
 
     importlib.invalidate_caches()  # a folder new-component has just written is found
-    module = importlib.import_module(f"mnist_mlops.components.{name}.component")
+    module = importlib.import_module(f"mnist_mlops.components.{name}.{module_name}")
     (component,) = CompileCollector._collect_compile_targets_from_py_module(module)
     collector = CompileCollector()
     try:
@@ -145,8 +155,30 @@ def generated_files() -> dict[Path, str]:
         folder = component_dir(name)
         files[folder / "spec.yaml"] = spec_text
         files[folder / "README.md"] = render_readme(name, yaml.safe_load(spec_text))
+        files.update(parallel_specs(name, yaml.safe_load(spec_text)))
     files.update(layers.generated_files())
     return files
+
+
+def parallel_specs(name: str, stage_spec: dict[str, Any]) -> dict[Path, str]:
+    """The specs of the stage's `parallel.py`, if it has one: `parallel_spec.yaml`, its Azure ML parallel
+    component (`parallel_component()`) with the code snapshot and environment of the stage's own spec,
+    and `<name>_spec.yaml` for the command component there that merges its outputs
+    (`mnist_mlops_<stage>_<name>`)."""
+    folder = component_dir(name)
+    if not (folder / f"{PARALLEL_MODULE}.py").is_file():
+        return {}
+    module = importlib.import_module(f"mnist_mlops.components.{name}.{PARALLEL_MODULE}")
+    spec = yaml.safe_load(yaml.dump(module.parallel_component()._to_dict(), sort_keys=False))
+    spec["task"] |= {"code": stage_spec["code"], "environment": stage_spec["environment"]}
+    merge_text = render_spec(name, PARALLEL_MODULE)
+    merge_file = yaml.safe_load(merge_text)["name"].removeprefix(f"mnist_mlops_{name}_") + "_spec.yaml"
+    return {
+        folder / "parallel_spec.yaml": _with_catalog(
+            name, {"$schema": PARALLEL_SCHEMA, **spec}, f"{PARALLEL_MODULE}.py"
+        ),
+        folder / merge_file: merge_text,
+    }
 
 
 def sync(*, check: bool) -> list[str]:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 
 from mnist_mlops.artifacts import artifact_of
@@ -149,10 +150,31 @@ def _published(client: MLClient, name: str) -> list[Component]:
         return []
 
 
+def spec_files(stage: str) -> list[Path]:
+    """A stage's Azure ML specs in the code snapshot: spec.yaml, then the ones its parallel.py generates
+    (`authoring.parallel_specs`: batch_score's parallel component and its merge)."""
+    folder = code_root() / "components" / stage
+    if not (folder / "component.py").is_file():
+        raise UserInputError(
+            f"no component {stage!r} in {folder.parent} (known: {', '.join(component_names())})"
+        )
+    return [folder / "spec.yaml", *sorted(folder.glob("*_spec.yaml"))]
+
+
+def spec_file_of(name: str) -> Path:
+    """The spec file in the code snapshot of our component `name` (`mnist_mlops_<stage>[_<kind>]`)."""
+    for stage in component_names():
+        for path in spec_files(stage):
+            if yaml.safe_load(path.read_text())["name"] == name:
+                return path
+    raise UserInputError(f"component {name!r}: no spec of that name under {code_root() / 'components'}")
+
+
 def publish(
     client: MLClient, *, components: Iterable[str] | None = None, dry_run: bool = False
 ) -> list[dict[str, str | None]]:
-    """Register each component (stage name; all by default) as a named, versioned asset if it changed.
+    """Register each component (stage name; all by default), every spec of it (`spec_files`), as a named,
+    versioned asset if it changed.
 
     A component whose highest published version carries the same content hash is left alone
     ("unchanged"); otherwise it is created at `next_version` with the hash as a tag ("published", or
@@ -163,9 +185,10 @@ def publish(
 
     stages = list(components) if components is not None else component_names()
     results: list[dict[str, str | None]] = []
-    for stage in stages:
-        digest = content_hash(stage)
-        spec = load_spec(stage)
+    digests = {stage: content_hash(stage) for stage in stages}
+    for stage, spec_file in [(name, path) for name in stages for path in spec_files(name)]:
+        digest = digests[stage]
+        spec = yaml.safe_load(spec_file.read_text())
         published = _published(client, spec["name"])
         ordered = [entity for entity in published if _version_key(entity.version) is not None]
         latest = max(ordered, key=lambda entity: _version_key(entity.version), default=None)
@@ -178,7 +201,7 @@ def publish(
         if dry_run:
             results.append({**result, "version": version, "action": "would publish"})
             continue
-        entity = load_component(code_root() / "components" / stage / "spec.yaml")  # as `az ml` loads it
+        entity = load_component(spec_file)  # as `az ml component create -f` loads it
         entity.version = version
         entity.tags = {**(entity.tags or {}), HASH_TAG: digest}
         created = client.components.create_or_update(entity)

@@ -213,6 +213,7 @@ def _serve_command(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             poll_seconds=args.poll_seconds,
             request_log=Path(args.request_log) if args.request_log else request_log_dir(uri, models.name),
+            max_queue=args.max_queue,
         )
     )
     follows = f", following @{models.alias}" if models.alias else ""
@@ -220,6 +221,23 @@ def _serve_command(args: argparse.Namespace) -> int:
     print(f"bearer key: {key_file}", flush=True)
     print(f"request log: {args.request_log or request_log_dir(uri, models.name)}", flush=True)
     run_server(["--port", str(args.port), "--workers", str(args.workers)])
+    return 0
+
+
+def _keys_rotate_command(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from mnist_mlops.deployments import key_path
+    from mnist_mlops.keys import rotate_key
+    from mnist_mlops.registry import registry_uri
+
+    path = Path(args.key_file) if args.key_file else key_path(registry_uri(args.registry), args.name)
+    valid_until = rotate_key(path, grace_seconds=args.grace_seconds)
+    until = datetime.fromtimestamp(valid_until, UTC).isoformat(timespec="seconds")
+    print(
+        f"rotated {path}: running servers accept the new key from their next request;"
+        f" the previous key stays valid until {until} ({args.grace_seconds:g} s)"
+    )
     return 0
 
 
@@ -236,7 +254,17 @@ def _rollback_command(args: argparse.Namespace) -> int:
 
 
 def _compile_command(args: argparse.Namespace) -> int:
-    if args.target == "aml":
+    if args.pipeline == "batch" and args.sweep:
+        raise UserInputError("--sweep: the batch pipeline trains nothing; sweep the training pipeline")
+    if args.pipeline == "batch" and args.target == "aml":
+        from mnist_mlops.pipelines.batch import compile_batch
+
+        print("\n".join(map(str, compile_batch(Path(args.out)))))
+    elif args.pipeline == "batch":
+        from mnist_mlops.pipelines.batch import compile_kfp_batch
+
+        print(compile_kfp_batch(Path(args.out), registry=args.image_registry, shards=args.shards))
+    elif args.target == "aml":
         from mnist_mlops.pipelines.aml import aml_graph, compile_aml, training_job
         from mnist_mlops.pipelines.sweep import parse_sweep
 
@@ -435,7 +463,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--request-log", help="folder for per-request monitoring records (default: beside the registry)"
     )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        help="requests each worker lets wait while it scores one; more get 503 with Retry-After (default 32)",
+    )
     serve.set_defaults(handler=_serve_command)
+
+    keys = subparsers.add_parser("keys", help="manage an endpoint's bearer key")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    rotate = key_commands.add_parser(
+        "rotate",
+        help="replace the endpoint key; running servers take the new one at once, the old one stays valid"
+        " for the grace period",
+    )
+    rotate.add_argument("--name", default="mnist-mlops", help="endpoint (model) name (default mnist-mlops)")
+    rotate.add_argument("--registry", help=registry_help)
+    rotate.add_argument("--key-file", help="the key file (default: the endpoint key beside the registry)")
+    rotate.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=300.0,
+        help="how long the previous key stays valid (default 300)",
+    )
+    rotate.set_defaults(handler=_keys_rotate_command)
 
     back = subparsers.add_parser("rollback", help="move production back to the previously deployed version")
     back.add_argument("--name", default="mnist-mlops", help="registered model name (default mnist-mlops)")
@@ -449,6 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
         "compile", help="write the pipeline for Azure ML or Kubeflow to a folder"
     )
     compile_.add_argument("--target", choices=("aml", "kfp"), required=True)
+    compile_.add_argument(
+        "--pipeline",
+        choices=("training", "batch"),
+        default="training",
+        help="training (default), or batch: batch_score across processes (Azure ML parallel component, with"
+        " its daily schedule; Kubeflow ParallelFor over --shards), merged into predictions and a summary",
+    )
+    compile_.add_argument(
+        "--shards", type=int, default=4, help="batch on Kubeflow: parallel scoring tasks (default 4)"
+    )
     compile_.add_argument("--out", required=True, help="output folder (replaced atomically)")
     compile_.add_argument(
         "--image-registry",

@@ -1,7 +1,8 @@
 """Read, validate and write the JSON artifacts that cross component boundaries.
 
-Every schema lives in `schemas/<name>.schema.json` (package `mnist_mlops.schemas`). A violation raises
-`ContractError` naming the file and the JSON path of the offending field.
+Every schema lives in `schemas/<name>.schema.json` (package `mnist_mlops.schemas`); what several share
+is written once in `definitions.schema.json`. A violation raises `ContractError` naming the file and the
+JSON path of the offending field.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import jsonschema
 from jsonschema.validators import Draft202012Validator
+from referencing import Registry, Resource
 
 from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import ContractError
@@ -39,9 +41,19 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
+def _schemas() -> Registry:
+    """Every shipped schema under its `$id`, so `$ref`s between them (definitions.schema.json) resolve
+    offline."""
+    schemas = (load_schema(name) for name in schema_names())
+    return Registry().with_resources((schema["$id"], Resource.from_contents(schema)) for schema in schemas)
+
+
+@cache
 def _validator(name: str) -> Draft202012Validator:
     """A compiled validator per schema and process (the schemas themselves are checked by the tests)."""
-    return Draft202012Validator(load_schema(name), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return Draft202012Validator(
+        load_schema(name), registry=_schemas(), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def validate(instance: Any, name: str, *, source: str) -> None:

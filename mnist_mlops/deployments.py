@@ -5,7 +5,9 @@ local server started on ``models:/<name>@production`` follows it. Every deploy a
 every rollback is kept in the registry itself, as a model-version tag ``deployment.<time>`` holding the
 `deployment_record`, so the history survives the job that wrote it (an Azure ML job's working folder
 does not) and rollback replays it from any machine that reaches the registry. A skipped deployment
-names no version and changes nothing, so it lives only in the pipeline's own record.
+names no version and changes nothing, so it lives only in the pipeline's own record. A move is recorded
+before it is made (`record_and_move`): a process killed in between leaves a recorded move that the next
+deploy or rollback finishes (`settle`), never a production that the history does not explain.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from mnist_mlops import contracts
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.keys import new_key, write_private
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import (
     READY_TAG,
@@ -60,12 +63,7 @@ def key_path(uri: str, endpoint_name: str) -> Path:
 def ensure_key(path: Path) -> Path:
     """Create the endpoint's bearer key (owner-only) unless it exists; returns its path."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-        os.replace(staged, path)
+        write_private(path, new_key() + "\n")
     return path
 
 
@@ -115,21 +113,43 @@ def move_production(uri: str, model_name: str, version: str) -> None:
 
 
 def production_stack(history: list[dict[str, Any]]) -> list[str]:
-    """The versions production went through, replayed from the history: a deploy pushes, a rollback pops."""
+    """The versions production went through, replayed from the history: a deploy pushes, a rollback pops.
+    A deploy of the version already in production pushes nothing: there is nothing new to roll back from
+    (a deploy killed after its record and run again, or the same version deployed twice)."""
     stack: list[str] = []
     for record in history:
         if record["action"] == "deploy" and record["outcome"] == "deployed":
-            stack.append(record["model_version"])
+            if stack[-1:] != [record["model_version"]]:
+                stack.append(record["model_version"])
         elif record["action"] == "rollback" and stack:
             stack.pop()
     return stack
 
 
+def record_and_move(uri: str, record: dict[str, Any]) -> str:
+    """Keep a deploy or rollback `record` in the history, then move `production` if it deployed or
+    rolled back: the history first, so that a process killed between the two leaves a move recorded
+    but not made, which `settle` finishes, never a move that no record explains. Call it holding
+    `exclusive`. Returns where the history lives."""
+    where = append_history(uri, record)
+    if record["action"] == "rollback" or record["outcome"] == "deployed":
+        move_production(uri, record["model_name"], record["model_version"])
+    return where
+
+
+def settle(uri: str, model_name: str) -> None:
+    """Finish the move of `production` that the history's last deploy or rollback recorded, if a killed
+    process did not make it (`record_and_move`). Call it holding `exclusive`, before reading production."""
+    stack = production_stack(read_history(uri, model_name))
+    if stack and production_version(uri, model_name) != stack[-1]:
+        move_production(uri, model_name, stack[-1])
+
+
 def rollback(uri: str, model_name: str, *, endpoint: str) -> dict[str, Any]:
     """Move `production` back to the version deployed before the current one; record it."""
     with exclusive(uri):
-        history = read_history(uri, model_name)
-        stack = production_stack(history)
+        settle(uri, model_name)
+        stack = production_stack(read_history(uri, model_name))
         current = production_version(uri, model_name)
         if len(stack) < 2 or current != stack[-1]:
             raise UserInputError(
@@ -140,7 +160,6 @@ def rollback(uri: str, model_name: str, *, endpoint: str) -> dict[str, Any]:
         tags = client(uri).get_model_version(model_name, target).tags or {}
         if tags.get(READY_TAG) != "ready":
             raise UserInputError(f"{model_name} version {target} is no longer ready; not rolling back to it")
-        move_production(uri, model_name, target)
         record = {
             "schema_version": 1,
             "action": "rollback",
@@ -155,5 +174,5 @@ def rollback(uri: str, model_name: str, *, endpoint: str) -> dict[str, Any]:
             "traffic": {f"v{target}": 100},
             "outcome": "rolled_back",
         }
-        append_history(uri, record)
+        record_and_move(uri, record)
     return record

@@ -38,11 +38,11 @@ def output_paths(executor_input: dict[str, Any]) -> dict[str, str]:
     found = {}
     for name, listing in (executor_input.get("outputs", {}).get("artifacts") or {}).items():
         (artifact,) = listing["artifacts"]
-        found[name] = _local_path(artifact["uri"])
+        found[name] = local_path(artifact["uri"])
     return found
 
 
-def _local_path(uri: str) -> str:
+def local_path(uri: str) -> str:
     """The path KFP mounts an artifact URI at (gs://b/k -> /gcs/b/k, s3:// -> /s3/, minio:// -> /minio/)."""
     for scheme, mount in (("gs://", "/gcs/"), ("s3://", "/s3/"), ("minio://", "/minio/")):
         if uri.startswith(scheme):

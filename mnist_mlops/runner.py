@@ -26,9 +26,10 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from mnist_mlops.errors import UserInputError
+from mnist_mlops.errors import UserInputError, is_disk_full
 from mnist_mlops.ports import check_value, component_dir, load_spec
 from mnist_mlops.progress import Event
+from mnist_mlops.uris import scrub
 
 NODE_OUTPUT = re.compile(r"\$\{\{parent\.jobs\.(?P<node>\w+)\.outputs\.(?P<port>\w+)\}\}")
 PARENT_INPUT = re.compile(r"\$\{\{parent\.inputs\.(?P<name>\w+)\}\}")
@@ -143,6 +144,7 @@ def stream_node(
                     broken.append(error)
 
     def tee(line: str, from_stderr: bool) -> None:
+        line = scrub(line)  # a node may print its arguments (mldesigner does), a SAS URL among them
         if log is not None:
             log.write(line)
             log.flush()
@@ -182,7 +184,7 @@ def stream_node(
             thread.join()
     with contextlib.suppress(OSError):
         view.close()
-        if broken:
+        if broken and not (pipeline and is_disk_full(broken[0])):  # the runner names the full disk
             print(f"warning: {label}'s output was not all shown or logged: {broken[0]}", file=errors)
         if not pipeline and code != 0 and not said.is_set():
             errors.writelines(held)  # a crash with no word of its own: its last lines are the clue

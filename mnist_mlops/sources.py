@@ -36,7 +36,7 @@ from mnist_mlops.archives import DEFAULT_MAX_INFLATED_BYTES, FileEntry, iter_tar
 from mnist_mlops.atomic import atomic_write_bytes
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import sha256_file
-from mnist_mlops.uris import is_blob_sas_url, redact
+from mnist_mlops.uris import is_blob_sas_url, redact, scrub
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 ACCOUNT_URL_ENV = "AZURE_STORAGE_ACCOUNT_URL"
@@ -140,7 +140,7 @@ def download_pinned(url: str, sha256: str | None) -> Path:
         with urllib.request.urlopen(url, timeout=60) as response:
             data = _read_with_progress(response, name)
     except (urllib.error.URLError, OSError) as error:
-        raise SourceError(f"source {redact(url)}: download failed ({error})") from None
+        raise SourceError(f"source {redact(url)}: download failed ({scrub(str(error))})") from None
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise SourceError(f"source {redact(url)}: sha256 is {actual}, but the pin is {sha256}; not used")
@@ -191,10 +191,12 @@ def download_blobs(uri: str, target: Path) -> None:
             stamp = blob.last_modified.timestamp()
             os.utime(destination, (stamp, stamp))
     except AzureError as error:
-        message = str(error).splitlines()[0]
+        message = scrub(str(error).splitlines()[0])  # the SDK may quote the request's URL, SAS and all
         raise SourceError(f"source {redact(uri)}: Azure Blob request failed ({message})") from None
     except (OSError, ValueError) as error:
-        raise SourceError(f"source {redact(uri)}: blobs do not form a folder tree ({error})") from None
+        raise SourceError(
+            f"source {redact(uri)}: blobs do not form a folder tree ({scrub(str(error))})"
+        ) from None
 
 
 def _container_client(uri: str, container_client_type):
@@ -202,7 +204,13 @@ def _container_client(uri: str, container_client_type):
     if parsed.scheme == "azureblob":
         prefix = parsed.path.lstrip("/")
         if connection := os.environ.get(CONNECTION_STRING_ENV):
-            return container_client_type.from_connection_string(connection, parsed.netloc), prefix
+            try:
+                return container_client_type.from_connection_string(connection, parsed.netloc), prefix
+            except ValueError:  # the SDK's message is clear and secret-free, but comes as a traceback
+                raise SourceError(
+                    f"source {uri}: {CONNECTION_STRING_ENV} is not a storage connection string"
+                    " (its value is not shown)"
+                ) from None
         if account := os.environ.get(ACCOUNT_URL_ENV):
             from mnist_mlops.azure_identity import credential
 

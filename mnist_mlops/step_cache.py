@@ -18,10 +18,13 @@ that compares one input with another has nothing new to judge when both hold the
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +33,9 @@ from typing import Any
 from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.snapshot import component_fingerprint
+
+LOCK_FILE = ".lock"
+"""In the cache's folder, held by the run using it (`StepCache.held_by`)."""
 
 
 @cache
@@ -140,18 +146,53 @@ class StepCache:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.root / f"{key}.json", json.dumps({"outputs": recorded}, indent=1))
 
+    @contextmanager
+    def held_by(self, run: str) -> Iterator[None]:
+        """The cache's lock for the whole of `run`: a second run on the same runs folder waits, saying
+        whose lock it waits for, then finds the first one's steps here (two at once would train the
+        same model twice and register it twice). The lock goes with its process, even a killed one."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_FILE
+        with open(path, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                print(
+                    f"waiting for the lock {path}, held by {lock.read().strip() or 'another run'}", flush=True
+                )
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            lock.truncate(0)
+            lock.write(f"run {run} (pid {os.getpid()})\n")
+            lock.flush()
+            yield
+
 
 def link_copy(source: Path, target: Path) -> None:
-    """Place a cached output in a new run: hard links where possible (no bytes copied), else copies."""
+    """Place a cached output in a new run: hard links where possible (no bytes copied), else copies;
+    staged beside `target` and renamed into place, the staged part removed if it fails (a full disk)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_name(f".{target.name}.restoring")
-    if staged.exists():
-        shutil.rmtree(staged) if staged.is_dir() else staged.unlink()
-    if source.is_dir():
-        shutil.copytree(source, staged, copy_function=_link_or_copy)
-    else:
-        _link_or_copy(str(source), str(staged))
-    os.replace(staged, target)
+    _remove(staged)
+    try:
+        if source.is_dir():
+            staged.mkdir()
+            for path in sorted(source.rglob("*")):  # a folder before what it holds
+                placed = staged / path.relative_to(source)
+                placed.mkdir() if path.is_dir() else _link_or_copy(str(path), str(placed))
+        else:
+            _link_or_copy(str(source), str(staged))
+        os.replace(staged, target)
+    except BaseException:
+        _remove(staged)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def _link_or_copy(source: str, target: str) -> None:

@@ -39,6 +39,7 @@ from mnist_mlops.pipelines.sweep import Sweep, log_bounds
 from mnist_mlops.provenance import CODE_VERSION_ENV, code_version
 from mnist_mlops.runner import is_artifact
 from mnist_mlops.snapshot import code_root
+from mnist_mlops.uris import is_blob_sas_url, redact
 
 PIPELINE_NAME = "mnist_mlops_training"
 OUTPUTS = {
@@ -194,6 +195,11 @@ def training_job(
         raise UserInputError("a sweep's trials train on one instance each; drop the distributed training")
     if sweep is not None and epochs is not None and "epochs" in sweep.space:
         raise UserInputError("epochs is swept; give it in one place")
+    if is_blob_sas_url(raw_data):  # a job's inputs are kept with its definition, readable in the workspace
+        raise UserInputError(
+            f"data {redact(raw_data)}: a SAS token in a job's input is stored with the job's definition;"
+            " give an azureml:// datastore path, read with the job's identity"
+        )
     values: dict[str, Any] = {"raw_data": Input(type="uri_folder", path=raw_data)}
     if epochs is not None:
         values["epochs"] = epochs
@@ -239,7 +245,7 @@ def compile_aml(out_dir: Path, job: PipelineJob | None = None) -> Path:
     from azure.ai.ml import load_job
 
     from mnist_mlops.atomic import staged_dir
-    from mnist_mlops.azure_jobs import restore_booleans, validation_problems
+    from mnist_mlops.azure_jobs import restore_booleans, spec_file_of, validation_problems
     from mnist_mlops.errors import UserInputError
     from mnist_mlops.snapshot import materialize
 
@@ -256,8 +262,9 @@ def compile_aml(out_dir: Path, job: PipelineJob | None = None) -> Path:
         materialize(stage)
         for node_name, node in document["jobs"].items():
             kind = "trial" if node.get("type") == "sweep" else "component"  # a sweep node runs its trial
-            stage_name = node[kind]["name"].removeprefix("mnist_mlops_")
-            node[kind] = f"./components/{stage_name}/spec.yaml"
+            node[kind] = "./" + spec_file_of(node[kind]["name"]).relative_to(code_root()).as_posix()
+            if node.get("type") == "parallel":  # the SDK dumps the component's task with paths of its own
+                node.pop("task")
             _bundle_local_inputs(node.get("inputs") or {}, stage / "inputs" / node_name)
         _bundle_local_inputs(document.get("inputs") or {}, stage / "inputs" / "pipeline")
         (stage / "pipeline.yml").write_text(yaml.safe_dump(document, sort_keys=False))

@@ -14,6 +14,11 @@ evaluate's champion that is the challenger itself). A node reused that way is re
 the rule's reason on the console and in the run's outcome. A component declared `local_in_process` runs
 its executor in the runner's process rather than its command in a new one (`_execute_in_process`).
 
+One run at a time per runs folder: a run holds its step cache's lock (`StepCache.held_by`), and a
+second one waits for it, naming the lock and its holder. A run killed anywhere leaves nothing a rerun
+would take for finished (outputs and cache entries are renamed into place whole); a full disk stops
+the run with one line naming the disk and the node (`_stop_on_full_disk`).
+
 A sweep (`--sweep`, `pipelines.sweep`) runs its node once per trial as `<node>.trial-<n>`, each like any
 node (cache, folder, MLflow run), and gives the nodes downstream the best trial's outputs in the node's
 own folder; run.json records every trial under the node's `sweep`.
@@ -21,15 +26,17 @@ own folder; run.json records every trial under the node's `sweep`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
 import shlex
+import shutil
 import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +45,7 @@ from urllib.parse import urlsplit
 
 from mnist_mlops import contracts
 from mnist_mlops.atomic import atomic_write_text
-from mnist_mlops.errors import UserInputError
+from mnist_mlops.errors import DISK_FULL_EXIT_CODE, UserInputError, is_disk_full
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.pipelines.graph import (
     Node,
@@ -55,11 +62,11 @@ from mnist_mlops.pipelines.run_report import report_finished_run
 from mnist_mlops.pipelines.sweep import Sweep, parse_sweep
 from mnist_mlops.ports import load_metadata, load_spec
 from mnist_mlops.provenance import utc_iso
-from mnist_mlops.registry import registry_uri
+from mnist_mlops.registry import exclusive, registry_uri
 from mnist_mlops.runner import is_artifact, run_component
 from mnist_mlops.step_cache import SameContentRule, StepCache, link_copy, step_key
 from mnist_mlops.tracking import TRACKING_SWITCH, PipelineRuns
-from mnist_mlops.uris import redact
+from mnist_mlops.uris import redact, scrub
 
 PIPELINE = "mnist_mlops_training"
 
@@ -75,9 +82,11 @@ def run_pipeline_job(
     """Run an AML pipeline job of these components on this machine; returns (exit code, run folder)."""
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     run_dir = runs_dir / run_id
-    run_dir.mkdir(parents=True)
     options = RunOptions(use_cache=use_cache, registry=registry, tracking=tracking)
-    return run_nodes(nodes_from_aml(job), run_dir, StepCache(runs_dir / ".cache"), options), run_dir
+    cache = StepCache(runs_dir / ".cache")
+    with cache.held_by(run_id):
+        run_dir.mkdir(parents=True)
+        return run_nodes(nodes_from_aml(job), run_dir, cache, options), run_dir
 
 
 @dataclass
@@ -115,57 +124,94 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
             "run_id": runs.run_id,
         }
         print(f"MLflow run {runs.run_id} (experiment {PIPELINE}) in {redact(runs.uri)}", flush=True)
-    _write_record(run_dir, record)
-    known: dict[str, str] = {}  # output path -> content hash, so a downstream input is not hashed again
-    notes: list[str] = []  # why a node was reused other than by its own key
-    for node in nodes:
-        try:
-            if options.sweep is not None and node.name == options.sweep.node:
-                entry, note = _run_sweep(node, nodes, run_dir, cache, options, known, runs), None
-            else:
-                entry, note = _run_node(node, nodes, run_dir, cache, options, known, runs)
-        except UserInputError as error:  # the tracking store failed between nodes: say so in run.json too
-            _finish(run_dir, record, _folders(nodes, run_dir), "failed", f"{node.name}: {error}")
-            raise
-        if note:
-            notes.append(f"{node.name} reused: {note}")
-        known |= {output["path"]: output["sha256"] for output in entry["outputs"].values()}
-        record["nodes"].append(entry)
-        _write_record(run_dir, record)
-        _announce(entry)
-        if entry["status"] == "failed":
-            tail = (
-                Path(entry["log"]).read_text().strip().splitlines()[-1:]
-                if Path(entry["log"]).is_file()
-                else []
-            )
-            print(f"node {node.name} failed: {' '.join(tail)}\n  log: {entry['log']}")
-            _summary(record["nodes"])
-            _finish(
-                run_dir,
-                record,
-                _folders(nodes, run_dir),
-                "failed",
-                f"{node.name} failed (log: {entry['log']})",
-            )
-            if runs is not None:
-                runs.finish(runs.run_id, succeeded=False)
-            return 1
-    _summary(record["nodes"])
-    folders = _folders(nodes, run_dir)
-    reused = {
-        node.component
-        for node, entry in zip(nodes, record["nodes"], strict=True)
-        if entry["status"] == "cached"
-    }
-    _finish(run_dir, record, folders, "succeeded", _outcome(folders, reused, notes))
-    if runs is not None:
-        runs.finish(runs.run_id, succeeded=True)
+    stage = "the run's record"  # what a full disk stopped, if one does
     try:
-        _closing(run_dir, record, folders, registry_uri(options.registry))
-    except (OSError, UserInputError) as error:  # the run succeeded: only the advice is missing
-        print(f"warning: no serve and curl lines: {error}", file=sys.stderr)
+        _write_record(run_dir, record)
+        known: dict[str, str] = {}  # output path -> content hash, so a downstream input is not hashed again
+        notes: list[str] = []  # why a node was reused other than by its own key
+        for node in nodes:
+            stage = f"node {node.name}"
+            try:
+                if options.sweep is not None and node.name == options.sweep.node:
+                    entry, note = _run_sweep(node, nodes, run_dir, cache, options, known, runs), None
+                else:
+                    entry, note = _run_node(node, nodes, run_dir, cache, options, known, runs)
+            except UserInputError as error:  # the tracking store failed between nodes: say so in run.json too
+                _finish(run_dir, record, _folders(nodes, run_dir), "failed", f"{node.name}: {error}")
+                raise
+            if note:
+                notes.append(f"{node.name} reused: {note}")
+            known |= {output["path"]: output["sha256"] for output in entry["outputs"].values()}
+            record["nodes"].append(entry)
+            _write_record(run_dir, record)
+            _announce(entry)
+            if entry["status"] == "failed":
+                tail = (
+                    Path(entry["log"]).read_text().strip().splitlines()[-1:]
+                    if Path(entry["log"]).is_file()
+                    else []
+                )
+                print(f"node {node.name} failed: {' '.join(tail)}\n  log: {entry['log']}")
+                _summary(record["nodes"])
+                _finish(
+                    run_dir,
+                    record,
+                    _folders(nodes, run_dir),
+                    "failed",
+                    f"{node.name} failed (log: {entry['log']})",
+                )
+                if runs is not None:
+                    runs.finish(runs.run_id, succeeded=False)
+                return 1
+        stage = "the run's record and report"
+        _summary(record["nodes"])
+        folders = _folders(nodes, run_dir)
+        reused = {
+            node.component
+            for node, entry in zip(nodes, record["nodes"], strict=True)
+            if entry["status"] == "cached"
+        }
+        _finish(run_dir, record, folders, "succeeded", _outcome(folders, reused, notes))
+        if runs is not None:
+            runs.finish(runs.run_id, succeeded=True)
+        try:
+            _closing(run_dir, record, folders, registry_uri(options.registry))
+        except (OSError, UserInputError) as error:  # the run succeeded: only the advice is missing
+            print(f"warning: no serve and curl lines: {error}", file=sys.stderr)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        return _stop_on_full_disk(run_dir, record, runs, stage)
     return 0
+
+
+def _stop_on_full_disk(run_dir: Path, record: dict, runs: PipelineRuns | None, stage: str) -> int:
+    """The run's disk filled up (a node's output, or the runner's own record, cache entry or log): one
+    line naming the disk and the node, the run recorded as failed if the record still fits. Nothing
+    half-written stays behind: outputs, cache entries and run.json are staged and renamed into place,
+    and a failed node's staged outputs are removed."""
+    usage = shutil.disk_usage(_mount_point(run_dir))
+    message = (
+        f"{stage} stopped: no space left on {_mount_point(run_dir)} ({usage.free // 1024} KiB free of"
+        f" {usage.total // 1024} KiB), the disk of the runs folder {run_dir.parent}; free space and run"
+        " again (steps that finished are reused)"
+    )
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    record |= {"status": "failed", "finished_at": utc_iso(datetime.now(UTC)), "outcome": message}
+    with suppress(OSError):  # the disk may not even take the record: it stays as last written
+        _write_record(run_dir, record)
+    if runs is not None:
+        runs.finish(runs.run_id, succeeded=False)
+    return 1
+
+
+def _mount_point(path: Path) -> Path:
+    """The root of the file system holding `path`."""
+    path = path.resolve()
+    device = path.stat().st_dev
+    while path.parent != path and path.parent.stat().st_dev == device:
+        path = path.parent
+    return path
 
 
 def _announce(entry: dict) -> None:
@@ -178,7 +224,9 @@ def _pipeline_runs(options: RunOptions, run_dir: Path) -> PipelineRuns | None:
     if not options.tracking:
         return None
     tags = {"mnist_mlops.run_dir": str(run_dir.resolve()), "mnist_mlops.pipeline": PIPELINE}
-    return PipelineRuns(registry_uri(options.registry), PIPELINE, run_dir.name, tags)
+    uri = registry_uri(options.registry)
+    with exclusive(uri):  # a new registry's tables are created once, by one process
+        return PipelineRuns(uri, PIPELINE, run_dir.name, tags)
 
 
 def _run_node(
@@ -276,6 +324,8 @@ def _run_node(
         entry["status"] = "failed"
         if runs is not None:
             runs.finish(node_run, succeeded=False)
+        if code == DISK_FULL_EXIT_CODE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir / node.name))
         return entry, None
     stored = cache.store(key, outputs)  # before the run's status: a store that is down loses no work
     if also_file_under:
@@ -453,8 +503,11 @@ def _execute_in_process(
                     code = stop.code or 0
                 else:
                     print(stop.code, file=sys.stderr)
-            except Exception:  # a crash fails the node, as a child process's would, not the runner
-                traceback.print_exc()
+            except Exception as error:  # a crash fails the node, as a child process's would, not the runner
+                if is_disk_full(error):
+                    code = DISK_FULL_EXIT_CODE
+                else:
+                    traceback.print_exc()
     finally:
         if code != 0:
             discard(fresh)
@@ -551,7 +604,10 @@ def _registry_agrees(cached: dict[str, dict[str, str]], registry: str | None) ->
 
 
 def _plain(value: Any) -> str | int | float | bool | None:
-    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+    """A parameter as run.json records it, any SAS signature or account key in it scrubbed."""
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return scrub(str(value))
 
 
 def _write_record(run_dir: Path, record: dict) -> None:
@@ -760,8 +816,6 @@ def run_training_pipeline(
     if isolation not in ("process", "container"):
         raise UserInputError(f"--isolation {isolation!r}: expected process or container")
     run_dir = runs_dir / run_id
-    run_dir.mkdir(parents=True)
-    print(f"run {run_id} in {run_dir}")
     options = RunOptions(
         use_cache=use_cache,
         isolation=isolation,
@@ -770,4 +824,8 @@ def run_training_pipeline(
         sweep=swept,
         verbose=verbose,
     )
-    return run_nodes(nodes, run_dir, StepCache(runs_dir / ".cache"), options)
+    cache = StepCache(runs_dir / ".cache")
+    with cache.held_by(run_id):
+        run_dir.mkdir(parents=True)
+        print(f"run {run_id} in {run_dir}")
+        return run_nodes(nodes, run_dir, cache, options)

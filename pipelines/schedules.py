@@ -70,6 +70,7 @@ def retraining_schedule(
     start_time: str | datetime | None = None,
     time_zone: str | TimeZone = TimeZone.UTC,
     description: str | None = None,
+    display_name: str = "MNIST retraining",
 ) -> JobSchedule:
     """A `JobSchedule` running `job` (e.g. `training_job()`) every `interval` `frequency` units.
 
@@ -105,7 +106,7 @@ def retraining_schedule(
         name=name,
         trigger=trigger,
         create_job=job,
-        display_name="MNIST retraining",
+        display_name=display_name,
         description=description or f"Retrain, judge and deploy if blessed, every {interval} {frequency}(s).",
         tags=dict(_TAGS),
     )

@@ -63,8 +63,10 @@ def encode_png(
     interlace: bool = False,
     extra: Sequence[bytes] = (),
     idat_parts: int = 1,
+    bit_depth: int = 8,
 ) -> bytes:
-    """Encode 8-bit pixels ((h, w) or (h, w, channels)) with the given per-row filter types, or Adam7."""
+    """Encode pixels ((h, w) or (h, w, channels), samples below 2**bit_depth) with the given per-row
+    filter types, or Adam7."""
     pixels = pixels if pixels.ndim == 3 else pixels[:, :, None]
     height, width, channels = pixels.shape
 
@@ -75,12 +77,23 @@ def encode_png(
             if isinstance(filters, int)
             else [filters[i % len(filters)] for i in range(count)]
         )
-        return filter_rows(image.reshape(count, -1), kinds, channels)
+        rows = pack_samples(image.reshape(count, -1), bit_depth)
+        return filter_rows(rows, kinds, max(1, channels * bit_depth // 8))
 
     if interlace:
         passes = [pixels[y0::dy, x0::dx] for x0, y0, dx, dy in ADAM7]
         raw = b"".join(scanlines(p) for p in passes if p.size)
     else:
         raw = scanlines(pixels)
-    header = ihdr(width, height, 8, color_type, int(interlace))
+    header = ihdr(width, height, bit_depth, color_type, int(interlace))
     return png_bytes(header, zlib.compress(raw), extra, idat_parts)
+
+
+def pack_samples(rows: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Rows of samples (n, samples) as PNG row bytes: 16-bit big-endian, 1/2/4-bit packed MSB first."""
+    if bit_depth == 8:
+        return rows.astype(np.uint8)
+    if bit_depth == 16:
+        return rows.astype(">u2").view(np.uint8).reshape(len(rows), -1)
+    bits = (rows[:, :, None].astype(np.uint8) >> np.arange(bit_depth - 1, -1, -1, dtype=np.uint8)) & 1
+    return np.packbits(bits.reshape(len(rows), -1), axis=1)

@@ -15,14 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from azure.ai.ml import Input, load_component
 from azure.ai.ml.constants import ListViewType
-from azure.ai.ml.entities import CommandComponent, Component, JobService, PipelineJob
+from azure.ai.ml.entities import CommandComponent, Component, JobService, ParallelComponent, PipelineJob
 from azure.ai.ml.exceptions import JobException
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 
 from mnist_mlops import azure_jobs
-from mnist_mlops.azure_jobs import HASH_TAG, content_hash, ml_client, next_version, publish, submit
+from mnist_mlops.azure_jobs import (
+    HASH_TAG,
+    content_hash,
+    ml_client,
+    next_version,
+    publish,
+    spec_files,
+    submit,
+)
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.pipelines.aml import training_pipeline_function
 from mnist_mlops.ports import component_dir, component_names, load_spec
@@ -137,20 +146,26 @@ def test_first_publish_creates_every_component_at_its_spec_version_then_nothing_
 
     stages = component_names()
     assert len(stages) == len(set(stages)) >= 6
+    specs = [(stage, yaml.safe_load(path.read_text())) for stage in stages for path in spec_files(stage)]
+    names = {spec["name"] for _, spec in specs}
+    assert {"mnist_mlops_batch_score_parallel", "mnist_mlops_batch_score_merge"} <= names
     expected_calls = []
-    for stage in stages:
-        spec = load_spec(stage)
+    for _, spec in specs:
         expected_calls += [
             ("components.list", spec["name"], ListViewType.ALL),
             ("components.create_or_update", spec["name"], spec["version"]),
         ]
     assert client.calls == expected_calls
-    for stage, created, result in zip(stages, client.components.created, results, strict=True):
-        spec, digest = load_spec(stage), content_hash(stage)
-        assert type(created.entity) is CommandComponent
+    for (stage, spec), created, result in zip(specs, client.components.created, results, strict=True):
+        digest = content_hash(stage)
+        parallel = spec["type"] == "parallel"
+        assert type(created.entity) is (ParallelComponent if parallel else CommandComponent)
         assert (created.entity.name, created.entity.version) == (spec["name"], spec["version"])
         assert created.entity.tags == {**spec["tags"], HASH_TAG: digest}
-        assert created.entity.command == spec["command"]
+        if parallel:
+            assert created.entity.task.entry_script == spec["task"]["entry_script"]
+        else:
+            assert created.entity.command == spec["command"]
         assert created.environment_files == ["Dockerfile", "environment.yaml", "requirements.txt"]
         assert f"components/{stage}/component.py" in created.code_files
         assert "mnist_mlops/serving/score.py" in created.code_files  # the package travels with the code
@@ -165,9 +180,9 @@ def test_first_publish_creates_every_component_at_its_spec_version_then_nothing_
 
     client.calls.clear()
     again = publish(client)
-    assert client.calls == [("components.list", load_spec(s)["name"], ListViewType.ALL) for s in stages]
+    assert client.calls == [("components.list", spec["name"], ListViewType.ALL) for _, spec in specs]
     assert [(r["action"], r["version"], r["previous_version"]) for r in again] == [
-        ("unchanged", load_spec(s)["version"], load_spec(s)["version"]) for s in stages
+        ("unchanged", spec["version"], spec["version"]) for _, spec in specs
     ]
 
 

@@ -884,6 +884,28 @@ INVALID: list[tuple[str, str, Callable[[], Any], str, str]] = [
     ),
     ("run_record", "finished without time", _succeeded_without_finish, "$.finished_at", "None"),
     ("run_record", "run status enum", lambda: _set(run_record(), ("status",), "done"), "$.status", "done"),
+    # the shared definitions (definitions.schema.json), reached through a $ref
+    (
+        "evaluation_report",
+        "zero-height image shape",
+        lambda: _set(evaluation_report(), ("model", "image_shape", 0), 0),
+        "$.model.image_shape[0]",
+        "minimum",
+    ),
+    (
+        "registration_record",
+        "colour images with four channels",
+        lambda: _set(registration_record(), ("lineage", "interface", "image_shape"), [32, 32, 4]),
+        "$.lineage.interface.image_shape[2]",
+        "3 was expected",
+    ),
+    (
+        "evaluation_report",
+        "a class named twice",
+        lambda: _set(evaluation_report(), ("model", "classes"), ["0", "0"]),
+        "$.model.classes",
+        "non-unique",
+    ),
     # component_metadata
     (
         "component_metadata",

@@ -27,6 +27,7 @@ class of the model and refuses data labelled with other classes; "none" scores w
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -34,10 +35,12 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -130,29 +133,60 @@ def score_mini_batch(
     calls: Executor | None = None,
 ) -> ScoredMiniBatch:
     """Decode and predict one mini-batch of files (`expected`: their classes from `expected_classes`);
-    undecodable files are skipped with their reason. The model's calls (PREDICT_BATCH images each) run
-    in `calls`' threads when given, else one after another."""
-    interface = model.interface
-    decoded = decode_pngs(blobs, interface.image_shape)
-    keep = np.ones(len(paths), dtype=bool)
-    keep[list(decoded.errors)] = False
-    images = decoded.images[keep]
-    good_paths = [path for path, kept in zip(paths, keep.tolist(), strict=True) if kept]
-    expected = [index for index, kept in zip(expected, keep.tolist(), strict=True) if kept]
-    if len(images):
-        chunks = [images[start : start + PREDICT_BATCH] for start in range(0, len(images), PREDICT_BATCH)]
-        call_all = calls.map if calls is not None else map
-        probabilities = np.concatenate(list(call_all(model.predict, chunks)))
-    else:
-        probabilities = np.zeros((0, interface.class_count), dtype=np.float32)
-    predicted = probabilities.argmax(axis=1).tolist()
+    undecodable files are skipped with their reason. Decoding and the model's calls go PREDICT_BATCH
+    files at a time, in `calls`' threads when given, else one after another."""
+    return _scored(model.interface, paths, expected, _start_predicting(model, blobs, calls))
+
+
+class _Predicted(NamedTuple):
+    """One call's share of a mini-batch: why files failed to decode (by index in the share) and the
+    probabilities of the others, in order."""
+
+    errors: dict[int, str]
+    probabilities: np.ndarray
+
+
+def _start_predicting(
+    model: LoadedModel, blobs: Sequence[bytes], calls: Executor | None
+) -> Iterator[_Predicted]:
+    """Decode and predict `blobs` PREDICT_BATCH at a time: in `calls`, submitted at once (so the next
+    mini-batch can queue behind this one), else lazily in this thread."""
+    shares = [blobs[start : start + PREDICT_BATCH] for start in range(0, len(blobs), PREDICT_BATCH)]
+    call_all = calls.map if calls is not None else map
+    return call_all(functools.partial(_decode_and_predict, model), shares)
+
+
+def _decode_and_predict(model: LoadedModel, blobs: Sequence[bytes]) -> _Predicted:
+    decoded = decode_pngs(blobs, model.interface.image_shape)
+    images = np.delete(decoded.images, list(decoded.errors), axis=0) if decoded.errors else decoded.images
+    if not len(images):
+        return _Predicted(decoded.errors, np.zeros((0, model.interface.class_count), dtype=np.float32))
+    return _Predicted(decoded.errors, model.predict(images))
+
+
+def _scored(
+    interface: ModelInterface,
+    paths: Sequence[str],
+    expected: Sequence[int | None],
+    shares: Iterable[_Predicted],
+) -> ScoredMiniBatch:
+    """The CSV rows, skipped files and counts of a mini-batch from its predicted shares."""
+    errors: dict[int, str] = {}
+    probabilities = []
+    for offset, share in zip(range(0, len(paths), PREDICT_BATCH), shares, strict=True):
+        errors.update((offset + index, reason) for index, reason in share.errors.items())
+        probabilities.append(share.probabilities)
+    scores = np.concatenate(probabilities)  # a mini-batch has at least one file, so one share
+    good_paths = [path for index, path in enumerate(paths) if index not in errors]
+    expected = [answer for index, answer in enumerate(expected) if index not in errors]
+    predicted = scores.argmax(axis=1).tolist()
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(
         zip(
             good_paths,
             predicted,
             [interface.classes[index] for index in predicted],
-            [f"{confidence:.6f}" for confidence in probabilities.max(axis=1).tolist()],
+            [f"{confidence:.6f}" for confidence in scores.max(axis=1).tolist()],
             ["" if index is None else interface.classes[index] for index in expected],
             strict=True,
         )
@@ -160,7 +194,7 @@ def score_mini_batch(
     return ScoredMiniBatch(
         files=len(paths),
         rows=buffer.getvalue(),
-        skipped=[{"path": paths[index], "reason": reason} for index, reason in decoded.errors.items()],
+        skipped=[{"path": paths[index], "reason": reason} for index, reason in sorted(errors.items())],
         class_counts=np.bincount(predicted, minlength=interface.class_count).tolist(),
         labelled=sum(index is not None for index in expected),
         correct=sum(index == answer for index, answer in zip(expected, predicted, strict=True)),
@@ -361,20 +395,33 @@ def _score_here(
     work: Path,
     progress: Progress,
 ) -> float:
-    """Score the pending mini-batches in this process; returns the model load time. ONNX Runtime runs
-    each call on one thread and as many calls at once as there are CPUs (its own threads cost more
-    than they give on this small model: on 2 busy cores 13.7k images/s against 12.7k for one call at a
-    time and 10.2k for two threads per call); TensorFlow uses all cores in each call."""
+    """Score the pending mini-batches in this process; returns the model load time.
+
+    Each call decodes and predicts PREDICT_BATCH files in a pool of one thread per CPU, and the next
+    mini-batch is queued before this one's rows are written, so the CPUs never wait for the rows, the
+    checkpoint or the decoding of a whole mini-batch. ONNX Runtime runs each call on one thread (its
+    own threads cost more than they give on this small model; see `load_model_folder`); TensorFlow
+    also spreads each call over its own threads."""
     loading = time.perf_counter()
     loaded = models.load(version)
     load_seconds = time.perf_counter() - loading
-    parallel = worker_count() if loaded.runtime == "onnxruntime" else 1
     scored = 0
-    with ThreadPoolExecutor(parallel, thread_name_prefix="predict") as calls:
+
+    def finish(index: int, shares: Iterator[_Predicted]) -> None:
+        nonlocal scored
+        batch = batches[index]
+        _write_part(work, index, _scored(loaded.interface, batch.paths, batch.expected, shares))
+        scored += len(batch.paths)
+        progress.update(progress.start + scored, items=scored)
+
+    with ThreadPoolExecutor(worker_count(), thread_name_prefix="predict") as calls:
+        started: deque[tuple[int, Iterator[_Predicted]]] = deque()
         for index in pending:
-            _write_part(work, index, score_mini_batch(loaded, *batches[index], calls=calls))
-            scored += len(batches[index].paths)
-            progress.update(progress.start + scored, items=scored)
+            started.append((index, _start_predicting(loaded, batches[index].blobs, calls)))
+            if len(started) == 2:
+                finish(*started.popleft())
+        while started:
+            finish(*started.popleft())
     return load_seconds
 
 
@@ -388,10 +435,11 @@ def _score_in_workers(
     progress: Progress,
 ) -> float:
     """Score the pending mini-batches in spawned processes (TensorFlow, the fallback runtime, is not
-    fork-safe), each loading the model once and pulling mini-batches from a queue, so a slow worker
-    never holds up the others. Returns the time until the first worker was ready to score."""
-    workers = min(workers, len(pending))
-    threads = max(1, worker_count() // workers)
+    fork-safe), each on its own share of this process's CPUs (`cpu_shares`), loading the model once and
+    pulling mini-batches from a queue, so a slow worker never holds up the others. Returns the time
+    until the first worker was ready to score. A worker that dies or fails stops the run with an error
+    naming it; the mini-batches already scored stay checkpointed for a rerun."""
+    shares = cpu_shares(min(workers, len(pending)))
     context = multiprocessing.get_context("spawn")
     tasks, results = context.Queue(), context.Queue()
     tasks.cancel_join_thread()  # tasks left unread at the end must not keep this process from exiting
@@ -399,9 +447,11 @@ def _score_in_workers(
     spawned = time.perf_counter()
     processes = [
         context.Process(
-            target=_worker, args=(reference, models.registry, work, threads, tasks, results), daemon=True
+            target=_worker,
+            args=(f"{number + 1}/{len(shares)}", reference, models.registry, work, cpus, tasks, results),
+            daemon=True,
         )
-        for _ in range(workers)
+        for number, cpus in enumerate(shares)
     ]
     for process in processes:
         process.start()
@@ -414,14 +464,22 @@ def _score_in_workers(
             try:
                 kind, message = results.get(timeout=1)
             except queue.Empty:
-                dead = [process.exitcode for process in processes if process.exitcode is not None]
+                dead = [
+                    (number, process) for number, process in enumerate(processes) if not process.is_alive()
+                ]
                 if dead:
-                    raise RuntimeError(f"a scoring worker died (exit code {dead[0]})") from None
+                    number, process = dead[0]
+                    raise RuntimeError(
+                        f"scoring worker {number + 1} of {len(processes)} (pid {process.pid})"
+                        f" {_ended(process.exitcode)}; the mini-batches scored so far are checkpointed in"
+                        f" {work}: run the same command again to score the rest"
+                    ) from None
                 continue
             if kind == "error":
                 raise RuntimeError(f"a scoring worker failed: {message}")
-            if kind == "ready" and ready_at is None:
-                ready_at = time.perf_counter()
+            if kind == "ready":
+                ready_at = ready_at or time.perf_counter()
+                print(message, flush=True)
             if kind == "scored":
                 scored += 1
                 files += len(batches[message].paths)
@@ -433,29 +491,62 @@ def _score_in_workers(
     return (ready_at or time.perf_counter()) - spawned
 
 
+def cpu_shares(workers: int) -> list[frozenset[int]]:
+    """The CPUs each of `workers` processes runs on: this process's CPUs dealt out in turn, as an Azure
+    ML parallel job gives each process its share of a node (more workers than CPUs share them one to
+    a worker); empty sets where the platform cannot pin a process to CPUs."""
+    if not hasattr(os, "sched_setaffinity"):
+        return [frozenset()] * workers
+    cpus = sorted(os.sched_getaffinity(0))
+    if workers >= len(cpus):
+        return [frozenset({cpus[number % len(cpus)]}) for number in range(workers)]
+    return [frozenset(cpus[number::workers]) for number in range(workers)]
+
+
+def _ended(exitcode: int | None) -> str:
+    """How a worker process ended, in words."""
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        return f"was killed by {name}" + (
+            " (the kernel's out-of-memory killer sends it)" if name == "SIGKILL" else ""
+        )
+    return f"exited with code {exitcode}"
+
+
+def _cpus() -> str:
+    """The CPUs this process may run on, as a list ("any" where the platform does not say)."""
+    return ",".join(map(str, sorted(os.sched_getaffinity(0)))) if hasattr(os, "sched_getaffinity") else "any"
+
+
 def _worker(
+    name: str,
     reference: str,
     registry: str,
     work: Path,
-    threads: int,
+    cpus: frozenset[int],
     tasks: multiprocessing.Queue,
     results: multiprocessing.Queue,
 ) -> None:
-    """One scoring process: load the model, then score mini-batches from the queue, reporting each.
+    """One scoring process (`name`: its number of all): keep to `cpus`, load the model, say which
+    runtime runs it where, then score mini-batches from the queue, reporting each.
 
-    The model gets this worker's share of the CPUs (`threads`). The parent stops the workers when every
-    mini-batch is scored; if the parent is killed, the worker exits at once (a task it was reading
-    may be torn, so waiting on the queue could block forever) and a rerun resumes from the checkpoints.
+    The model runs as in `_score_here`, on `cpus` only: one CPU, one call at a time on one thread. The
+    parent stops the workers when every mini-batch is scored; if the parent is killed, the worker exits
+    at once (a task it was reading may be torn, so waiting on the queue could block forever) and a rerun
+    resumes from the checkpoints.
     """
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     try:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         models = RegistryModels(reference, registry)
-        loaded = models.load(models.version, threads=threads)
-        results.put(("ready", None))
-        while True:
-            index, batch = tasks.get()
-            _write_part(work, index, score_mini_batch(loaded, *batch))
-            results.put(("scored", index))
+        loaded = models.load(models.version)  # as many threads as `cpus` allow
+        results.put(("ready", f"worker {name} scores with {loaded.runtime} on CPUs {_cpus()}"))
+        with ThreadPoolExecutor(worker_count(), thread_name_prefix="predict") as calls:
+            while True:
+                index, batch = tasks.get()
+                _write_part(work, index, score_mini_batch(loaded, *batch, calls=calls))
+                results.put(("scored", index))
     except Exception as error:
         results.put(("error", f"{type(error).__name__}: {error}"))
 

@@ -33,11 +33,11 @@ import numpy as np
 from mnist_mlops import contracts, references
 from mnist_mlops.dataset import describe_shape, load_split
 from mnist_mlops.deployments import (
-    append_history,
     ensure_key,
     key_path,
-    move_production,
     production_version,
+    record_and_move,
+    settle,
 )
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.model_interface import ModelInterface
@@ -119,8 +119,6 @@ def run_deploy(
         record |= _deploy_locally(
             models, version, uri, images, expected, interface, endpoint_name, port, max_canary_p99_ms
         )
-        if record["outcome"] != "deployed" and record["previous_version"]:
-            record["traffic"] = {f"v{record['previous_version']}": 100}
     else:
         cloud = AzureSettings(
             subscription_id=subscription_id,
@@ -151,14 +149,18 @@ def _attempt(target: str, model: str, models: RegistryModels, version: str, uri:
 
 
 def _conclude(record: dict[str, Any], uri: str, deployment_record: str | Path) -> dict[str, Any]:
-    """Append the attempt to the history (moving `production` if it deployed), then either refuse with
-    the reason or write the record: a failed deployment leaves no output."""
+    """Append the attempt to the history and move `production` if it deployed (`record_and_move`), then
+    either refuse with the reason or write the record: a failed deployment leaves no output. Locally,
+    production is read again under the registry's lock: another deploy may have moved it meanwhile."""
     name, version = record["model_name"], record["model_version"]
     record["deployed_at"] = utc_iso(datetime.now(UTC))
     with exclusive(uri):
-        if record["outcome"] == "deployed":
-            move_production(uri, name, version)
-        history = append_history(uri, record)
+        settle(uri, name)
+        if record["target"] == "local":
+            record["previous_version"] = production_version(uri, name)
+            if record["outcome"] != "deployed" and record["previous_version"]:
+                record["traffic"] = {f"v{record['previous_version']}": 100}
+        history = record_and_move(uri, record)
     _track(record)
     if record["outcome"] != "deployed":
         raise UserInputError(

@@ -7,7 +7,9 @@ trained and tested on, logged in the same run as the model and named by the `ref
 later run can compare new data with production's without this run's folder. It is loaded back from the
 registry and must reproduce the trained model's predictions on a golden batch of test images before it
 is tagged `validation_status=ready` and given the alias `challenger`; any failure deletes the version,
-so a half-registered version is never usable. The logged model carries its scoring copy
+so a half-registered version is never usable. A registration killed before its check cannot delete
+its own: the version stays `pending` (unusable) until the next registration on the same embedded
+registry deletes it, under the registry's lock. The logged model carries its scoring copy
 (`mnist_mlops.onnx_export`: an ONNX export checked on the same golden images before logging, and again
 as the server loads it from the registry); a model tf2onnx cannot convert is registered to be scored
 through TensorFlow, the reason in its export record, the registration record and a warning; any other
@@ -48,6 +50,7 @@ from mnist_mlops.registry import (
     experiment_id,
     registry_uri,
     set_pointer,
+    sqlite_file,
     with_retries,
 )
 from mnist_mlops.serving.scorer import RegistryModels
@@ -182,6 +185,8 @@ def _register_verified(
     except MlflowException as error:
         if "already exists" not in str(error).lower():
             raise
+    if sqlite_file(uri) is not None:  # `exclusive` holds its lock: no other registration is under way
+        _delete_interrupted(registry, name)
     with tempfile.TemporaryDirectory(prefix="model-") as staged:
         logged = Path(staged) / "model"
         shutil.copytree(model_dir, logged)
@@ -224,6 +229,21 @@ def _register_verified(
         with_retries(lambda: registry.delete_model_version(name, created.version))
         raise
     return str(created.version), export
+
+
+def _delete_interrupted(registry: Any, name: str) -> None:
+    """Delete the versions a killed registration left `pending` (created, never verified, so never
+    usable): a registration killed before its check cannot delete its own version. Only where no other
+    registration can be under way: pending means interrupted there, elsewhere it may mean in progress."""
+    for version in registry.search_model_versions(f"name='{name}'"):
+        if (version.tags or {}).get(READY_TAG) == "pending":
+            with_retries(lambda number=version.version: registry.delete_model_version(name, number))
+            print(
+                f"warning: deleted {name} version {version.version}: its registration was interrupted"
+                " before its check",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _check_interface(

@@ -24,8 +24,10 @@ def build_model(interface: ModelInterface, mean: float, std: float) -> keras.Mod
     hidden layer is what takes MNIST test accuracy from 99.4 % to 99.5 %, for a little more cost per
     image (most of it stays in the convolutions)."""
     images = keras.Input(interface.image_shape, dtype="uint8", name="images")
-    x = keras.layers.Reshape((*interface.image_shape[:2], interface.channels))(images)
-    x = keras.layers.Rescaling(1.0 / (255.0 * std), offset=-mean / std)(x)
+    # Rescaled before the channel axis is added: ONNX Runtime applies a scalar to a [N, 28, 28, 1] tensor
+    # ~90x slower than to the same [N, 28, 28] one (17% of an exported model's call); same numbers.
+    x = keras.layers.Rescaling(1.0 / (255.0 * std), offset=-mean / std)(images)
+    x = keras.layers.Reshape((*interface.image_shape[:2], interface.channels))(x)
     x = keras.layers.Conv2D(32, 3, activation="relu")(x)
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Conv2D(64, 3, activation="relu")(x)

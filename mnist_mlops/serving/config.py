@@ -11,16 +11,25 @@ import sys
 from pathlib import Path
 
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.keys import KeyRing
+from mnist_mlops.keys import read_key as read_key  # where deploy, tests and benchmarks read a key file
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.request_log import RequestLog
-from mnist_mlops.serving.scorer import RegistryModels, Scorer, load_directory_model
+from mnist_mlops.serving.scorer import (
+    DEFAULT_MAX_QUEUE,
+    AdmissionGate,
+    RegistryModels,
+    Scorer,
+    load_directory_model,
+)
 
 MODEL_URI = "MNIST_MLOPS_MODEL_URI"  # models:/<name>/<version> or models:/<name>@<alias>
 REGISTRY = "MNIST_MLOPS_REGISTRY"  # MLflow registry URI
-KEY_FILE = "MNIST_MLOPS_KEY_FILE"  # file holding the bearer key; unset: no key check (the platform does it)
+KEY_FILE = "MNIST_MLOPS_KEY_FILE"  # file holding the bearer key, followed through rotations; unset: no check
 MAX_BATCH = "MNIST_MLOPS_MAX_BATCH"
 MAX_BODY_BYTES = "MNIST_MLOPS_MAX_BODY_BYTES"
 POLL_SECONDS = "MNIST_MLOPS_POLL_SECONDS"  # how often an alias is re-resolved
+MAX_QUEUE = "MNIST_MLOPS_MAX_QUEUE"  # requests a worker lets wait while it scores one; more get 503
 REQUEST_LOG = "MNIST_MLOPS_REQUEST_LOG"  # folder for per-request monitoring records; unset: none
 MODEL_NAME = "MNIST_MLOPS_MODEL_NAME"  # reported name/version when the model comes from AZUREML_MODEL_DIR
 MODEL_VERSION = "MNIST_MLOPS_MODEL_VERSION"
@@ -40,14 +49,15 @@ def _positive(name: str, default: float, kind: type) -> float:
     return value
 
 
-def read_key(path: str) -> str:
-    try:
-        key = Path(path).read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{KEY_FILE}={path}: cannot read the key ({error})") from None
-    if len(key) < 16:
-        raise UserInputError(f"{KEY_FILE}={path}: the key is too short (at least 16 characters)")
-    return key
+def max_queue() -> int:
+    """The environment's `MAX_QUEUE` (0 or more), else the default: read by the server's launcher (the
+    threads each worker runs) and by the scorer (its `AdmissionGate`), so both agree."""
+    raw = os.environ.get(MAX_QUEUE)
+    if raw is None:
+        return DEFAULT_MAX_QUEUE
+    if not raw.isdigit():
+        raise UserInputError(f"{MAX_QUEUE}={raw!r}: expected a whole number of waiting requests, 0 or more")
+    return int(raw)
 
 
 def scorer_from_environment() -> Scorer:
@@ -56,13 +66,16 @@ def scorer_from_environment() -> Scorer:
         max_batch=int(_positive(MAX_BATCH, Limits.max_batch, int)),
         max_body_bytes=int(_positive(MAX_BODY_BYTES, Limits.max_body_bytes, int)),
     )
-    key = read_key(os.environ[KEY_FILE]) if os.environ.get(KEY_FILE) else None
+    key = KeyRing(Path(os.environ[KEY_FILE])) if os.environ.get(KEY_FILE) else None
+    gate = AdmissionGate(max_queue())
     request_log = RequestLog(Path(os.environ[REQUEST_LOG])) if os.environ.get(REQUEST_LOG) else None
     if os.environ.get(MODEL_URI):
         from mnist_mlops.registry import registry_uri
 
         models = RegistryModels(os.environ[MODEL_URI], registry_uri(os.environ.get(REGISTRY)))
-        scorer = Scorer(models.load(models.resolve()), key=key, limits=limits, request_log=request_log)
+        scorer = Scorer(
+            models.load(models.resolve()), key=key, limits=limits, request_log=request_log, gate=gate
+        )
         if models.alias:
             scorer.follow(models, _positive(POLL_SECONDS, DEFAULT_POLL_SECONDS, float))
     elif os.environ.get("AZUREML_MODEL_DIR"):
@@ -71,7 +84,7 @@ def scorer_from_environment() -> Scorer:
             os.environ.get(MODEL_NAME, "model"),
             os.environ.get(MODEL_VERSION, "unknown"),
         )
-        scorer = Scorer(model, key=key, limits=limits, request_log=request_log)
+        scorer = Scorer(model, key=key, limits=limits, request_log=request_log, gate=gate)
     else:
         raise UserInputError(f"set {MODEL_URI} (a registry reference) or AZUREML_MODEL_DIR")
     print(f"serving {scorer.model.name} v{scorer.model.version}", file=sys.stderr, flush=True)

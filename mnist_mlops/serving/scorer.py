@@ -16,20 +16,24 @@ Every answer, a refusal too, carries the request's id in its body (`request_id`)
 header, and the request log keeps it: the id a client quotes is the one `mnist-mlops lineage` traces.
 It is the request's incoming `x-request-id` when that is a safe id (the header the Azure ML inference
 server itself takes, or fills with a new GUID, logs and echoes), else a new GUID.
+
+Load: a worker scores one request at a time (parsing and the model call; the server scales by worker
+processes) and lets at most `max_queue` more wait for their turn (`AdmissionGate`); one more gets a
+503 with `Retry-After` at once instead of waiting without bound. The server runs each worker with
+enough threads for that (`mnist_mlops.serving.server`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hmac
 import json
 import re
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.keys import FixedKey, KeyRing
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.onnx_export import load_export
 from mnist_mlops.serving.payloads import BadRequest, Limits, check_body_size, parse_request
@@ -44,6 +49,8 @@ from mnist_mlops.serving.request_log import RequestLog, new_request_id, usable_r
 
 REQUEST_ID_HEADER = "x-request-id"
 DRAIN_LIMIT = 64 * 1024 * 1024
+DEFAULT_MAX_QUEUE = 32
+RETRY_AFTER_SECONDS = 1
 MODEL_URI_PATTERN = re.compile(
     r"^models:/(?P<name>[^/@\s]+)(?:/(?P<version>[0-9]+)|@(?P<alias>[A-Za-z0-9_-]+))$"
 )
@@ -174,16 +181,58 @@ def load_directory_model(model_dir: str | Path, name: str, version: str) -> Load
     return load_model_folder(name, version, found[0].parent)
 
 
+class AdmissionGate:
+    """At most one request scored at a time and `max_queue` waiting for their turn; any more is shed.
+
+    `admitted()` says at once whether a request may wait (no lock held while it waits), `turn()` is its
+    turn at the model, first come first served by the lock's wake-up order."""
+
+    def __init__(self, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+        if max_queue < 0:
+            raise UserInputError(f"max_queue {max_queue}: expected 0 or more waiting requests")
+        self.max_queue = max_queue
+        self._inside = 0
+        self._count_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[bool]:
+        with self._count_lock:
+            admitted = self._inside <= self.max_queue
+            self._inside += admitted
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._count_lock:
+                    self._inside -= 1
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._model_lock:
+            yield
+
+
 class Scorer:
-    """Answers scoring requests with the current model; optionally follows a registry alias."""
+    """Answers scoring requests with the current model; optionally follows a registry alias.
+
+    `key`: a fixed bearer key, or a `KeyRing` that follows a key file through rotations; None: no key
+    check (the platform does it)."""
 
     def __init__(
-        self, model: LoadedModel, *, key: str | None, limits: Limits, request_log: RequestLog | None = None
+        self,
+        model: LoadedModel,
+        *,
+        key: str | KeyRing | None,
+        limits: Limits,
+        request_log: RequestLog | None = None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         self._model = model
-        self._key = key.encode() if key else None
+        self._keys = FixedKey(key) if isinstance(key, str) else key
         self.limits = limits
         self.request_log = request_log
+        self.gate = gate or AdmissionGate()
 
     @property
     def model(self) -> LoadedModel:
@@ -215,10 +264,10 @@ class Scorer:
         return thread
 
     def authorized(self, authorization: str | None) -> bool:
-        if self._key is None:
+        if self._keys is None:
             return True
         scheme, _, token = (authorization or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._key)
+        return scheme.lower() == "bearer" and self._keys.accepts(token.strip().encode())
 
     def respond(
         self,
@@ -237,9 +286,13 @@ class Scorer:
         started = time.perf_counter()
         request_id = usable_request_id(request_id) or new_request_id()
         model = self._model  # one model parses and answers the request, even if the alias moves meanwhile
-        response, images, probabilities = self._respond(
-            model, method, authorization, content_type, content_length, read_body
-        )
+        with self.gate.admitted() as admitted:
+            if admitted:
+                response, images, probabilities = self._respond(
+                    model, method, authorization, content_type, content_length, read_body
+                )
+            else:
+                response, images, probabilities = self._shed(content_length, read_body), None, None
         response = dataclasses.replace(
             response,
             body={**response.body, "request_id": request_id},
@@ -282,10 +335,11 @@ class Scorer:
                 _drain(read_body, content_length)
             check_body_size(content_length, self.limits)
             body = read_body(self.limits.max_body_bytes + 1)
-            images = parse_request(body, content_type, self.limits, model.interface.image_shape)
+            with self.gate.turn():
+                images = parse_request(body, content_type, self.limits, model.interface.image_shape)
+                probabilities = model.predict(images)
         except BadRequest as refusal:
             return _error(refusal.status, refusal.message), None, None
-        probabilities = model.predict(images)
         rows = probabilities.astype(np.float64).round(6)
         predictions = [
             {"class": best, "label": model.interface.classes[best], "probabilities": row.tolist()}
@@ -298,6 +352,17 @@ class Scorer:
             "model_version": model.version,
         }
         return Response(200, body_out, {"x-model-version": model.version}), images, probabilities
+
+    def _shed(self, content_length: int | None, read_body: Callable[[int], bytes]) -> Response:
+        """503 with Retry-After: the worker's queue is full. The body is read and dropped first (see
+        `_drain`), so the client gets the answer rather than a reset connection."""
+        _drain(read_body, content_length or 0)
+        return _error(
+            503,
+            f"the server is busy: {self.gate.max_queue} requests already wait in this worker; retry after"
+            f" {RETRY_AFTER_SECONDS} s",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
 
 def _drain(read_body: Callable[[int], bytes], length: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import signal
 import subprocess
 import sys
@@ -181,6 +182,57 @@ def test_a_killed_run_resumes_with_exactly_one_row_per_file(registry, images, sc
         k: v for k, v in scored[0].items() if k not in ignore
     }
     assert not parts.exists()
+
+
+def test_a_killed_worker_stops_the_run_naming_it_and_a_rerun_scores_the_rest(
+    registry, images, scored, tmp_path, capfd
+):
+    """Two workers, each on its own CPUs and scoring through ONNX Runtime; the one that takes the second
+    mini-batch is killed before it writes it (spawned workers run this script's top level too, so the
+    patch reaches them). The run fails naming the worker; the rerun scores only what is missing."""
+    predictions, summary_path = tmp_path / "predictions.csv", tmp_path / "summary.json"
+    script = tmp_path / "kill_a_worker.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal
+            from mnist_mlops.components.batch_score import executor
+            write_part = executor._write_part
+            def die_before_the_second(work, index, scored):
+                if index == 1:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                write_part(work, index, scored)
+            executor._write_part = die_before_the_second
+            if __name__ == "__main__":
+                executor.run_batch_score(
+                    {MODEL!r}, {str(images[0])!r}, {str(predictions)!r}, {str(summary_path)!r},
+                    registry={registry!r}, mini_batch_size={MINI_BATCH}, workers=2,
+                )
+            """
+        )
+    )
+    killed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 1
+    assert "was killed by SIGKILL" in killed.stderr and "run the same command again" in killed.stderr
+    # the killed worker's own line may die with it (a queue writes from a thread); the other's cannot
+    shares = {
+        f"{number}/2": ",".join(map(str, sorted(cpus)))
+        for number, cpus in enumerate(executor.cpu_shares(2), 1)
+    }
+    ready = re.findall(r"^worker (\d/2) scores with (\w+) on CPUs ([\d,]+)$", killed.stdout, re.MULTILINE)
+    assert ready and all(runtime == "onnxruntime" and shares[name] == cpus for name, runtime, cpus in ready)
+    # the run stops at once: the other worker may have scored any of the rest, or none (still loading)
+    left = {path.name for path in work_dir(predictions).iterdir()} - {"run.json"}
+    assert "000001.json" not in left
+    assert not predictions.exists() and not summary_path.exists()
+
+    resumed = run_batch_score(
+        MODEL, images[0], predictions, summary_path, registry=registry, mini_batch_size=MINI_BATCH
+    )
+    if left:
+        assert f"({len(left)} already scored by an interrupted run" in capfd.readouterr().out
+    assert resumed["resumed_mini_batches"] == len(left) < resumed["mini_batches"]
+    assert predictions.read_bytes() == scored[1].read_bytes()
 
 
 def test_refusals_are_clear_and_write_nothing(registry, images, tmp_path):

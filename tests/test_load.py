@@ -1,0 +1,142 @@
+"""The server under load: a full queue answers 503 with Retry-After at once instead of letting clients
+wait without bound; the load benchmark, reduced, holds its goals while production is deployed and
+rolled back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.imaging import encode_png
+from mnist_mlops.model_interface import ModelInterface
+from mnist_mlops.serving import config
+from mnist_mlops.serving.payloads import Limits
+from mnist_mlops.serving.scorer import AdmissionGate, LoadedModel, Scorer, encode
+from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
+
+REPO = Path(__file__).resolve().parents[1]
+PNG = encode_png(np.full((28, 28), 90, np.uint8))
+DIGITS = ModelInterface((28, 28), tuple(str(digit) for digit in range(10)))
+
+
+def held_model(release: threading.Event, entered: threading.Semaphore) -> LoadedModel:
+    """A model whose every call waits for `release`: requests pile up behind the first."""
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        entered.release()
+        release.wait(30)
+        return np.eye(10, dtype=np.float32)[np.zeros(len(images), int)]
+
+    return LoadedModel("mnist-mlops", "3", predict, DIGITS)
+
+
+def score(scorer: Scorer) -> tuple[int, dict, dict]:
+    response = scorer.respond(
+        method="POST",
+        authorization=None,
+        content_type="image/png",
+        content_length=len(PNG),
+        read_body=lambda size: PNG[:size],
+    )
+    return response.status, json.loads(encode(response)), response.headers
+
+
+def test_a_request_beyond_the_queue_is_shed_at_once_with_retry_after():
+    release, entered = threading.Event(), threading.Semaphore(0)
+    scorer = Scorer(held_model(release, entered), key=None, limits=Limits(), gate=AdmissionGate(max_queue=1))
+    with ThreadPoolExecutor(2) as pool:
+        scored = pool.submit(score, scorer)
+        assert entered.acquire(timeout=10)  # the first holds the model
+        waiting = pool.submit(score, scorer)  # the second waits its turn
+        deadline = time.monotonic() + 10
+        while scorer.gate._inside < 2 and time.monotonic() < deadline:  # the second is in the queue
+            time.sleep(0.001)
+        status, body, headers = score(scorer)  # the third is refused without waiting
+        assert status == 503 and headers["Retry-After"] == "1"
+        assert "busy: 1 requests already wait" in body["message"] and body["request_id"]
+        release.set()
+        assert scored.result()[0] == waiting.result()[0] == 200
+    assert score(scorer)[0] == 200  # the queue drained: admitted again
+
+
+def test_with_no_queue_only_the_request_being_scored_is_admitted():
+    release, entered = threading.Event(), threading.Semaphore(0)
+    scorer = Scorer(held_model(release, entered), key=None, limits=Limits(), gate=AdmissionGate(max_queue=0))
+    with ThreadPoolExecutor(1) as pool:
+        scored = pool.submit(score, scorer)
+        assert entered.acquire(timeout=10)
+        assert score(scorer)[0] == 503
+        release.set()
+        assert scored.result()[0] == 200
+
+
+def test_the_queue_setting_is_checked(monkeypatch):
+    monkeypatch.setenv(config.MAX_QUEUE, "-1")
+    with pytest.raises(UserInputError, match="MNIST_MLOPS_MAX_QUEUE='-1': expected a whole number"):
+        config.max_queue()
+    monkeypatch.delenv(config.MAX_QUEUE)
+    assert config.max_queue() == 32
+    with pytest.raises(UserInputError, match="0 or more"):
+        AdmissionGate(-2)
+
+
+@pytest.mark.slow  # starts a server
+def test_a_full_server_answers_503_with_retry_after_and_every_other_request_normally(deployed_run):
+    from mnist_mlops.deployments import key_path
+    from mnist_mlops.serving.config import read_key
+
+    key_file = key_path(deployed_run.registry, "mnist-mlops")
+    environment = server_environment(
+        "models:/mnist-mlops/1", registry=deployed_run.registry, key_file=key_file, max_queue=1
+    )
+    big_batch = json.dumps({"instances": np.zeros((256, 28, 28), int).tolist()}).encode()
+    with running_server(environment, workers=1) as server:
+        scoring = ScoringClient(server.url, read_key(key_file), timeout=60)
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda _: scoring.score(big_batch, "application/json"), range(60)))
+        after = scoring.score(PNG, "image/png")
+    statuses = [status for status, _ in answers]
+    assert set(statuses) == {200, 503}, statuses
+    shed = [body for status, body in answers if status == 503]
+    assert all("busy: 1 requests already wait" in body["message"] for body in shed)
+    assert after[0] == 200
+
+
+@pytest.mark.slow  # serves and deploys a model under load for about a minute
+def test_the_load_benchmark_meets_its_goals_in_a_reduced_run(deployed_run, shared_tarball, tmp_path):
+    command = [sys.executable, str(REPO / "benchmarks" / "load.py"), "--registry", deployed_run.registry]
+    command += ["--test-data", str(deployed_run.run_dir / "preprocess" / "preprocessed")]
+    command += [
+        "--tarball",
+        str(shared_tarball),
+        "--images",
+        "128",
+        "--batch",
+        "8",
+        "--throughput-batch",
+        "32",
+    ]
+    command += ["--seconds", "5", "--throughput-seconds", "2", "--clients", "6", "--workers", "2"]
+    command += ["--keep", str(tmp_path / "scratch")]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["requests"] > 200 and figures["images_per_s"] > 0
+    assert (
+        figures["status_5xx"] == figures["dropped"] == figures["connection_errors"] == figures["wrong"] == 0
+    )
+    assert figures["shed"] < 0.05 * figures["requests"]
+    assert figures["deploys_during_load"] == figures["rollbacks_during_load"] == 1
+    answered = figures["per_workers"]["2"]["answers_by_version"]
+    assert set(answered) == {"1", "2"}, answered  # the server followed the deploy and the rollback
+    assert figures["per_workers"]["2"]["unexpected"] == {}
+    assert figures["rss_growth_mb"] < 50
