@@ -5,10 +5,12 @@ rolled back."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +22,14 @@ from mnist_mlops.imaging import encode_png
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.serving import config
 from mnist_mlops.serving.payloads import Limits
-from mnist_mlops.serving.scorer import AdmissionGate, LoadedModel, Scorer, encode
+from mnist_mlops.serving.scorer import (
+    BODY_READ_SECONDS,
+    AdmissionGate,
+    BodyNotReceived,
+    LoadedModel,
+    Scorer,
+    encode,
+)
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,15 +48,44 @@ def held_model(release: threading.Event, entered: threading.Semaphore) -> Loaded
     return LoadedModel("mnist-mlops", "3", predict, DIGITS)
 
 
-def score(scorer: Scorer) -> tuple[int, dict, dict]:
+def score(
+    scorer: Scorer, read_body: Callable[[int], bytes] | None = None, content_length: int | None = len(PNG)
+) -> tuple[int, dict, dict]:
     response = scorer.respond(
         method="POST",
         authorization=None,
         content_type="image/png",
-        content_length=len(PNG),
-        read_body=lambda size: PNG[:size],
+        content_length=content_length,
+        read_body=read_body or (lambda size: PNG[:size]),
     )
     return response.status, json.loads(encode(response)), response.headers
+
+
+def stalled(size: int) -> bytes:
+    """A body that stops arriving: what the server's socket deadline turns a stalled upload into."""
+    raise BodyNotReceived("timed out")
+
+
+def test_a_body_that_stops_arriving_gets_408_and_leaves_the_queue():
+    scorer = Scorer(held_model(threading.Event(), threading.Semaphore(0)), key=None, limits=Limits())
+    status, body, _ = score(scorer, stalled)
+    assert status == 408
+    assert f"did not arrive whole within {BODY_READ_SECONDS:g} s" in body["message"]
+    assert scorer.gate._inside == 0
+
+
+def test_a_shed_request_drains_a_bounded_or_chunked_body_and_never_waits_on_a_stalled_one():
+    release, entered = threading.Event(), threading.Semaphore(0)
+    scorer = Scorer(held_model(release, entered), key=None, limits=Limits(), gate=AdmissionGate(max_queue=0))
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(score, scorer)
+        assert entered.acquire(timeout=10)
+        chunks = [b"x" * 1000] * 3
+        chunked = score(scorer, lambda size: chunks.pop() if chunks else b"", content_length=None)
+        assert chunked[0] == 503 and not chunks  # read to its end, so the client can read the answer
+        assert score(scorer, stalled, content_length=10_000)[0] == 503
+        release.set()
+        assert first.result(timeout=30)[0] == 200
 
 
 def test_a_request_beyond_the_queue_is_shed_at_once_with_retry_after():
@@ -100,15 +138,40 @@ def test_a_full_server_answers_503_with_retry_after_and_every_other_request_norm
     )
     big_batch = json.dumps({"instances": np.zeros((256, 28, 28), int).tolist()}).encode()
     with running_server(environment, workers=1) as server:
-        scoring = ScoringClient(server.url, read_key(key_file), timeout=60)
+        key = read_key(key_file)
+        scoring = ScoringClient(server.url, key, timeout=60)
         with ThreadPoolExecutor(12) as pool:
             answers = list(pool.map(lambda _: scoring.score(big_batch, "application/json"), range(60)))
         after = scoring.score(PNG, "image/png")
+        stalled_uploads = [_stalled_upload(server.url, key) for _ in range(2)]  # admitted: the queue is full
+        started = time.monotonic()
+        busy = scoring.score(PNG, "image/png")
+        busy_seconds = time.monotonic() - started
+        late = [_answer_status(connection) for connection in stalled_uploads]
+        again = scoring.score(PNG, "image/png")
     statuses = [status for status, _ in answers]
     assert set(statuses) == {200, 503}, statuses
     shed = [body for status, body in answers if status == 503]
     assert all("busy: 1 requests already wait" in body["message"] for body in shed)
     assert after[0] == 200
+    assert busy[0] == 503 and busy_seconds < BODY_READ_SECONDS / 2, (busy, busy_seconds)
+    assert late == [408, 408]  # the stalled uploads were let go at the deadline
+    assert again[0] == 200
+
+
+def _stalled_upload(url: str, key: str) -> socket.socket:
+    """A connection that sends a scoring request's headers, announces a body and sends none of it."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=BODY_READ_SECONDS * 3)
+    headers = f"Authorization: Bearer {key}\r\nContent-Type: image/png\r\nContent-Length: 1000"
+    connection.sendall(f"POST /score HTTP/1.1\r\nHost: x\r\n{headers}\r\n\r\n".encode())
+    time.sleep(0.5)  # admitted before the next request arrives
+    return connection
+
+
+def _answer_status(connection: socket.socket) -> int:
+    with connection:
+        return int(connection.recv(64).split()[1])
 
 
 @pytest.mark.slow  # serves and deploys a model under load for about a minute

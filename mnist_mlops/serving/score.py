@@ -16,15 +16,17 @@ of the server's); App Insights' loggers stay at INFO for their own handlers. The
 directory; `init()` applies this one itself, so the levels hold however the platform starts it.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 from azureml_inference_server_http.log_config import load_logging_config
 from flask import g
+from werkzeug.exceptions import ClientDisconnected
 
 from mnist_mlops.serving.config import scorer_from_environment
-from mnist_mlops.serving.scorer import REQUEST_ID_HEADER, Scorer, encode
+from mnist_mlops.serving.scorer import BODY_READ_SECONDS, REQUEST_ID_HEADER, BodyNotReceived, Scorer, encode
 
 scorer: Scorer | None = None
 
@@ -42,10 +44,27 @@ def run(request: AMLRequest) -> AMLResponse:
         authorization=request.headers.get("Authorization"),
         content_type=request.headers.get("Content-Type"),
         content_length=request.content_length,
-        read_body=request.stream.read,
+        read_body=_body_reader(request),
         request_id=g.get("request_id") or request.headers.get(REQUEST_ID_HEADER),
         client_request_id=request.headers.get("x-ms-client-request-id"),
     )
     g.request_id = response.headers[REQUEST_ID_HEADER]
     headers = {"Content-Type": "application/json", **response.headers}
     return AMLResponse(encode(response), response.status, headers)
+
+
+def _body_reader(request: AMLRequest) -> Callable[[int], bytes]:
+    """The body's reads, each bounded by BODY_READ_SECONDS on gunicorn's socket: a stalled upload raises
+    BodyNotReceived (the socket's timeout comes as TimeoutError, or through werkzeug's length-limited
+    stream as a disconnected client)."""
+    connection = request.environ.get("gunicorn.socket")
+    if connection is not None:
+        connection.settimeout(BODY_READ_SECONDS)
+
+    def read(size: int) -> bytes:
+        try:
+            return request.stream.read(size)
+        except (ClientDisconnected, OSError) as error:
+            raise BodyNotReceived(str(error)) from None
+
+    return read

@@ -49,6 +49,11 @@ from mnist_mlops.serving.request_log import RequestLog, new_request_id, usable_r
 
 REQUEST_ID_HEADER = "x-request-id"
 DRAIN_LIMIT = 64 * 1024 * 1024
+SHED_DRAIN_LIMIT = 1024 * 1024
+"""A shed request's body is read and dropped up to this much: a 503 must stay cheap for a full worker."""
+BODY_READ_SECONDS = 10.0
+"""How long a request's body may take to arrive: a client that stalls mid-upload gets a 408 and frees
+its thread, rather than holding a place in the queue for good (the server sets it on the socket)."""
 DEFAULT_MAX_QUEUE = 32
 RETRY_AFTER_SECONDS = 1
 MODEL_URI_PATTERN = re.compile(
@@ -335,6 +340,12 @@ class Scorer:
                 _drain(read_body, content_length)
             check_body_size(content_length, self.limits)
             body = read_body(self.limits.max_body_bytes + 1)
+        except BodyNotReceived:
+            late = _error(408, f"the request body did not arrive whole within {BODY_READ_SECONDS:g} s")
+            return late, None, None
+        except BadRequest as refusal:
+            return _error(refusal.status, refusal.message), None, None
+        try:
             with self.gate.turn():
                 images = parse_request(body, content_type, self.limits, model.interface.image_shape)
                 probabilities = model.predict(images)
@@ -356,7 +367,7 @@ class Scorer:
     def _shed(self, content_length: int | None, read_body: Callable[[int], bytes]) -> Response:
         """503 with Retry-After: the worker's queue is full. The body is read and dropped first (see
         `_drain`), so the client gets the answer rather than a reset connection."""
-        _drain(read_body, content_length or 0)
+        _drain(read_body, SHED_DRAIN_LIMIT if content_length is None else content_length, SHED_DRAIN_LIMIT)
         return _error(
             503,
             f"the server is busy: {self.gate.max_queue} requests already wait in this worker; retry after"
@@ -365,12 +376,20 @@ class Scorer:
         )
 
 
-def _drain(read_body: Callable[[int], bytes], length: int) -> None:
-    """Read and drop a refused body (up to DRAIN_LIMIT), so the client can send it whole and read the
-    413; closing with unread bytes makes the kernel reset the connection and the client sees no answer."""
-    remaining = min(length, DRAIN_LIMIT)
-    while remaining > 0 and (chunk := read_body(min(remaining, 1 << 20))):
-        remaining -= len(chunk)
+class BodyNotReceived(Exception):
+    """The request body stopped arriving (the socket's read deadline passed, or the client left)."""
+
+
+def _drain(read_body: Callable[[int], bytes], length: int, limit: int = DRAIN_LIMIT) -> None:
+    """Read and drop a refused body (up to `limit`; a chunked one, of unknown `length`, until it ends),
+    so the client can send it whole and read the answer; closing with unread bytes makes the kernel reset
+    the connection and the client sees no answer. A body that stops arriving is left where it is."""
+    remaining = min(length, limit)
+    try:
+        while remaining > 0 and (chunk := read_body(min(remaining, 1 << 20))):
+            remaining -= len(chunk)
+    except BodyNotReceived:
+        return
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
