@@ -29,8 +29,8 @@ from serving_inputs import arguments, test_pngs
 from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
 from mnist_mlops.deployments import ensure_key, key_path
 from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.keys import read_key
 from mnist_mlops.registry import registry_uri
-from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import RegistryModels
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment

@@ -110,8 +110,8 @@ def clients_send(workdir: Path, images: np.ndarray) -> None:
     """Original digits through the real scoring server following @production, logged as `serve` does."""
     from mnist_mlops.deployments import ensure_key, key_path, request_log_dir
     from mnist_mlops.imaging import encode_png
+    from mnist_mlops.keys import read_key
     from mnist_mlops.registry import registry_uri
-    from mnist_mlops.serving.config import read_key
     from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 
     uri = registry_uri(f"sqlite:///{workdir / 'mlflow.db'}")

@@ -73,8 +73,8 @@ from mnist_mlops.deployments import (
 )
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.keys import read_key
 from mnist_mlops.registry import READY_TAG, client, registry_uri, sqlite_file
-from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import RegistryModels
 from mnist_mlops.serving.server import ScoringClient, free_port, stop_process
@@ -534,6 +534,7 @@ def summary(per_workers: dict[int, dict], args) -> dict:
         == result["rollbacks_during_load"]
         == len(per_workers),
         "workers_scaling": len(per_workers) == 1 or result["workers_scaling"] > 1.0,
+        "malformed_answered_as_expected": not any(figures["unexpected"] for figures in per_workers.values()),
     }
     return result
 

@@ -48,9 +48,9 @@ from serving_inputs import argument_parser, test_pngs
 from mnist_mlops.dataset import MNIST_IMAGE_SHAPE
 from mnist_mlops.deployments import ensure_key, key_path
 from mnist_mlops.imaging import decode_pngs
+from mnist_mlops.keys import read_key
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.registry import client, registry_uri
-from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.scorer import RegistryModels, compile_predict
 from mnist_mlops.serving.server import (
     ScoringClient,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mnist_mlops import __version__
 from mnist_mlops.errors import USER_ERROR_EXIT_CODE, UserInputError, exit_on_user_error
+from mnist_mlops.keys import DEFAULT_GRACE_SECONDS
 from mnist_mlops.pipelines.job_options import add_job_options, add_sweep_option, job_from_options
 from mnist_mlops.ports import component_dir, component_names, load_spec, parse_value
 
@@ -483,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument(
         "--grace-seconds",
         type=float,
-        default=300.0,
-        help="how long the previous key stays valid (default 300)",
+        default=DEFAULT_GRACE_SECONDS,
+        help="how long the previous key stays valid (default %(default)g)",
     )
     rotate.set_defaults(handler=_keys_rotate_command)
 

@@ -243,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("--labels", default="auto")
     arguments = parser.parse_args(argv)
     with exit_on_user_error():
-        listing = json.loads(arguments.executor_input)["inputs"]["artifacts"]["scored"]["artifacts"]
-        shards = [Path(local_path(artifact["uri"])) for artifact in listing]
+        try:
+            listing = json.loads(arguments.executor_input)["inputs"]["artifacts"]["scored"]["artifacts"]
+            shards = [Path(local_path(artifact["uri"])) for artifact in listing]
+        except (ValueError, KeyError, TypeError):
+            raise UserInputError("the executor input has no list of `scored` artifacts with URIs") from None
         summary = merge_parallel_score(
             arguments.images,
             [shard / SHARD_ROWS for shard in shards],

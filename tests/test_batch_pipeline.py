@@ -140,7 +140,22 @@ def test_the_merge_refuses_mixed_versions_and_rows_of_other_files_writing_nothin
     rows.write_text("0/elsewhere.png,0,0,0.990000,\n")
     with pytest.raises(UserInputError, match=r"0/elsewhere\.png is not a file of the images input"):
         merge_parallel_score(images, [rows], [_records(tmp_path / "one", "1")], *outputs)
+    rows.write_text("0/a.png,0,0,0.990000,\n")
+    records = _records(tmp_path / "reasonless", "1")
+    (records / "host-9.jsonl").write_text(json.dumps({"kind": "skipped", "path": "0/a.png"}) + "\n")
+    with pytest.raises(UserInputError, match=r"host-9\.jsonl:1: not a record line"):
+        merge_parallel_score(images, [rows], [records], *outputs)
     assert not any(path.exists() for path in outputs)
+
+
+def test_the_kubeflow_merge_task_refuses_an_executor_input_without_its_shards(capsys):
+    from mnist_mlops.pipelines.batch import main as merge_task
+
+    options = ["--images", "i", "--predictions", "p", "--summary", "s", "--registry", "r"]
+    with pytest.raises(SystemExit) as exited:
+        merge_task(["merge-shards", json.dumps({"inputs": {"artifacts": {}}}), *options])
+    assert exited.value.code != 0
+    assert "no list of `scored` artifacts" in capsys.readouterr().err
 
 
 @pytest.mark.slow

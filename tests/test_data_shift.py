@@ -22,8 +22,8 @@ from mnist_mlops import contracts
 from mnist_mlops.cli import main
 from mnist_mlops.deployments import ensure_key, key_path, production_version, request_log_dir
 from mnist_mlops.imaging import encode_png
+from mnist_mlops.keys import read_key
 from mnist_mlops.registry import client
-from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 from tests import models
 from tests.datasets import small_splits, write_png_tree

@@ -130,7 +130,7 @@ def test_the_queue_setting_is_checked(monkeypatch):
 @pytest.mark.slow  # starts a server
 def test_a_full_server_answers_503_with_retry_after_and_every_other_request_normally(deployed_run):
     from mnist_mlops.deployments import key_path
-    from mnist_mlops.serving.config import read_key
+    from mnist_mlops.keys import read_key
 
     key_file = key_path(deployed_run.registry, "mnist-mlops")
     environment = server_environment(

@@ -506,7 +506,10 @@ def cpu_shares(workers: int) -> list[frozenset[int]]:
 def _ended(exitcode: int | None) -> str:
     """How a worker process ended, in words."""
     if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {-exitcode}"
         return f"was killed by {name}" + (
             " (the kernel's out-of-memory killer sends it)" if name == "SIGKILL" else ""
         )

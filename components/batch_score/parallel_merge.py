@@ -121,6 +121,8 @@ def _read_records(
                 try:
                     record = json.loads(line)
                     kind = record["kind"]
+                    if kind == "skipped":
+                        path, reason = record["path"], record["reason"]
                 except (ValueError, TypeError, KeyError):
                     raise UserInputError(f"{file}:{number}: not a record line") from None
                 if kind == "process":
@@ -128,8 +130,8 @@ def _read_records(
                 elif kind == "mini_batch":
                     mini_batches += 1
                 elif kind == "skipped":
-                    _check_known(record["path"], known, file)
-                    skipped[record["path"]] = record["reason"]
+                    _check_known(path, known, file)
+                    skipped[path] = reason
     if not processes:
         raise UserInputError(f"{', '.join(map(str, folders))}: no process records; nothing was scored")
     return processes, skipped, mini_batches

@@ -40,11 +40,11 @@ from mnist_mlops.deployments import (
     settle,
 )
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.keys import read_key
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import READY_TAG, client, exclusive, registry_uri
-from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import LoadedModel, RegistryModels
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.keys import KeyRing
-from mnist_mlops.keys import read_key as read_key  # where deploy, tests and benchmarks read a key file
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.request_log import RequestLog
 from mnist_mlops.serving.scorer import (

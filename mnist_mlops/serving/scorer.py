@@ -190,7 +190,7 @@ class AdmissionGate:
     """At most one request scored at a time and `max_queue` waiting for their turn; any more is shed.
 
     `admitted()` says at once whether a request may wait (no lock held while it waits), `turn()` is its
-    turn at the model, first come first served by the lock's wake-up order."""
+    turn at the model (the waiting ones in whatever order the lock wakes them: no order is promised)."""
 
     def __init__(self, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         if max_queue < 0:

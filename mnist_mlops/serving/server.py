@@ -143,7 +143,10 @@ def running_server(
     log_path: Path | None = None,
     startup_seconds: float = 180,
 ) -> Iterator[RunningServer]:
-    """Start the server as a child process; yield once it is healthy; stop it (SIGTERM) afterwards."""
+    """Start the server as a child process; yield once it is healthy; stop it (SIGTERM) afterwards.
+
+    The server also stops when the thread that started it ends (PR_SET_PDEATHSIG follows the forking
+    thread, not the process): start it from a thread that outlives its use."""
     port = port or free_port()
     log_path = log_path or Path(tempfile.mkstemp(prefix="mnist-mlops-server-", suffix=".log")[1])
     with open(log_path, "wb") as log:

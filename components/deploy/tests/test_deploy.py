@@ -23,8 +23,8 @@ from mnist_mlops.deployments import key_path, production_version, read_history, 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.imaging import encode_png
+from mnist_mlops.keys import read_key
 from mnist_mlops.registry import READY_TAG, client
-from mnist_mlops.serving.config import read_key
 from mnist_mlops.serving.server import ScoringClient, free_port, running_server, server_environment
 from tests.models import LENIENT, judged_model, register_model
 

@@ -20,7 +20,7 @@ from mnist_mlops.components.monitor.executor import run_monitor
 from mnist_mlops.dataset import load_split
 from mnist_mlops.deployments import key_path
 from mnist_mlops.imaging import encode_png
-from mnist_mlops.serving.config import read_key
+from mnist_mlops.keys import read_key
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 from tests.models import LENIENT, judged_model, register_model
 
