@@ -11,12 +11,13 @@ Not the runner's: retries, timeouts, nodes, its own log folders and progress fil
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 import multiprocessing
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,12 @@ import yaml
 PLACEHOLDER = re.compile(r"\$\{\{(inputs|outputs)\.(\w+)\}\}")
 
 
-@dataclass
+@dataclasses.dataclass
 class ParallelRun:
     """What the stand-in observed: per process, its init() calls and the mini-batches it ran."""
 
-    inits: dict[int, int] = field(default_factory=dict)
-    mini_batches: dict[int, list[int]] = field(default_factory=dict)
+    inits: dict[int, int] = dataclasses.field(default_factory=dict)
+    mini_batches: dict[int, list[int]] = dataclasses.field(default_factory=dict)
     failed_files: int = 0
 
 
@@ -116,3 +117,22 @@ def _process(argv: list[str], code: str, tasks: Any, results: Any) -> None:
         results.put(("done", os.getpid(), None))
     except Exception as error:  # reported to the parent, which fails the run
         results.put(("error", os.getpid(), f"{type(error).__name__}: {error}"))
+
+
+def main() -> None:
+    """`python parallel_runner.py SPEC CODE INPUTS_JSON OUTPUTS_JSON PROCESSES MINI_BATCH_SIZE`:
+    `run_parallel` in a process of its own (inside a component image); prints what it observed as JSON."""
+    spec, code, inputs, outputs, processes, mini_batch_size = sys.argv[1:]
+    observed = run_parallel(
+        Path(spec),
+        Path(code),
+        json.loads(inputs),
+        {port: Path(path) for port, path in json.loads(outputs).items()},
+        processes=int(processes),
+        mini_batch_size=int(mini_batch_size),
+    )
+    print(json.dumps(dataclasses.asdict(observed)))
+
+
+if __name__ == "__main__":
+    main()

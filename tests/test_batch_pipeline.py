@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from azure.ai.ml import load_component, load_job
 from azure.ai.ml.entities import CommandComponent, ParallelComponent
 from azure.ai.ml.entities._load_functions import load_schedule
 
+from conftest import REPO
 from mnist_mlops import containers, contracts
 from mnist_mlops.cli import main
 from mnist_mlops.components.batch_score.executor import run_batch_score
@@ -27,10 +30,10 @@ from mnist_mlops.pipelines.batch import SCHEDULE_NAME, batch_scoring_job, kfp_ba
 from mnist_mlops.pipelines.kfp import job_images
 from mnist_mlops.ports import component_dir, load_spec
 from mnist_mlops.serving.validation import png_bomb
-from mnist_mlops.snapshot import code_root
+from mnist_mlops.snapshot import code_root, materialize
 from tests.datasets import digit_images, png_bytes
 from tests.models import ANY_MODEL, judged_model, register_model
-from tests.parallel_runner import run_parallel
+from tests.parallel_runner import ParallelRun, run_parallel
 
 FOLDER = component_dir("batch_score")
 BAD = {
@@ -158,13 +161,23 @@ def test_the_kubeflow_merge_task_refuses_an_executor_input_without_its_shards(ca
     assert "no list of `scored` artifacts" in capsys.readouterr().err
 
 
+IN_CONTAINERS = [
+    pytest.mark.container,
+    pytest.mark.skipif(
+        os.environ.get("MNIST_MLOPS_SKIP_CONTAINER_TESTS") == "1", reason="MNIST_MLOPS_SKIP_CONTAINER_TESTS=1"
+    ),
+]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("where", ["here", pytest.param("in the component image", marks=IN_CONTAINERS)])
 def test_the_entry_script_under_a_parallel_runner_gives_batch_scores_predictions(
-    deployed_run, tmp_path, monkeypatch
+    deployed_run, tmp_path, monkeypatch, request, where
 ):
     """Two processes, init() once each, mini-batches of 5 file paths from one queue, rows appended as
     they finish: merged, the same bytes as the single-job batch_score on the same folder and version,
-    with the bad files counted as failed against error_threshold and recorded with batch_score's reasons."""
+    with the bad files counted as failed against error_threshold and recorded with batch_score's reasons.
+    In the component image, the runner runs over the code snapshot Azure ML uploads, as the job would."""
     images = tmp_path / "images"
     files = write_images(images)
     single = run_batch_score(
@@ -175,16 +188,15 @@ def test_the_entry_script_under_a_parallel_runner_gives_batch_scores_predictions
         registry=deployed_run.registry,
     )
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", deployed_run.registry)  # what Azure ML sets for the job
     outputs = {"rows": tmp_path / "job" / "rows.csv", "records": tmp_path / "job" / "records"}
-    observed = run_parallel(
-        FOLDER / "parallel_spec.yaml",
-        code_root(),
-        {"images": images, "model": "models:/mnist-mlops@production"},
-        outputs,
-        processes=2,
-        mini_batch_size=5,
-    )
+    inputs = {"images": images, "model": "models:/mnist-mlops@production"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", deployed_run.registry)  # what Azure ML sets for the job
+    if where == "here":
+        spec = FOLDER / "parallel_spec.yaml"
+        observed = run_parallel(spec, code_root(), inputs, outputs, processes=2, mini_batch_size=5)
+    else:
+        request.getfixturevalue("podman_images")  # podman set up, the environments' base image tagged
+        observed = _run_parallel_in_image(inputs, outputs, deployed_run, tmp_path)
     merged = merge_parallel_score(
         images,
         [outputs["rows"]],
@@ -208,6 +220,42 @@ def test_the_entry_script_under_a_parallel_runner_gives_batch_scores_predictions
     assert (merged["processes"], merged["mini_batches"], merged["missing"]) == (2, mini_batches, [])
     lines = [json.loads(line) for file in outputs["records"].glob("*.jsonl") for line in file.open()]
     assert {line["runtime"] for line in lines if line["kind"] == "process"} == {"onnxruntime"}  # as served
+
+
+def _run_parallel_in_image(
+    inputs: dict[str, Any], outputs: dict[str, Path], deployed_run, tmp_path: Path
+) -> ParallelRun:
+    """`tests/parallel_runner.py` (2 processes, mini-batches of 5) in batch_score's environment image over
+    the code snapshot Azure ML uploads, with no network; the registry, the images and the outputs are
+    mounted at their own paths, so the paths the job is given are the ones it sees."""
+    tag = containers.build_image(containers.environment_of("batch_score"))
+    snapshot = materialize(tmp_path / "snapshot")
+    runner = REPO / "tests" / "parallel_runner.py"
+    (tmp_path / "job").mkdir()
+    mounts = [f"{snapshot}:{containers.CODE}:ro", f"{runner}:/mnt/runner/parallel_runner.py:ro"]
+    mounts += [
+        f"{folder}:{folder}" for folder in (deployed_run.runs.parent, tmp_path / "images", tmp_path / "job")
+    ]
+    volumes = [arg for mount in mounts for arg in ("-v", mount)]
+    variables = containers.image_environment(tag) | {"MLFLOW_TRACKING_URI": deployed_run.registry}
+    settings = [arg for key, value in variables.items() for arg in ("-e", f"{key}={value}")]
+    fresh = [arg for folder in ("/tmp", "/root") for arg in ("--tmpfs", folder)]
+    image = ["--rootfs", containers.image_root(tag)] if containers.storage_driver() == "vfs" else [tag]
+    spec = f"{containers.CODE}/components/batch_score/parallel_spec.yaml"
+    arguments = [
+        json.dumps({port: str(value) for port, value in group.items()}) for group in (inputs, outputs)
+    ]
+    command = [*containers.podman(), "run", "--rm", "--network", "none", "--read-only", *fresh, *volumes]
+    command += [*settings, "-w", containers.CODE, *image, "python", "/mnt/runner/parallel_runner.py"]
+    command += [spec, containers.CODE, *arguments, "2", "5"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    observed = json.loads(result.stdout.splitlines()[-1])
+    return ParallelRun(
+        {int(pid): count for pid, count in observed["inits"].items()},
+        {int(pid): batches for pid, batches in observed["mini_batches"].items()},
+        observed["failed_files"],
+    )
 
 
 @pytest.mark.slow
