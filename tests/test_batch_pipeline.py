@@ -6,6 +6,7 @@ paths, rows appended as they finish), merged into the same predictions as the si
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import subprocess
@@ -270,6 +271,11 @@ def test_the_kubeflow_fan_out_runs_under_kfp_local_to_batch_scores_predictions(
     """Two shard tasks in a ParallelFor and the merge over both, in the model job image under kfp.local's
     DockerRunner, against a real `mlflow server`: the same predictions as batch_score in this process."""
     from kfp import local
+
+    # kfp.local indents task logs by swapping builtins.print in and out around each task; after this
+    # pipeline (ParallelFor, Collected) an indenting print stays installed for every later test in the
+    # process (seen in CI, reproduced with two tests). Restored at teardown.
+    monkeypatch.setattr(builtins, "print", builtins.print)
 
     image = containers.build_job_image(containers.environment_of("batch_score"))
     root = tmp_path / "kfp-root"  # kfp.local mounts the pipeline root into every task at the same path
