@@ -77,7 +77,12 @@ from mnist_mlops.keys import read_key
 from mnist_mlops.registry import READY_TAG, client, registry_uri, sqlite_file
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import RegistryModels
-from mnist_mlops.serving.server import ScoringClient, free_port, stop_process
+from mnist_mlops.serving.server import (
+    RunningServer,
+    free_port,
+    stop_process,
+    wait_until_healthy,
+)
 from mnist_mlops.serving.validation import InvalidRequest, invalid_requests
 
 CLI = [sys.executable, "-m", "mnist_mlops.cli"]
@@ -285,7 +290,7 @@ def run_setting(
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, server, log_path)
+        wait_until_healthy(RunningServer(url, server, log_path), startup_seconds=180)
         key = read_key(key_path(uri, name))
         warm_up = Schedule(min(args.seconds, 10) / 2, changes=False)
         asyncio.run(load(url, key, traffic, args.clients, warm_up, Tally()))
@@ -310,20 +315,6 @@ def run_setting(
         "throughput_images_per_s": round(throughput_images_per_s, 1),
         "throughput_wrong": throughput.wrong,
     }
-
-
-def wait_until_healthy(url: str, server: subprocess.Popen, log_path: Path, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"mnist-mlops serve exited with {server.returncode}: see {log_path}")
-        try:
-            if ScoringClient(url).health():
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"mnist-mlops serve did not become healthy in {seconds:.0f} s: see {log_path}")
 
 
 def deploy_and_roll_back(

@@ -167,7 +167,7 @@ def running_server(
         )
     server = RunningServer(f"http://{LOOPBACK}:{port}", process, log_path)
     try:
-        _wait_until_healthy(server, startup_seconds)
+        wait_until_healthy(server, startup_seconds)
         yield server
     finally:
         stop_process(process)
@@ -184,7 +184,9 @@ def stop_process(process: subprocess.Popen, grace_seconds: float = 20) -> None:
         process.wait()
 
 
-def _wait_until_healthy(server: RunningServer, startup_seconds: float) -> None:
+def wait_until_healthy(server: RunningServer, startup_seconds: float) -> None:
+    """Return once the server answers its health route (the model loaded and warmed); a clear error,
+    with the end of its log, when it exits first or is not healthy in time."""
     deadline = time.monotonic() + startup_seconds
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
