@@ -94,15 +94,15 @@ def main() -> None:
         if args.max_minutes is not None and number > 1 and spent + per_trial > args.max_minutes * 60:
             print(f"time limit: {len(details)} of {len(planned)} trials in {spent / 60:.1f} min", flush=True)
             break
-        workspace.reset(reference, reference_cache, node)
-        kill = kill_inside(workspace, node, delay)
+        trial = workspace.reset(reference, reference_cache, node)
+        kill = kill_inside(trial, node, delay)
         landed[kill.node] += 1
-        code, rerun, output = workspace.run()
+        code, rerun, output = trial.run()
         if code != 0 or rerun is None:
             problems = [f"the rerun failed (exit {code}): {output.strip().splitlines()[-1:]}"]
         else:
-            problems = check(workspace, rerun, expected)
-        for pid in servers_of(workspace):  # orphans of the kill, counted by `check`: not the next trial's
+            problems = check(trial, rerun, expected)
+        for pid in servers_of(trial):  # orphans of the kill, counted by `check`: not the next trial's
             os.kill(pid, signal.SIGKILL)
         details.append(
             {"trial": number, "node": node, "delay_s": delay, "landed_in": kill.node, "problems": problems}

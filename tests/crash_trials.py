@@ -2,9 +2,9 @@
 node, then run again plainly, and what must hold afterwards. Shared by tests/test_crash.py (a few trials
 in CI) and benchmarks/crash.py (many).
 
-A trial starts from a reference run that never crashed, in the same runs folder and at the same registry
-path: the registry is emptied and the step cache keeps only the entries of the nodes before the chosen
-one, so the killed run reaches that node in seconds and the node itself really runs.
+A trial starts from a reference run that never crashed, in the same runs folder: on a registry of its
+own, with a step cache that keeps only the entries of the nodes before the chosen one, so the killed run
+reaches that node in seconds and the node itself really runs.
 
 What is compared with the reference (`fingerprint`), since it is deterministic: the dataset's content
 (`dataset_version`), the preprocessed arrays and baseline statistics, the trained weights (the `.h5`
@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -87,10 +86,12 @@ class Workspace:
     def run_folders(self) -> set[Path]:
         return {path for path in self.runs.glob("2*") if path.is_dir()} if self.runs.exists() else set()
 
-    def reset(self, reference: dict, reference_cache: Path, node: str) -> None:
-        """Empty the registry; the step cache holds only the entries of the `reference` run's nodes
-        before `node`, taken from `reference_cache` (this workspace's own, or another's)."""
-        shutil.rmtree(self.registry, ignore_errors=True)
+    def reset(self, reference: dict, reference_cache: Path, node: str) -> Workspace:
+        """This workspace's runs folder on a registry never used before, its step cache holding only the
+        entries of the `reference` run's nodes before `node`, taken from `reference_cache` (this
+        workspace's own, or another's). A new registry path, not the old one emptied: MLflow keeps one
+        engine per database URI in a process, and its pooled connections go on reading a deleted
+        database file, so a checker in this process would see the previous trial's registry."""
         names = [entry["name"] for entry in reference["nodes"]]
         kept = {
             f"{entry['cache_key']}.json": (reference_cache / f"{entry['cache_key']}.json").read_bytes()
@@ -102,6 +103,8 @@ class Workspace:
             entry.unlink()
         for name, content in kept.items():
             (cache / name).write_bytes(content)
+        used = len(list(self.registry.parent.glob(f"{self.registry.name}*")))
+        return Workspace.like(self.argv, self.runs, self.registry.with_name(f"{self.registry.name}.{used}"))
 
 
 @dataclass(frozen=True)

@@ -103,33 +103,32 @@ of its own, which must stop with the deploy that started it: `check` counts any 
 @pytest.mark.slow  # registers and serves models
 @pytest.mark.parametrize("node", sorted(KILL_POINTS))
 def test_a_run_killed_inside_a_registry_writer_reruns_to_the_uncrashed_result(deployed_run, workspace, node):
-    workspace.reset(deployed_run.record, deployed_run.runs / ".cache", node)
+    trial = workspace.reset(deployed_run.record, deployed_run.runs / ".cache", node)
     line, delay = KILL_POINTS[node]
-    kill = kill_inside(workspace, node, delay, after=line)
+    kill = kill_inside(trial, node, delay, after=line)
     assert kill.node == node, kill.output
 
-    code, rerun, output = workspace.run()
+    code, rerun, output = trial.run()
     assert code == 0, output
-    assert check(workspace, rerun, fingerprint(deployed_run.run_dir)) == []
+    assert check(trial, rerun, fingerprint(deployed_run.run_dir)) == []
 
 
 @pytest.mark.slow  # registers and serves models
 def test_two_runs_at_once_on_one_runs_folder_and_registry_both_finish_one_after_the_other(
     deployed_run, workspace
 ):
-    workspace.reset(deployed_run.record, deployed_run.runs / ".cache", "evaluate")
+    trial = workspace.reset(deployed_run.record, deployed_run.runs / ".cache", "evaluate")
     started = [
-        subprocess.Popen([str(MNIST_MLOPS), *workspace.argv], stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
+        subprocess.Popen([str(MNIST_MLOPS), *trial.argv], stdout=subprocess.PIPE, text=True) for _ in range(2)
     ]
     outputs = [process.communicate(timeout=900)[0] for process in started]
     assert [process.returncode for process in started] == [0, 0], outputs
 
-    lock = workspace.runs / ".cache" / ".lock"
+    lock = trial.runs / ".cache" / ".lock"
     waited = [output for output in outputs if f"waiting for the lock {lock}, held by " in output]
     assert len(waited) == 1, outputs  # the second waited for the first, naming the lock and its holder
     expected = fingerprint(deployed_run.run_dir)
-    for run_dir in workspace.run_folders():
-        assert check(workspace, run_dir, expected) == []
-    assert [row["version"] for row in list_versions(workspace.uri, "mnist-mlops")] == ["1"]
-    assert production_version(workspace.uri, "mnist-mlops") == "1"
+    for run_dir in trial.run_folders():
+        assert check(trial, run_dir, expected) == []
+    assert [row["version"] for row in list_versions(trial.uri, "mnist-mlops")] == ["1"]
+    assert production_version(trial.uri, "mnist-mlops") == "1"

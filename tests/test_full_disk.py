@@ -46,8 +46,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_after_freeing_space_c
 ):
     workspace = Workspace.like(
         (*deployed_run.argv, "--until", "train"), small_disk / "runs", tmp_path / "registry"
-    )
-    workspace.reset(deployed_run.record, deployed_run.runs / ".cache", "resolve_champion")
+    ).reset(deployed_run.record, deployed_run.runs / ".cache", "resolve_champion")
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - FREE_AT_START))
 
