@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measures import tree_memory_mb
+from common import tree_memory_mb
 from serving_inputs import arguments, test_pngs
 
 from mnist_mlops.dataset import MNIST_IMAGE_SHAPE

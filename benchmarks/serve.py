@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measures import spread, tree_memory_mb
+from common import spread, tree_memory_mb
 from serving_inputs import argument_parser, test_pngs
 
 from mnist_mlops.dataset import MNIST_IMAGE_SHAPE

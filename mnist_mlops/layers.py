@@ -68,8 +68,8 @@ def component_of(module: str) -> str | None:
 def source_folders() -> dict[str, Path]:
     """Each package whose folder holds source: `mnist_mlops` and the folders installed under it.
 
-    Found with `find_spec`, which locates a package without running it: importing
-    `mnist_mlops.components` (as `importlib.resources.files` would) imports every component."""
+    Found with `find_spec`, which locates a package without running it: the runtime sits below the
+    components and never runs their package."""
     folders = {}
     for package in (PACKAGE, *(f"{PACKAGE}.{name}" for name in SOURCE_TREE_SUBPACKAGES)):
         spec = importlib.util.find_spec(package)

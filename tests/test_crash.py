@@ -1,7 +1,7 @@
 """Crash anywhere and two at once: `mnist-mlops run` killed with SIGKILL inside the nodes that write the
-registry, then run again; two runs started together on one runs folder and registry (the reduced CI
+registry, one after the other, then run again; two runs started together on one runs folder and registry (the reduced CI
 version of benchmarks/crash.py: the shared small run, conftest's deployed_run, is the uncrashed
-reference, and its step cache gives each trial the nodes before the killed one). And the registry
+reference, and its step cache gives the trial the nodes before register). And the registry
 states a kill leaves between two writes, too brief to hit by timing: a move of `production` recorded
 but not made, a version created but never checked."""
 
@@ -95,18 +95,22 @@ def workspace(deployed_run, tmp_path: Path):
 
 
 KILL_POINTS = {"register": ("Downloading artifacts", 0.0), "deploy": ("endpoint key: ", 2.0)}
-"""A line each node logs, and how many seconds after it the run is killed: register loading back the
-version it created, still `pending`; deploy with its validation server starting (a server in a session
-of its own, which must stop with the deploy that started it: `check` counts any left running)."""
+"""Where the runs are killed, in this order: a line each node logs, and how many seconds after it.
+Register loading back the version it created, still `pending`; deploy with its validation server
+starting (a server in a session of its own, which must stop with the deploy that started it: `check`
+counts any left running)."""
 
 
 @pytest.mark.slow  # registers and serves models
-@pytest.mark.parametrize("node", sorted(KILL_POINTS))
-def test_a_run_killed_inside_a_registry_writer_reruns_to_the_uncrashed_result(deployed_run, workspace, node):
-    trial = workspace.reset(deployed_run.record, deployed_run.runs / ".cache", node)
-    line, delay = KILL_POINTS[node]
-    kill = kill_inside(trial, node, delay, after=line)
-    assert kill.node == node, kill.output
+def test_a_run_killed_in_register_and_its_rerun_killed_in_deploy_rerun_to_the_uncrashed_result(
+    deployed_run, workspace
+):
+    """Crashes stacked: the second run finds the version the first left pending, the third a deploy
+    cut off while its validation server started."""
+    trial = workspace.reset(deployed_run.record, deployed_run.runs / ".cache", "register")
+    for node, (line, delay) in KILL_POINTS.items():
+        kill = kill_inside(trial, node, delay, after=line)
+        assert kill.node == node, kill.output
 
     code, rerun, output = trial.run()
     assert code == 0, output

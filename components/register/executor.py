@@ -174,10 +174,10 @@ def _register_verified(
     export record."""
     import mlflow
     import mlflow.pyfunc
-    import mlflow.tensorflow
     from mlflow.exceptions import MlflowException
 
-    expected = np.asarray(mlflow.pyfunc.load_model(str(model_dir)).predict(golden))
+    trained = mlflow.pyfunc.load_model(str(model_dir))
+    expected = np.asarray(trained.predict(golden))
     registry = client(uri)
     mlflow.set_tracking_uri(uri)
     try:
@@ -190,8 +190,8 @@ def _register_verified(
     with tempfile.TemporaryDirectory(prefix="model-") as staged:
         logged = Path(staged) / "model"
         shutil.copytree(model_dir, logged)
-        keras_model = mlflow.tensorflow.load_model(str(model_dir))
-        export = export_onnx(logged, keras_model, ModelInterface.of_model(model_dir), golden, expected)
+        interface = ModelInterface.of_model(model_dir)
+        export = export_onnx(logged, trained.get_raw_model(), interface, golden, expected)
         with _job_run(uri) as run:
             mlflow.log_artifacts(str(logged), artifact_path="model")
             mlflow.log_artifacts(str(reference), artifact_path=references.ARTIFACT_PATH)
