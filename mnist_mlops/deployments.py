@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from mnist_mlops import contracts
+from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import UserInputError
-from mnist_mlops.keys import new_key, write_private
+from mnist_mlops.keys import new_key
 from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import (
     READY_TAG,
@@ -63,7 +64,7 @@ def key_path(uri: str, endpoint_name: str) -> Path:
 def ensure_key(path: Path) -> Path:
     """Create the endpoint's bearer key (owner-only) unless it exists; returns its path."""
     if not path.exists():
-        write_private(path, new_key() + "\n")
+        atomic_write_text(path, new_key() + "\n", private=True)
     return path
 
 

@@ -13,8 +13,6 @@ with both keys in constant time (`hmac.compare_digest`, both comparisons always 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hmac
 import json
 import os
@@ -22,11 +20,13 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.locks import held
 
 DEFAULT_GRACE_SECONDS = 300.0
 MIN_KEY_CHARS = 16
@@ -40,23 +40,6 @@ def new_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to an owner-only (0600) file: staged beside it, synced, renamed into place, so a
-    reader sees the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staged, path)
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-
-
 def read_key(path: str | Path) -> str:
     """The key a key file holds; a missing, unreadable or short one is an error naming the file."""
     try:
@@ -68,15 +51,6 @@ def read_key(path: str | Path) -> str:
     return key
 
 
-@contextlib.contextmanager
-def _rotation_lock(path: Path) -> Iterator[None]:
-    """One rotation of a key file at a time: two at once could each keep the same key as previous."""
-    lock_path = path.with_name(f".{path.name}.lock")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def rotate_key(path: Path, *, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> float:
     """Replace the key in `path` by a new one; the replaced key stays valid for `grace_seconds`.
     Returns when its grace ends (Unix time)."""
@@ -84,11 +58,12 @@ def rotate_key(path: Path, *, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> f
         raise UserInputError(f"grace period {grace_seconds} s: expected 0 or more seconds")
     if not path.is_file():
         raise UserInputError(f"key file {path}: none to rotate (deploy or serve makes it)")
-    with _rotation_lock(path):
+    with held(path.with_name(f".{path.name}.lock")):  # two at once could each keep the same previous key
         current = read_key(path)
         valid_until = time.time() + grace_seconds
-        write_private(previous_key_path(path), json.dumps({"key": current, "valid_until": valid_until}))
-        write_private(path, new_key() + "\n")
+        previous = json.dumps({"key": current, "valid_until": valid_until})
+        atomic_write_text(previous_key_path(path), previous, private=True)
+        atomic_write_text(path, new_key() + "\n", private=True)
     return valid_until
 
 

@@ -13,7 +13,6 @@ registry does not list aliases as supported, so there a pointer is a model-versi
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mnist_mlops.errors import UserInputError
+from mnist_mlops.locks import held
 
 DEFAULT_REGISTRY_FILE = "mlflow.db"
 READY_TAG = "validation_status"
@@ -95,14 +95,8 @@ def exclusive(uri: str) -> Iterator[None]:
     if database is None:
         yield
         return
-    lock_path = database.with_name(database.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with held(database.with_name(database.name + ".lock")):
+        yield
 
 
 def experiment_id(uri: str, name: str) -> str:

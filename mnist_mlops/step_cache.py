@@ -18,7 +18,6 @@ that compares one input with another has nothing new to judge when both hold the
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from typing import Any
 
 from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.hashing import content_sha256
+from mnist_mlops.locks import held
 from mnist_mlops.snapshot import component_fingerprint
 
 LOCK_FILE = ".lock"
@@ -151,20 +151,7 @@ class StepCache:
         """The cache's lock for the whole of `run`: a second run on the same runs folder waits, saying
         whose lock it waits for, then finds the first one's steps here (two at once would train the
         same model twice and register it twice). The lock goes with its process, even a killed one."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / LOCK_FILE
-        with open(path, "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.seek(0)
-                print(
-                    f"waiting for the lock {path}, held by {lock.read().strip() or 'another run'}", flush=True
-                )
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            lock.truncate(0)
-            lock.write(f"run {run} (pid {os.getpid()})\n")
-            lock.flush()
+        with held(self.root / LOCK_FILE, holder=f"run {run} (pid {os.getpid()})"):
             yield
 
 

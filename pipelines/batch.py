@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from mnist_mlops.components.batch_score.parallel import SETTINGS
 from mnist_mlops.errors import UserInputError
 
 PIPELINE_NAME = "mnist_mlops_batch_scoring"
@@ -66,9 +67,9 @@ def batch_scoring_job(
     *,
     labels: str = "auto",
     compute: str = "cpu-cluster",
-    instance_count: int = 1,
-    max_concurrency_per_instance: int = 2,
-    mini_batch_size: int = 1024,
+    instance_count: int = SETTINGS["instance_count"],
+    max_concurrency_per_instance: int = SETTINGS["max_concurrency_per_instance"],
+    mini_batch_size: int = int(SETTINGS["mini_batch_size"]),
     identity_client_id: str | None = None,
 ) -> Any:
     """The Azure ML batch-scoring pipeline job: parallel scoring, then the merge."""
@@ -182,7 +183,11 @@ def kfp_batch_pipeline(shards: int, image: str) -> Any:
 
     @dsl.pipeline(name=KFP_PIPELINE_NAME, description=DESCRIPTION)
     def batch_scoring(
-        images: str, registry: str, model: str = PRODUCTION, labels: str = "auto", mini_batch_size: int = 1024
+        images: str,
+        registry: str,
+        model: str = PRODUCTION,
+        labels: str = "auto",
+        mini_batch_size: int = int(SETTINGS["mini_batch_size"]),
     ):
         imported = dsl.importer(artifact_uri=images, artifact_class=dsl.Dataset, reimport=False)
         with dsl.ParallelFor(list(range(shards))) as shard:

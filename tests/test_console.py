@@ -15,7 +15,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,12 @@ from mnist_mlops.dataset import load_split
 from mnist_mlops.pipelines.graph import Ref, output_path, ref_path, training_pipeline
 from mnist_mlops.pipelines.local import _closing, _command, _outcome
 from mnist_mlops.ports import component_names, load_spec
-from mnist_mlops.serving.server import ScoringClient, free_port, stop_process
+from mnist_mlops.serving.server import (
+    RunningServer,
+    free_port,
+    stop_process,
+    wait_until_healthy,
+)
 from tests.datasets import small_splits
 from tests.models import preprocessed_digits
 
@@ -197,7 +201,7 @@ def test_a_run_ends_with_lines_that_serve_and_call_its_model(deployed_run, tmp_p
             start_new_session=True,
         )
     try:
-        wait_until_healthy(server, f"http://127.0.0.1:{port}", log)
+        wait_until_healthy(RunningServer(f"http://127.0.0.1:{port}", server, log), startup_seconds=180)
         called = subprocess.run(
             ["bash", "-c", curl.replace(endpoint, f"http://127.0.0.1:{port}/score")],
             cwd=tmp_path,  # another terminal, in another folder
@@ -211,16 +215,3 @@ def test_a_run_ends_with_lines_that_serve_and_call_its_model(deployed_run, tmp_p
     answer = json.loads(called.stdout)
     assert answer["model_version"] == "1", answer
     assert len(answer["predictions"]) == 2 and answer["request_id"]
-
-
-def wait_until_healthy(server: subprocess.Popen, url: str, log: Path, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"mnist-mlops serve exited:\n{log.read_text()}"
-        try:
-            if ScoringClient(url).health():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mnist-mlops serve was not healthy in {seconds:.0f} s:\n{log.read_text()}")

@@ -1,9 +1,9 @@
 """Crash anywhere and two at once: `mnist-mlops run` killed with SIGKILL inside the nodes that write the
-registry, one after the other, then run again; two runs started together on one runs folder and registry (the reduced CI
-version of benchmarks/crash.py: the shared small run, conftest's deployed_run, is the uncrashed
-reference, and its step cache gives the trial the nodes before register). And the registry
-states a kill leaves between two writes, too brief to hit by timing: a move of `production` recorded
-but not made, a version created but never checked."""
+registry, one after the other, then run again; two runs started together on one runs folder and
+registry (the reduced CI version of benchmarks/crash.py: the shared small run, conftest's deployed_run,
+is the uncrashed reference, and its step cache gives the trial the nodes before register). And the
+registry states a kill leaves between two writes, too brief to hit by timing: a move of `production`
+recorded but not made, a version created but never checked."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from mnist_mlops.deployments import (
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.registry import READY_TAG, client, list_versions
 from tests.crash_trials import MNIST_MLOPS, Workspace, check, fingerprint, kill_inside, servers_of
+from tests.records import local_deployment
 
 MODEL = "mnist-mlops"
 
@@ -41,20 +42,7 @@ def registry(tmp_path: Path) -> str:
 
 
 def deployed(version: str, previous: str | None) -> dict:
-    return {
-        "schema_version": 1,
-        "action": "deploy",
-        "target": "local",
-        "model_uri": f"models:/{MODEL}/{version}",
-        "model_name": MODEL,
-        "model_version": version,
-        "endpoint": "http://127.0.0.1:5001/score",
-        "deployed_at": "2026-12-07T10:00:00Z",
-        "previous_version": previous,
-        "infra_validation": None,
-        "traffic": {f"v{version}": 100},
-        "outcome": "deployed",
-    }
+    return local_deployment(MODEL, version, previous)
 
 
 def test_a_move_of_production_recorded_but_not_made_is_finished_before_the_next_one(registry):

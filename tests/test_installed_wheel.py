@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from conftest import free_port
 from mnist_mlops import contracts
 from mnist_mlops.ports import component_names, load_spec
-from mnist_mlops.serving.server import ScoringClient
+from mnist_mlops.serving.server import RunningServer, ScoringClient, wait_until_healthy
 from tests.datasets import digit_images, make_tarball, small_splits, write_png_tree
 from tests.models import ANY_MODEL, judged_model, register_model
 
@@ -143,26 +142,14 @@ def served(installed, tmp_path) -> Iterator[ScoringClient]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the server and its workers stop together
         )
-    client = ScoringClient(f"http://127.0.0.1:{port}", key="installed-wheel-key")
+    url = f"http://127.0.0.1:{port}"
+    client = ScoringClient(url, key="installed-wheel-key")
     try:
-        _wait_until_healthy(client, server, tmp_path / "serve.log")
+        wait_until_healthy(RunningServer(url, server, tmp_path / "serve.log"), startup_seconds=180)
         yield client
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-
-
-def _wait_until_healthy(client: ScoringClient, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"the server exited: {log.read_text(errors='replace')[-2000:]}"
-        try:
-            if client.health():
-                return
-        except OSError:
-            pass  # not listening yet
-        time.sleep(0.5)
-    pytest.fail(f"the server did not become healthy in 180 s: {log.read_text(errors='replace')[-2000:]}")
 
 
 @pytest.mark.slow

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from mnist_mlops import cli, keys
+from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import encode_png
-from mnist_mlops.keys import KeyRing, previous_key_path, read_key, rotate_key, write_private
+from mnist_mlops.keys import KeyRing, previous_key_path, read_key, rotate_key
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import Scorer
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
@@ -37,7 +38,7 @@ class Clock:
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "deployments" / "mnist-mlops.key"
-    write_private(path, "first-key-" + "a" * 30 + "\n")
+    atomic_write_text(path, "first-key-" + "a" * 30 + "\n", private=True)
     return path
 
 
@@ -140,7 +141,7 @@ def test_a_scorer_on_a_key_ring_follows_a_rotation(key_file):
 @pytest.mark.slow  # starts a server
 def test_rotating_under_traffic_fails_no_request_but_the_old_key_s_after_its_grace(deployed_run, tmp_path):
     key_file = tmp_path / "endpoint.key"
-    write_private(key_file, "served-key-" + "b" * 32 + "\n")
+    atomic_write_text(key_file, "served-key-" + "b" * 32 + "\n", private=True)
     old = read_key(key_file)
     environment = server_environment(
         "models:/mnist-mlops/1", registry=deployed_run.registry, key_file=key_file

@@ -33,6 +33,7 @@ from mnist_mlops.serving.request_log import RequestLog
 from mnist_mlops.serving.scorer import LoadedModel, Scorer
 from mnist_mlops.serving.server import free_port
 from tests.datasets import small_splits, write_png_tree
+from tests.records import local_deployment
 from tests.run_folders import first_run_blessing
 
 MODEL = "mnist-mlops"
@@ -163,23 +164,7 @@ def write_run(runs: Path, run_id: str, report: Path, registry: str, version: str
 def deploy(registry: str, version: str, previous: str | None, at: str, outcome: str = "deployed") -> None:
     if outcome == "deployed":
         move_production(registry, MODEL, version)
-    append_history(
-        registry,
-        {
-            "schema_version": 1,
-            "action": "deploy",
-            "target": "local",
-            "model_uri": f"models:/{MODEL}/{version}",
-            "model_name": MODEL,
-            "model_version": version,
-            "endpoint": "http://127.0.0.1:5001/score",
-            "deployed_at": at,
-            "previous_version": previous,
-            "infra_validation": None,
-            "traffic": {f"v{version}": 100},
-            "outcome": outcome,
-        },
-    )
+    append_history(registry, local_deployment(MODEL, version, previous, at=at, outcome=outcome))
 
 
 @pytest.fixture

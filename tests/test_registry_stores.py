@@ -31,6 +31,7 @@ from mnist_mlops.deployments import (
     read_history,
     rollback,
 )
+from tests.records import local_deployment
 
 WORKSPACE_PATH = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg"
@@ -119,23 +120,6 @@ def _versions(uri: str, name: str, count: int) -> None:
         client.create_model_version(name, "mlflow-artifacts:/0/model", tags={registry.READY_TAG: "ready"})
 
 
-def _record(name: str, version: str, previous: str | None, when: str) -> dict:
-    return {
-        "schema_version": 1,
-        "action": "deploy",
-        "target": "local",
-        "model_uri": f"models:/{name}/{version}",
-        "model_name": name,
-        "model_version": version,
-        "endpoint": "http://127.0.0.1:5001/score",
-        "deployed_at": when,
-        "previous_version": previous,
-        "infra_validation": None,
-        "traffic": {f"v{version}": 100},
-        "outcome": "deployed",
-    }
-
-
 @pytest.fixture(
     params=[
         "sqlite",
@@ -156,7 +140,7 @@ def test_pointers_history_and_rollback_on_every_store(store: str, request: pytes
     assert registry.pointer_version(store, name, "production") is None
     for version, when in (("1", "2026-01-01T00:00:00Z"), ("3", "2026-01-02T00:00:00Z")):
         registry.set_pointer(store, name, "production", version)
-        append_history(store, _record(name, version, production_version(store, name), when))
+        append_history(store, local_deployment(name, version, production_version(store, name), at=when))
     registry.set_pointer(store, name, "challenger", "2")
     assert production_version(store, name) == "3"
     assert registry.pointer_version(store, name, "challenger") == "2"

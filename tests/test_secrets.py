@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnist_mlops.atomic import atomic_write_text
 from mnist_mlops.deployments import key_path
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import encode_png
-from mnist_mlops.keys import KeyRing, previous_key_path, read_key, rotate_key, write_private
+from mnist_mlops.keys import KeyRing, previous_key_path, read_key, rotate_key
 from mnist_mlops.runner import stream_node
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import Scorer
@@ -141,7 +142,7 @@ def test_keys_are_compared_in_constant_time(tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setattr(hmac, "compare_digest", recorded)
     key_file = tmp_path / "endpoint.key"
-    write_private(key_file, KEY + "\n")
+    atomic_write_text(key_file, KEY + "\n", private=True)
     rotate_key(key_file, grace_seconds=60)
     current = read_key(key_file)
     for keys, valid in ((KEY, {KEY}), (KeyRing(key_file), {current, KEY})):

@@ -8,6 +8,10 @@ version would be safe to reuse, but the choice cannot depend on a parameter's va
 from mldesigner import Input, Output, command_component
 
 VERSION = "0.2.0"
+TAGS = {"stage": "batch_score", "project": "mnist-mlops", "framework": "mlflow"}
+ENVIRONMENT = "../environments/model/environment.yaml"
+CODE = "../.."
+"""Shared with the parallel component and its merge (`parallel.py`): the same stage, image and code."""
 
 
 @command_component(
@@ -23,9 +27,9 @@ VERSION = "0.2.0"
         "interrupted run resumes; outputs appear atomically."
     ),
     is_deterministic=False,
-    tags={"stage": "batch_score", "project": "mnist-mlops", "framework": "mlflow"},
-    environment="../environments/model/environment.yaml",
-    code="../..",
+    tags=TAGS,
+    environment=ENVIRONMENT,
+    code=CODE,
 )
 def batch_score(
     images: Input(

@@ -22,7 +22,7 @@ from typing import Any
 
 from mldesigner import Input, Output, command_component
 
-from mnist_mlops.components.batch_score.component import VERSION
+from mnist_mlops.components.batch_score.component import CODE, ENVIRONMENT, TAGS, VERSION
 from mnist_mlops.ports import load_spec
 
 PARALLEL_NAME = "mnist_mlops_batch_score_parallel"
@@ -69,7 +69,7 @@ def parallel_component() -> Any:
             " error_threshold) and are recorded with their reason in `records`. Merge both with"
             " mnist_mlops_batch_score_merge into batch_score's predictions.csv and a summary."
         ),
-        tags={"stage": "batch_score", "project": "mnist-mlops", "framework": "mlflow"},
+        tags=TAGS,
         is_deterministic=False,
         inputs={
             "images": AmlInput(type="uri_folder", mode="ro_mount", description=IMAGES),
@@ -112,9 +112,9 @@ def parallel_component() -> Any:
         " class distribution, accuracy). Refuses processes that scored with different versions."
     ),
     is_deterministic=False,
-    tags={"stage": "batch_score", "project": "mnist-mlops", "framework": "mlflow"},
-    environment="../environments/model/environment.yaml",
-    code="../..",
+    tags=TAGS,
+    environment=ENVIRONMENT,
+    code=CODE,
 )
 def batch_score_merge(
     images: Input(type="uri_folder", description=IMAGES),
