@@ -15,17 +15,28 @@ from pathlib import Path
 
 from mnist_mlops.errors import UserInputError
 
+STAGED_FILE = ".tmp"
+STAGED_FOLDER = ".partial"
+RESTORING = ".restoring"
+DOWNLOADING = ".download"
+STAGING_SUFFIXES = (STAGED_FILE, STAGED_FOLDER, RESTORING, DOWNLOADING)
+"""How what is built beside its final name ends (`.<name>.<random><suffix>` or `.<name><suffix>`): a
+file or folder written here, a cached output placed in a run (`step_cache.link_copy`), a registry
+download (`registry.download_folder`). Nothing so named is ever a finished output."""
 
-def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False) -> None:
+
+def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False, durable: bool = True) -> None:
     """Write `data` to `path` so readers see either the old file or the complete new one; `private`:
-    owner-only (0600) from the moment it is created, as a key must be."""
+    owner-only (0600) from the moment it is created, as a key must be; `durable`: on disk before it is
+    renamed into place (without, a power cut may leave it empty, never a killed process)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=STAGED_FILE)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         if not private:
             os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
@@ -34,8 +45,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False) -> Non
         raise
 
 
-def atomic_write_text(path: Path, text: str, *, private: bool = False) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), private=private)
+def atomic_write_text(path: Path, text: str, *, private: bool = False, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), private=private, durable=durable)
 
 
 def _current_umask() -> int:
@@ -83,7 +94,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
     parent = final if preexisting else final.parent
     created = [folder for folder in final.parents if not folder.exists()]  # innermost first
     parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.", suffix=".partial"))
+    stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{final.name}.", suffix=STAGED_FOLDER))
     try:
         yield stage
         os.chmod(stage, 0o777 & ~_UMASK)

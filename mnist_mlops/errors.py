@@ -10,6 +10,8 @@ from contextlib import contextmanager
 USER_ERROR_EXIT_CODE = 2
 DISK_FULL_EXIT_CODE = 74
 """A step stopped because its disk is full (sysexits' EX_IOERR): the local runner names the disk."""
+DISK_FULL_LINE = "error: no space left on device"
+"""What a step that stops on a full disk prints, then ` writing <path>` when it knows the file."""
 
 
 class UserInputError(Exception):
@@ -37,6 +39,19 @@ def exit_on_user_error() -> Iterator[None]:
     except OSError as error:
         if not is_disk_full(error):
             raise
-        where = f" writing {error.filename}" if error.filename else ""
-        print(f"error: no space left on device{where}", file=sys.stderr)
+        report_disk_full(error)
         raise SystemExit(DISK_FULL_EXIT_CODE) from None
+
+
+def report_disk_full(error: OSError) -> None:
+    """The line a step prints before it exits with DISK_FULL_EXIT_CODE: what it could not write."""
+    print(f"{DISK_FULL_LINE}{f' writing {error.filename}' if error.filename else ''}", file=sys.stderr)
+
+
+def reported_full_file(output: str) -> str | None:
+    """The file a step's `output` says it could not write for want of space (its last DISK_FULL_LINE),
+    None when it says none."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(DISK_FULL_LINE):
+            return line.removeprefix(DISK_FULL_LINE).removeprefix(" writing ").strip() or None
+    return None

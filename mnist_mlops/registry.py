@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from mnist_mlops.atomic import DOWNLOADING
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.locks import held
 
@@ -64,7 +65,7 @@ def download_folder(uri: str, artifact_uri: str, destination: Path, marker: str)
     import mlflow.artifacts
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file buries warnings
-    scratch = destination.with_name(f".{destination.name}.download")
+    scratch = destination.with_name(f".{destination.name}{DOWNLOADING}")
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         mlflow.artifacts.download_artifacts(

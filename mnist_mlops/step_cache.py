@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mnist_mlops.atomic import atomic_write_text
+from mnist_mlops.atomic import RESTORING, atomic_write_text
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.locks import held
 from mnist_mlops.snapshot import component_fingerprint
@@ -147,19 +147,20 @@ class StepCache:
         atomic_write_text(self.root / f"{key}.json", json.dumps({"outputs": recorded}, indent=1))
 
     @contextmanager
-    def held_by(self, run: str) -> Iterator[None]:
+    def held_by(self, run: str) -> Iterator[str | None]:
         """The cache's lock for the whole of `run`: a second run on the same runs folder waits, saying
         whose lock it waits for, then finds the first one's steps here (two at once would train the
-        same model twice and register it twice). The lock goes with its process, even a killed one."""
-        with held(self.root / LOCK_FILE, holder=f"run {run} (pid {os.getpid()})"):
-            yield
+        same model twice and register it twice). The lock goes with its process, even a killed one.
+        Yields the id of a run that died holding it (killed: it never finished), or None."""
+        with held(self.root / LOCK_FILE, holder=f"run {run} (pid {os.getpid()})") as left:
+            yield left.split()[1] if left and left.startswith("run ") else None
 
 
 def link_copy(source: Path, target: Path) -> None:
     """Place a cached output in a new run: hard links where possible (no bytes copied), else copies;
     staged beside `target` and renamed into place, the staged part removed if it fails (a full disk)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(f".{target.name}.restoring")
+    staged = target.with_name(f".{target.name}{RESTORING}")
     _remove(staged)
     try:
         if source.is_dir():

@@ -236,6 +236,20 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def end_interrupted(uri: str, experiment_id: str, run_id: str) -> None:
+    """End as KILLED the MLflow runs of a pipeline run that died (its process was killed): the parent
+    `run_id` and any child still RUNNING, as Azure ML ends a cancelled job's runs; otherwise the UI
+    shows them running for ever."""
+    from mnist_mlops.registry import client
+
+    store = client(uri)
+    running = f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"
+    children = _logged(lambda: store.search_runs([experiment_id], filter_string=running))
+    for run in [*children, _logged(lambda: store.get_run(run_id))]:
+        if run.info.status == "RUNNING":
+            _logged(lambda run=run: store.set_terminated(run.info.run_id, "KILLED"))
+
+
 class PipelineRuns:
     """The local runner's side, as Azure ML does it: a parent run per pipeline run and a child run per
     node (tag `mlflow.parentRunId`), the node's process started on its child run, and the status set from

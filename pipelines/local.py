@@ -45,7 +45,13 @@ from urllib.parse import urlsplit
 
 from mnist_mlops import contracts
 from mnist_mlops.atomic import atomic_write_text
-from mnist_mlops.errors import DISK_FULL_EXIT_CODE, UserInputError, is_disk_full
+from mnist_mlops.errors import (
+    DISK_FULL_EXIT_CODE,
+    UserInputError,
+    is_disk_full,
+    report_disk_full,
+    reported_full_file,
+)
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.pipelines.graph import (
     Node,
@@ -65,7 +71,7 @@ from mnist_mlops.provenance import utc_iso
 from mnist_mlops.registry import exclusive, registry_uri
 from mnist_mlops.runner import is_artifact, run_component
 from mnist_mlops.step_cache import SameContentRule, StepCache, link_copy, step_key
-from mnist_mlops.tracking import TRACKING_SWITCH, PipelineRuns
+from mnist_mlops.tracking import TRACKING_SWITCH, PipelineRuns, end_interrupted
 from mnist_mlops.uris import redact, scrub
 
 PIPELINE = "mnist_mlops_training"
@@ -84,7 +90,9 @@ def run_pipeline_job(
     run_dir = runs_dir / run_id
     options = RunOptions(use_cache=use_cache, registry=registry, tracking=tracking)
     cache = StepCache(runs_dir / ".cache")
-    with cache.held_by(run_id):
+    with cache.held_by(run_id) as interrupted:
+        if interrupted:
+            _close_interrupted(runs_dir / interrupted, run_id, options)
         run_dir.mkdir(parents=True)
         return run_nodes(nodes_from_aml(job), run_dir, cache, options), run_dir
 
@@ -181,19 +189,25 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
     except OSError as error:
         if not is_disk_full(error):
             raise
-        return _stop_on_full_disk(run_dir, record, runs, stage)
+        return _stop_on_full_disk(run_dir, record, runs, stage, error)
     return 0
 
 
-def _stop_on_full_disk(run_dir: Path, record: dict, runs: PipelineRuns | None, stage: str) -> int:
-    """The run's disk filled up (a node's output, or the runner's own record, cache entry or log): one
-    line naming the disk and the node, the run recorded as failed if the record still fits. Nothing
-    half-written stays behind: outputs, cache entries and run.json are staged and renamed into place,
-    and a failed node's staged outputs are removed."""
-    usage = shutil.disk_usage(_mount_point(run_dir))
+def _stop_on_full_disk(
+    run_dir: Path, record: dict, runs: PipelineRuns | None, stage: str, error: OSError
+) -> int:
+    """A disk filled up (under a node's output, the registry or the temporary folder, or the runner's
+    own record, cache entry or log): one line naming the disk and the node, the run recorded as failed
+    if the record still fits. The disk is the one holding the file the write failed on, when known, else
+    the runs folder's. Nothing half-written stays behind: outputs, cache entries and run.json are staged
+    and renamed into place, and a failed node's staged outputs are removed."""
+    full = Path(error.filename) if error.filename else run_dir
+    disk = _mount_point(next(path for path in (full, *full.parents) if path.exists()))
+    usage = shutil.disk_usage(disk)
+    whose = f"the runs folder {run_dir.parent}" if disk == _mount_point(run_dir) else str(full)
     message = (
-        f"{stage} stopped: no space left on {_mount_point(run_dir)} ({usage.free // 1024} KiB free of"
-        f" {usage.total // 1024} KiB), the disk of the runs folder {run_dir.parent}; free space and run"
+        f"{stage} stopped: no space left on {disk} ({usage.free // 1024} KiB free of"
+        f" {usage.total // 1024} KiB), the disk of {whose}; free space and run"
         " again (steps that finished are reused)"
     )
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -324,8 +338,9 @@ def _run_node(
         entry["status"] = "failed"
         if runs is not None:
             runs.finish(node_run, succeeded=False)
-        if code == DISK_FULL_EXIT_CODE:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir / node.name))
+        if code == DISK_FULL_EXIT_CODE:  # its log says which file, unless the log is on the full disk
+            reported = reported_full_file(log.read_text(errors="replace")) if log.is_file() else None
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), reported or str(run_dir / node.name))
         return entry, None
     stored = cache.store(key, outputs)  # before the run's status: a store that is down loses no work
     if also_file_under:
@@ -505,6 +520,7 @@ def _execute_in_process(
                     print(stop.code, file=sys.stderr)
             except Exception as error:  # a crash fails the node, as a child process's would, not the runner
                 if is_disk_full(error):
+                    report_disk_full(error)
                     code = DISK_FULL_EXIT_CODE
                 else:
                     traceback.print_exc()
@@ -608,6 +624,25 @@ def _plain(value: Any) -> str | int | float | bool | None:
     if isinstance(value, int | float | bool) or value is None:
         return value
     return scrub(str(value))
+
+
+def _close_interrupted(run_dir: Path, found_by: str, options: RunOptions) -> None:
+    """A run that died holding the runs folder's lock (killed: it never finished) is recorded as failed
+    and its MLflow runs still RUNNING end as KILLED; otherwise its run.json and the MLflow UI would say
+    "running" for ever. Its tracking is ended when it tracked to this run's store."""
+    path = run_dir / "run.json"
+    if not path.is_file():  # killed before it wrote its record
+        return
+    record = contracts.read_json(path, "run_record")
+    if record["status"] == "running":
+        record |= {"status": "failed", "outcome": f"interrupted before it finished; found by run {found_by}"}
+        _write_record(run_dir, record)
+        print(
+            f"warning: run {run_dir.name} was interrupted before it finished: recorded as failed", flush=True
+        )
+    tracking = record["tracking"]
+    if tracking and options.tracking and tracking["uri"] == redact(uri := registry_uri(options.registry)):
+        end_interrupted(uri, tracking["experiment_id"], tracking["run_id"])
 
 
 def _write_record(run_dir: Path, record: dict) -> None:
@@ -825,7 +860,9 @@ def run_training_pipeline(
         verbose=verbose,
     )
     cache = StepCache(runs_dir / ".cache")
-    with cache.held_by(run_id):
+    with cache.held_by(run_id) as interrupted:
+        if interrupted:
+            _close_interrupted(runs_dir / interrupted, run_id, options)
         run_dir.mkdir(parents=True)
         print(f"run {run_id} in {run_dir}")
         return run_nodes(nodes, run_dir, cache, options)

@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_mlops import contracts
+from mnist_mlops.atomic import STAGING_SUFFIXES
 from mnist_mlops.hashing import content_sha256
 from mnist_mlops.step_cache import StepCache
 
 MNIST_MLOPS = Path(sys.executable).parent / "mnist-mlops"
-STAGING_MARKERS = (".partial", ".restoring", ".download", ".tmp")
-"""Names of what `atomic` and `step_cache` build before renaming it into place."""
 SERVER_MODULE = "mnist_mlops.serving.server"
 
 
@@ -214,7 +213,8 @@ def check(workspace: Workspace, rerun: Path, expected: dict[str, str]) -> list[s
     outputs against `expected`; every cache entry complete and unchanged; every registered version
     verified (`ready`), none left half-registered; `production` and `challenger` on ready versions;
     the deployment history replaying to where `production` is; nothing staged left in the rerun's
-    folder; no scoring server left running on the registry."""
+    folder; no scoring server left running on the registry; no run, in its record or in MLflow, still
+    said to be running (the killed one was ended by the rerun)."""
     from mnist_mlops.deployments import production_stack, production_version, read_history
     from mnist_mlops.registry import READY_TAG, client, pointer_version
 
@@ -228,9 +228,9 @@ def check(workspace: Workspace, rerun: Path, expected: dict[str, str]) -> list[s
         outputs = cache.lookup(entry.stem)
         if outputs is None:
             problems.append(f"cache entry {entry.name} holds a missing, partial or changed output")
-        elif staged := [o["path"] for o in outputs.values() if any(m in o["path"] for m in STAGING_MARKERS)]:
+        elif staged := [o["path"] for o in outputs.values() if any(m in o["path"] for m in STAGING_SUFFIXES)]:
             problems.append(f"cache entry {entry.name} points at staged output {staged}")
-    left = [str(path) for path in rerun.rglob("*") if any(m in path.name for m in STAGING_MARKERS)]
+    left = [str(path) for path in rerun.rglob("*") if any(m in path.name for m in STAGING_SUFFIXES)]
     problems += [f"staged output left in the rerun: {path}" for path in left]
     uri, name = workspace.uri, "mnist-mlops"
     versions = {str(v.version): v.tags or {} for v in client(uri).search_model_versions(f"name='{name}'")}
@@ -250,6 +250,15 @@ def check(workspace: Workspace, rerun: Path, expected: dict[str, str]) -> list[s
     if deployment["outcome"] == "deployed" and deployment["model_version"] != production:
         problems.append(f"the rerun deployed v{deployment['model_version']} but production is {production}")
     problems += [f"scoring server left running: pid {pid}" for pid in servers_of(workspace)]
+    problems += [
+        f"run {record.parent.name} still says running"
+        for record in workspace.runs.glob("*/run.json")
+        if json.loads(record.read_text())["status"] == "running"
+    ]
+    tracked = client(uri)
+    experiments = [experiment.experiment_id for experiment in tracked.search_experiments()]
+    running = tracked.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    problems += [f"MLflow run {run.info.run_id} ({run.info.run_name}) still RUNNING" for run in running]
     return problems
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -272,3 +275,16 @@ def test_a_champion_that_is_the_challenger_has_its_content_though_register_added
     assert RULE.holds({"champion": folder}, {"challenger": content_sha256(trained)})
     another = model(tmp_path / "other" / "model", "w2")
     assert not RULE.holds({"champion": folder}, {"challenger": content_sha256(another)})
+
+
+def test_a_run_killed_holding_the_cache_lock_is_named_to_the_next_and_only_to_it(tmp_path):
+    killed = (
+        "import os, signal\nfrom pathlib import Path\nfrom mnist_mlops.step_cache import StepCache\n"
+        f"with StepCache(Path({str(tmp_path)!r})).held_by('20261207-101010-killed'):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", killed], check=False).returncode == -signal.SIGKILL
+    with StepCache(tmp_path).held_by("20261207-101011-next") as interrupted:
+        assert interrupted == "20261207-101010-killed"
+    with StepCache(tmp_path).held_by("20261207-101012-after") as interrupted:
+        assert interrupted is None  # the one before let go of it

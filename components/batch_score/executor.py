@@ -36,7 +36,6 @@ import os
 import queue
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -51,7 +50,7 @@ import numpy as np
 
 from mnist_mlops import contracts
 from mnist_mlops.archives import FileEntry
-from mnist_mlops.atomic import atomic_write_bytes
+from mnist_mlops.atomic import atomic_write_bytes, atomic_write_text
 from mnist_mlops.dataset import listed
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import decode_pngs
@@ -361,21 +360,18 @@ def _prepare(work: Path, identity: dict[str, Any], batches: Sequence[MiniBatch])
         print(f"{work}: checkpoint of another input, model version or mini-batch size; starting over")
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    _write_quickly(run_file, json.dumps(identity, indent=2, sort_keys=True))
+    _write_checkpoint(run_file, json.dumps(identity, indent=2, sort_keys=True))
     return set()
 
 
-def _write_quickly(path: Path, text: str) -> None:
+def _write_checkpoint(path: Path, text: str) -> None:
     """Atomic against a killed process, without fsync: a checkpoint torn by a power cut fails to parse
     on resume and its mini-batch is scored again, so durability is not worth a disk flush per batch."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    atomic_write_text(path, text, durable=False)
 
 
 def _write_part(work: Path, index: int, scored: ScoredMiniBatch) -> None:
-    _write_quickly(_part_path(work, index), json.dumps(asdict(scored)))
+    _write_checkpoint(_part_path(work, index), json.dumps(asdict(scored)))
 
 
 def _read_part(path: Path, files: int) -> ScoredMiniBatch | None:
