@@ -96,6 +96,14 @@ class DeployedRun:
         return json.loads((self.run_dir / "run.json").read_text())
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The suite runs on two xdist workers (pyproject's addopts); the tests that build and run images
+    share one podman store, its image tags and its container names, so they all go to one worker."""
+    for item in items:
+        if item.get_closest_marker("container"):
+            item.add_marker(pytest.mark.xdist_group("containers"))
+
+
 @pytest.fixture(scope="session")
 def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> DeployedRun:
     """One small tracked pipeline run, ingest to a local deployment, shared by the tests that read a whole
