@@ -28,6 +28,9 @@ class _Stages(ModuleType):
         super().__setattr__(stage, function)
         return function
 
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *__all__})
+
     def __setattr__(self, name: str, value: Any) -> None:
         if not (name in __all__ and isinstance(value, ModuleType)):
             super().__setattr__(name, value)

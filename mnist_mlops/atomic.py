@@ -19,10 +19,12 @@ STAGED_FILE = ".tmp"
 STAGED_FOLDER = ".partial"
 RESTORING = ".restoring"
 DOWNLOADING = ".download"
-STAGING_SUFFIXES = (STAGED_FILE, STAGED_FOLDER, RESTORING, DOWNLOADING)
+REORDERING = ".reordered"
+STAGING_SUFFIXES = (STAGED_FILE, STAGED_FOLDER, RESTORING, DOWNLOADING, REORDERING)
 """How what is built beside its final name ends (`.<name>.<random><suffix>` or `.<name><suffix>`): a
 file or folder written here, a cached output placed in a run (`step_cache.link_copy`), a registry
-download (`registry.download_folder`). Nothing so named is ever a finished output."""
+download (`registry.download_folder`), an array file rewritten in another order (`npyfiles`). Nothing
+so named is ever a finished output."""
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False, durable: bool = True) -> None:

@@ -22,6 +22,8 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing
 
+from mnist_mlops.atomic import REORDERING
+
 GATHER_BYTES = 64 << 20
 """Bytes of rows gathered per block (64 MiB, about 85,000 MNIST rows): enough that the per-block overhead
 is negligible, whatever the row size, and a bounded amount of memory."""
@@ -135,7 +137,7 @@ def gathered_rows(path: Path, order: np.ndarray, *, block_bytes: int = GATHER_BY
 def reorder_rows(path: Path, order: np.ndarray) -> None:
     """Rewrite the .npy array at `path` with its rows in `order` (a permutation), in bounded memory."""
     path = Path(path)
-    staged = path.with_name(f".{path.name}.reordered")
+    staged = path.with_name(f".{path.name}{REORDERING}")
     with open(path, "rb") as handle:
         shape, _, dtype = _read_header(handle, path)
     try:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -147,13 +147,18 @@ class StepCache:
         atomic_write_text(self.root / f"{key}.json", json.dumps({"outputs": recorded}, indent=1))
 
     @contextmanager
-    def held_by(self, run: str) -> Iterator[str | None]:
+    def held_by(self, run: str, *, recover: Callable[[str], None] | None = None) -> Iterator[None]:
         """The cache's lock for the whole of `run`: a second run on the same runs folder waits, saying
         whose lock it waits for, then finds the first one's steps here (two at once would train the
-        same model twice and register it twice). The lock goes with its process, even a killed one.
-        Yields the id of a run that died holding it (killed: it never finished), or None."""
-        with held(self.root / LOCK_FILE, holder=f"run {run} (pid {os.getpid()})") as left:
-            yield left.split()[1] if left and left.startswith("run ") else None
+        same model twice and register it twice). The lock goes with its process, even a killed one;
+        `recover` first gets the id of a run that died holding it (`locks.held`)."""
+
+        def recovered(left: str) -> None:
+            if recover is not None and left.startswith("run "):  # "run <id> (pid <n>)"
+                recover(left.split()[1])
+
+        with held(self.root / LOCK_FILE, holder=f"run {run} (pid {os.getpid()})", recover=recovered):
+            yield
 
 
 def link_copy(source: Path, target: Path) -> None:

@@ -243,8 +243,9 @@ def end_interrupted(uri: str, experiment_id: str, run_id: str) -> None:
     from mnist_mlops.registry import client
 
     store = client(uri)
-    running = f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"
-    children = _logged(lambda: store.search_runs([experiment_id], filter_string=running))
+    children = _logged(
+        lambda: store.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    )
     for run in [*children, _logged(lambda: store.get_run(run_id))]:
         if run.info.status == "RUNNING":
             _logged(lambda run=run: store.set_terminated(run.info.run_id, "KILLED"))

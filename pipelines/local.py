@@ -36,7 +36,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,9 +90,7 @@ def run_pipeline_job(
     run_dir = runs_dir / run_id
     options = RunOptions(use_cache=use_cache, registry=registry, tracking=tracking)
     cache = StepCache(runs_dir / ".cache")
-    with cache.held_by(run_id) as interrupted:
-        if interrupted:
-            _close_interrupted(runs_dir / interrupted, run_id, options)
+    with _holding(cache, run_id, options):
         run_dir.mkdir(parents=True)
         return run_nodes(nodes_from_aml(job), run_dir, cache, options), run_dir
 
@@ -339,7 +337,8 @@ def _run_node(
         if runs is not None:
             runs.finish(node_run, succeeded=False)
         if code == DISK_FULL_EXIT_CODE:  # its log says which file, unless the log is on the full disk
-            reported = reported_full_file(log.read_text(errors="replace")) if log.is_file() else None
+            readable = options.isolation == "process" and log.is_file()  # a container's paths are its own
+            reported = reported_full_file(log.read_text(errors="replace")) if readable else None
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), reported or str(run_dir / node.name))
         return entry, None
     stored = cache.store(key, outputs)  # before the run's status: a store that is down loses no work
@@ -484,8 +483,8 @@ def _execute_in_process(
     goes to `log` (file descriptors 1 and 2 point there meanwhile; nodes run one at a time); the exit
     code is 0, 2 for bad input (`error: ...`), a SystemExit's own code, or 1 for a crash (its traceback);
     and a failed or interrupted step leaves none of the outputs it was to create. The executor is loaded
-    from its file: importing it as a module of the components package would import every component,
-    with mldesigner and azure-ai-ml (seconds)."""
+    from its file: importing it as a module of its component's package would import that component's
+    decorated function, with mldesigner and azure-ai-ml (seconds)."""
     import importlib.util
     import traceback
 
@@ -626,23 +625,43 @@ def _plain(value: Any) -> str | int | float | bool | None:
     return scrub(str(value))
 
 
+def _holding(cache: StepCache, run_id: str, options: RunOptions) -> AbstractContextManager[None]:
+    """The runs folder's lock for run `run_id`, an earlier run that died holding it closed first."""
+    return cache.held_by(
+        run_id, recover=lambda left: _close_interrupted(cache.root.parent / left, run_id, options)
+    )
+
+
 def _close_interrupted(run_dir: Path, found_by: str, options: RunOptions) -> None:
-    """A run that died holding the runs folder's lock (killed: it never finished) is recorded as failed
-    and its MLflow runs still RUNNING end as KILLED; otherwise its run.json and the MLflow UI would say
-    "running" for ever. Its tracking is ended when it tracked to this run's store."""
+    """A run that died holding the runs folder's lock (killed, or stopped by Ctrl-C) is recorded as
+    failed, finished when its record was last written, and its MLflow runs still RUNNING end as KILLED;
+    otherwise its run.json and the MLflow UI would say "running" for ever. Its MLflow runs are ended
+    only where this run tracks to the same store (a warning says when they are not); a run killed
+    before it wrote its record has none to close."""
     path = run_dir / "run.json"
-    if not path.is_file():  # killed before it wrote its record
+    if not path.is_file():
         return
     record = contracts.read_json(path, "run_record")
-    if record["status"] == "running":
-        record |= {"status": "failed", "outcome": f"interrupted before it finished; found by run {found_by}"}
-        _write_record(run_dir, record)
+    if record["status"] != "running":  # it finished, then died (or a lock file of an older version)
+        return
+    last_written = utc_iso(datetime.fromtimestamp(path.stat().st_mtime, UTC))
+    outcome = f"interrupted before it finished; found by run {found_by}"
+    _write_record(run_dir, record | {"status": "failed", "finished_at": last_written, "outcome": outcome})
+    print(f"warning: run {run_dir.name} was interrupted before it finished: recorded as failed", flush=True)
+    tracking = record.get("tracking")
+    if not tracking:
+        return
+    uri = registry_uri(options.registry)
+    if not options.tracking or tracking["uri"] != redact(uri):
         print(
-            f"warning: run {run_dir.name} was interrupted before it finished: recorded as failed", flush=True
+            f"warning: its MLflow run {tracking['run_id']} in {tracking['uri']} is left as it was", flush=True
         )
-    tracking = record["tracking"]
-    if tracking and options.tracking and tracking["uri"] == redact(uri := registry_uri(options.registry)):
-        end_interrupted(uri, tracking["experiment_id"], tracking["run_id"])
+        return
+    try:
+        with exclusive(uri):
+            end_interrupted(uri, tracking["experiment_id"], tracking["run_id"])
+    except UserInputError as error:  # the store is down or lost the run: this run goes on without it
+        print(f"warning: its MLflow runs were not ended: {error}", flush=True)
 
 
 def _write_record(run_dir: Path, record: dict) -> None:
@@ -860,9 +879,7 @@ def run_training_pipeline(
         verbose=verbose,
     )
     cache = StepCache(runs_dir / ".cache")
-    with cache.held_by(run_id) as interrupted:
-        if interrupted:
-            _close_interrupted(runs_dir / interrupted, run_id, options)
+    with _holding(cache, run_id, options):
         run_dir.mkdir(parents=True)
         print(f"run {run_id} in {run_dir}")
         return run_nodes(nodes, run_dir, cache, options)

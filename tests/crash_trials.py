@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +103,8 @@ class Workspace:
             entry.unlink()
         for name, content in kept.items():
             (cache / name).write_bytes(content)
-        used = len(list(self.registry.parent.glob(f"{self.registry.name}*")))
-        return Workspace.like(self.argv, self.runs, self.registry.with_name(f"{self.registry.name}.{used}"))
+        fresh = self.registry.with_name(f"{self.registry.name}.{uuid.uuid4().hex[:8]}")
+        return Workspace.like(self.argv, self.runs, fresh)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def kill_inside(
     def reached() -> bool:
         if not started.is_set() or after is None:
             return started.is_set()
-        run_dir = Path(lines[0].split(" in ", 1)[1].strip())  # "run <id> in <folder>"
+        run_dir = next(Path(line.split(" in ", 1)[1].strip()) for line in lines if line.startswith("run "))
         log = run_dir / node / "log.txt"
         return log.is_file() and after in log.read_text(errors="replace")
 

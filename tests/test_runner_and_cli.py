@@ -278,3 +278,53 @@ def test_a_local_in_process_step_gets_its_environment_and_log_and_leaves_the_run
     assert log.read_text() == "python sees r1\nwritten from C\n"
     assert capfd.readouterr() == ("", "")  # nothing reached the runner's console
     assert out.exists() == (code == 0)  # a failed step leaves none of its outputs
+
+
+def test_a_run_that_died_holding_the_runs_folder_is_closed_by_the_next(tmp_path, capsys):
+    """Its run.json says failed (when it was last written) and its MLflow parent and node runs end
+    KILLED; a run that finished, named in a lock file left by an older version, is left alone."""
+    from mnist_mlops.pipelines.local import RunOptions, _holding
+    from mnist_mlops.registry import client
+    from mnist_mlops.step_cache import StepCache
+    from mnist_mlops.tracking import PipelineRuns
+
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = PipelineRuns(registry, "mnist_mlops_training", "20261207-101010-killed", {})
+    node = runs.start_node("train", "mnist_mlops_train", "k" * 64)
+    killed, finished = (
+        tmp_path / "runs" / "20261207-101010-killed",
+        tmp_path / "runs" / "20261207-090909-done",
+    )
+    record = {
+        "schema_version": 1,
+        "pipeline": "mnist_mlops_training",
+        "started_at": "2026-12-07T10:10:10Z",
+        "finished_at": None,
+        "status": "running",
+        "nodes": [],
+        "lineage": {"dataset_version": None, "model_version": None, "deployed": False},
+        "outcome": "running",
+        "tracking": {"uri": registry, "experiment_id": runs.experiment_id, "run_id": runs.run_id},
+    }
+    for folder, status in ((killed, "running"), (finished, "succeeded")):
+        folder.mkdir(parents=True)
+        done = {"status": status, "finished_at": "2026-12-07T09:10:00Z", "outcome": "deployed"}
+        written = record | {"run_id": folder.name} | (done if status == "succeeded" else {})
+        (folder / "run.json").write_text(json.dumps(written))
+    lock = tmp_path / "runs" / ".cache" / ".lock"
+    lock.parent.mkdir()
+
+    options = RunOptions(registry=registry)
+    for left in (finished, killed):
+        lock.write_text(f"run {left.name} (pid 1)\n")
+        with _holding(StepCache(lock.parent), "20261207-111111-next", options):
+            assert lock.read_text() == f"run 20261207-111111-next (pid {os.getpid()})\n"
+        assert lock.read_text() == ""
+
+    assert json.loads((finished / "run.json").read_text())["status"] == "succeeded"
+    closed = contracts.read_json(killed / "run.json", "run_record")
+    assert closed["status"] == "failed" and closed["finished_at"]
+    assert closed["outcome"] == "interrupted before it finished; found by run 20261207-111111-next"
+    assert f"run {killed.name} was interrupted before it finished" in capsys.readouterr().out
+    store = client(registry)
+    assert {store.get_run(run_id).info.status for run_id in (runs.run_id, node)} == {"KILLED"}

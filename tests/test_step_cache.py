@@ -284,7 +284,10 @@ def test_a_run_killed_holding_the_cache_lock_is_named_to_the_next_and_only_to_it
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     assert subprocess.run([sys.executable, "-c", killed], check=False).returncode == -signal.SIGKILL
-    with StepCache(tmp_path).held_by("20261207-101011-next") as interrupted:
-        assert interrupted == "20261207-101010-killed"
-    with StepCache(tmp_path).held_by("20261207-101012-after") as interrupted:
-        assert interrupted is None  # the one before let go of it
+    found: list[str] = []
+    with StepCache(tmp_path).held_by("20261207-101011-next", recover=found.append):
+        assert found == ["20261207-101010-killed"]
+    with pytest.raises(RuntimeError), StepCache(tmp_path).held_by("20261207-101012-fails"):
+        raise RuntimeError("a run that fails lets go of the lock like one that succeeds")
+    with StepCache(tmp_path).held_by("20261207-101013-after", recover=found.append):
+        assert found == ["20261207-101010-killed"]  # the ones before let go of it

@@ -11,7 +11,8 @@ VERSION = "0.2.0"
 TAGS = {"stage": "batch_score", "project": "mnist-mlops", "framework": "mlflow"}
 ENVIRONMENT = "../environments/model/environment.yaml"
 CODE = "../.."
-"""Shared with the parallel component and its merge (`parallel.py`): the same stage, image and code."""
+# TAGS, ENVIRONMENT and CODE: shared with the parallel component and its merge (`parallel.py`), the same
+# stage, image and code.
 
 
 @command_component(

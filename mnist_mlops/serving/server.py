@@ -201,7 +201,8 @@ def wait_until_healthy(server: RunningServer, startup_seconds: float) -> None:
             pass
         time.sleep(0.2)
     raise UserInputError(
-        f"the scoring server did not become healthy in {startup_seconds:.0f} s ({server.log_path})"
+        f"the scoring server did not become healthy in {startup_seconds:.0f} s; its log ({server.log_path})"
+        f" ends with:\n{server.log_tail()}"
     )
 
 
