@@ -108,11 +108,11 @@ class RunOptions:
     """Nodes' whole output on the console too, not only their progress (all of it is in their log.txt)."""
 
 
-def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions) -> int:
-    """Run `nodes` in order through the cache; print progress and a summary; write run.json."""
-    record = {
+def new_run_record(run_id: str) -> dict[str, Any]:
+    """The record of run `run_id` as it starts: running, no node done, not tracked yet."""
+    return {
         "schema_version": 1,
-        "run_id": run_dir.name,
+        "run_id": run_id,
         "pipeline": PIPELINE,
         "started_at": utc_iso(datetime.now(UTC)),
         "finished_at": None,
@@ -122,6 +122,11 @@ def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOp
         "outcome": "running",
         "tracking": None,
     }
+
+
+def run_nodes(nodes: list[Node], run_dir: Path, cache: StepCache, options: RunOptions) -> int:
+    """Run `nodes` in order through the cache; print progress and a summary; write run.json."""
+    record = new_run_record(run_dir.name)
     runs = _pipeline_runs(options, run_dir)
     if runs is not None:
         record["tracking"] = {

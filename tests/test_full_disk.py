@@ -17,7 +17,7 @@ import pytest
 
 from mnist_mlops.atomic import STAGING_SUFFIXES
 from mnist_mlops.errors import DISK_FULL_LINE, reported_full_file
-from mnist_mlops.pipelines.local import _mount_point, _stop_on_full_disk
+from mnist_mlops.pipelines.local import _mount_point, _stop_on_full_disk, new_run_record
 from mnist_mlops.step_cache import StepCache
 from tests.crash_trials import Workspace, model_weights
 
@@ -88,18 +88,7 @@ def test_the_disk_named_is_the_one_the_write_failed_on_not_always_the_runs_folde
         pytest.skip(f"{OTHER_DISK} is not a disk of its own here")
     run_dir = tmp_path / "runs" / "20261207-101010-abcdef"
     run_dir.mkdir(parents=True)
-    record = {
-        "schema_version": 1,
-        "run_id": run_dir.name,
-        "pipeline": "mnist_mlops_training",
-        "started_at": "2026-12-07T10:10:10Z",
-        "finished_at": None,
-        "status": "running",
-        "nodes": [],
-        "lineage": {"dataset_version": None, "model_version": None, "deployed": False},
-        "outcome": "running",
-        "tracking": None,
-    }
+    record = new_run_record(run_dir.name)
     elsewhere = OSError(errno.ENOSPC, "No space left on device", str(OTHER_DISK / "gone" / "model.onnx"))
     assert _stop_on_full_disk(run_dir, record, None, "node register", elsewhere) == 1
     line = capsys.readouterr().err.strip()

@@ -283,7 +283,7 @@ def test_a_local_in_process_step_gets_its_environment_and_log_and_leaves_the_run
 def test_a_run_that_died_holding_the_runs_folder_is_closed_by_the_next(tmp_path, capsys):
     """Its run.json says failed (when it was last written) and its MLflow parent and node runs end
     KILLED; a run that finished, named in a lock file left by an older version, is left alone."""
-    from mnist_mlops.pipelines.local import RunOptions, _holding
+    from mnist_mlops.pipelines.local import RunOptions, _holding, new_run_record
     from mnist_mlops.registry import client
     from mnist_mlops.step_cache import StepCache
     from mnist_mlops.tracking import PipelineRuns
@@ -295,21 +295,13 @@ def test_a_run_that_died_holding_the_runs_folder_is_closed_by_the_next(tmp_path,
         tmp_path / "runs" / "20261207-101010-killed",
         tmp_path / "runs" / "20261207-090909-done",
     )
-    record = {
-        "schema_version": 1,
-        "pipeline": "mnist_mlops_training",
-        "started_at": "2026-12-07T10:10:10Z",
-        "finished_at": None,
-        "status": "running",
-        "nodes": [],
-        "lineage": {"dataset_version": None, "model_version": None, "deployed": False},
-        "outcome": "running",
-        "tracking": {"uri": registry, "experiment_id": runs.experiment_id, "run_id": runs.run_id},
-    }
+    tracking = {"uri": registry, "experiment_id": runs.experiment_id, "run_id": runs.run_id}
     for folder, status in ((killed, "running"), (finished, "succeeded")):
         folder.mkdir(parents=True)
         done = {"status": status, "finished_at": "2026-12-07T09:10:00Z", "outcome": "deployed"}
-        written = record | {"run_id": folder.name} | (done if status == "succeeded" else {})
+        written = (
+            new_run_record(folder.name) | {"tracking": tracking} | (done if status == "succeeded" else {})
+        )
         (folder / "run.json").write_text(json.dumps(written))
     lock = tmp_path / "runs" / ".cache" / ".lock"
     lock.parent.mkdir()
