@@ -197,14 +197,15 @@ def _report_command(args: argparse.Namespace) -> int:
 def _serve_command(args: argparse.Namespace) -> int:
     from mnist_mlops.deployments import ensure_key, key_path, request_log_dir
     from mnist_mlops.registry import registry_uri
-    from mnist_mlops.serving.scorer import RegistryModels
+    from mnist_mlops.serving.fetch import fetch_in_child
+    from mnist_mlops.serving.scorer import parse_model_uri
     from mnist_mlops.serving.server import main as run_server
     from mnist_mlops.serving.server import server_environment
 
     uri = registry_uri(args.registry)
-    models = RegistryModels(args.model, uri)
-    version = models.resolve()
-    key_file = Path(args.key_file) if args.key_file else ensure_key(key_path(uri, models.name))
+    name, _, alias = parse_model_uri(args.model)
+    version = fetch_in_child(args.model, uri)  # this process becomes the server's master: no MLflow in it
+    key_file = Path(args.key_file) if args.key_file else ensure_key(key_path(uri, name))
     os.environ.update(
         server_environment(
             args.model,
@@ -213,14 +214,14 @@ def _serve_command(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             max_body_bytes=args.max_body_bytes,
             poll_seconds=args.poll_seconds,
-            request_log=Path(args.request_log) if args.request_log else request_log_dir(uri, models.name),
+            request_log=Path(args.request_log) if args.request_log else request_log_dir(uri, name),
             max_queue=args.max_queue,
         )
     )
-    follows = f", following @{models.alias}" if models.alias else ""
-    print(f"serving {models.name} v{version}{follows} at http://127.0.0.1:{args.port}/score", flush=True)
+    follows = f", following @{alias}" if alias else ""
+    print(f"serving {name} v{version}{follows} at http://127.0.0.1:{args.port}/score", flush=True)
     print(f"bearer key: {key_file}", flush=True)
-    print(f"request log: {args.request_log or request_log_dir(uri, models.name)}", flush=True)
+    print(f"request log: {args.request_log or request_log_dir(uri, name)}", flush=True)
     run_server(["--port", str(args.port), "--workers", str(args.workers)])
     return 0
 

@@ -1,8 +1,9 @@
 """The scoring server's request path: faster ways to the same answers.
 
-One PNG is unfiltered by Pillow, JSON is parsed by orjson, request records are written by a background
-thread and the server logs at WARNING. Each is checked against the way it replaced: the same pixels and
-the same refusals as `decode_pngs`, the same parse as the standard library, every record on disk.
+One PNG is unfiltered by Pillow, a plain pixel array is read from the JSON text with numpy, other JSON
+is parsed by orjson, request records are written by a background thread and the server logs at
+WARNING. Each is checked against the way it replaced: the same pixels and the same refusals as
+`decode_pngs`, the same parse as the standard library, every record on disk.
 """
 
 from __future__ import annotations
@@ -231,6 +232,50 @@ def test_json_bodies_parse_as_the_standard_library_parses_them(kind, monkeypatch
         assert same(fast, json_outcome(body))
 
 
+def pixel_bodies() -> dict[str, tuple[bytes, bool]]:
+    """JSON pixel bodies: (body, whether it is plainly a pixel array the text reader takes)."""
+    digits, _ = digit_images(1, seed=6)
+    four = digits[:4].astype(int).tolist()
+    plain = json.dumps({"instances": four}).encode()
+    compact = json.dumps({"instances": four}, separators=(",", ":")).encode()
+    zeros = json.dumps({"instances": np.zeros((1, *MNIST_IMAGE_SHAPE), int).tolist()}, separators=(",", ":"))
+    return {
+        "json.dumps spacing": (plain, True),
+        "compact": (compact, True),
+        "rows on lines": (compact.replace(b"],[", b"],\r\n\t ["), True),
+        "channel axis": (json.dumps({"instances": digits[:2, ..., None].tolist()}).encode(), True),
+        "one image": (json.dumps({"instances": four[:1]}).encode(), True),
+        "space before a comma": (plain.replace(b", ", b" ,", 1), False),
+        "two numbers in one element": (zeros.replace("[0,0,", "[0 0,,", 1).encode(), False),
+        "leading zero": (zeros.replace("[0,0,", "[00,0,", 1).encode(), False),
+        "256": (zeros.replace("[0,0,", "[256,0,", 1).encode(), False),
+        "1000": (zeros.replace("[0,0,", "[1000,0,", 1).encode(), False),
+        "negative": (zeros.replace("[0,0,", "[-1,0,", 1).encode(), False),
+        "float": (zeros.replace("[0,0,", "[1.0,0,", 1).encode(), False),
+        "trailing comma": (zeros.replace("0]]]", "0,]]]", 1).encode(), False),
+        "a row short": (zeros.replace("[0,0,", "[0,", 1).encode(), False),
+        "one level deeper": (zeros.replace("[[[", "[[[[", 1).replace("]]]", "]]]]", 1).encode(), False),
+        "too many images": (json.dumps({"instances": digits[:9].astype(int).tolist()}).encode(), False),
+        "empty": (b'{"instances": []}', False),
+        "key with a space": (plain.replace(b'"instances"', b'" instances"'), False),
+        "escaped key": (plain.replace(b'"instances"', b'"\\u0069nstances"'), False),
+        "schema version": (json.dumps({"schema_version": 1, "instances": four[:1]}).encode(), False),
+        "two documents": (plain + b" " + plain, False),
+    }
+
+
+@pytest.mark.parametrize("kind", list(pixel_bodies()))
+def test_pixel_arrays_read_from_the_text_get_the_json_parser_s_answer(kind, monkeypatch):
+    body, plain = pixel_bodies()[kind]
+    limits = Limits(max_batch=8)
+    assert (payloads._plain_pixels(body, limits, MNIST_IMAGE_SHAPE) is not None) == plain
+    fast = json_outcome(body)
+    with monkeypatch.context() as patched:  # the standard library alone, as before the text reader
+        patched.setattr(payloads, "_plain_pixels", lambda *_: None)
+        patched.setattr(payloads.orjson, "loads", payloads._parse_json)
+        assert same(fast, json_outcome(body))
+
+
 def submitted(log: RequestLog, count: int, tag: str = "r") -> list[str]:
     """`count` records submitted to `log`; their request ids."""
     ids = [f"{tag}-{index}" for index in range(count)]
@@ -314,7 +359,7 @@ def test_a_record_that_cannot_be_written_is_reported_counted_and_the_writer_goes
     log.path.mkdir()  # the log file's name is taken: opening it fails
     submitted(log, 1, "lost")
     log.flush()
-    assert "a record was not written" in capfd.readouterr().err
+    assert "could not write 1 record(s)" in capfd.readouterr().err
     assert log.dropped == 1
     log.path.rmdir()
     submitted(log, 2, "kept")

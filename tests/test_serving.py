@@ -312,15 +312,12 @@ def test_registry_references_parse():
 
 class SwappedVersions:
     """An alias that points at version "8", a colour model, once the server follows it (the registry
-    part of `RegistryModels`, which the slow deploy tests exercise for real)."""
+    part of `ServedReference`, which the slow deploy tests exercise for real)."""
 
     name = "mnist-mlops"
 
-    def resolve(self) -> str:
-        return "8"
-
-    def load(self, version: str) -> LoadedModel:
-        return LoadedModel(self.name, version, tint_model, TINTS)
+    def newer(self, current: str) -> LoadedModel | None:
+        return LoadedModel(self.name, "8", tint_model, TINTS) if current != "8" else None
 
 
 def test_after_following_an_alias_to_another_shape_requests_are_parsed_for_the_new_model(scorer):

@@ -17,8 +17,8 @@ from mnist_mlops.serving.request_log import RequestLog
 from mnist_mlops.serving.scorer import (
     DEFAULT_MAX_QUEUE,
     AdmissionGate,
-    RegistryModels,
     Scorer,
+    ServedReference,
     load_directory_model,
 )
 
@@ -71,10 +71,8 @@ def scorer_from_environment() -> Scorer:
     if os.environ.get(MODEL_URI):
         from mnist_mlops.registry import registry_uri
 
-        models = RegistryModels(os.environ[MODEL_URI], registry_uri(os.environ.get(REGISTRY)))
-        scorer = Scorer(
-            models.load(models.resolve()), key=key, limits=limits, request_log=request_log, gate=gate
-        )
+        models = ServedReference(os.environ[MODEL_URI], registry_uri(os.environ.get(REGISTRY)))
+        scorer = Scorer(models.load_current(), key=key, limits=limits, request_log=request_log, gate=gate)
         if models.alias:
             scorer.follow(models, _positive(POLL_SECONDS, DEFAULT_POLL_SECONDS, float))
     elif os.environ.get("AZUREML_MODEL_DIR"):

@@ -29,6 +29,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,9 @@ def parse_request(
             415,
             f"unsupported Content-Type ({shown}): send application/json (instances or images) or image/png",
         )
+    plain = _plain_pixels(body, limits, image_shape)
+    if plain is not None:
+        return plain
     try:
         return _json_images(orjson.loads(body), body, limits, image_shape)
     except (orjson.JSONDecodeError, BadRequest):
@@ -132,6 +136,60 @@ def _json_images(document: object, body: bytes, limits: Limits, image_shape: tup
     if b"true" in body or b"false" in body:  # JSON booleans would silently become pixels 1 and 0
         raise BadRequest(400, "instances: pixel values must be integers 0..255, not booleans")
     return _pixels(batch, image_shape)
+
+
+JSON_SPACE = b" \t\r\n"
+PLAIN_PREFIX = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"instances"[ \t\r\n]*:[ \t\r\n]*\Z')
+PLAIN_SUFFIX = re.compile(rb"[ \t\r\n]*\}[ \t\r\n]*\Z")
+DIGITS_AND_SPACES = bytes.maketrans(b"0123456789" + JSON_SPACE, b"d" * 10 + b" " * len(JSON_SPACE))
+
+
+def _plain_pixels(body: bytes, limits: Limits, image_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The images of the commonest JSON body, ``{"instances": [[[0, 12, ...], ...], ...]}`` holding
+    integers 0..255 in the model's layout, read from its text with numpy (a fraction of the time of
+    parsing it and converting the lists); None for any other body, which the JSON parser then answers.
+
+    The body is taken only when it is provably that JSON: nothing but the one key around the array;
+    the array made only of digits, commas, brackets and JSON whitespace, with no whitespace after a
+    number; as many numbers (runs of digits) as an (N, *image_shape) array has values (N x H x W x 1
+    too, for a grayscale model) and exactly its brackets and commas, so every element is one number;
+    no number with a leading zero; none over 255."""
+    start, end = body.find(b"["), body.rfind(b"]") + 1
+    if start < 0 or not PLAIN_PREFIX.match(body, 0, start) or not PLAIN_SUFFIX.match(body, end):
+        return None
+    text = body[start:end]
+    if b"d " in text.translate(DIGITS_AND_SPACES):  # whitespace after a number: "1 2" would read as 12
+        return None
+    compact = text.translate(None, JSON_SPACE)
+    if compact.translate(None, b"0123456789,[]"):
+        return None
+    codes = np.frombuffer(compact, np.uint8)
+    edges = np.flatnonzero(np.diff(((codes - np.uint8(ord("0"))) < 10).view(np.int8)))
+    starts, ends = edges[0::2] + 1, edges[1::2]  # the text starts with "[" and ends with "]"
+    per_image = math.prod(image_shape)
+    count = len(starts) // per_image
+    if not 0 < count <= limits.max_batch or count * per_image != len(starts):
+        return None
+    skeleton = compact.translate(None, b"0123456789")
+    layouts = [image_shape, (*image_shape, 1)] if len(image_shape) == 2 else [image_shape]
+    if not any(skeleton == _array_skeleton((count, *layout)) for layout in layouts):
+        return None
+    lengths = ends - starts + 1
+    if lengths.max() > 3 or np.any((codes[starts] == ord("0")) & (lengths > 1)):
+        return None
+    digits = codes.astype(np.int16) - ord("0")
+    values = digits[ends] + 10 * digits[ends - 1] * (lengths > 1) + 100 * digits[ends - 2] * (lengths > 2)
+    if values.max() > 255:
+        return None
+    return values.astype(np.uint8).reshape(count, *image_shape)
+
+
+def _array_skeleton(shape: tuple[int, ...]) -> bytes:
+    """The brackets and commas of a JSON array of `shape`, without its numbers."""
+    skeleton = b""
+    for size in reversed(shape):
+        skeleton = b"[" + b",".join([skeleton] * size) + b"]"
+    return skeleton
 
 
 def _parse_json(body: bytes) -> object:

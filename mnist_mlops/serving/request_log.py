@@ -19,13 +19,13 @@ import contextlib
 import hashlib
 import json
 import os
-import queue
 import re
 import sys
 import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import orjson
 
 from mnist_mlops import contracts
 from mnist_mlops.errors import ContractError
@@ -58,6 +59,8 @@ def new_request_id() -> str:
 QUEUE_LIMIT = 4096
 """Records waiting for a log's writer thread; a longer burst makes `submit` wait, never drops one. It
 also bounds what a worker killed outright can lose (see `RequestLog`)."""
+WRITE_INTERVAL_SECONDS = 0.05
+"""How often a log's writer wakes to write the records submitted meanwhile."""
 
 _START_LOCK = threading.Lock()
 """Held while a log starts or stops its writer thread."""
@@ -85,17 +88,19 @@ class _Pending:
 class RequestLog:
     """The request records of one folder, written by one background thread per process.
 
-    `submit` (the server's path) only queues a record, so an answer never waits for the disk; the
-    writer keeps the file open, appends each record with one unbuffered write (it is in the file
-    within moments of its answer, and a process forked meanwhile holds no copy of it to write again)
-    and rotates the file as described above. `record` writes and waits; `flush` waits for everything
-    submitted so far; `close` writes what is queued, ends the thread and closes the file. A full queue
-    makes the caller wait, every live log is closed when the process exits normally (a server stopped
-    by SIGTERM included), and flushed before this process reads a log (`read_records`, `find_records`,
-    `log_state`). A process killed outright (SIGKILL, the OOM killer, gunicorn's worker timeout) loses
-    the records it answered but had not yet written: those of the last few milliseconds while the disk
-    keeps up, at most QUEUE_LIMIT. A record the writer cannot write is reported on stderr and counted
-    in `dropped`, so a gap in the log can be told from a quiet server.
+    `submit` (the server's path) only appends a record to a list in memory, so an answer never waits
+    for the disk or for another thread: the writer wakes every WRITE_INTERVAL_SECONDS, formats what was
+    submitted meanwhile and appends it with one unbuffered write (a process forked meanwhile holds no
+    copy of it to write again). Waking the writer for each record cost a single-image request more
+    than its model call (two threads trading the interpreter lock per request). The writer keeps the
+    file open and rotates it as described above. `record` writes and waits; `flush` waits for
+    everything submitted so far; `close` writes what is queued, ends the thread and closes the file.
+    More than QUEUE_LIMIT records waiting make the caller wait, every live log is closed when the
+    process exits normally (a server stopped by SIGTERM included), and flushed before this process
+    reads a log (`read_records`, `find_records`, `log_state`). A process killed outright (SIGKILL, the
+    OOM killer, gunicorn's worker timeout) loses the records it answered but had not yet written: those
+    of the last WRITE_INTERVAL_SECONDS, at most QUEUE_LIMIT. A record the writer cannot write is reported
+    on stderr and counted in `dropped`, so a gap in the log can be told from a quiet server.
     """
 
     def __init__(self, folder: Path, *, max_bytes: int = 10 * 1024 * 1024, keep: int = 5) -> None:
@@ -103,9 +108,13 @@ class RequestLog:
         self.max_bytes = max_bytes
         self.keep = keep
         folder.mkdir(parents=True, exist_ok=True)
-        self._queue: queue.Queue[_Pending | None] | None = None  # None: no writer running
-        self._thread: threading.Thread | None = None
-        self._writer_pid: int | None = None  # the process `_queue`, `_handle` and `_dropped` belong to
+        self._pending: deque[_Pending] = deque()
+        self._thread: threading.Thread | None = None  # None: no writer running
+        self._writer_pid: int | None = None  # the process the writer, `_handle` and `_dropped` belong to
+        self._wake = threading.Event()
+        self._progress = threading.Condition()  # notified after each of the writer's rounds
+        self._rounds = 0
+        self._stopping = False
         self._handle: BinaryIO | None = None
         self._size = 0
         self._dropped = 0
@@ -153,68 +162,88 @@ class RequestLog:
             "client_request_id": client_request_id,
         }
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        self._writer_queue().put(_Pending(time.time(), latency_ms, fields))
+        self._start_writer()
+        if len(self._pending) >= QUEUE_LIMIT:
+            self._wake.set()
+            with self._progress:
+                self._progress.wait_for(lambda: len(self._pending) < QUEUE_LIMIT or self._thread is None)
+        self._pending.append(_Pending(time.time(), latency_ms, fields))
 
     def flush(self) -> None:
         """Wait until every record this process submitted is in the file."""
-        pending = self._queue
-        if pending is not None and self._writer_pid == os.getpid():
-            pending.join()
+        if self._thread is None or self._writer_pid != os.getpid():
+            return
+        with self._progress:
+            # the round under way may have taken the list before the last record came: wait for the next
+            target = self._rounds + 2
+            self._wake.set()
+            self._progress.wait_for(lambda: self._rounds >= target or self._thread is None)
 
     def close(self) -> None:
         """Write every record this process submitted, end its writer thread and close the file; a later
         `submit` starts them again. For teardown: a record submitted while `close` runs may be lost."""
         with _START_LOCK:  # held until the thread ends, so a new writer never shares the file with it
-            pending, thread = self._queue, self._thread
-            if pending is None or thread is None or self._writer_pid != os.getpid():
+            thread = self._thread
+            if thread is None or self._writer_pid != os.getpid():
                 return
-            self._queue = self._thread = None
-            pending.put(None)
+            self._stopping = True
+            self._wake.set()
             thread.join()
+            self._thread = None
+            self._stopping = False
 
-    def _writer_queue(self) -> queue.Queue[_Pending | None]:
-        """This process's queue; the first record in a process (the server's worker, also after a
-        fork from a preloading master) or after `close` starts a writer thread."""
-        pending = self._queue
-        if pending is not None and self._writer_pid == os.getpid():
-            return pending
+    def _start_writer(self) -> None:
+        """Start this process's writer with its first record: the server's worker, also after a fork
+        from a preloading master (the parent's list, file and count are not the child's), or after
+        `close`."""
+        if self._thread is not None and self._writer_pid == os.getpid():
+            return
         with _START_LOCK:
-            if self._writer_pid != os.getpid():  # a forked child: the parent's file and count are not ours
-                self._close_file()
-                self._dropped = 0
-                self._queue = None
+            if self._writer_pid != os.getpid():
+                self._close_file()  # the child's copy of the parent's descriptor
+                self._pending = deque()
+                self._progress = threading.Condition()
+                self._wake = threading.Event()
+                self._rounds = self._dropped = 0
+                self._thread = None
                 self._writer_pid = os.getpid()
-            if self._queue is None:
-                self._queue = queue.Queue(maxsize=QUEUE_LIMIT)
-                self._thread = threading.Thread(
-                    target=self._write_queued, args=(self._queue,), name="request-log", daemon=True
-                )
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._write_pending, name="request-log", daemon=True)
                 self._thread.start()
-            return self._queue
 
-    def _write_queued(self, pending: queue.Queue[_Pending | None]) -> None:
-        """The writer thread: append each queued record until `close` queues None."""
-        while (item := pending.get()) is not None:
-            try:
-                self._append(_line(item))
-            except Exception as error:  # the server keeps answering; say loudly what was not recorded
-                self._dropped += 1
-                print(
-                    f"request log {self.path}: a record was not written ({error});"
-                    f" {self._dropped} lost in this process",
-                    file=sys.stderr,
-                )
+    def _write_pending(self) -> None:
+        """The writer thread: every WRITE_INTERVAL_SECONDS (or when woken), append what is pending."""
+        while True:
+            self._wake.wait(WRITE_INTERVAL_SECONDS)
+            self._wake.clear()
+            stopping = self._stopping
+            batch = [self._pending.popleft() for _ in range(len(self._pending))]
+            if batch:
+                self._append_batch(batch)
+            with self._progress:
+                self._rounds += 1
+                self._progress.notify_all()
+            if stopping and not self._pending:
                 self._close_file()
-            finally:
-                pending.task_done()
-        self._close_file()
-        pending.task_done()
+                return
 
-    def _append(self, line: bytes) -> None:
+    def _append_batch(self, batch: list[_Pending]) -> None:
+        try:
+            self._append(b"".join(_line(pending) for pending in batch))
+        except Exception as error:  # the server keeps answering; say loudly what was not recorded
+            self._dropped += len(batch)
+            print(
+                f"request log {self.path}: could not write {len(batch)} record(s) ({error});"
+                f" {self._dropped} lost in this process",
+                file=sys.stderr,
+            )
+            self._close_file()
+
+    def _append(self, lines: bytes) -> None:
         path = self.path
         if self._handle is None and path.exists():
             self._size = path.stat().st_size
-        if (self._handle is not None or path.exists()) and self._size + len(line) > self.max_bytes:
+        if (self._handle is not None or path.exists()) and self._size + len(lines) > self.max_bytes:
             self._close_file()
             with contextlib.suppress(FileNotFoundError):  # renamed or removed by someone else meanwhile
                 path.rename(path.with_name(f"{path.stem}.{time.time_ns()}.jsonl"))
@@ -224,8 +253,8 @@ class RequestLog:
         if self._handle is None:
             self._handle = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across records
             self._size = self._handle.tell()
-        self._handle.write(line)
-        self._size += len(line)
+        self._handle.write(lines)
+        self._size += len(lines)
 
     def _close_file(self) -> None:
         if self._handle is not None:
@@ -266,7 +295,7 @@ def _line(pending: _Pending) -> bytes:
                 strict=True,
             )
         ]
-    return (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+    return orjson.dumps(entry) + b"\n"
 
 
 _LIVE_LOGS: weakref.WeakSet[RequestLog] = weakref.WeakSet()

@@ -1,0 +1,117 @@
+"""A server's worker serves a registry reference without MLflow in its memory: a child process resolves
+and downloads each version (`mnist_mlops.serving.fetch`), and a probe notices an alias that moved
+(`mnist_mlops.serving.pointer_probe`), on an embedded SQLite registry and a real `mlflow server`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlops.errors import UserInputError
+from mnist_mlops.registry import READY_TAG, client
+from mnist_mlops.serving import config
+from mnist_mlops.serving.fetch import fetch_in_child
+from mnist_mlops.serving.pointer_probe import pointer_probe
+from mnist_mlops.serving.scorer import ServedReference
+from tests.test_onnx_runtime import softmax_model_folder
+
+NAME = "softmax"
+
+
+def registered_versions(registry: str, root: Path, count: int, *, ready: bool = True) -> None:
+    """`count` versions of a tiny ONNX-exported model in `registry`, `production` on version 1."""
+    registry_client = client(registry)
+    registry_client.create_registered_model(NAME)
+    for number in range(1, count + 1):
+        folder = softmax_model_folder(root / f"v{number}")
+        version = registry_client.create_model_version(NAME, source=str(folder)).version
+        if ready:
+            registry_client.set_model_version_tag(NAME, version, READY_TAG, "ready")
+    registry_client.set_registered_model_alias(NAME, "production", "1")
+
+
+@pytest.fixture
+def sqlite_registry(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_a_worker_loads_an_alias_without_mlflow_in_its_memory(tmp_path, sqlite_registry):
+    registered_versions(sqlite_registry, tmp_path, 1)
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from mnist_mlops.serving.config import scorer_from_environment
+        scorer = scorer_from_environment()
+        answer = scorer.model.predict(np.array([[[0, 0, 9], [0, 0, 0]]], dtype=np.uint8))
+        print(scorer.model.version, scorer.model.runtime, int(answer.argmax()), "mlflow" in sys.modules)
+        """
+    )
+    environment = {
+        **os.environ,
+        config.MODEL_URI: f"models:/{NAME}@production",
+        config.REGISTRY: sqlite_registry,
+        config.POLL_SECONDS: "60",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "onnxruntime", "2", "False"]
+
+
+def test_a_moved_alias_is_loaded_once_and_a_still_one_costs_no_resolution(tmp_path, sqlite_registry):
+    registered_versions(sqlite_registry, tmp_path, 2)
+    served = ServedReference(f"models:/{NAME}@production", sqlite_registry)
+    assert served.load_current().version == "1"
+    assert served.newer("1") is None  # the probe saw nothing move: no child process
+    client(sqlite_registry).set_registered_model_alias(NAME, "production", "2")
+    moved = served.newer("1")
+    assert moved is not None and moved.version == "2"
+    assert moved.predict(np.zeros((1, 2, 3), np.uint8)).shape == (1, 6)
+    assert served.newer("2") is None
+
+
+def test_a_version_that_is_not_ready_or_not_there_is_a_clear_error(tmp_path, sqlite_registry):
+    registered_versions(sqlite_registry, tmp_path, 1, ready=False)
+    with pytest.raises(UserInputError, match="not ready"):
+        fetch_in_child(f"models:/{NAME}@production", sqlite_registry, tmp_path / "into")
+    assert not (tmp_path / "into").exists()
+    with pytest.raises(UserInputError, match="names no version"):
+        fetch_in_child(f"models:/{NAME}@staging", sqlite_registry)
+
+
+def test_a_fetched_version_is_the_registered_folder(tmp_path, sqlite_registry):
+    registered_versions(sqlite_registry, tmp_path, 1)
+    assert fetch_in_child(f"models:/{NAME}/1", sqlite_registry, tmp_path / "into") == "1"
+    assert sorted(path.name for path in (tmp_path / "into").iterdir()) == ["MLmodel", "scoring"]
+
+
+@pytest.mark.parametrize("store", ["sqlite", "server"])
+def test_the_probe_changes_exactly_when_the_alias_moves(tmp_path, request, store):
+    registry = request.getfixturevalue("sqlite_registry" if store == "sqlite" else "mlflow_server")
+    registry_client = client(registry)
+    registry_client.create_registered_model(f"{NAME}-{store}")
+    for _ in range(2):
+        registry_client.create_model_version(f"{NAME}-{store}", source="s3://bucket/model")  # never read
+    probe = pointer_probe(registry, f"{NAME}-{store}", "production")
+    nothing = probe()
+    registry_client.set_registered_model_alias(f"{NAME}-{store}", "production", "1")
+    first = probe()
+    assert first != nothing and probe() == first
+    registry_client.set_model_version_tag(f"{NAME}-{store}", "2", "note", "unrelated")
+    assert probe() == first
+    registry_client.set_registered_model_alias(f"{NAME}-{store}", "production", "2")
+    assert probe() not in (first, nothing)
+
+
+def test_a_store_that_cannot_be_read_is_an_answer_not_an_error(tmp_path):
+    assert pointer_probe("http://127.0.0.1:9", NAME, "production")() == ("unreadable", "URLError")
+    assert pointer_probe(f"sqlite:///{tmp_path / 'missing.db'}", NAME, "production")()[0] == "unreadable"
+    assert pointer_probe("azureml://somewhere", NAME, "production") is None
