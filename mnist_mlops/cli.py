@@ -461,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     serve.add_argument("--max-batch", type=int, help="most images per request (default 256)")
     serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 4 MiB)")
-    serve.add_argument("--poll-seconds", type=float, help="how often an alias is re-resolved (default 2)")
+    serve.add_argument(
+        "--poll-seconds", type=float, help="how often the server checks where an alias points (default 2)"
+    )
     serve.add_argument(
         "--request-log", help="folder for per-request monitoring records (default: beside the registry)"
     )

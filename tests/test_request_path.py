@@ -13,6 +13,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -261,6 +262,9 @@ def pixel_bodies() -> dict[str, tuple[bytes, bool]]:
         "escaped key": (plain.replace(b'"instances"', b'"\\u0069nstances"'), False),
         "schema version": (json.dumps({"schema_version": 1, "instances": four[:1]}).encode(), False),
         "two documents": (plain + b" " + plain, False),
+        "a number after an inner array": (b'{"instances":[[[1,2]3,[4,]]]}', False),
+        "a number before an inner array": (b'{"instances":[[7[1,],[2,3]]]}', False),
+        "a number moved out of a row": (zeros.replace("0],[0", "]0,[0", 1).encode(), False),
     }
 
 
@@ -352,6 +356,26 @@ def test_a_forked_worker_writes_its_own_file_with_its_own_writer(tmp_path):
         f"requests-{os.getpid()}.jsonl": ["parent-0"],
         f"requests-{child.pid}.jsonl": [f"child-{index}" for index in range(5)],
     }
+
+
+def test_a_worker_forked_while_its_parent_closes_the_log_still_writes(tmp_path, monkeypatch):
+    log = RequestLog(tmp_path / "requests")
+    slow = log._append_batch
+    monkeypatch.setattr(log, "_append_batch", lambda batch: (time.sleep(0.5), slow(batch)))
+    submitted(log, 1, "parent")
+    closing = threading.Thread(target=log.close)
+    closing.start()
+    time.sleep(0.1)  # the parent is inside close(), its writer stopping
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        signal.alarm(20)  # a writer that never writes would make flush wait for good: end it
+        log._append_batch = slow
+        submitted(log, 3, "child")
+        log.flush()
+        os._exit(0 if logged_ids(log.path) == ["child-0", "child-1", "child-2"] else 1)
+    closing.join()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_record_that_cannot_be_written_is_reported_counted_and_the_writer_goes_on(tmp_path, capfd):

@@ -15,7 +15,7 @@ import pytest
 
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.registry import READY_TAG, client
-from mnist_mlops.serving import config
+from mnist_mlops.serving import config, fetch, scorer
 from mnist_mlops.serving.fetch import fetch_in_child
 from mnist_mlops.serving.pointer_probe import pointer_probe
 from mnist_mlops.serving.scorer import ServedReference
@@ -66,16 +66,32 @@ def test_a_worker_loads_an_alias_without_mlflow_in_its_memory(tmp_path, sqlite_r
     assert done.stdout.split() == ["1", "onnxruntime", "2", "False"]
 
 
-def test_a_moved_alias_is_loaded_once_and_a_still_one_costs_no_resolution(tmp_path, sqlite_registry):
+def counted_fetches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The references fetched by child processes from now on."""
+    fetched: list[str] = []
+    real = fetch.fetch_in_child
+
+    def counted(model_uri: str, *arguments: object) -> str:
+        fetched.append(model_uri)
+        return real(model_uri, *arguments)
+
+    monkeypatch.setattr(fetch, "fetch_in_child", counted)
+    return fetched
+
+
+def test_a_moved_alias_is_loaded_once_and_a_still_one_costs_no_resolution(
+    tmp_path, sqlite_registry, monkeypatch
+):
     registered_versions(sqlite_registry, tmp_path, 2)
     served = ServedReference(f"models:/{NAME}@production", sqlite_registry)
     assert served.load_current().version == "1"
-    assert served.newer("1") is None  # the probe saw nothing move: no child process
+    fetches = counted_fetches(monkeypatch)
+    assert served.newer("1") is None and fetches == []  # the probe saw nothing move: no child process
     client(sqlite_registry).set_registered_model_alias(NAME, "production", "2")
     moved = served.newer("1")
     assert moved is not None and moved.version == "2"
     assert moved.predict(np.zeros((1, 2, 3), np.uint8)).shape == (1, 6)
-    assert served.newer("2") is None
+    assert served.newer("2") is None and len(fetches) == 1
 
 
 def test_a_version_that_is_not_ready_or_not_there_is_a_clear_error(tmp_path, sqlite_registry):
@@ -115,3 +131,40 @@ def test_a_store_that_cannot_be_read_is_an_answer_not_an_error(tmp_path):
     assert pointer_probe("http://127.0.0.1:9", NAME, "production")() == ("unreadable", "URLError")
     assert pointer_probe(f"sqlite:///{tmp_path / 'missing.db'}", NAME, "production")()[0] == "unreadable"
     assert pointer_probe("azureml://somewhere", NAME, "production") is None
+
+
+@pytest.mark.parametrize("retry_seconds", [scorer.FETCH_RETRY_SECONDS, 0.0])
+def test_a_move_to_a_version_that_cannot_load_is_fetched_again_later_not_at_every_poll(
+    tmp_path, sqlite_registry, monkeypatch, retry_seconds
+):
+    monkeypatch.setattr(scorer, "FETCH_RETRY_SECONDS", retry_seconds)
+    registered_versions(sqlite_registry, tmp_path, 2)
+    registry_client = client(sqlite_registry)
+    registry_client.delete_model_version_tag(NAME, "2", READY_TAG)
+    served = ServedReference(f"models:/{NAME}@production", sqlite_registry)
+    served.load_current()
+    registry_client.set_registered_model_alias(NAME, "production", "2")
+    with pytest.raises(UserInputError, match="not ready"):
+        served.newer("1")
+    registry_client.set_model_version_tag(NAME, "2", READY_TAG, "ready")
+    moved = served.newer("1")
+    if retry_seconds:
+        assert moved is None  # within the wait: no child process, whatever the registry says now
+    else:
+        assert moved is not None and moved.version == "2"
+
+
+def test_a_probe_that_cannot_read_the_store_is_said_and_resolution_goes_on_every_so_often(
+    tmp_path, sqlite_registry, monkeypatch, capfd
+):
+    registered_versions(sqlite_registry, tmp_path, 2)
+    monkeypatch.setattr(scorer, "pointer_probe", lambda *_: lambda: ("unreadable", "HTTP 401"))
+    served = ServedReference(f"models:/{NAME}@production", sqlite_registry)
+    assert "cannot read where models:/softmax@production points (HTTP 401)" in capfd.readouterr().err
+    served.load_current()
+    client(sqlite_registry).set_registered_model_alias(NAME, "production", "2")
+    fetches = counted_fetches(monkeypatch)
+    assert served.newer("1") is None and fetches == []  # within FETCH_RETRY_SECONDS
+    monkeypatch.setattr(served, "_retry_at", 0.0)
+    moved = served.newer("1")
+    assert moved is not None and moved.version == "2" and len(fetches) == 1

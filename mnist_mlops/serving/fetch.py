@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from mnist_mlops.errors import USER_ERROR_EXIT_CODE, UserInputError, exit_on_user_error
+from mnist_mlops.serving.server import stop_with
 
 FETCH_SECONDS = 600.0
 """The most a resolve and download may take (a large model from a remote registry), then it is an error."""
@@ -59,15 +60,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--into", type=Path, help="folder to download the version's MLflow model into")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    stop_with(os.getppid())  # a worker stopped mid-fetch takes its fetch with it
     with exit_on_user_error():
+        from mlflow.exceptions import MlflowException
+
         from mnist_mlops.registry import client, download_folder
         from mnist_mlops.serving.scorer import RegistryModels
 
         models = RegistryModels(args.model, args.registry)
-        version = models.resolve()
-        if args.into is not None:
-            source = client(args.registry).get_model_version_download_uri(models.name, version)
-            download_folder(args.registry, source, args.into, "MLmodel")
+        try:
+            version = models.resolve()
+            if args.into is not None:
+                source = client(args.registry).get_model_version_download_uri(models.name, version)
+                download_folder(args.registry, source, args.into, "MLmodel")
+        except MlflowException as error:  # e.g. no such model or version
+            raise UserInputError(f"{args.model}: {error.message}") from None
     print(json.dumps({"version": version}), flush=True)
 
 

@@ -8,10 +8,11 @@ names, the way the store keeps it:
   credentials MLflow's own client takes from the environment.
 
 A probe's answer is a signal, not a resolution: when it changes, the worker resolves the reference again
-through MLflow (in a child process), which alone decides the version and checks it is ready. An answer
-that cannot be read is an answer too (the error's kind), so a store that comes back is noticed. Other
-stores (Azure ML's registry, whose pointers are tags) have no probe: there the worker resolves through
-MLflow in process, as before.
+through MLflow (in a child process), which alone decides the version and checks it is ready. A probe
+that cannot read the store (`is_error`: refused credentials, another TLS setup than MLflow's) says so,
+and the worker then resolves through the child process every so often instead. Other stores (Azure
+ML's registry, whose pointers are tags, a database server, a SQLite URI with options) have no probe:
+there the worker follows through MLflow in its own process.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def pointer_probe(registry: str, name: str, alias: str) -> Probe | None:
     """A function answering what `alias` of model `name` names now (as a comparable value), or None
     for a store without one."""
     database = sqlite_file(registry)
-    if database is not None:
+    if database is not None and "?" not in registry:  # a URI with options: left to MLflow
         return lambda: _sqlite_alias(database, name, alias)
     if registry.startswith(("http://", "https://")):
         return lambda: _rest_alias(registry, name, alias)
@@ -65,17 +66,25 @@ def _rest_alias(registry: str, name: str, alias: str) -> Hashable:
         with urllib.request.urlopen(request, timeout=PROBE_SECONDS) as response:
             return str(json.load(response)["model_version"]["version"])
     except urllib.error.HTTPError as error:
-        return ("status", error.code)  # 404: no such alias or model
+        if error.code == 404:  # no such alias or model: an answer
+            return ("missing",)
+        return ("unreadable", f"HTTP {error.code}")
     except (OSError, ValueError, KeyError) as error:
         return ("unreadable", type(error).__name__)
 
 
 def _auth_headers() -> dict[str, str]:
-    """The credentials MLflow's REST client sends: a bearer token, else a user name and password."""
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    if token:
-        return {"Authorization": f"Bearer {token}"}
+    """The credentials MLflow's REST client sends from the environment: a user name and password, else
+    a bearer token."""
     user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     if user and password:
         return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
     return {}
+
+
+def is_error(answer: Hashable) -> bool:
+    """Whether a probe's answer says it could not read the store (rather than what the alias names)."""
+    return isinstance(answer, tuple) and bool(answer) and answer[0] == "unreadable"

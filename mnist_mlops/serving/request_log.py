@@ -88,7 +88,7 @@ class _Pending:
 class RequestLog:
     """The request records of one folder, written by one background thread per process.
 
-    `submit` (the server's path) only appends a record to a list in memory, so an answer never waits
+    `submit` (the server's path) only appends a record to a list in memory, so an answer does not wait
     for the disk or for another thread: the writer wakes every WRITE_INTERVAL_SECONDS, formats what was
     submitted meanwhile and appends it with one unbuffered write (a process forked meanwhile holds no
     copy of it to write again). Waking the writer for each record cost a single-image request more
@@ -99,8 +99,9 @@ class RequestLog:
     process exits normally (a server stopped by SIGTERM included), and flushed before this process
     reads a log (`read_records`, `find_records`, `log_state`). A process killed outright (SIGKILL, the
     OOM killer, gunicorn's worker timeout) loses the records it answered but had not yet written: those
-    of the last WRITE_INTERVAL_SECONDS, at most QUEUE_LIMIT. A record the writer cannot write is reported
-    on stderr and counted in `dropped`, so a gap in the log can be told from a quiet server.
+    still pending (the last WRITE_INTERVAL_SECONDS while the disk keeps up), at most QUEUE_LIMIT. A
+    batch the writer cannot write is reported on stderr and counted in `dropped`, so a gap in the log
+    can be told from a quiet server.
     """
 
     def __init__(self, folder: Path, *, max_bytes: int = 10 * 1024 * 1024, keep: int = 5) -> None:
@@ -176,8 +177,9 @@ class RequestLog:
         with self._progress:
             # the round under way may have taken the list before the last record came: wait for the next
             target = self._rounds + 2
-            self._wake.set()
-            self._progress.wait_for(lambda: self._rounds >= target or self._thread is None)
+            while self._rounds < target and self._thread is not None:
+                self._wake.set()
+                self._progress.wait(WRITE_INTERVAL_SECONDS)
 
     def close(self) -> None:
         """Write every record this process submitted, end its writer thread and close the file; a later
@@ -205,7 +207,7 @@ class RequestLog:
                 self._progress = threading.Condition()
                 self._wake = threading.Event()
                 self._rounds = self._dropped = 0
-                self._thread = None
+                self._thread, self._stopping = None, False  # forked while the parent was closing it
                 self._writer_pid = os.getpid()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._write_pending, name="request-log", daemon=True)

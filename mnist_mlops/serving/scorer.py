@@ -4,8 +4,9 @@ Framework-free (no Flask): `score.py` adapts the Azure ML inference server's req
 The model is loaded once: its ONNX export made at registration (`mnist_mlops.onnx_export`) in ONNX
 Runtime when the version has one, without TensorFlow; else (a version registered before exports, or
 one tf2onnx could not convert) through a warmed `tf.function` with a fixed uint8 signature of the
-model's own image shape (its `ModelInterface`). `load_model_folder` on a local folder imports neither
-TensorFlow nor MLflow; a server's worker gets its folder from a child process (`ServedReference`).
+model's own image shape (its `ModelInterface`). `load_model_folder` on a local folder with an export
+imports neither TensorFlow nor MLflow; a server's worker gets its folder from a child process
+(`ServedReference`).
 
 A server started on an alias (``models:/mnist-mlops@production``) follows it: a background thread
 notices the alias moved (a cheap probe every few seconds), loads and warms the new version beside the
@@ -45,7 +46,7 @@ from mnist_mlops.keys import FixedKey, KeyRing
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.onnx_export import load_export
 from mnist_mlops.serving.payloads import BadRequest, Limits, check_body_size, parse_request
-from mnist_mlops.serving.pointer_probe import pointer_probe
+from mnist_mlops.serving.pointer_probe import is_error, pointer_probe
 from mnist_mlops.serving.request_log import RequestLog, new_request_id, usable_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -57,6 +58,9 @@ BODY_READ_SECONDS = 10.0
 its thread, rather than holding a place in the queue for good (the server sets it on the socket)."""
 DEFAULT_MAX_QUEUE = 32
 RETRY_AFTER_SECONDS = 1
+FETCH_RETRY_SECONDS = 30.0
+"""How long a server following an alias waits before fetching again a version it could not load (each
+fetch is a child process importing MLflow: not at every poll)."""
 MODEL_URI_PATTERN = re.compile(
     r"^models:/(?P<name>[^/@\s]+)(?:/(?P<version>[0-9]+)|@(?P<alias>[A-Za-z0-9_-]+))$"
 )
@@ -189,8 +193,9 @@ class ServedReference:
 
     Each version is resolved and downloaded by a child process (`mnist_mlops.serving.fetch`) and loaded
     from that folder; an alias is watched by a probe (`mnist_mlops.serving.pointer_probe`) and resolved
-    again only when the probe's answer changes. A store without a probe is followed through MLflow in
-    this process (`RegistryModels`)."""
+    again only when the probe's answer changes (every FETCH_RETRY_SECONDS while the probe cannot read
+    the store, or after a version failed to load). A store without a probe is followed through MLflow
+    in this process (`RegistryModels`)."""
 
     def __init__(self, model_uri: str, registry: str) -> None:
         self.name, self.version, self.alias = parse_model_uri(model_uri)
@@ -198,6 +203,9 @@ class ServedReference:
         self.registry = registry
         self._probe = pointer_probe(registry, self.name, self.alias) if self.alias else None
         self._seen = self._probe() if self._probe is not None else None  # read before the first load
+        self._retry_at: float | None = None  # when to resolve again whatever the probe says
+        if is_error(self._seen):
+            self._cannot_probe()
 
     def load_current(self, *, threads: int | None = None) -> LoadedModel:
         """The version the reference names now, downloaded by a child process and loaded here."""
@@ -209,15 +217,34 @@ class ServedReference:
             return load_model_folder(self.name, version, folder, threads=threads)
 
     def newer(self, current: str) -> LoadedModel | None:
-        """The version the alias names now, loaded, when the probe saw it move and it is not `current`."""
+        """The version the alias names now, loaded, when it may have moved and is not `current`."""
         if self._probe is None:
             return RegistryModels(self.model_uri, self.registry).newer(current)
         seen = self._probe()
-        if seen == self._seen:
+        due = self._retry_at is not None and time.monotonic() >= self._retry_at
+        if is_error(seen) and not is_error(self._seen):
+            self._seen = seen
+            self._cannot_probe()
+        if (seen == self._seen or is_error(seen)) and not due:
             return None
-        model = self.load_current()
-        self._seen = seen  # only once resolved: a move that failed to load is tried again
+        self._seen, self._retry_at = seen, None
+        try:
+            model = self.load_current()
+        except Exception:  # e.g. a version not ready yet: tried again in a while, not at every poll
+            self._retry_at = time.monotonic() + FETCH_RETRY_SECONDS
+            raise
+        if is_error(seen):  # resolved through MLflow: again in a while, while the probe cannot read
+            self._retry_at = time.monotonic() + FETCH_RETRY_SECONDS
         return model if model.version != current else None
+
+    def _cannot_probe(self) -> None:
+        self._retry_at = time.monotonic() + FETCH_RETRY_SECONDS
+        print(
+            f"cannot read where {self.model_uri} points ({self._seen[1]}): resolving it through MLflow"
+            f" every {FETCH_RETRY_SECONDS:g} s until it can",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class ModelSource(Protocol):

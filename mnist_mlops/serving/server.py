@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     parent = os.environ.pop(PARENT_PID_VARIABLE, None)
     if parent is not None:
-        _stop_with(int(parent))
+        stop_with(int(parent))
     from azureml_inference_server_http import amlserver
 
     amlserver.DEFAULT_HOST = LOOPBACK
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     threads = 1 + config.max_queue() + SHED_THREADS
     os.environ["GUNICORN_CMD_ARGS"] = (
         f"--worker-class gthread --threads {threads} --worker-connections {threads} --keep-alive 0"
-        + (f" --worker-tmp-dir {HEARTBEAT_DIR}" if Path(HEARTBEAT_DIR).is_dir() else "")
+        + (f" --worker-tmp-dir {HEARTBEAT_DIR}" if os.access(HEARTBEAT_DIR, os.W_OK | os.X_OK) else "")
     )
     sys.argv = [
         "azmlinfsrv",
@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     amlserver.run()
 
 
-def _stop_with(parent: int) -> None:
-    """SIGTERM this server when the process that started it dies: it runs in a session of its own, so
-    a deploy killed mid-validation would otherwise leave it serving, orphaned, on its port."""
+def stop_with(parent: int) -> None:
+    """SIGTERM this process when its parent `parent` dies (the thread that started it, strictly): a
+    server runs in a session of its own, so a deploy killed mid-validation would otherwise leave it
+    serving, orphaned, on its port; a worker's fetch would otherwise run on after the worker."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the prctl
         os.kill(os.getpid(), signal.SIGTERM)
