@@ -392,6 +392,25 @@ def test_a_record_that_cannot_be_written_is_reported_counted_and_the_writer_goes
     assert log.dropped == 1
 
 
+def test_a_record_that_cannot_be_formatted_costs_only_itself(tmp_path, capfd):
+    log = RequestLog(tmp_path / "requests")
+    submitted(log, 1, "before")
+    log.submit(
+        model_name="m",
+        model_version="1",
+        status=200,
+        started=time.perf_counter(),
+        images=np.zeros((1, *MNIST_IMAGE_SHAPE), np.uint8),
+        probabilities=np.eye(10, dtype=np.float32)[[3]],
+        classes=["zero"],  # no name for class 3: the line cannot be made
+    )
+    submitted(log, 1, "after")
+    log.flush()
+    assert logged_ids(log.folder) == ["before-0", "after-0"]
+    assert log.dropped == 1
+    assert "could not write 1 record(s)" in capfd.readouterr().err
+
+
 def open_files() -> set[str]:
     """What this process's file descriptors point at."""
     found = set()

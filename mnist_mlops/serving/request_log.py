@@ -230,16 +230,29 @@ class RequestLog:
                 return
 
     def _append_batch(self, batch: list[_Pending]) -> None:
+        """Append the batch's lines in one write; a record that cannot be formatted costs only itself."""
+        lines = []
+        for pending in batch:
+            try:
+                lines.append(_line(pending))
+            except Exception as error:
+                self._lost(1, error)
+        if not lines:
+            return
         try:
-            self._append(b"".join(_line(pending) for pending in batch))
-        except Exception as error:  # the server keeps answering; say loudly what was not recorded
-            self._dropped += len(batch)
-            print(
-                f"request log {self.path}: could not write {len(batch)} record(s) ({error});"
-                f" {self._dropped} lost in this process",
-                file=sys.stderr,
-            )
+            self._append(b"".join(lines))
+        except Exception as error:
+            self._lost(len(lines), error)
             self._close_file()
+
+    def _lost(self, count: int, error: Exception) -> None:
+        """The server keeps answering; say loudly what was not recorded."""
+        self._dropped += count
+        print(
+            f"request log {self.path}: could not write {count} record(s) ({error});"
+            f" {self._dropped} lost in this process",
+            file=sys.stderr,
+        )
 
     def _append(self, lines: bytes) -> None:
         path = self.path
