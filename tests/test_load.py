@@ -29,6 +29,7 @@ from mnist_mlops.serving.scorer import (
     LoadedModel,
     Scorer,
     encode,
+    requests_in_process,
 )
 from mnist_mlops.serving.server import ScoringClient, running_server, server_environment
 
@@ -203,3 +204,12 @@ def test_the_load_benchmark_meets_its_goals_in_a_reduced_run(deployed_run, share
     assert set(answered) == {"1", "2"}, answered  # the server followed the deploy and the rollback
     assert figures["per_workers"]["2"]["unexpected"] == {}
     assert figures["rss_growth_mb"] < 50
+
+
+def test_a_worker_knows_when_it_has_a_request_in_hand():
+    """What `IdleFirstWorker` asks before it accepts a connection."""
+    gate = AdmissionGate(max_queue=1)
+    before = requests_in_process()
+    with gate.admitted() as admitted:
+        assert admitted and requests_in_process() == before + 1
+    assert requests_in_process() == before

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,6 +277,12 @@ class AdmissionGate:
         self._inside = 0
         self._count_lock = threading.Lock()
         self._model_lock = threading.Lock()
+        _GATES.add(self)
+
+    @property
+    def inside(self) -> int:
+        """Requests admitted now: the one being scored and those waiting."""
+        return self._inside
 
     @contextlib.contextmanager
     def admitted(self) -> Iterator[bool]:
@@ -293,6 +300,14 @@ class AdmissionGate:
     def turn(self) -> Iterator[None]:
         with self._model_lock:
             yield
+
+
+_GATES: weakref.WeakSet[AdmissionGate] = weakref.WeakSet()
+
+
+def requests_in_process() -> int:
+    """Requests admitted by any gate of this process (a server's worker has one)."""
+    return sum(gate.inside for gate in list(_GATES))
 
 
 class Scorer:

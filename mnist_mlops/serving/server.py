@@ -10,8 +10,9 @@ waits in the kernel's listen backlog (2048) with no answer until a worker is fre
 takes. `main` runs gunicorn's threaded workers instead (`gthread`), each with one thread per request
 its `AdmissionGate` admits (the one it scores and `max_queue` waiting) plus `SHED_THREADS` that answer
 any further request at once with 503 and `Retry-After`. A worker accepts no more connections than it
-has threads, so a full worker leaves new connections to an idle one, and keep-alive is off (as with
-the sync worker), so an idle client holds no thread.
+has threads, so a full worker leaves new connections to an idle one; a worker with a request in hand
+waits a moment before it accepts, so an idle worker takes the connection first (`idle_first`); and
+keep-alive is off (as with the sync worker), so an idle client holds no thread.
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         stop_with(int(parent))
     from azureml_inference_server_http import amlserver
 
+    from mnist_mlops.serving.idle_first import IdleFirstWorker
+
     amlserver.DEFAULT_HOST = LOOPBACK
     _limit_malloc_arenas(MALLOC_ARENAS)
     threads = 1 + config.max_queue() + SHED_THREADS
     os.environ["GUNICORN_CMD_ARGS"] = (
-        f"--worker-class gthread --threads {threads} --worker-connections {threads} --keep-alive 0"
+        f"--worker-class {IdleFirstWorker.__module__}.{IdleFirstWorker.__name__} --threads {threads}"
+        f" --worker-connections {threads} --keep-alive 0"
         + (f" --worker-tmp-dir {HEARTBEAT_DIR}" if os.access(HEARTBEAT_DIR, os.W_OK | os.X_OK) else "")
     )
     sys.argv = [
