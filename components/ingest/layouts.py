@@ -44,6 +44,8 @@ _IDX_FILES = {
 }
 _IDX_UBYTE = 0x08
 _IDX_STEMS = frozenset(stem for pair in _IDX_FILES.values() for stem in pair)
+IDX_NAMES = _IDX_STEMS | {f"{stem}.gz" for stem in _IDX_STEMS}
+"""File names `idx_stem` recognises."""
 _LISTED_EXAMPLES = 3
 
 

@@ -35,7 +35,7 @@ from mnist_mlops.imaging import ImageDecodeError, decode_pngs, png_shape, png_sh
 from mnist_mlops.npyfiles import NpyWriter, reorder_rows
 from mnist_mlops.workers import ordered_results
 
-from .layouts import MAX_CLASSES, SPLITS, LoadedDataset, LoadedSplit, idx_stem, png_parts
+from .layouts import IDX_NAMES, MAX_CLASSES, SPLITS, LoadedDataset, LoadedSplit, png_parts
 
 BATCH_IMAGES = 4096
 """PNGs per job: large enough that a job's pickling and scheduling are noise next to its decoding."""
@@ -131,29 +131,29 @@ class _Reader:
     def batches(self, batch_images: int) -> Iterator[tuple[list[bytes], np.ndarray, tuple[int, ...]]]:
         """Jobs for `decode_rows`; each job's batch is queued in `submitted` as it is handed out."""
         pending = {split: _Batch(split) for split in SPLITS}
+        places: dict[str, tuple[str, int] | None] = {}  # parent folder -> (split, class folder id)
         for entry in self.entries:
             self.total_files += 1
-            if idx_stem(entry.path):
+            folder, _, name = entry.path.rpartition("/")
+            if name in IDX_NAMES:
                 self.unsupported = True
                 return
-            parts = png_parts(entry.path)
-            if parts is None:
-                continue
-            root, split, folder = parts
-            self.roots.add(root)
-            self.candidates += 1
-            self.newest_mtime = max(self.newest_mtime, entry.mtime)
-            ids = self.folder_ids[split]
-            if folder not in ids:
-                if len(ids) == MAX_CLASSES:
-                    self.unsupported = True
+            if folder not in places:  # what png_parts says depends on the parent folder alone
+                places[folder] = self._place(entry.path)
+                if self.unsupported:
                     return
-                ids[folder] = len(ids)
+            place = places[folder]
+            if place is None:
+                continue
+            split, folder_id = place
+            self.candidates += 1
+            if entry.mtime > self.newest_mtime:
+                self.newest_mtime = entry.mtime
             if self.shape is None:
                 self.shape = _readable_shape(entry.data)
             batch = pending[split]
             batch.paths.append(entry.path)
-            batch.folders.append(ids[folder])
+            batch.folders.append(folder_id)
             batch.blobs.append(entry.data)
             if len(batch.blobs) >= batch_images and self.shape is not None:
                 yield self._submit(batch)
@@ -161,6 +161,22 @@ class _Reader:
         for batch in pending.values():
             if batch.blobs and self.shape is not None:
                 yield self._submit(batch)
+
+    def _place(self, path: str) -> tuple[str, int] | None:
+        """The split and class folder id of an image at `path`, None for a file outside the layout;
+        a class folder past MAX_CLASSES marks the source unsupported."""
+        parts = png_parts(path)
+        if parts is None:
+            return None
+        root, split, folder = parts
+        self.roots.add(root)
+        ids = self.folder_ids[split]
+        if folder not in ids:
+            if len(ids) == MAX_CLASSES:
+                self.unsupported = True
+                return None
+            ids[folder] = len(ids)
+        return split, ids[folder]
 
     def close(self) -> None:
         """Release the source now (a tarball's open file), not when its generator is collected."""

@@ -64,15 +64,13 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_user_error():
         from mlflow.exceptions import MlflowException
 
-        from mnist_mlops.registry import client, download_folder
         from mnist_mlops.serving.scorer import RegistryModels
 
         models = RegistryModels(args.model, args.registry)
         try:
             version = models.resolve()
             if args.into is not None:
-                source = client(args.registry).get_model_version_download_uri(models.name, version)
-                download_folder(args.registry, source, args.into, "MLmodel")
+                models.download(version, args.into)
         except MlflowException as error:  # e.g. no such model or version
             raise UserInputError(f"{args.model}: {error.message}") from None
     print(json.dumps({"version": version}), flush=True)

@@ -157,19 +157,19 @@ class RegistryModels:
             )
         return str(found.version)
 
-    def load(self, version: str, *, threads: int | None = None) -> LoadedModel:
-        """Download a version and load it (`load_model_folder`, with `threads`)."""
-        import mlflow.artifacts
-
-        from mnist_mlops.registry import client
+    def download(self, version: str, into: Path) -> Path:
+        """A version's MLflow model folder, downloaded into `into` (replacing what was there)."""
+        from mnist_mlops.registry import client, download_folder
 
         # a `runs:/` source resolves through this registry's tracking store, not the process default
         source = client(self.registry).get_model_version_download_uri(self.name, version)
+        return download_folder(self.registry, source, into, "MLmodel")
+
+    def load(self, version: str, *, threads: int | None = None) -> LoadedModel:
+        """Download a version and load it (`load_model_folder`, with `threads`)."""
         with tempfile.TemporaryDirectory(prefix="mnist-mlops-model-") as scratch:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=scratch, tracking_uri=self.registry
-            )
-            return load_model_folder(self.name, version, local, threads=threads)
+            folder = self.download(version, Path(scratch) / "model")
+            return load_model_folder(self.name, version, folder, threads=threads)
 
     def newer(self, current: str) -> LoadedModel | None:
         """The version the reference names now, loaded, when it is not `current`."""
