@@ -168,3 +168,19 @@ def test_a_probe_that_cannot_read_the_store_is_said_and_resolution_goes_on_every
     monkeypatch.setattr(served, "_retry_at", 0.0)
     moved = served.newer("1")
     assert moved is not None and moved.version == "2" and len(fetches) == 1
+
+
+def test_a_probe_readable_again_on_the_served_version_fetches_nothing(tmp_path, sqlite_registry, monkeypatch):
+    """A store that could not be read for a moment, then names what the worker serves: no reload."""
+    registered_versions(sqlite_registry, tmp_path, 2)
+    served = ServedReference(f"models:/{NAME}@production", sqlite_registry)
+    served.load_current()
+    readable = served._probe
+    monkeypatch.setattr(served, "_probe", lambda: ("unreadable", "OperationalError"))
+    assert served.newer("1") is None
+    monkeypatch.setattr(served, "_probe", readable)
+    fetches = counted_fetches(monkeypatch)
+    assert served.newer("1") is None and fetches == []
+    client(sqlite_registry).set_registered_model_alias(NAME, "production", "2")
+    moved = served.newer("1")  # and a move after it is still followed
+    assert moved is not None and moved.version == "2" and len(fetches) == 1

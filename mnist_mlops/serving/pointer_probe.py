@@ -88,3 +88,8 @@ def _auth_headers() -> dict[str, str]:
 def is_error(answer: Hashable) -> bool:
     """Whether a probe's answer says it could not read the store (rather than what the alias names)."""
     return isinstance(answer, tuple) and bool(answer) and answer[0] == "unreadable"
+
+
+def names_version(answer: Hashable, version: str) -> bool:
+    """Whether a probe's answer is that the alias names `version` (and nothing else)."""
+    return answer in (version, (version,))

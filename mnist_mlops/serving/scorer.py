@@ -47,7 +47,7 @@ from mnist_mlops.keys import FixedKey, KeyRing
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.onnx_export import load_export
 from mnist_mlops.serving.payloads import BadRequest, Limits, check_body_size, parse_request
-from mnist_mlops.serving.pointer_probe import is_error, pointer_probe
+from mnist_mlops.serving.pointer_probe import is_error, names_version, pointer_probe
 from mnist_mlops.serving.request_log import RequestLog, new_request_id, usable_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -226,6 +226,9 @@ class ServedReference:
         if is_error(seen) and not is_error(self._seen):
             self._seen = seen
             self._cannot_probe()
+        if seen != self._seen and names_version(seen, current):  # e.g. readable again after a blip
+            self._seen, self._retry_at = seen, None
+            return None
         if (seen == self._seen or is_error(seen)) and not due:
             return None
         self._seen, self._retry_at = seen, None
