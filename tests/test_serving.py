@@ -357,6 +357,24 @@ def test_each_request_is_recorded_compactly_and_the_log_rotates(tmp_path):
     assert len(list((tmp_path / "requests").glob("*.jsonl"))) <= 3  # the live file and `keep` rotated ones
 
 
+def test_a_model_answering_nan_is_a_clear_500_and_a_valid_log_line(tmp_path):
+    """JSON has no NaN: the answer would be invalid JSON or a null probability with a 200."""
+    log = RequestLog(tmp_path / "requests")
+    broken = LoadedModel(
+        "mnist-mlops", "9", lambda images: np.full((len(images), 10), np.nan, np.float32), DIGITS
+    )
+    status, body = call(
+        Scorer(broken, key=KEY, limits=Limits(), request_log=log),
+        as_instances(images_of(3)),
+        "application/json",
+    )
+    assert status == 500 and body["message"] == "model mnist-mlops v9 answered non-finite probabilities"
+    log.flush()
+    (record,) = [json.loads(line) for line in log.path.read_text().splitlines()]
+    contracts.validate(record, "request_record", source="request log")
+    assert record["status"] == 500
+
+
 def test_every_answer_carries_its_request_id_and_the_log_keeps_it(tmp_path):
     log = RequestLog(tmp_path / "requests")
     scorer = Scorer(digits_model(), key=KEY, limits=Limits(), request_log=log)

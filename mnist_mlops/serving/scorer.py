@@ -446,6 +446,12 @@ class Scorer:
                 probabilities = model.predict(images)
         except BadRequest as refusal:
             return _error(refusal.status, refusal.message), None, None
+        if not np.isfinite(probabilities).all():  # JSON has no NaN: answering would say null or break it
+            return (
+                _error(500, f"model {model.name} v{model.version} answered non-finite probabilities"),
+                images,
+                None,
+            )
         rows = probabilities.astype(np.float64).round(6)
         predictions = [
             {"class": best, "label": model.interface.classes[best], "probabilities": row.tolist()}
