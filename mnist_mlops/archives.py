@@ -225,8 +225,9 @@ class _TarWalker:
         Plain: a ustar or GNU header with a valid checksum, a regular file or a directory, plain octal
         size and mtime, a name that is UTF-8 and needs no normalising beyond a leading "./" and a
         trailing "/", no long-name or pax record, and a member that ends inside `buf`. Such a run
-        (every member of MNIST's archive) is parsed with numpy at once, several times faster than the
-        member-by-member walk; the walk takes over where it ends, so every refusal stays the walk's."""
+        (every member of MNIST's archive) is parsed with numpy at once, about twice as fast as the
+        member-by-member walk; the walk takes over where it ends (for the rest of `buf`), so every
+        refusal stays the walk's. No mtime check is needed: 12 octal digits stay below _MAX_MTIME."""
         if self.long_name is not None or self.pax:
             return [], 0
         count = len(buf) // BLOCK
@@ -282,9 +283,9 @@ class _TarWalker:
 
 _MAGIC = np.frombuffer(b"ustar", dtype=np.uint8)
 _PLAIN_TYPES = np.frombuffer(b"0\x0075", dtype=np.uint8)
-_UNPLAIN_NAME = re.compile(r"\\|/\.|//|(?<![^\0])(?:\./)?+(?:[./\0]|$|[^\0]:)")
-"""A name the plain run leaves to `_safe_path`: a backslash, a "." or empty part (after one leading
-"./"), an absolute or empty name, a drive letter."""
+_UNPLAIN_NAME = re.compile(r"\\|/\.|//|(?<![^\0])(?:\./)?+(?:[./\0]|\Z|[^\0]:)")
+"""A name the plain run leaves to `_safe_path`: a backslash, an empty part or one starting with "."
+(after one leading "./"), an absolute or empty name, a drive letter."""
 
 
 def _plain_names(text: str) -> bool:
@@ -292,7 +293,7 @@ def _plain_names(text: str) -> bool:
     "./": the quick test that spares most windows the regular expression."""
     return (
         bool(text)
-        and text[0] not in "./"
+        and text[0] not in "./\0"
         and text[-1] != "\0"
         and not any(pattern in text for pattern in ("\\", "/.", "//", "\0.", "\0/", "\0\0", ":"))
     )

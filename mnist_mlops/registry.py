@@ -83,6 +83,14 @@ def download_folder(uri: str, artifact_uri: str, destination: Path, marker: str)
     return destination
 
 
+def download_version(uri: str, name: str, version: str, destination: Path) -> Path:
+    """Registered version `version` of model `name`: its MLflow model folder, downloaded into
+    `destination` (replacing what was there). A `runs:/` source resolves through this registry's
+    tracking store, not the process default."""
+    source = client(uri).get_model_version_download_uri(name, version)
+    return download_folder(uri, source, destination, "MLmodel")
+
+
 def sqlite_file(uri: str) -> Path | None:
     """The database file of an embedded SQLite registry URI, None for any other registry."""
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None

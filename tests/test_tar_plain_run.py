@@ -74,6 +74,8 @@ def test_any_generated_archive_reads_the_same_either_way(case: fuzz.TarCase) -> 
         ["mnist_png/a.png", "a\\b.png"],
         ["mnist_png/a.png", "a//b.png"],
         ["mnist_png/a.png", "."],
+        ["", "mnist_png/a.png"],
+        ["mnist_png/a.png", "", "mnist_png/b.png"],
         ["mnist_png/é.png", "mnist_png/c.png"],
     ],
 )
@@ -93,6 +95,25 @@ def test_long_names_read_the_same_either_way(layout: int, monkeypatch: pytest.Mo
     with_run, walk_only = _both_ways(monkeypatch, read_tar, _tar(names, layout=layout))
     assert with_run == walk_only == ("files", with_run[1])
     assert [entry.path for entry in with_run[1]] == names
+
+
+@pytest.mark.parametrize("layout", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("long_name", ["mnist_png/" + "n" * 120 + ".png", "mnist_png/é.png"])
+@pytest.mark.parametrize("empty_name", [False, True])
+def test_every_cut_in_two_windows_reads_the_same_either_way(
+    layout: int, long_name: str, empty_name: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a window ends with (a long-name or pax record whose member starts the next window, a
+    member with an empty name starting it), the archive cut anywhere in two windows reads as whole."""
+    names = ["mnist_png/a.png", long_name, *([""] if empty_name else []), "mnist_png/b.png"]
+    tar = _tar(names, layout=layout)
+    whole = _outcome(read_tar, tar, source="cut.tar")
+    assert whole[0] == "refused" if empty_name else [entry.path for entry in whole[1]] == names
+    monkeypatch.setattr(archives, "WINDOW_BYTES", 1)  # every inflated piece is walked as it comes
+    for cut in range(0, len(tar), 64):
+        monkeypatch.setattr(archives, "_inflate", lambda *_, cut=cut: iter([tar[:cut], tar[cut:]]))
+        with_run, walk_only = _both_ways(monkeypatch, lambda path: list(iter_tar_gz(path)), Path("cut.tar"))
+        assert with_run == walk_only == whole, cut
 
 
 def test_a_name_that_is_not_utf8_reads_the_same_either_way(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,7 +45,7 @@ _IDX_FILES = {
 _IDX_UBYTE = 0x08
 _IDX_STEMS = frozenset(stem for pair in _IDX_FILES.values() for stem in pair)
 IDX_NAMES = _IDX_STEMS | {f"{stem}.gz" for stem in _IDX_STEMS}
-"""File names `idx_stem` recognises."""
+"""The file names of an IDX dataset, plain or gzipped."""
 _LISTED_EXAMPLES = 3
 
 
@@ -317,8 +317,7 @@ def _decode_split(
 
 def idx_stem(path: str) -> str | None:
     name = path.rsplit("/", 1)[-1]
-    stem = name[: -len(".gz")] if name.endswith(".gz") else name
-    return stem if stem in _IDX_STEMS else None
+    return name.removesuffix(".gz") if name in IDX_NAMES else None
 
 
 def _load_idx(

@@ -29,7 +29,7 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.onnx_export import EXPORT_FOLDER
 from mnist_mlops.ports import checked
 from mnist_mlops.provenance import utc_iso
-from mnist_mlops.registry import client, download_folder, pointer_version, registry_uri, sqlite_file
+from mnist_mlops.registry import download_version, pointer_version, registry_uri, sqlite_file
 from mnist_mlops.serving.request_log import log_state, read_records
 from mnist_mlops.uris import redact
 
@@ -134,8 +134,7 @@ def _recent_traffic(folder: Path, window: int) -> tuple[dict[str, Any] | None, d
 
 def _download(uri: str, model_name: str, version: str, destination: Path) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    source = client(uri).get_model_version_download_uri(model_name, version)
-    download_folder(uri, source, destination, "MLmodel")
+    download_version(uri, model_name, version, destination)
     # MLflow adds a note of the registered name and version on download, and register adds the scoring
     # export (evaluate scores the MLflow model): without them the folder holds the model as trained, so
     # a champion that is this run's challenger has its content (evaluate's `reuse_when_same_content`).

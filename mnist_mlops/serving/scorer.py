@@ -159,11 +159,9 @@ class RegistryModels:
 
     def download(self, version: str, into: Path) -> Path:
         """A version's MLflow model folder, downloaded into `into` (replacing what was there)."""
-        from mnist_mlops.registry import client, download_folder
+        from mnist_mlops.registry import download_version
 
-        # a `runs:/` source resolves through this registry's tracking store, not the process default
-        source = client(self.registry).get_model_version_download_uri(self.name, version)
-        return download_folder(self.registry, source, into, "MLmodel")
+        return download_version(self.registry, self.name, version, into)
 
     def load(self, version: str, *, threads: int | None = None) -> LoadedModel:
         """Download a version and load it (`load_model_folder`, with `threads`)."""
@@ -194,9 +192,9 @@ class ServedReference:
 
     Each version is resolved and downloaded by a child process (`mnist_mlops.serving.fetch`) and loaded
     from that folder; an alias is watched by a probe (`mnist_mlops.serving.pointer_probe`) and resolved
-    again only when the probe's answer changes (every FETCH_RETRY_SECONDS while the probe cannot read
-    the store, or after a version failed to load). A store without a probe is followed through MLflow
-    in this process (`RegistryModels`)."""
+    again only when the probe's answer changes to other than the version served (every
+    FETCH_RETRY_SECONDS while the probe cannot read the store, or after a version failed to load).
+    A store without a probe is followed through MLflow in this process (`RegistryModels`)."""
 
     def __init__(self, model_uri: str, registry: str) -> None:
         self.name, self.version, self.alias = parse_model_uri(model_uri)
@@ -449,7 +447,7 @@ class Scorer:
         if not np.isfinite(probabilities).all():  # JSON has no NaN: answering would say null or break it
             return (
                 _error(500, f"model {model.name} v{model.version} answered non-finite probabilities"),
-                images,
+                None,
                 None,
             )
         rows = probabilities.astype(np.float64).round(6)
