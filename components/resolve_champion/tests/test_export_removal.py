@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,16 +18,14 @@ from mnist_mlops.onnx_export import EXPORT_FOLDER
 def registry_download(monkeypatch: pytest.MonkeyPatch) -> None:
     """A registry whose download is a model folder with MLflow's note and register's export."""
 
-    def download_folder(uri: str, source: str, destination: Path, marker: str) -> Path:
+    def download_version(uri: str, name: str, version: str, destination: Path) -> Path:
         (destination / EXPORT_FOLDER).mkdir(parents=True)
         (destination / EXPORT_FOLDER / "model.onnx").write_bytes(b"onnx")
-        for name in (marker, "registered_model_meta"):
-            (destination / name).write_text(name)
+        for file_name in ("MLmodel", "registered_model_meta"):
+            (destination / file_name).write_text(file_name)
         return destination
 
-    registry = SimpleNamespace(get_model_version_download_uri=lambda name, version: "runs:/r/model")
-    monkeypatch.setattr(executor, "download_folder", download_folder)
-    monkeypatch.setattr(executor, "client", lambda uri: registry)
+    monkeypatch.setattr(executor, "download_version", download_version)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")  # what the download sets, restored after the test
 
 
