@@ -36,8 +36,8 @@ Probe = Callable[[], Hashable]
 
 
 def pointer_probe(registry: str, name: str, alias: str) -> Probe | None:
-    """A function answering what `alias` of model `name` names now (as a comparable value), or None
-    for a store without one."""
+    """A function answering what `alias` of model `name` names now (a tuple of version strings, empty
+    when it names none; `is_error` when the store cannot be read), or None for a store without one."""
     database = sqlite_file(registry)
     if database is not None and "?" not in registry:  # a URI with options: left to MLflow
         return lambda: _sqlite_alias(database, name, alias)
@@ -64,10 +64,10 @@ def _rest_alias(registry: str, name: str, alias: str) -> Hashable:
     )
     try:
         with urllib.request.urlopen(request, timeout=PROBE_SECONDS) as response:
-            return str(json.load(response)["model_version"]["version"])
+            return (str(json.load(response)["model_version"]["version"]),)
     except urllib.error.HTTPError as error:
         if error.code == 404:  # no such alias or model: an answer
-            return ("missing",)
+            return ()
         return ("unreadable", f"HTTP {error.code}")
     except (OSError, ValueError, KeyError) as error:
         return ("unreadable", type(error).__name__)
@@ -92,4 +92,4 @@ def is_error(answer: Hashable) -> bool:
 
 def names_version(answer: Hashable, version: str) -> bool:
     """Whether a probe's answer is that the alias names `version` (and nothing else)."""
-    return answer in (version, (version,))
+    return answer == (version,)
