@@ -24,6 +24,7 @@ from typing import TypeVar
 from mnist_mlops.atomic import DOWNLOADING
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.locks import held
+from mnist_mlops.long_lived import long_lived
 
 DEFAULT_REGISTRY_FILE = "mlflow.db"
 READY_TAG = "validation_status"
@@ -53,9 +54,12 @@ def registry_uri(explicit: str | None = None) -> str:
 
 
 def client(uri: str):
-    from mlflow import MlflowClient
+    """MLflow's client on `uri`, for tracking and the registry. The first one of a process imports
+    MLflow and opens its store: built as `long_lived`."""
+    with long_lived("mlflow"):
+        from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def download_folder(uri: str, artifact_uri: str, destination: Path, marker: str) -> Path:
