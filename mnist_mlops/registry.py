@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from mnist_mlops.atomic import DOWNLOADING
+from mnist_mlops.collector import long_lived
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.locks import held
-from mnist_mlops.long_lived import long_lived
 
 DEFAULT_REGISTRY_FILE = "mlflow.db"
 READY_TAG = "validation_status"

@@ -19,6 +19,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from mnist_mlops.collector import frozen_while_forking
+
 
 def worker_count() -> int:
     """The CPUs this process may run on."""
@@ -34,7 +36,8 @@ def ordered_results(
     `function` must be a module-level function (workers find it by name). Forking copies this process:
     call it before starting threads. A worker that dies raises RuntimeError here. Closing the iterator
     early (or an error in the consumer, once the iterator is closed) cancels the jobs not yet started
-    and waits for the running ones.
+    and waits for the running ones. While the pool lives, what this process held before it is frozen
+    (`collector.frozen_while_forking`): no worker's collection walks the heap it inherited.
     """
     workers = workers or worker_count()
     jobs = iter(jobs)
@@ -44,7 +47,10 @@ def ordered_results(
             yield function(*job)
         return
     pending: deque[Future] = deque()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with (
+        frozen_while_forking(),
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool,
+    ):
         try:
             for job in itertools.chain(first_two, jobs):
                 pending.append(pool.submit(function, *job))

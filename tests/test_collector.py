@@ -1,4 +1,5 @@
-"""`long_lived`: the first build of a kind runs with the garbage collector paused and ends frozen."""
+"""The collector kept off what lives on: `long_lived` (the first build of a kind runs with the collector
+paused and ends frozen) and `frozen_while_forking` (a fork pool's workers skip the heap they inherit)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_mlops import long_lived as module
-from mnist_mlops.long_lived import long_lived
+from mnist_mlops import collector as module
+from mnist_mlops.collector import frozen_while_forking, long_lived
+from mnist_mlops.workers import ordered_results
 
 
 @pytest.fixture
@@ -83,3 +85,27 @@ def test_the_registry_client_imports_mlflow_paused_and_frozen(tmp_path: Path) ->
     state = json.loads(completed.stdout.strip().splitlines()[-1])
     assert state["enabled"]
     assert state["frozen"] > 100_000  # MLflow's and SQLAlchemy's classes, modules and functions
+
+
+def frozen_in_worker(_: int) -> int:
+    """How many objects a pool worker sees frozen (module level: workers find it by name)."""
+    return gc.get_freeze_count()
+
+
+def test_a_fork_pool_runs_with_the_heap_frozen_and_leaves_it_as_it_was(collector: None) -> None:
+    gc.unfreeze()
+    counts = list(ordered_results(frozen_in_worker, [(number,) for number in range(4)], workers=2))
+    assert min(counts) > 10_000  # this process's modules and test objects, inherited frozen
+    assert gc.get_freeze_count() == 0
+
+
+def test_what_was_frozen_before_the_block_stays_frozen(collector: None) -> None:
+    gc.unfreeze()
+    with frozen_while_forking():
+        inside = gc.get_freeze_count()
+    assert inside > 0 and gc.get_freeze_count() == 0
+    gc.freeze()
+    before = gc.get_freeze_count()
+    with frozen_while_forking():
+        pass
+    assert gc.get_freeze_count() >= before
