@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from mnist_mlops.atomic import DOWNLOADING
-from mnist_mlops.collector import long_lived
 from mnist_mlops.errors import UserInputError
 from mnist_mlops.locks import held
 
@@ -54,12 +53,9 @@ def registry_uri(explicit: str | None = None) -> str:
 
 
 def client(uri: str):
-    """MLflow's client on `uri`, for tracking and the registry. The first one of a process imports
-    MLflow and opens its store: built as `long_lived`."""
-    with long_lived("mlflow"):
-        from mlflow import MlflowClient
+    from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def download_folder(uri: str, artifact_uri: str, destination: Path, marker: str) -> Path:

@@ -263,11 +263,13 @@ class PipelineRuns:
     STATUS_TAG = "mnist_mlops.status"
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> None:
+        from mnist_mlops.collector import long_lived
         from mnist_mlops.registry import client, experiment_id, with_retries
 
         self.uri = uri
         _check_reachable(uri)
-        self._client = client(uri)
+        with long_lived("mlflow"):  # the runner's first work: MLflow's import and store stay for the run
+            self._client = client(uri)
         self.experiment_id = _logged(lambda: with_retries(lambda: experiment_id(uri, experiment)))
         parent = _logged(lambda: self._client.create_run(self.experiment_id, run_name=run_name, tags=tags))
         self.run_id = parent.info.run_id

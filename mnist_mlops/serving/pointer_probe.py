@@ -31,6 +31,8 @@ from mnist_mlops.registry import sqlite_file
 
 PROBE_SECONDS = 5.0
 """How long one read may take; a slower store is read again at the next poll."""
+_ERROR_BODY_BYTES = 4096
+"""How much of an error answer is read: MLflow's are a short JSON object."""
 
 Probe = Callable[[], Hashable]
 
@@ -66,11 +68,28 @@ def _rest_alias(registry: str, name: str, alias: str) -> Hashable:
         with urllib.request.urlopen(request, timeout=PROBE_SECONDS) as response:
             return (str(json.load(response)["model_version"]["version"]),)
     except urllib.error.HTTPError as error:
-        if error.code == 404:  # no such alias or model: an answer
+        if error.code == 404 or _alias_not_set(error):  # no such model, or no such alias: an answer
             return ()
         return ("unreadable", f"HTTP {error.code}")
     except (OSError, ValueError, KeyError) as error:
         return ("unreadable", type(error).__name__)
+
+
+def _alias_not_set(error: urllib.error.HTTPError) -> bool:
+    """Whether the server said the alias names nothing: MLflow's answers a model without that alias with
+    400 INVALID_PARAMETER_VALUE "Registered model alias <alias> not found." (no such model is a 404)."""
+    if error.code != 400:
+        return False
+    try:
+        body = json.loads(error.read(_ERROR_BODY_BYTES))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(body, dict)
+        and body.get("error_code") == "INVALID_PARAMETER_VALUE"
+        and str(body.get("message", "")).startswith("Registered model alias ")
+        and str(body.get("message", "")).endswith(" not found.")
+    )
 
 
 def _auth_headers() -> dict[str, str]:
