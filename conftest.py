@@ -34,6 +34,15 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_freeze_in_the_test_process() -> None:
+    """The runner freezes the heap once MLflow is imported (`collector.long_lived`), which suits a
+    short-lived process; a test process runs many runners for an hour, so its heap is never frozen."""
+    from mnist_mlops import collector
+
+    collector._built.add("mlflow")
+
+
 @pytest.fixture(autouse=True)
 def no_tracking_uri_between_tests(monkeypatch: pytest.MonkeyPatch) -> None:
     """`mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI, so a test that calls it (register does)

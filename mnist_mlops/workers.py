@@ -36,9 +36,9 @@ def ordered_results(
     `function` must be a module-level function (workers find it by name). Forking copies this process:
     call it before starting threads. A worker that dies raises RuntimeError here. Closing the iterator
     early (or an error in the consumer, once the iterator is closed) cancels the jobs not yet started
-    and waits for the running ones. While the pool lives, what this process held before it is frozen
-    (`collector.frozen_while_forking`), so no worker's collection walks the heap it inherited: close the
-    iterator (or exhaust it) to end that, as the pool.
+    and waits for the running ones. While the pool lives, this process's heap is frozen
+    (`collector.frozen_while_forking`, unless something is frozen already), so no worker's collection
+    walks the heap it inherited: close the iterator (or exhaust it) to end that, as the pool.
     """
     workers = workers or worker_count()
     jobs = iter(jobs)

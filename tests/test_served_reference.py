@@ -17,7 +17,7 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.registry import READY_TAG, client
 from mnist_mlops.serving import config, fetch, scorer
 from mnist_mlops.serving.fetch import fetch_in_child
-from mnist_mlops.serving.pointer_probe import pointer_probe
+from mnist_mlops.serving.pointer_probe import is_error, pointer_probe
 from mnist_mlops.serving.scorer import ServedReference
 from tests.test_onnx_runtime import softmax_model_folder
 
@@ -119,6 +119,8 @@ def test_the_probe_changes_exactly_when_the_alias_moves(tmp_path, request, store
     probe = pointer_probe(registry, f"{NAME}-{store}", "production")
     nothing = probe()
     assert nothing == () == pointer_probe(registry, "no-such-model", "production")()  # names nothing
+    if store == "server":  # any other refusal is not an answer: MLflow's 400 for an alias it cannot hold
+        assert is_error(pointer_probe(registry, f"{NAME}-{store}", "no such alias")())
     registry_client.set_registered_model_alias(f"{NAME}-{store}", "production", "1")
     first = probe()
     assert first == ("1",) and probe() == first  # one shape for every store

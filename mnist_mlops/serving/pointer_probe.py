@@ -18,6 +18,7 @@ there the worker follows through MLflow in its own process.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import sqlite3
@@ -68,27 +69,26 @@ def _rest_alias(registry: str, name: str, alias: str) -> Hashable:
         with urllib.request.urlopen(request, timeout=PROBE_SECONDS) as response:
             return (str(json.load(response)["model_version"]["version"]),)
     except urllib.error.HTTPError as error:
-        if error.code == 404 or _alias_not_set(error):  # no such model, or no such alias: an answer
+        if error.code == 404 or _alias_not_set(error, alias):  # no such model, or no such alias: an answer
             return ()
         return ("unreadable", f"HTTP {error.code}")
     except (OSError, ValueError, KeyError) as error:
         return ("unreadable", type(error).__name__)
 
 
-def _alias_not_set(error: urllib.error.HTTPError) -> bool:
+def _alias_not_set(error: urllib.error.HTTPError, alias: str) -> bool:
     """Whether the server said the alias names nothing: MLflow's answers a model without that alias with
     400 INVALID_PARAMETER_VALUE "Registered model alias <alias> not found." (no such model is a 404)."""
     if error.code != 400:
         return False
     try:
         body = json.loads(error.read(_ERROR_BODY_BYTES))
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return False
     return (
         isinstance(body, dict)
         and body.get("error_code") == "INVALID_PARAMETER_VALUE"
-        and str(body.get("message", "")).startswith("Registered model alias ")
-        and str(body.get("message", "")).endswith(" not found.")
+        and body.get("message") == f"Registered model alias {alias} not found."
     )
 
 
