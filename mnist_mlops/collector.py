@@ -24,8 +24,8 @@ def long_lived(what: str) -> Iterator[None]:
     """The first block for `what` in this process that succeeds runs with the collector paused and ends
     by freeing the cyclic garbage among what it made (a young-generation collection: with the collector
     paused, everything it made is young; older objects it left as garbage stay) and freezing everything
-    tracked, for good. Later blocks for `what` run as they
-    are. For a process that is short-lived or builds its long-lived state first (the pipeline runner)."""
+    tracked, for good. Later blocks for `what` run as they are. For a process that is short-lived or
+    builds its long-lived state first (the pipeline runner)."""
     if what in _built:
         yield
         return
