@@ -10,12 +10,10 @@ larger than `MAX_IMAGE_PIXELS`.
 
 Fast path (8-bit grayscale, non-interlaced: every MNIST PNG): a lean per-image Python loop walks the
 chunks with `struct`, verifies every chunk's CRC, joins the IDAT payloads, stops at IEND and inflates
-with a hard output cap of exactly ``height * (width + 1)`` bytes. The PNG row filters are then undone for
-the whole batch at once with numpy: None and Sub rows (a cumulative sum mod 256) need no other row, so
-they are done in one go; Up, Average and Paeth go row by row. Up adds the row above; Average and Paeth
-depend on the pixel to the left, so they run a column loop, vectorized over all the images that use them
-in that row, through one lookup table (the predictor minus the upper-left pixel depends only on the
-differences ``a - c`` and ``b - c``). The batch is processed in chunks to stay cache friendly.
+with a hard output cap of exactly ``height * (width + 1)`` bytes; ancillary chunks are never inflated.
+The PNG row filters are then undone for a whole chunk of the batch in one call to Pillow's PNG row
+decoder, the images stacked as one tall image (`_unfilter`): per image, a small request costs about
+what a batch's image does.
 
 Fallback (right size but RGB, RGBA, palette, gray+alpha, 16-bit, low bit depth or interlaced): Pillow
 decodes the image, which is converted to 8-bit grayscale and flagged in `DecodedBatch.converted`.
@@ -48,7 +46,7 @@ _CHUNK = struct.Struct(">I4s")
 _U32 = struct.Struct(">I")
 _VALID_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _MAX_DIMENSION = 2**31 - 1
-_CHUNK_IMAGES = 8192  # images inflated and unfiltered per pass: bounds the scratch buffer, stays in cache
+_CHUNK_BYTES = 8 << 20  # filtered rows inflated and unfiltered per pass: bounds the scratch buffers
 _HEADER_CACHE_LIMIT = 256
 _BYTES_LITERAL = re.compile(r"""\bb(['"]).*?\1""")  # Pillow messages may quote chunk bytes: never echo them
 _COLOUR_TYPES = (2, 6)  # RGB and RGBA; palette images (3) are colour when a palette entry is not gray
@@ -124,12 +122,11 @@ def read_png_header(data: bytes) -> PngHeader:
     return PngHeader(width, height, depth, color, interlace)
 
 
-def _idat_parts(blob: bytes, *, only: frozenset[bytes] | None = None) -> list[memoryview]:
+def _idat_parts(blob: bytes) -> list[memoryview]:
     """Walk the chunks after IHDR up to IEND, checking every CRC; return the IDAT payloads.
 
     Structural damage (truncation, bad CRC, unknown critical chunk) is caught here for every image,
-    whichever decoder then handles the pixels. `only`: the chunk types besides IDAT and IEND the image
-    may hold (any other raises), for a caller that must know what a later reader will do with them.
+    whichever decoder then handles the pixels.
     """
     view = memoryview(blob)
     size = len(blob)
@@ -150,8 +147,6 @@ def _idat_parts(blob: bytes, *, only: frozenset[bytes] | None = None) -> list[me
                 break
         elif chunk_type == b"IEND":
             break
-        elif only is not None and chunk_type not in only:
-            raise ImageDecodeError(f"{_chunk_name(chunk_type)} chunk not taken here")
         elif not chunk_type[0] & 0x20 and chunk_type != b"PLTE":
             raise ImageDecodeError(f"unknown critical chunk {_chunk_name(chunk_type)}")
         pos = end
@@ -160,13 +155,12 @@ def _idat_parts(blob: bytes, *, only: frozenset[bytes] | None = None) -> list[me
     return parts
 
 
-def _inflate_gray8(blob: bytes, expected: int, *, only: frozenset[bytes] | None = None) -> bytes:
-    """Inflate the IDAT data of a checked PNG, insisting on exactly `expected` bytes (`only`: as for
-    `_idat_parts`).
+def _inflate_gray8(blob: bytes, expected: int) -> bytes:
+    """Inflate the IDAT data of a checked PNG, insisting on exactly `expected` bytes.
 
     The output cap means a malicious stream can never make us allocate more than one image's worth.
     """
-    parts = _idat_parts(blob, only=only)
+    parts = _idat_parts(blob)
     stream = isal_zlib.decompressobj()
     try:
         raw = stream.decompress(parts[0] if len(parts) == 1 else b"".join(parts), expected + 1)
@@ -180,82 +174,17 @@ def _inflate_gray8(blob: bytes, expected: int, *, only: frozenset[bytes] | None 
     return raw
 
 
-def _build_predictor_table() -> np.ndarray:
-    """Average and Paeth predictors minus c (mod 256), indexed by [filter - 3, b - c + 255, a - c + 255].
-
-    With bytes a (left), b (up) and c (up-left), both predictors equal c plus a function of (a - c, b - c),
-    so one table lookup per column replaces the branching Paeth rule, and one loop serves both filters.
-    """
-    da = np.arange(-255, 256, dtype=np.int32)[None, :]
-    db = np.arange(-255, 256, dtype=np.int32)[:, None]
-    average = (da + db) >> 1  # ((a + b) >> 1) - c, since floor((n + 2c) / 2) = floor(n / 2) + c
-    pa, pb, pc = np.abs(db), np.abs(da), np.abs(da + db)  # |p - a|, |p - b|, |p - c| with p = a + b - c
-    paeth = np.where((pa <= pb) & (pa <= pc), da, np.where(pb <= pc, db, 0))
-    table = (np.stack([average, paeth]) & 255).astype(np.uint8).ravel()
-    table.flags.writeable = False  # shared by all threads
-    return table
-
-
-_PREDICTOR_TABLE = _build_predictor_table()
-_SPAN = 511  # number of possible differences between two bytes
-
-
-def _undo_average_paeth(x: np.ndarray, up: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """Reconstruct rows filtered with Average (3) or Paeth (4); x, up: uint8 (k, w), filters: (k,).
-
-    Each column needs the reconstructed column to its left, so loop over columns, vectorized over rows:
-    new = x + c + table[filter, b - c, a - c], in uint8 arithmetic that wraps mod 256 as PNG requires.
-    """
-    b = up.T  # (w, k): one column of all rows is contiguous
-    c = np.zeros_like(b)
-    c[1:] = b[:-1]
-    # index = a + base, base = (filter - 3) * 511^2 + (b - c + 255) * 511 + 255 - c
-    base = (filters.astype(np.int32) - 3) * (_SPAN * _SPAN) + (255 * _SPAN + 255)
-    base = base + b.astype(np.int32) * _SPAN - c.astype(np.int32) * (_SPAN + 1)
-    x_plus_c = x.T + c
-    width, count = b.shape
-    result = np.zeros((width + 1, count), dtype=np.uint8)  # result[j + 1] is column j; result[0]: a = 0
-    index = np.empty(count, dtype=np.int32)
-    offset = np.empty(count, dtype=np.uint8)
-    for j in range(width):
-        np.add(result[j], base[j], out=index)
-        np.take(_PREDICTOR_TABLE, index, out=offset, mode="clip")
-        np.add(x_plus_c[j], offset, out=result[j + 1])
-    return result[1:].T
-
-
 def _unfilter(raw: np.ndarray, out: np.ndarray) -> None:
-    """Undo the PNG row filters of 8-bit grayscale images: raw (m, h, w + 1) -> out (m, h, w).
+    """Undo the PNG row filters of 8-bit grayscale images: raw (m, h + 1, w + 1) -> out (m, h, w).
 
-    None and Sub rows do not depend on other rows, so they are done for all images at once; Up, Average
-    and Paeth rows go row by row, as each needs the finished row above. Filter bytes must be <= 4.
+    Each image's rows (filter byte first) come after one row of zeros with filter None, so that stacked
+    as one tall image every image's first row sees the all-zero row above it that PNG defines: Pillow's
+    PNG row decoder (C) then undoes every filter of the batch in one call, fed a stored (uncompressed)
+    zlib stream of the rows. Filter bytes must be <= 4.
     """
-    count, height, stride = raw.shape
-    rows_of = raw.reshape(count * height, stride, copy=False)  # all image rows, filter byte first
-    out_rows = out.reshape(count * height, stride - 1, copy=False)  # a view: writes must land in out
-    filters = raw[:, :, 0].T.copy()  # (h, m), so nonzero() lists (row, image) grouped by row
-    out[...] = raw[:, :, 1:]  # filter 0 (None) everywhere; other rows are overwritten below
-    sub = np.flatnonzero(filters.T == 1)  # indices into rows_of
-    if sub.size:
-        out_rows[sub] = np.cumsum(rows_of[sub, 1:], axis=1, dtype=np.uint8)
-    row_numbers = np.arange(height + 1)
-    up_rows, up_images = np.nonzero(filters == 2)
-    up_flat = up_images * height + up_rows
-    up_bounds = np.searchsorted(up_rows, row_numbers).tolist()
-    loop_rows, loop_images = np.nonzero(filters >= 3)
-    loop_flat = loop_images * height + loop_rows
-    loop_bounds = np.searchsorted(loop_rows, row_numbers).tolist()
-    for row in range(height):
-        lo, hi = up_bounds[row], up_bounds[row + 1]
-        if hi > lo and row:  # Up on the first row adds zeros: already done by the copy
-            selected = up_flat[lo:hi]
-            out_rows[selected] = rows_of[selected, 1:] + out_rows[selected - 1]
-        lo, hi = loop_bounds[row], loop_bounds[row + 1]
-        if hi > lo:
-            selected = loop_flat[lo:hi]
-            x = rows_of[selected]
-            above = out_rows[selected - 1] if row else np.zeros_like(x[:, 1:])
-            out_rows[selected] = _undo_average_paeth(x[:, 1:], above, x[:, 0])
+    count, rows, stride = raw.shape
+    tall = Image.frombytes("L", (stride - 1, count * rows), zlib.compress(raw, 0), "zip", "L")
+    out[...] = np.asarray(tall).reshape(count, rows, stride - 1)[:, 1:]
 
 
 def _decode_with_pillow(blob: bytes, header: PngHeader, channels: int = 1) -> np.ndarray:
@@ -301,10 +230,13 @@ def _decode_serial(blobs: Sequence[bytes], shape: tuple[int, ...]) -> DecodedBat
     fallback: list[tuple[int, PngHeader]] = []
     # Header bytes -> verdict (None: fast path, PngHeader: Pillow, str: error); MNIST batches share one.
     verdicts: dict[bytes, PngHeader | str | None] = {}
-    raw = np.empty((min(count, _CHUNK_IMAGES), height, width + 1), dtype=np.uint8)  # reused per chunk
+    per_image = (height + 1) * (width + 1)
+    chunk_images = max(1, _CHUNK_BYTES // per_image)
+    # Reused per chunk: each image's filtered rows after a row of zeros (see `_unfilter`).
+    raw = np.zeros((min(count, chunk_images), height + 1, width + 1), dtype=np.uint8)
     raw_bytes = memoryview(raw.reshape(-1))
-    for start in range(0, count, _CHUNK_IMAGES):
-        stop = min(start + _CHUNK_IMAGES, count)
+    for start in range(0, count, chunk_images):
+        stop = min(start + chunk_images, count)
         not_inflated = []
         for i in range(start, stop):
             blob = blobs[i]
@@ -319,7 +251,7 @@ def _decode_serial(blobs: Sequence[bytes], shape: tuple[int, ...]) -> DecodedBat
                     if len(verdicts) < _HEADER_CACHE_LIMIT:
                         verdicts[key] = verdict
                 if verdict is None:
-                    offset = (i - start) * expected
+                    offset = (i - start) * per_image + width + 1
                     raw_bytes[offset : offset + expected] = _inflate_gray8(blob, expected)
                     continue
                 if type(verdict) is str:
@@ -333,7 +265,7 @@ def _decode_serial(blobs: Sequence[bytes], shape: tuple[int, ...]) -> DecodedBat
             not_inflated.append(i - start)
         chunk = raw[: stop - start]
         chunk[not_inflated] = 0
-        bad_filter = np.flatnonzero((chunk[:, :, 0] > 4).any(axis=1))
+        bad_filter = np.flatnonzero((chunk[:, 1:, 0] > 4).any(axis=1))
         for i in bad_filter.tolist():
             errors[start + i] = "invalid PNG row filter type (must be 0-4)"
         chunk[bad_filter] = 0
@@ -478,33 +410,3 @@ def encode_png(image: np.ndarray) -> bytes:
     buffer = BytesIO()
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-_PLAIN_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tRNS", b"tEXt", b"tIME", b"bKGD", b"sBIT"})
-"""The chunks besides IDAT and IEND a PNG may hold for `decode_plain_gray_png`: ones Pillow reads
-without inflating. Pillow inflates zTXt, iTXt and iCCP (up to 1 MB each, 64 MB an image), work the
-batch decoder never does, so a small request could make a worker inflate far more than its image."""
-
-
-def decode_plain_gray_png(blob: bytes, image_shape: tuple[int, ...]) -> np.ndarray | None:
-    """One plain 8-bit grayscale PNG of a grayscale model's size, unfiltered by Pillow in C: about 5x
-    faster than `decode_pngs` on a single image (its numpy unfiltering pays off across a batch, not
-    within one image). `decode_pngs`' checks run first (header, chunk CRCs, the exact inflated size,
-    the row filter types) and the image may hold no chunk outside `_PLAIN_CHUNKS`; for anything they
-    doubt, or any other kind of PNG, None: `decode_pngs` then decides, so pixels and refusals are its
-    own. Pillow inflates the image data a second time, knowingly: one small image's worth, already
-    checked to be exactly that size."""
-    if len(image_shape) != 2 or type(blob) is not bytes:
-        return None
-    height, width = image_shape
-    try:
-        if _verdict(blob[:_HEADER_END], height, width) is not None:
-            return None
-        rows = _inflate_gray8(blob, height * (width + 1), only=_PLAIN_CHUNKS)
-        if max(rows[:: width + 1]) > 4:  # a row filter type PNG does not define
-            return None
-        with Image.open(BytesIO(blob), formats=["PNG"]) as image:
-            pixels = np.asarray(image)
-    except Exception:  # any doubt at all: the batch decoder gives the verdict
-        return None
-    return pixels if pixels.dtype == np.uint8 and pixels.shape == image_shape else None

@@ -83,7 +83,7 @@ def test_ancillary_chunks_and_split_idat_are_fine() -> None:
 
 
 def test_batches_larger_than_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imaging, "_CHUNK_IMAGES", 64)
+    monkeypatch.setattr(imaging, "_CHUNK_BYTES", 64 * 29 * 29)  # 64 MNIST images a chunk
     rng = np.random.default_rng(5)
     pixels = digit_like(rng, 200)
     blobs: list[object] = [encode_png(p, filters=rng.integers(0, 5, 28).tolist()) for p in pixels]

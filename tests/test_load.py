@@ -4,6 +4,7 @@ rolled back."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from mnist_mlops.errors import UserInputError
 from mnist_mlops.imaging import encode_png
 from mnist_mlops.model_interface import ModelInterface
 from mnist_mlops.serving import config
+from mnist_mlops.serving.gunicorn_worker import INLINE_BYTES
 from mnist_mlops.serving.payloads import Limits
 from mnist_mlops.serving.scorer import (
     BODY_READ_SECONDS,
@@ -138,11 +140,17 @@ def test_a_full_server_answers_503_with_retry_after_and_every_other_request_norm
         "models:/mnist-mlops/1", registry=deployed_run.registry, key_file=key_file, max_queue=1
     )
     big_batch = json.dumps({"instances": np.zeros((256, 28, 28), int).tolist()}).encode()
+    png_batch = json.dumps({"images": [base64.b64encode(PNG).decode()] * 256}).encode()
+    assert len(png_batch) < INLINE_BYTES  # small enough for an idle worker to answer in its main thread
     with running_server(environment, workers=1) as server:
         key = read_key(key_file)
         scoring = ScoringClient(server.url, key, timeout=60)
         with ThreadPoolExecutor(12) as pool:
             answers = list(pool.map(lambda _: scoring.score(big_batch, "application/json"), range(60)))
+            small = [
+                status
+                for status, _ in pool.map(lambda _: scoring.score(png_batch, "application/json"), range(60))
+            ]
         after = scoring.score(PNG, "image/png")
         stalled_uploads = [_stalled_upload(server.url, key) for _ in range(2)]  # admitted: the queue is full
         started = time.monotonic()
@@ -154,6 +162,7 @@ def test_a_full_server_answers_503_with_retry_after_and_every_other_request_norm
     assert set(statuses) == {200, 503}, statuses
     shed = [body for status, body in answers if status == 503]
     assert all("busy: 1 requests already wait" in body["message"] for body in shed)
+    assert set(small) == {200, 503}, small  # requests a worker may answer inline are queued and shed alike
     assert after[0] == 200
     assert busy[0] == 503 and busy_seconds < BODY_READ_SECONDS / 2, (busy, busy_seconds)
     assert late == [408, 408]  # the stalled uploads were let go at the deadline
@@ -207,7 +216,7 @@ def test_the_load_benchmark_meets_its_goals_in_a_reduced_run(deployed_run, share
 
 
 def test_a_worker_knows_when_it_has_a_request_in_hand():
-    """What `IdleFirstWorker` asks before it accepts a connection."""
+    """What `ScoringWorker` asks before it accepts a connection."""
     gate = AdmissionGate(max_queue=1)
     before = requests_in_process()
     with gate.admitted() as admitted:

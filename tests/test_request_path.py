@@ -1,9 +1,9 @@
 """The scoring server's request path: faster ways to the same answers.
 
-One PNG is unfiltered by Pillow, a plain pixel array is read from the JSON text with numpy, other JSON
-is parsed by orjson, request records are written by a background thread and the server logs at
-WARNING. Each is checked against the way it replaced: the same pixels and the same refusals as
-`decode_pngs`, the same parse as the standard library, every record on disk.
+A plain pixel array is read from the JSON text with numpy, other JSON is parsed by orjson, request
+records are written by a background thread and the server logs at WARNING. Each is checked against the
+way it replaced: the same parse as the standard library, every record on disk. A PNG request decodes
+as the batch decoder decodes it among others.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_mlops import contracts, imaging
+from mnist_mlops import contracts
 from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE
 from mnist_mlops.imaging import decode_pngs, encode_png
 from mnist_mlops.serving import payloads, request_log
@@ -35,7 +35,7 @@ from mnist_mlops.serving.request_log import RequestLog, read_records
 from mnist_mlops.serving.server import ENTRY_SCRIPT
 from mnist_mlops.serving.validation import invalid_requests
 from tests import pngs
-from tests.datasets import digit_images, png_bytes
+from tests.datasets import digit_images
 from tests.pngs import chunk
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_png.tar.gz"
@@ -69,7 +69,7 @@ INFLATED_TEXT = 1_000_000
 
 
 def compressed_chunk_cases() -> dict[str, bytes]:
-    """Plain grayscale PNGs carrying chunks Pillow inflates and the batch decoder only CRC-checks."""
+    """Plain grayscale PNGs carrying chunks Pillow inflates and the decoder only CRC-checks."""
     plain = raw_png(digit_images(1, seed=3)[0][4], [1] * 28)
     text = zlib.compress(bytes(INFLATED_TEXT), 9)  # about 1 KB
     return {
@@ -85,13 +85,6 @@ def outcome(blob: bytes, shape: tuple[int, ...] = MNIST_IMAGE_SHAPE) -> np.ndarr
         return parse_request(blob, "image/png", Limits(), shape)
     except BadRequest as refusal:
         return refusal.status, refusal.message
-
-
-def batch_decoder_outcome(blob: bytes, monkeypatch, shape: tuple[int, ...] = MNIST_IMAGE_SHAPE):
-    """The same request through `decode_pngs` alone, as before the one-PNG path."""
-    with monkeypatch.context() as patched:
-        patched.setattr(payloads, "decode_plain_gray_png", lambda blob, image_shape: None)
-        return outcome(blob, shape)
 
 
 def same(first, second) -> bool:
@@ -118,13 +111,14 @@ def plain_pngs() -> list[bytes]:
     return blobs
 
 
-def test_one_png_decodes_to_the_batch_decoder_s_pixels():
+def test_a_png_request_decodes_as_it_does_among_other_pngs():
+    """The stacked unfiltering (`imaging._unfilter`) gives each image the same pixels alone or beside
+    images of other row filters."""
     blobs = plain_pngs()
-    for blob in blobs:
-        assert imaging.decode_plain_gray_png(blob, MNIST_IMAGE_SHAPE) is not None  # the fast path is taken
-        expected = decode_pngs([blob], MNIST_IMAGE_SHAPE)
-        assert not expected.errors
-        assert same(outcome(blob), expected.images)
+    batch = decode_pngs(blobs, MNIST_IMAGE_SHAPE)
+    assert not batch.errors
+    for blob, expected in zip(blobs, batch.images, strict=True):
+        assert same(outcome(blob), expected[None])
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_file(), reason="the shared MNIST tarball is not on this machine")
@@ -142,54 +136,10 @@ def test_real_mnist_pngs_decode_alike_one_by_one_and_as_a_batch():
     assert np.array_equal(one_by_one, batch.images)
 
 
-def refusal_cases() -> dict[str, bytes]:
-    """PNGs the one-PNG path must leave to `decode_pngs`: other kinds, and every kind of damage."""
-    digit = digit_images(1, seed=3)[0][4]
-    plain = raw_png(digit, [1] * 28)
-    stream_start = plain.index(b"IDAT") + 4
-    rgb = np.stack([digit, 255 - digit, digit // 2], axis=-1)
-    cases = {
-        "palette of grays": png_bytes(digit, "P"),
-        "colour": png_bytes(rgb, "RGB"),
-        "colour with alpha": png_bytes(rgb, "RGBA"),
-        "gray with alpha": png_bytes(digit, "LA"),
-        "one bit": png_bytes(digit, "1"),
-        "sixteen bit": png_bytes(digit.astype(np.uint16) * 257, "I;16"),
-        "interlaced (header)": raw_png(digit, [0] * 28, header={"interlace": 1}),
-        "another size": encode_png(np.zeros((29, 28), np.uint8)),
-        "bomb": raw_png(digit, [0] * 28, header={"width": 10_000, "height": 10_000}),
-        "row filter 5": raw_png(digit, [0] * 27 + [5]),
-        "bytes after the zlib stream": raw_png(digit, [0] * 28, after_stream=b"\x00\x01"),
-        "short stream": raw_png(digit[:27], [0] * 27, header={"height": 28}),
-        "long stream": raw_png(np.vstack([digit, digit[:1]]), [0] * 29, header={"height": 28}),
-        "bad IDAT CRC": plain[:-16] + bytes([plain[-16] ^ 1]) + plain[-15:],
-        "corrupt stream": plain[:stream_start] + b"\xff\xff" + plain[stream_start + 2 :],
-        "truncated": plain[: len(plain) // 2],
-        "no IEND": plain[:-12],
-        "not a PNG": b"GIF89a" + b"\x00" * 40,
-        "empty": b"",
-    }
-    return cases | compressed_chunk_cases()
-
-
-@pytest.mark.parametrize("kind", list(refusal_cases()))
-def test_other_pngs_and_damaged_ones_get_the_batch_decoder_s_answer(kind, monkeypatch):
-    blob = refusal_cases()[kind]
-    assert same(outcome(blob), batch_decoder_outcome(blob, monkeypatch))
-
-
 @pytest.mark.parametrize("kind", list(compressed_chunk_cases()))
-def test_a_png_with_a_chunk_pillow_would_inflate_is_left_to_the_batch_decoder(kind, monkeypatch):
-    blob = compressed_chunk_cases()[kind]
-    assert imaging.decode_plain_gray_png(blob, MNIST_IMAGE_SHAPE) is None
-    assert isinstance(batch_decoder_outcome(blob, monkeypatch), np.ndarray)  # its verdict: the pixels
-
-
-def test_a_colour_model_s_png_is_left_to_the_batch_decoder(monkeypatch):
-    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    for blob in (png_bytes(image, "RGB"), encode_png(image[..., 0])):
-        assert imaging.decode_plain_gray_png(blob, (32, 32, 3)) is None
-        assert same(outcome(blob, (32, 32, 3)), batch_decoder_outcome(blob, monkeypatch, (32, 32, 3)))
+def test_a_png_s_compressed_ancillary_chunks_are_never_inflated(kind):
+    decoded = outcome(compressed_chunk_cases()[kind])
+    assert isinstance(decoded, np.ndarray) and decoded.shape == (1, *MNIST_IMAGE_SHAPE)
 
 
 def json_outcome(body: bytes) -> np.ndarray | tuple[int, str]:

@@ -18,10 +18,9 @@ the header before anything is inflated (a 10,000 x 10,000 "bomb" costs a 33-byte
 sizes are bounded, and JSON pixels are shape- and range-checked as one array. Messages describe the
 problem and never echo the request's bytes.
 
-Three faster paths give the same answers as the ones they stand in for (tests/test_request_path.py):
+Two faster paths give the same answers as the ones they stand in for (tests/test_request_path.py):
 a plain pixel array is read from the JSON text with numpy (`_plain_pixels`); other JSON is parsed by
-orjson, with the standard library's verdict on anything refused; a request of one grayscale PNG is
-unfiltered by Pillow after `decode_pngs`' own checks.
+orjson, with the standard library's verdict on anything refused.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ import orjson
 from mnist_mlops.dataset import describe_shape
 from mnist_mlops.imaging import (
     ImageDecodeError,
-    decode_plain_gray_png,
     decode_pngs,
     png_shape,
     read_png_header,
@@ -142,7 +140,7 @@ def _json_images(document: object, body: bytes, limits: Limits, image_shape: tup
 JSON_SPACE = b" \t\r\n"
 PLAIN_PREFIX = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"instances"[ \t\r\n]*:[ \t\r\n]*\Z')
 PLAIN_SUFFIX = re.compile(rb"[ \t\r\n]*\}[ \t\r\n]*\Z")
-DIGITS_AND_SPACES = bytes.maketrans(b"0123456789" + JSON_SPACE, b"d" * 10 + b" " * len(JSON_SPACE))
+ZERO, OPEN, CLOSE = ord("0"), ord("["), ord("]")
 
 
 def _plain_pixels(body: bytes, limits: Limits, image_shape: tuple[int, ...]) -> np.ndarray | None:
@@ -152,40 +150,50 @@ def _plain_pixels(body: bytes, limits: Limits, image_shape: tuple[int, ...]) -> 
 
     The body is taken only when it is provably that JSON: nothing but the one key around the array;
     the array made only of digits, commas, brackets and JSON whitespace, with no whitespace after a
-    number; as many numbers (runs of digits) as an (N, *image_shape) array has values (N x H x W x 1
-    too, for a grayscale model), each between "[" or "," and "," or "]", and exactly its brackets and
-    commas, so every innermost element is one number; no number with a leading zero; none over 255."""
+    digit; as many numbers (runs of digits) as an (N, *image_shape) array has values (N x H x W x 1
+    too, for a grayscale model), none right after a "]" or right before a "[", and exactly its
+    brackets and commas, so every innermost element is one number; no number with a leading zero or
+    over three digits; none over 255. Whitespace is dropped once; the digits are then read with whole-
+    array numpy operations and gathers at the numbers' first and last digits."""
     start, end = body.find(b"["), body.rfind(b"]") + 1
     if start < 0 or not PLAIN_PREFIX.match(body, 0, start) or not PLAIN_SUFFIX.match(body, end):
         return None
     text = body[start:end]
-    if b"d " in text.translate(DIGITS_AND_SPACES):  # whitespace after a number: "1 2" would read as 12
+    if text.translate(None, b"0123456789,[]" + JSON_SPACE):
         return None
     compact = text.translate(None, JSON_SPACE)
-    if compact.translate(None, b"0123456789,[]"):
+    if len(compact) != len(text):
+        spaced = np.frombuffer(text, np.uint8)
+        if np.any(((spaced[:-1] - np.uint8(ZERO)) < 10) & _is_space(spaced[1:])):  # "1 2" would read as 12
+            return None
+    codes = np.frombuffer(compact, np.uint8)  # starts with "[" and ends with "]"
+    digits = codes - np.uint8(ZERO)  # wraps: any other character is >= 10
+    digit = digits < 10
+    ends = np.flatnonzero(digit[:-1] > digit[1:])  # each number's last digit
+    count, remainder = divmod(len(ends), math.prod(image_shape))
+    if not 0 < count <= limits.max_batch or remainder:
         return None
-    codes = np.frombuffer(compact, np.uint8)
-    edges = np.flatnonzero(np.diff(((codes - np.uint8(ord("0"))) < 10).view(np.int8)))
-    starts, ends = edges[0::2] + 1, edges[1::2]  # the text starts with "[" and ends with "]"
-    per_image = math.prod(image_shape)
-    count = len(starts) // per_image
-    if not 0 < count <= limits.max_batch or count * per_image != len(starts):
-        return None
-    before, after = codes[starts - 1], codes[ends + 1]  # the text starts with "[" and ends with "]"
-    if np.any((before == ord("]")) | (after == ord("["))):  # a number outside an innermost array
-        return None
+    starts = np.flatnonzero(digit[1:] > digit[:-1]) + 1  # and its first
+    if np.any(codes[starts - 1] == CLOSE) or np.any(codes[ends + 1] == OPEN):
+        return None  # a number outside an innermost array
     skeleton = compact.translate(None, b"0123456789")
     layouts = [image_shape, (*image_shape, 1)] if len(image_shape) == 2 else [image_shape]
     if not any(skeleton == _array_skeleton((count, *layout)) for layout in layouts):
         return None
     lengths = ends - starts + 1
-    if lengths.max() > 3 or np.any((codes[starts] == ord("0")) & (lengths > 1)):
+    first = digits[starts]
+    if lengths.max() > 3 or np.any((first == 0) & (lengths > 1)):
         return None
-    digits = codes.astype(np.int16) - ord("0")
-    values = digits[ends] + 10 * digits[ends - 1] * (lengths > 1) + 100 * digits[ends - 2] * (lengths > 2)
+    values = digits[ends].astype(np.uint16)
+    values += (lengths > 1) * (10 * digits[ends - 1].astype(np.uint16))
+    values += (lengths > 2) * (100 * first.astype(np.uint16))
     if values.max() > 255:
         return None
     return values.astype(np.uint8).reshape(count, *image_shape)
+
+
+def _is_space(codes: np.ndarray) -> np.ndarray:
+    return (codes == 32) | (codes == 9) | (codes == 10) | (codes == 13)
 
 
 def _array_skeleton(shape: tuple[int, ...]) -> bytes:
@@ -290,8 +298,6 @@ def _decode_base64_pngs(encoded: list, image_shape: tuple[int, ...]) -> np.ndarr
 def decode_png_batch(blobs: list[bytes], *, label: str, image_shape: tuple[int, ...]) -> np.ndarray:
     """Decode PNGs of the model's height and width to its image shape; the first failure becomes a 400
     naming the item and the reason."""
-    if len(blobs) == 1 and (pixels := decode_plain_gray_png(blobs[0], image_shape)) is not None:
-        return pixels[None]
     decoded = decode_pngs(blobs, image_shape)
     if decoded.errors:
         index, reason = next(iter(decoded.errors.items()))

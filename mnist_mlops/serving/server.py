@@ -11,8 +11,9 @@ takes. `main` runs gunicorn's threaded workers instead (`gthread`), each with on
 its `AdmissionGate` admits (the one it scores and `max_queue` waiting) plus `SHED_THREADS` that answer
 any further request at once with 503 and `Retry-After`. A worker accepts no more connections than it
 has threads, so a full worker leaves new connections to an idle one; a worker with a request in hand
-waits a moment before it accepts, so an idle worker takes the connection first (`idle_first`); and
-keep-alive is off (as with the sync worker), so an idle client holds no thread.
+waits a moment before it accepts, so an idle worker takes the connection first; an idle worker answers
+a small request that has arrived whole in its main thread, as the sync worker would (both in
+`gunicorn_worker`); and keep-alive is off (as with the sync worker), so an idle client holds no thread.
 """
 
 from __future__ import annotations
@@ -61,14 +62,15 @@ def main(argv: list[str] | None = None) -> None:
         stop_with(int(parent))
     from azureml_inference_server_http import amlserver
 
-    from mnist_mlops.serving.idle_first import IdleFirstWorker
+    from mnist_mlops.serving.gunicorn_worker import ScoringLogger, ScoringWorker
 
     amlserver.DEFAULT_HOST = LOOPBACK
     _limit_malloc_arenas(MALLOC_ARENAS)
     threads = 1 + config.max_queue() + SHED_THREADS
     os.environ["GUNICORN_CMD_ARGS"] = (
-        f"--worker-class {IdleFirstWorker.__module__}.{IdleFirstWorker.__name__} --threads {threads}"
+        f"--worker-class {ScoringWorker.__module__}.{ScoringWorker.__name__} --threads {threads}"
         f" --worker-connections {threads} --keep-alive 0"
+        f" --logger-class {ScoringLogger.__module__}.{ScoringLogger.__name__}"
         + (f" --worker-tmp-dir {HEARTBEAT_DIR}" if os.access(HEARTBEAT_DIR, os.W_OK | os.X_OK) else "")
     )
     sys.argv = [
