@@ -9,7 +9,8 @@ Our server is the Azure ML inference server with `score.py`, key auth and the re
 this process on the TensorFlow path every version has (its warmed `tf.function`, TensorFlow's own thread
 pool over every core). Each round measures, in a shuffled order, on loopback:
 - one MNIST test PNG per request, sequentially: p50 / p99 latency; beside it the in-process
-  single-image call;
+  single-image call, and the server's health route (`GET /`, no body, no model): what the HTTP
+  exchange, gunicorn and azmlinfsrv cost before any scoring;
 - 128 PNGs per request (base64 JSON) from N concurrent clients: images/s; beside it the in-process
   128-image call. N workers and N clients (default: the machine's cores) let the server use every core
   as the in-process call does;
@@ -63,6 +64,7 @@ from mnist_mlops.serving.server import (
 BATCH = 128
 SINGLE_PER_ROUND = 300
 BATCHES_PER_ROUND = 20
+LATENCY_KINDS = ("single", "inprocess_single", "health")
 GOALS = {
     "single_vs_inprocess_max": 1.5,
     "batch_vs_inprocess_min": 1.2,
@@ -205,6 +207,7 @@ def main() -> None:
                 args.rounds,
                 clients,
                 single=(single_http, pngs),
+                health=(lambda _: scoring.health(), pngs),
                 inprocess_single=(lambda image: predict(image[None]), pixels),
                 batch=(batch_http, png_bodies),
                 inprocess_batch=(predict, pixel_batches),
@@ -227,7 +230,7 @@ def measure_rounds(rounds: int, clients: int, **kinds: tuple[Callable, list]) ->
         shuffler.shuffle(order)
         for kind in order:
             call, items = kinds[kind]
-            if kind in ("single", "inprocess_single"):
+            if kind in LATENCY_KINDS:
                 offset = number * SINGLE_PER_ROUND % (len(items) - SINGLE_PER_ROUND)
                 measured[kind].append(latencies_ms(call, items[offset : offset + SINGLE_PER_ROUND]))
             else:
@@ -242,6 +245,7 @@ def summary(
 ) -> dict:
     single_p50 = [float(np.percentile(times, 50)) for times in rounds["single"]]
     inprocess_p50 = [float(np.percentile(times, 50)) for times in rounds["inprocess_single"]]
+    health_p50 = [float(np.percentile(times, 50)) for times in rounds["health"]]
     single_ratio = [ours / floor for ours, floor in zip(single_p50, inprocess_p50, strict=True)]
     batch_ratio = [
         ours / floor for ours, floor in zip(rounds["batch"], rounds["inprocess_batch"], strict=True)
@@ -258,6 +262,10 @@ def summary(
         "p50_ms": round(float(np.median(single_p50)), 3),
         "p99_ms": round(float(np.percentile(np.concatenate(rounds["single"]), 99)), 3),
         "inprocess_single_p50_ms": round(float(np.median(inprocess_p50)), 3),
+        "health_p50_ms": round(float(np.median(health_p50)), 3),
+        "health_vs_inprocess": round(
+            float(np.median([ours / floor for ours, floor in zip(health_p50, inprocess_p50, strict=True)])), 2
+        ),
         "batch_images_per_s": round(float(np.median(rounds["batch"]))),
         "inprocess_batch_images_per_s": round(float(np.median(rounds["inprocess_batch"]))),
         "json_pixels_images_per_s": round(float(np.median(rounds["pixels"]))),
@@ -270,6 +278,7 @@ def summary(
         "spread": {
             "p50_ms": spread(single_p50, 3),
             "inprocess_single_p50_ms": spread(inprocess_p50, 3),
+            "health_p50_ms": spread(health_p50, 3),
             "batch_images_per_s": spread(rounds["batch"], 0),
             "inprocess_batch_images_per_s": spread(rounds["inprocess_batch"], 0),
             "ratio_vs_mlflow": spread(mlflow_ratio, 2),

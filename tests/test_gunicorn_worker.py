@@ -4,16 +4,22 @@ its logger's access line, formatted only when written."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 from gunicorn.config import Config
+from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import TConn
 
 from mnist_mlops.serving.gunicorn_worker import (
     INLINE_BYTES,
     ScoringLogger,
+    ScoringWorker,
     listen_queue,
     nothing_unread,
     whole_request_buffered,
@@ -64,31 +70,111 @@ def test_a_request_larger_than_the_inline_limit_goes_to_the_threads():
         assert whole_request_buffered(connection)
 
 
-def test_the_listen_queue_counts_connections_not_yet_accepted():
+def queued(listener: socket.socket, count: int) -> None:
+    """Wait until `count` connections wait in `listener`'s accept queue (the kernel's handshake)."""
+    deadline = time.monotonic() + 5
+    while listen_queue(listener) != count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert listen_queue(listener) == count
+
+
+@contextmanager
+def listening() -> Iterator[socket.socket]:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
+        listener.setblocking(False)  # as gunicorn's listeners are
+        yield listener
+
+
+def test_the_listen_queue_counts_connections_not_yet_accepted():
+    with listening() as listener:
         assert listen_queue(listener) == 0
         clients = [socket.create_connection(listener.getsockname()) for _ in range(2)]
-        assert listen_queue(listener) == 2
+        queued(listener, 2)
         accepted, _ = listener.accept()
         assert listen_queue(listener) == 1
         for connection in [accepted, *clients]:
             connection.close()
-    unix, _ = socket.socketpair()
-    with unix, _:
-        assert listen_queue(unix) is None  # cannot tell: the worker does not answer inline
+    first, second = socket.socketpair()
+    with first, second:
+        assert listen_queue(first) is None  # cannot tell: the worker does not answer inline
 
 
 def test_a_connection_with_unread_bytes_is_not_closed_at_once():
     server, client = socket.socketpair()
     with server, client:
+        server.settimeout(5)  # as the request's body reader leaves it: the check must still not wait
+        started = time.monotonic()
         assert nothing_unread(server)
+        assert time.monotonic() - started < 1
         client.sendall(b"left over")
         assert not nothing_unread(server)
+        server.setblocking(True)
         server.recv(64)
         client.shutdown(socket.SHUT_WR)
         assert nothing_unread(server)
+
+
+class Recorded(ScoringWorker):
+    """A worker whose request handling and thread pool only record what they were given."""
+
+    def __init__(self) -> None:
+        config = Config()
+        super().__init__(0, os.getpid(), [], None, 30, config, Logger(config))
+        self.handled_in: list[threading.Thread] = []
+        self.queued: list[TConn] = []
+
+    def handle(self, connection: TConn) -> bool:
+        self.handled_in.append(threading.current_thread())
+        connection.sock.setblocking(True)
+        connection.sock.recv(INLINE_BYTES)  # the whole request, as gunicorn reads it
+        connection.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        return False
+
+    def enqueue_req(self, connection: TConn) -> None:
+        self.queued.append(connection)
+
+
+def sent_to(listener: socket.socket, data: bytes) -> socket.socket:
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    client.sendall(data)
+    return client
+
+
+def test_an_idle_worker_answers_a_whole_small_request_in_its_main_thread_and_closes_it():
+    worker = Recorded()
+    with listening() as listener:
+        client = sent_to(listener, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        queued(listener, 1)
+        time.sleep(0.05)  # the request's bytes reach the server's socket
+        started = time.monotonic()
+        worker.accept(listener)
+        assert time.monotonic() - started < 1  # closed at once, not after the client closes
+        with client:
+            assert client.recv(1024).startswith(b"HTTP/1.1 200")
+            assert client.recv(1024) == b""  # closed
+    assert worker.handled_in == [threading.current_thread()] and worker.queued == []
+    assert worker.nr_conns == 0
+
+
+@pytest.mark.parametrize("case", ["another connection waits", "the body is on its way", "a timeout is set"])
+def test_otherwise_the_connection_goes_to_the_threads(case, monkeypatch):
+    if case == "a timeout is set":
+        monkeypatch.setenv("SCORING_TIMEOUT_MS", "5000")
+    worker = Recorded()
+    body = b"ab" if case == "the body is on its way" else b"abcde"
+    request = HEADERS + b"Content-Length: 5\r\n\r\n" + body
+    with listening() as listener:
+        clients = [sent_to(listener, request) for _ in range(2 if case == "another connection waits" else 1)]
+        queued(listener, len(clients))
+        time.sleep(0.05)
+        worker.accept(listener)
+        for client in clients:
+            client.close()
+    assert worker.handled_in == [] and len(worker.queued) == 1
+    assert worker.nr_conns == 1  # the threads' until gthread's finish_request
+    worker.queued[0].close()
 
 
 def test_the_access_line_is_formatted_only_when_it_is_written(monkeypatch):

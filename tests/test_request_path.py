@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_mlops import contracts
+from mnist_mlops import contracts, imaging
 from mnist_mlops.dataset import MNIST_CLASSES, MNIST_IMAGE_SHAPE
 from mnist_mlops.imaging import decode_pngs, encode_png
 from mnist_mlops.serving import payloads, request_log
@@ -42,21 +42,11 @@ SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_
 SERVER_LOGGERS = ("azmlinfsrv", "gunicorn.access", "gunicorn.error")
 
 
-def raw_png(
-    image: np.ndarray,
-    filters: list[int],
-    *,
-    idat_parts: int = 1,
-    after_stream: bytes = b"",
-    header: dict | None = None,
-    level: int = 6,
-) -> bytes:
-    """A grayscale PNG written by hand, with chosen row filters, IDAT split and header fields."""
-    fields = {"width": image.shape[1], "height": image.shape[0], "interlace": 0} | (header or {})
+def raw_png(image: np.ndarray, filters: list[int], *, idat_parts: int = 1, level: int = 6) -> bytes:
+    """A grayscale PNG written by hand, with chosen row filters, IDAT split and compression level."""
     rows = pngs.filter_rows(image.reshape(len(image), -1), filters, bpp=1)
-    stream = zlib.compress(rows, level) + after_stream
-    header_chunk = pngs.ihdr(fields["width"], fields["height"], interlace=fields["interlace"])
-    return pngs.png_bytes(header_chunk, stream, idat_parts=idat_parts)
+    header_chunk = pngs.ihdr(image.shape[1], image.shape[0], interlace=0)
+    return pngs.png_bytes(header_chunk, zlib.compress(rows, level), idat_parts=idat_parts)
 
 
 def with_chunks(png: bytes, *chunks: bytes) -> bytes:
@@ -65,11 +55,12 @@ def with_chunks(png: bytes, *chunks: bytes) -> bytes:
 
 
 INFLATED_TEXT = 1_000_000
-"""What each compressed chunk below inflates to: under Pillow's 1 MB a chunk, so Pillow would inflate it."""
+"""What each compressed chunk below inflates to: under Pillow's 1 MB a chunk, so Pillow's PNG reader
+would inflate it."""
 
 
 def compressed_chunk_cases() -> dict[str, bytes]:
-    """Plain grayscale PNGs carrying chunks Pillow inflates and the decoder only CRC-checks."""
+    """Plain grayscale PNGs carrying chunks Pillow's PNG reader inflates and the decoder only CRC-checks."""
     plain = raw_png(digit_images(1, seed=3)[0][4], [1] * 28)
     text = zlib.compress(bytes(INFLATED_TEXT), 9)  # about 1 KB
     return {
@@ -137,7 +128,11 @@ def test_real_mnist_pngs_decode_alike_one_by_one_and_as_a_batch():
 
 
 @pytest.mark.parametrize("kind", list(compressed_chunk_cases()))
-def test_a_png_s_compressed_ancillary_chunks_are_never_inflated(kind):
+def test_a_png_s_compressed_ancillary_chunks_are_never_inflated(kind, monkeypatch):
+    def no_reader(*_args, **_kwargs):
+        raise AssertionError("a plain grayscale PNG went to Pillow's PNG reader")
+
+    monkeypatch.setattr(imaging.Image, "open", no_reader)  # the reader inflates them; the row decoder never
     decoded = outcome(compressed_chunk_cases()[kind])
     assert isinstance(decoded, np.ndarray) and decoded.shape == (1, *MNIST_IMAGE_SHAPE)
 

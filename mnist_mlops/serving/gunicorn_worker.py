@@ -15,10 +15,15 @@ close it: thread switches that cost a single-PNG request about a fifth of its ti
 sync worker, measured side by side). A worker with no connection in hand that accepts one whose whole
 request is already in the socket (at most INLINE_BYTES, headers and body), while no other connection
 waits in the listen queue, answers it in its main thread, as the sync worker would. Reading it cannot
-wait on the client and its answer is small, so the main thread is held only for the request's own
-time; a connection that arrives meanwhile waits in the listen queue (an idle worker takes it first) for
-at most that long. Anything else goes to the threads as before: a body still on its way, a large one,
-a busy worker, or a queue, where the admission gate queues or sheds it with 503.
+wait on the client, and its answer is small (sending it gives up after INLINE_SEND_SECONDS), so the
+main thread is held only for the request's own time; a connection that arrives meanwhile waits in the
+listen queue (an idle worker takes it first) for at most that long. The connection is then closed at
+once when the client sent nothing more (gunicorn's graceful close would hold the main thread until the
+client closes too), else gracefully. Anything else goes to the threads as before: a body still on its
+way, a large one, a busy worker, or a queue, where the admission gate queues or sheds it with 503. So
+does every request when SCORING_TIMEOUT_MS is set: azmlinfsrv arms that timeout (SIGALRM) only in a
+process's main thread, so answering inline would apply it to some requests and not others; gunicorn
+with TLS too, whose handshake would run in the main thread.
 
 Imports nothing heavy: gunicorn's master loads these classes before it forks the workers.
 """
@@ -27,31 +32,43 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import struct
 import time
 from concurrent import futures
 from datetime import timedelta
+from typing import Any
 
 from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 ACCEPT_DEFER_SECONDS = 0.001
 INLINE_BYTES = 64 * 1024
-"""The largest request a worker answers in its main thread: one image, or a few dozen PNGs."""
+"""The largest request a worker answers in its main thread: one image, or a batch of a couple of
+hundred MNIST PNGs."""
+INLINE_SEND_SECONDS = 10
+"""How long the main thread may wait to send an inline answer to a client that does not read it."""
+SCORING_TIMEOUT_VARIABLE = "SCORING_TIMEOUT_MS"
 _LISTEN_QUEUE = struct.Struct("=I")
 """`tcp_info.tcpi_unacked`, which a listening socket's TCP_INFO fills with its accept queue's length."""
 _LISTEN_QUEUE_OFFSET = 24
 
 
 class ScoringWorker(ThreadWorker):
+    """gthread, idle first and answering small requests inline when idle (see the module's text)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answers_inline = not self.cfg.is_ssl and SCORING_TIMEOUT_VARIABLE not in os.environ
+
     def accept(self, listener: socket.socket) -> None:
         from mnist_mlops.serving.scorer import requests_in_process  # loaded with the app by then
 
         busy = requests_in_process()
         if busy:
             time.sleep(ACCEPT_DEFER_SECONDS)
-        if busy or self.nr_conns:
+        if busy or self.nr_conns or not self.answers_inline:
             super().accept(listener)
             return
         try:
@@ -61,20 +78,20 @@ class ScoringWorker(ThreadWorker):
                 raise
             return  # another worker took it
         self.nr_conns += 1
-        client.setblocking(True)
-        connection = TConn(self.cfg, client, address, listener.getsockname())
+        connection = TConn(self.cfg, client, address, listener.getsockname())  # leaves it non-blocking
         if listen_queue(listener) != 0 or not whole_request_buffered(client):
             self.enqueue_req(connection)
             return
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", INLINE_SEND_SECONDS, 0))
         connection.data_ready = True  # gthread's wait for the first bytes: they are here
         keep_alive = self.handle(connection)
-        if not keep_alive and nothing_unread(client):
-            self.nr_conns -= 1  # closed at once, as the sync worker does: no unread byte to make a reset
-            connection.close()
+        if keep_alive:  # back to the poller, as gthread does (the server runs with keep-alive off)
+            answered: futures.Future = futures.Future()
+            answered.set_result(keep_alive)
+            self.finish_request(connection, answered)
             return
-        answered: futures.Future = futures.Future()
-        answered.set_result(keep_alive)
-        self.finish_request(connection, answered)  # gthread's graceful close, or back to the poller
+        self.nr_conns -= 1
+        connection.close(graceful=not nothing_unread(client))
 
 
 def listen_queue(listener: socket.socket) -> int | None:
@@ -96,7 +113,7 @@ def whole_request_buffered(connection: socket.socket) -> bool:
     except OSError:  # nothing yet (EAGAIN), or a connection already gone
         return False
     end = head.find(b"\r\n\r\n")
-    if end < 0:
+    if end < 0 or len(head) > INLINE_BYTES:
         return False
     lengths = []
     for line in head[:end].split(b"\r\n")[1:]:
@@ -112,10 +129,12 @@ def whole_request_buffered(connection: socket.socket) -> bool:
 
 
 def nothing_unread(connection: socket.socket) -> bool:
-    """Whether the socket holds no byte the server has not read (closing it with unread bytes makes
-    the kernel reset the connection, which can cost the client the answer it was sent)."""
+    """Whether the socket holds no byte the server has not read: closing it with unread bytes makes the
+    kernel reset the connection, which can cost the client the answer it was sent. Leaves the socket
+    non-blocking (it must not wait: the request's body reader may have set a timeout on it)."""
+    connection.setblocking(False)
     try:
-        return not connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"": the client closed
+        return not connection.recv(1, socket.MSG_PEEK)  # b"": the client closed
     except BlockingIOError:
         return True
     except OSError:  # already reset or gone: nothing to lose

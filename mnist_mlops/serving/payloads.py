@@ -141,6 +141,7 @@ JSON_SPACE = b" \t\r\n"
 PLAIN_PREFIX = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"instances"[ \t\r\n]*:[ \t\r\n]*\Z')
 PLAIN_SUFFIX = re.compile(rb"[ \t\r\n]*\}[ \t\r\n]*\Z")
 ZERO, OPEN, CLOSE = ord("0"), ord("["), ord("]")
+_JSON_SPACE_CODES = np.isin(np.arange(256), list(JSON_SPACE))
 
 
 def _plain_pixels(body: bytes, limits: Limits, image_shape: tuple[int, ...]) -> np.ndarray | None:
@@ -193,7 +194,8 @@ def _plain_pixels(body: bytes, limits: Limits, image_shape: tuple[int, ...]) -> 
 
 
 def _is_space(codes: np.ndarray) -> np.ndarray:
-    return (codes == 32) | (codes == 9) | (codes == 10) | (codes == 13)
+    """Which of the character codes are JSON whitespace."""
+    return _JSON_SPACE_CODES[codes]
 
 
 def _array_skeleton(shape: tuple[int, ...]) -> bytes:
